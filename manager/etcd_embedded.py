@@ -1,0 +1,159 @@
+"""The embedded default store: an etcd child process with its data in the manager's
+state dir, listening on free loopback ports, stopped when the manager stops.
+
+It is a real etcd (the `etcd` binary on PATH); the manager talks to it exactly as it
+talks to an external cluster given with `--etcd`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import time
+from pathlib import Path
+
+from common.log import get_logger
+
+_log = get_logger("etcd_embedded")
+_PR_SET_PDEATHSIG = 1
+
+
+class EmbeddedEtcdError(Exception):
+    """The embedded etcd could not be started."""
+
+
+def _die_with_parent() -> None:
+    # If the manager is killed (even with SIGKILL) its etcd goes too, so a restarted
+    # manager never finds its data dir locked by an orphan.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class EmbeddedEtcd:
+    """One etcd member on loopback, data in `data_dir`, output in `log_path`."""
+
+    def __init__(self, data_dir: Path, log_path: Path, binary: str = "etcd") -> None:
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.binary = binary
+        self.client_url = ""
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pid_file = data_dir.parent / "etcd.pid"
+
+    async def start(self, timeout: float = 30.0) -> str:
+        """Start etcd and return its client URL once it answers."""
+        path = shutil.which(self.binary)
+        if path is None:
+            raise EmbeddedEtcdError(
+                f"no `{self.binary}` binary on PATH for the embedded store: install etcd "
+                "(Debian: apt-get install etcd-server) or pass --etcd URL of an existing cluster"
+            )
+        self._kill_stale()
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for attempt in range(3):
+            client_port, peer_port = free_port(), free_port()
+            self.client_url = f"http://127.0.0.1:{client_port}"
+            peer_url = f"http://127.0.0.1:{peer_port}"
+            args = [
+                path,
+                "--name", "swarmlet",
+                "--data-dir", str(self.data_dir),
+                "--listen-client-urls", self.client_url,
+                "--advertise-client-urls", self.client_url,
+                "--listen-peer-urls", peer_url,
+                "--initial-advertise-peer-urls", peer_url,
+                "--initial-cluster", f"swarmlet={peer_url}",
+                "--auto-compaction-mode", "periodic",
+                "--auto-compaction-retention", "5m",
+                "--snapshot-count", "20000",
+                "--log-level", "warn",
+            ]
+            log = self.log_path.open("ab")
+            try:
+                self._proc = await asyncio.create_subprocess_exec(
+                    *args,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    preexec_fn=_die_with_parent,
+                    start_new_session=True,
+                )
+            finally:
+                log.close()
+            self._pid_file.write_text(str(self._proc.pid))
+            if await self._wait_healthy(client_port, timeout):
+                _log.info("embedded etcd started", url=self.client_url, pid=self._proc.pid,
+                          data_dir=str(self.data_dir))
+                return self.client_url
+            if self._proc.returncode is None:
+                await self.stop()
+                break
+            _log.warning("embedded etcd exited at start; retrying", attempt=attempt + 1)
+        raise EmbeddedEtcdError(
+            f"embedded etcd did not become healthy within {timeout:.0f}s; see {self.log_path}:\n"
+            + self._log_tail()
+        )
+
+    async def _wait_healthy(self, port: int, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            assert self._proc is not None
+            if self._proc.returncode is not None:
+                return False
+            with contextlib.suppress(OSError):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                body = await reader.read()
+                writer.close()
+                if b'"health":"true"' in body:
+                    return True
+            await asyncio.sleep(0.1)
+        return False
+
+    async def stop(self, grace: float = 10.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        self._pid_file.unlink(missing_ok=True)
+        _log.info("embedded etcd stopped")
+
+    def _kill_stale(self) -> None:
+        """Stop an etcd left behind on our data dir by a manager that could not clean up."""
+        try:
+            pid = int(self._pid_file.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if str(self.data_dir).encode() in cmdline:
+            _log.warning("stopping a stale embedded etcd", pid=pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            for _ in range(100):  # its lock on the data dir goes with it
+                if not Path(f"/proc/{pid}").exists():
+                    break
+                time.sleep(0.05)
+
+    def _log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"

@@ -1,0 +1,245 @@
+"""The in-memory copy of every stored object, fed by list + watch.
+
+Reconcilers and the control API read the cache, never etcd. The cache lists the prefix
+(paginated, at one revision), then watches from the revision after; when etcd has
+compacted that revision away it lists again. Listeners are plain functions called, in
+revision order, for every change; they must be quick (mark something dirty, wake a
+loop) because they run inside the watch loop. Objects handed out are shared: treat
+them as read-only and copy before changing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from etcd3aio import Etcd3Client, prefix_range_end
+
+from common.api import objects_pb2
+from common.log import get_logger
+from manager.store.keys import KeySpace, Kind, decode
+from manager.store.store import Store
+
+_log = get_logger("cache")
+
+# mvccpb.Event.EventType
+_PUT, _DELETE = 0, 1
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change: `old` is None for a create, `new` is None for a delete."""
+
+    kind: Kind
+    old: Any
+    new: Any
+    revision: int
+
+    @property
+    def obj(self) -> Any:
+        return self.new if self.new is not None else self.old
+
+
+Listener = Callable[[Event], None]
+
+
+class Cache:
+    """Every node, service, task and cluster object, kept current by an etcd watch."""
+
+    def __init__(self, client: Etcd3Client, store: Store) -> None:
+        self._client = client
+        self._store = store
+        self._keys: KeySpace = store.keys
+        self.objects: dict[Kind, dict[str, Any]] = {k: {} for k in Kind}
+        self.tasks_by_service: dict[str, dict[str, objects_pb2.Task]] = defaultdict(dict)
+        self.tasks_by_node: dict[str, dict[str, objects_pb2.Task]] = defaultdict(dict)
+        self.service_by_name: dict[str, str] = {}
+        self.revision = 0
+        self._listeners: list[Listener] = []
+        self._resync_listeners: list[Callable[[], None]] = []
+        self._revision_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.synced = asyncio.Event()
+
+    # ---- reading ------------------------------------------------------------------
+
+    @property
+    def nodes(self) -> dict[str, objects_pb2.Node]:
+        return self.objects[Kind.NODE]
+
+    @property
+    def services(self) -> dict[str, objects_pb2.Service]:
+        return self.objects[Kind.SERVICE]
+
+    @property
+    def tasks(self) -> dict[str, objects_pb2.Task]:
+        return self.objects[Kind.TASK]
+
+    @property
+    def clusters(self) -> dict[str, objects_pb2.Cluster]:
+        return self.objects[Kind.CLUSTER]
+
+    def get(self, kind: Kind, obj_id: str) -> Any | None:
+        return self.objects[kind].get(obj_id)
+
+    def cluster(self) -> objects_pb2.Cluster | None:
+        return next(iter(self.clusters.values()), None)
+
+    # ---- subscribing ----------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def add_resync_listener(self, listener: Callable[[], None]) -> None:
+        """Called after a re-list, when events may have been missed: re-check everything."""
+        self._resync_listeners.append(listener)
+
+    async def wait_for(self, revision: int, timeout: float = 5.0) -> None:
+        """Return once the cache has seen `revision` (read-your-writes for the control API)."""
+        if self.revision >= revision:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._revision_waiters.append((revision, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            _log.warning("cache lagging behind a write", wanted=revision, have=self.revision)
+
+    # ---- feeding --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """List, then watch; list again whenever the watch falls behind a compaction."""
+        while True:
+            await self._relist()
+            compacted = await self._watch()
+            if not compacted:
+                return
+            _log.warning("watch revision compacted; listing again", revision=self.revision)
+
+    async def _relist(self) -> None:
+        kvs, revision = await self._store.list_raw(self._keys.prefix.encode())
+        fresh: dict[Kind, dict[str, Any]] = {k: {} for k in Kind}
+        for kv in kvs:
+            parsed = self._keys.parse(kv.key)
+            if parsed is None:
+                continue
+            kind, obj_id = parsed
+            fresh[kind][obj_id] = decode(kind, kv.value, kv.mod_revision)
+        first = not self.synced.is_set()
+        self.objects = fresh
+        self._rebuild_indexes()
+        self._advance(revision)
+        self.synced.set()
+        _log.info("cache listed", revision=revision, **{k.folder: len(v) for k, v in fresh.items()})
+        if not first:
+            for listener in self._resync_listeners:
+                self._safe_call(listener)
+
+    async def _watch(self) -> bool:
+        """Apply watch events until the stream ends; True if it ended by compaction."""
+        assert self._client.watch is not None
+        prefix = self._keys.prefix.encode()
+        stream = self._client.watch.watch(
+            prefix, range_end=prefix_range_end(prefix), start_revision=self.revision + 1
+        )
+        async for response in stream:
+            if response.compact_revision > 0 or response.canceled:
+                return True
+            for ev in response.events:
+                self._apply(ev)
+            if response.header.revision:
+                self._advance(response.header.revision)
+        return False
+
+    def _apply(self, ev: Any) -> None:
+        parsed = self._keys.parse(ev.kv.key)
+        revision = ev.kv.mod_revision
+        if parsed is None:
+            return
+        kind, obj_id = parsed
+        table = self.objects[kind]
+        old = table.get(obj_id)
+        if ev.type == _DELETE:
+            if old is None:
+                return
+            del table[obj_id]
+            new = None
+        else:
+            if old is not None and old.meta.version >= revision:
+                return  # already seen (a re-list raced the watch)
+            new = decode(kind, ev.kv.value, revision)
+            table[obj_id] = new
+        self._index(kind, old, new)
+        event = Event(kind, old, new, revision)
+        for listener in self._listeners:
+            self._safe_call(listener, event)
+
+    def _advance(self, revision: int) -> None:
+        if revision <= self.revision:
+            return
+        self.revision = revision
+        if self._revision_waiters:
+            still = []
+            for wanted, fut in self._revision_waiters:
+                if wanted <= revision:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    still.append((wanted, fut))
+            self._revision_waiters = still
+
+    def _rebuild_indexes(self) -> None:
+        self.tasks_by_service = defaultdict(dict)
+        self.tasks_by_node = defaultdict(dict)
+        self.service_by_name = {}
+        for task in self.tasks.values():
+            self._index(Kind.TASK, None, task)
+        for service in self.services.values():
+            self._index(Kind.SERVICE, None, service)
+
+    def _index(self, kind: Kind, old: Any, new: Any) -> None:
+        if kind is Kind.TASK:
+            if old is not None:
+                _discard(self.tasks_by_service, old.service_id, old.id)
+                if old.node_id:
+                    _discard(self.tasks_by_node, old.node_id, old.id)
+            if new is not None:
+                self.tasks_by_service[new.service_id][new.id] = new
+                if new.node_id:
+                    self.tasks_by_node[new.node_id][new.id] = new
+        elif kind is Kind.SERVICE:
+            if old is not None:
+                self.service_by_name.pop(old.spec.annotations.name, None)
+            if new is not None:
+                self.service_by_name[new.spec.annotations.name] = new.id
+
+    def _safe_call(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            _log.exception("cache listener failed", listener=getattr(fn, "__qualname__", repr(fn)))
+
+    # For tests and tools: feed objects without etcd.
+    def load(self, objs: Iterable[Any], revision: int = 1) -> None:
+        for obj in objs:
+            kind = Kind.of(obj)
+            old = self.objects[kind].get(obj.id)
+            self.objects[kind][obj.id] = obj
+            self._index(kind, old, obj)
+            for listener in self._listeners:
+                self._safe_call(listener, Event(kind, old, obj, revision))
+        self._advance(revision)
+
+
+def _discard(index: dict[str, dict[str, Any]], key: str, obj_id: str) -> None:
+    bucket = index.get(key)
+    if bucket is not None:
+        bucket.pop(obj_id, None)
+        if not bucket:
+            del index[key]

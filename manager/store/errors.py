@@ -1,0 +1,23 @@
+"""Store errors, each mapping to one gRPC status code in the control API."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class of everything the store raises."""
+
+
+class StoreUnavailableError(StoreError):
+    """etcd did not answer (down, no quorum, or over its space quota)."""
+
+
+class ConflictError(StoreError):
+    """The object changed since it was read (its version is stale)."""
+
+
+class AlreadyExistsError(StoreError):
+    """An object with this id or unique name exists."""
+
+
+class NotFoundError(StoreError):
+    """The object does not exist (any more)."""

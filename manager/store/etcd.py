@@ -1,0 +1,120 @@
+"""Connecting to etcd through etcd3aio, and turning its failures into store errors.
+
+Kept apart so the client library can be swapped without touching the store logic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from etcd3aio import (
+    Etcd3Client,
+    EtcdConnectionError,
+    EtcdError,
+    EtcdPermissionDeniedError,
+    EtcdTransientError,
+    EtcdUnauthenticatedError,
+)
+
+from manager.store.errors import StoreError, StoreUnavailableError
+
+# Watch responses and paginated lists of many tasks exceed gRPC's 4 MiB default.
+_MAX_MESSAGE = 64 * 1024 * 1024
+
+
+@dataclass
+class EtcdConfig:
+    """Where etcd is and how to authenticate to it."""
+
+    endpoints: list[str]
+    ca_cert: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    user: str | None = None
+    password: str | None = None
+    timeout: float = 5.0
+    tls_server_name: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def display(self) -> str:
+        return ",".join(self.endpoints)
+
+
+def normalise_endpoint(url: str) -> str:
+    """`http://h:p`, `https://h:p` or `h:p` as the `h:p` etcd3aio takes."""
+    url = url.strip()
+    for scheme in ("http://", "https://"):
+        if url.startswith(scheme):
+            url = url[len(scheme):]
+    return url.rstrip("/")
+
+
+@contextlib.asynccontextmanager
+async def connect(config: EtcdConfig) -> AsyncIterator[Etcd3Client]:
+    """A connected client, checked with a read; StoreUnavailableError names the endpoints."""
+    tls: dict[str, bytes | None] = {}
+    if config.ca_cert:
+        tls["ca_cert"] = config.ca_cert.read_bytes()
+    if config.cert and config.key:
+        tls["cert_chain"] = config.cert.read_bytes()
+        tls["cert_key"] = config.key.read_bytes()
+    client = Etcd3Client(
+        [normalise_endpoint(e) for e in config.endpoints],
+        tls_server_name=config.tls_server_name,
+        rpc_max_attempts=2,
+        watch_max_reconnect_backoff_seconds=1.0,
+        **tls,
+    )
+    client._manager.grpc_options += [
+        ("grpc.max_receive_message_length", _MAX_MESSAGE),
+        ("grpc.max_send_message_length", _MAX_MESSAGE),
+    ]
+    await client.connect()
+    try:
+        try:
+            assert client.kv is not None
+            await client.kv.get("/", timeout=config.timeout)
+        except (EtcdError, TimeoutError, grpc.aio.AioRpcError) as exc:
+            raise StoreUnavailableError(
+                f"etcd at {config.display} did not answer: {describe(exc)}"
+            ) from exc
+        if config.user:
+            async with client.token_refresher(config.user, config.password or ""):
+                yield client
+        else:
+            yield client
+    finally:
+        await client.close()
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line description of an etcd failure."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+def translate(exc: BaseException, endpoints: str) -> StoreError:
+    """The store error for an etcd3aio or gRPC failure."""
+    if isinstance(exc, EtcdConnectionError | EtcdTransientError | TimeoutError):
+        return StoreUnavailableError(f"etcd at {endpoints} is unavailable: {describe(exc)}")
+    if isinstance(exc, EtcdUnauthenticatedError | EtcdPermissionDeniedError):
+        return StoreError(f"etcd at {endpoints} refused the request: {describe(exc)}")
+    if isinstance(exc, grpc.aio.AioRpcError):
+        details = exc.details() or ""
+        if "database space exceeded" in details or exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return StoreUnavailableError(
+                f"etcd at {endpoints} is over its space quota ({details}); compact and "
+                "defragment it, then disarm the NOSPACE alarm (etcdctl alarm disarm)"
+            )
+        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return StoreUnavailableError(f"etcd at {endpoints} is unavailable: {describe(exc)}")
+        return StoreError(f"etcd at {endpoints} failed: {describe(exc)}")
+    return StoreError(f"etcd at {endpoints} failed: {describe(exc)}")

@@ -1,0 +1,76 @@
+"""Key layout in etcd: one key per object, `<prefix><kind>/<id>`, values serialized protobuf.
+
+Service names are unique; `<prefix>names/services/<name>` holds the id of the service
+with that name and is written in the same transaction as the service.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from google.protobuf.message import Message
+
+from common.api import objects_pb2
+
+
+class Kind(Enum):
+    """The kinds of stored object, each with its key folder and protobuf type."""
+
+    NODE = ("nodes", objects_pb2.Node)
+    SERVICE = ("services", objects_pb2.Service)
+    TASK = ("tasks", objects_pb2.Task)
+    CLUSTER = ("clusters", objects_pb2.Cluster)
+
+    def __init__(self, folder: str, message: type[Message]) -> None:
+        self.folder = folder
+        self.message = message
+
+    @classmethod
+    def of(cls, obj: Message) -> Kind:
+        return _KIND_BY_TYPE[type(obj)]
+
+
+_KIND_BY_TYPE: dict[type[Message], Kind] = {k.message: k for k in Kind}
+
+
+class KeySpace:
+    """Builds and parses keys under one prefix (default `/swarmlet/`)."""
+
+    def __init__(self, prefix: str) -> None:
+        if not prefix.endswith("/"):
+            prefix += "/"
+        self.prefix = prefix
+        self._prefix_bytes = prefix.encode()
+
+    def folder(self, kind: Kind) -> bytes:
+        return f"{self.prefix}{kind.folder}/".encode()
+
+    def key(self, kind: Kind, obj_id: str) -> bytes:
+        return f"{self.prefix}{kind.folder}/{obj_id}".encode()
+
+    def key_of(self, obj: Any) -> bytes:
+        return self.key(Kind.of(obj), obj.id)
+
+    def service_name_key(self, name: str) -> bytes:
+        return f"{self.prefix}names/services/{name}".encode()
+
+    def parse(self, key: bytes) -> tuple[Kind, str] | None:
+        """(kind, id) of an object key; None for keys that are not objects (name index)."""
+        if not key.startswith(self._prefix_bytes):
+            return None
+        folder, _, obj_id = key[len(self._prefix_bytes):].decode().partition("/")
+        kind = _KIND_BY_FOLDER.get(folder)
+        if kind is None or not obj_id:
+            return None
+        return kind, obj_id
+
+
+_KIND_BY_FOLDER = {k.folder: k for k in Kind}
+
+
+def decode(kind: Kind, value: bytes, mod_revision: int) -> Any:
+    """The object stored in `value`, with meta.version set to the key's mod_revision."""
+    obj = kind.message.FromString(value)
+    obj.meta.version = mod_revision  # type: ignore[attr-defined]
+    return obj
