@@ -68,17 +68,28 @@ class EmbeddedEtcd:
             peer_url = f"http://127.0.0.1:{peer_port}"
             args = [
                 path,
-                "--name", "swarmlet",
-                "--data-dir", str(self.data_dir),
-                "--listen-client-urls", self.client_url,
-                "--advertise-client-urls", self.client_url,
-                "--listen-peer-urls", peer_url,
-                "--initial-advertise-peer-urls", peer_url,
-                "--initial-cluster", f"swarmlet={peer_url}",
-                "--auto-compaction-mode", "periodic",
-                "--auto-compaction-retention", "5m",
-                "--snapshot-count", "20000",
-                "--log-level", "warn",
+                "--name",
+                "swarmlet",
+                "--data-dir",
+                str(self.data_dir),
+                "--listen-client-urls",
+                self.client_url,
+                "--advertise-client-urls",
+                self.client_url,
+                "--listen-peer-urls",
+                peer_url,
+                "--initial-advertise-peer-urls",
+                peer_url,
+                "--initial-cluster",
+                f"swarmlet={peer_url}",
+                "--auto-compaction-mode",
+                "periodic",
+                "--auto-compaction-retention",
+                "5m",
+                "--snapshot-count",
+                "20000",
+                "--log-level",
+                "warn",
             ]
             log = self.log_path.open("ab")
             try:
@@ -94,8 +105,12 @@ class EmbeddedEtcd:
                 log.close()
             self._pid_file.write_text(str(self._proc.pid))
             if await self._wait_healthy(client_port, timeout):
-                _log.info("embedded etcd started", url=self.client_url, pid=self._proc.pid,
-                          data_dir=str(self.data_dir))
+                _log.info(
+                    "embedded etcd started",
+                    url=self.client_url,
+                    pid=self._proc.pid,
+                    data_dir=str(self.data_dir),
+                )
                 return self.client_url
             if self._proc.returncode is None:
                 await self.stop()

@@ -50,7 +50,7 @@ def normalise_endpoint(url: str) -> str:
     url = url.strip()
     for scheme in ("http://", "https://"):
         if url.startswith(scheme):
-            url = url[len(scheme):]
+            url = url[len(scheme) :]
     return url.rstrip("/")
 
 
@@ -68,7 +68,7 @@ async def connect(config: EtcdConfig) -> AsyncIterator[Etcd3Client]:
         tls_server_name=config.tls_server_name,
         rpc_max_attempts=2,
         watch_max_reconnect_backoff_seconds=1.0,
-        **tls,
+        **tls,  # type: ignore[arg-type]
     )
     client._manager.grpc_options += [
         ("grpc.max_receive_message_length", _MAX_MESSAGE),

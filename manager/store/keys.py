@@ -1,7 +1,9 @@
 """Key layout in etcd: one key per object, `<prefix><kind>/<id>`, values serialized protobuf.
 
 Service names are unique; `<prefix>names/services/<name>` holds the id of the service
-with that name and is written in the same transaction as the service.
+with that name and is written in the same transaction as the service. The cluster object
+reserves `<prefix>names/clusters/default` the same way, so two managers starting at
+once create one cluster.
 """
 
 from __future__ import annotations
@@ -52,14 +54,18 @@ class KeySpace:
     def key_of(self, obj: Any) -> bytes:
         return self.key(Kind.of(obj), obj.id)
 
+    def name_key(self, kind: Kind, name: str) -> bytes:
+        """The key reserving `name` among objects of `kind` (service names, the cluster)."""
+        return f"{self.prefix}names/{kind.folder}/{name}".encode()
+
     def service_name_key(self, name: str) -> bytes:
-        return f"{self.prefix}names/services/{name}".encode()
+        return self.name_key(Kind.SERVICE, name)
 
     def parse(self, key: bytes) -> tuple[Kind, str] | None:
         """(kind, id) of an object key; None for keys that are not objects (name index)."""
         if not key.startswith(self._prefix_bytes):
             return None
-        folder, _, obj_id = key[len(self._prefix_bytes):].decode().partition("/")
+        folder, _, obj_id = key[len(self._prefix_bytes) :].decode().partition("/")
         kind = _KIND_BY_FOLDER.get(folder)
         if kind is None or not obj_id:
             return None

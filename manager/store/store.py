@@ -128,9 +128,11 @@ class Store:
         result.raise_first()
         return result.written[0] if result.written else None
 
-    async def delete(self, kind: Kind, obj_id: str, *, also: Sequence[bytes] = ()) -> None:
+    async def delete(self, kind: Kind, obj_id: str, *, also: Sequence[bytes] = ()) -> int:
+        """Delete one object (and `also` keys); the revision of the deletion (0 if absent)."""
         result = await self.commit([Delete(kind, obj_id, also=list(also))])
         result.raise_first()
+        return result.revision
 
     async def get(self, kind: Kind, obj_id: str) -> Any | None:
         """A linearizable read of one object (the cache is the usual way to read)."""
@@ -140,14 +142,18 @@ class Store:
         kv = resp.kvs[0]
         return decode(kind, kv.value, kv.mod_revision)
 
-    async def list_raw(self, folder: bytes, revision: int = 0, page: int = 5000) -> tuple[list[Any], int]:
+    async def list_raw(
+        self, folder: bytes, revision: int = 0, page: int = 5000
+    ) -> tuple[list[Any], int]:
         """All key-values under `folder` at one revision, paginated; (kvs, revision)."""
         end = prefix_range_end(folder)
         start = folder
         out: list[Any] = []
         while True:
             resp = await self._call(
-                self._kv.get(start, range_end=end, revision=revision, limit=page, timeout=self._timeout)
+                self._kv.get(
+                    start, range_end=end, revision=revision, limit=page, timeout=self._timeout
+                )
             )
             if revision == 0:
                 revision = resp.header.revision
@@ -199,7 +205,7 @@ class Store:
             requests = [KVService.txn_op_put(key, _serialize(obj))]
             watched = [key]
             if op.unique_name is not None:
-                name_key = keys.service_name_key(op.unique_name)
+                name_key = keys.name_key(Kind.of(obj), op.unique_name)
                 compares.append(KVService.txn_compare_create_revision(name_key, 0))
                 requests.append(KVService.txn_op_put(name_key, obj.id.encode()))
                 watched.append(name_key)
@@ -214,7 +220,9 @@ class Store:
                     return NotFoundError(f"{kind.folder[:-1]} {obj_id} not found")
                 # Not in the cache (yet): send a compare that fails, so the failure branch
                 # reads the object and the update is retried on what etcd holds.
-                return _Prepared(op, [KVService.txn_compare_create_revision(key, -1)], [], [key], None)
+                return _Prepared(
+                    op, [KVService.txn_compare_create_revision(key, -1)], [], [key], None
+                )
             if op.expect_version is not None and base.meta.version != op.expect_version:
                 return ConflictError(
                     f"{kind.folder[:-1]} {obj_id} changed since it was read (version "
@@ -243,9 +251,7 @@ class Store:
         if op.check is not None and not op.check(base):
             return None
         requests = [KVService.txn_op_delete(key)] + [KVService.txn_op_delete(k) for k in op.also]
-        return _Prepared(
-            op, [_compare_mod_revision(key, base.meta.version)], requests, [key], base
-        )
+        return _Prepared(op, [_compare_mod_revision(key, base.meta.version)], requests, [key], base)
 
     async def _commit_chunk(self, chunk: list[_Prepared], result: BatchResult) -> None:
         for _attempt in range(_MAX_ATTEMPTS):
@@ -253,9 +259,7 @@ class Store:
             success = [r for p in chunk for r in p.requests]
             watched = [k for p in chunk for k in p.watched]
             failure = [KVService.txn_op_get(k) for k in watched]
-            resp = await self._call(
-                self._kv.txn(compares, success, failure, timeout=self._timeout)
-            )
+            resp = await self._call(self._kv.txn(compares, success, failure, timeout=self._timeout))
             if resp.succeeded:
                 revision = resp.header.revision
                 result.revision = max(result.revision, revision)
@@ -276,9 +280,11 @@ class Store:
                 if isinstance(op, Create):
                     taken = [k for k in p.watched if current[k] is not None]
                     if taken:
+                        kind_name = Kind.of(op.obj).folder[:-1]
                         what = (
-                            f"a service named {op.unique_name!r} already exists"
-                            if op.unique_name is not None and taken[-1] == p.watched[-1]
+                            f"a {kind_name} named {op.unique_name!r} already exists"
+                            if op.unique_name is not None
+                            and taken[-1] == p.watched[-1]
                             and len(p.watched) > 1
                             else f"{Kind.of(op.obj).folder[:-1]} {op.obj.id} already exists"
                         )

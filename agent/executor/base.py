@@ -1,0 +1,80 @@
+"""What an executor must provide."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from common.api import objects_pb2, types_pb2
+
+
+class ExecutorError(Exception):
+    """A step failed; the message is the engine's explanation, shown to the operator."""
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    exit_code: int
+    # Set when the container ended for a reason other than its process exiting
+    # (killed for lack of memory, engine restarted, container removed by hand).
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class RunningInfo:
+    container_id: str
+    pid: int = 0
+    ports: list[types_pb2.PortConfig] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AdoptedContainer:
+    """A container this node's agent made earlier, found again at start."""
+
+    task_id: str
+    container_id: str
+    # running, created or exited (the engine's words are mapped onto these three).
+    state: str
+    exit_code: int = 0
+    pid: int = 0
+    ports: list[types_pb2.PortConfig] = field(default_factory=list)
+
+
+class Controller(Protocol):
+    """Runs one task."""
+
+    task: objects_pb2.Task
+
+    async def prepare(self) -> None:
+        """Make the task ready to start (pull the image if missing, create the container).
+        Idempotent: an existing container for the task is reused."""
+
+    async def start(self) -> RunningInfo: ...
+
+    async def wait(self) -> ExitStatus:
+        """Return when the task's process has ended."""
+        ...
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop the process: its stop signal, then a kill after `grace` seconds."""
+
+    async def remove(self) -> None:
+        """Remove whatever the task left (its container)."""
+
+    async def exists(self) -> bool:
+        """Whether the task's container still exists."""
+        ...
+
+
+class Executor(Protocol):
+    """Makes controllers and describes the node."""
+
+    async def describe(self) -> objects_pb2.NodeDescription: ...
+
+    async def adopt(self, node_id: str) -> list[AdoptedContainer]: ...
+
+    def controller(
+        self, task: objects_pb2.Task, node_id: str, container_id: str = ""
+    ) -> Controller: ...
+
+    async def close(self) -> None: ...

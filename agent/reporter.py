@@ -1,0 +1,55 @@
+"""Task status reports on their way to the manager.
+
+Runners add reports at any time; the session sends whatever is pending in one
+UpdateTaskStatus call, then the next batch, so reports coalesce naturally under load.
+Reports that could not be sent stay pending for the next session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from common.api import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
+
+MAX_BATCH = 5000
+
+
+class StatusReporter:
+    """Pending reports, the most advanced one per task."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, objects_pb2.TaskStatus] = {}
+        self._wake = asyncio.Event()
+
+    def add(self, task_id: str, status: objects_pb2.TaskStatus) -> None:
+        queued = self._pending.get(task_id)
+        if queued is None or status.state >= queued.state:
+            self._pending[task_id] = status
+        self._wake.set()
+
+    def discard(self, task_id: str) -> None:
+        self._pending.pop(task_id, None)
+
+    async def send_forever(
+        self, stub: dispatcher_pb2_grpc.DispatcherAsyncStub, session_id: str, timeout: float
+    ) -> None:
+        """Send pending reports until a call fails (which ends the session)."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                ids = list(self._pending)[:MAX_BATCH]
+                batch = {tid: self._pending.pop(tid) for tid in ids}
+                request = dispatcher_pb2.UpdateTaskStatusRequest(
+                    session_id=session_id,
+                    updates=[
+                        dispatcher_pb2.TaskStatusUpdate(task_id=t, status=s)
+                        for t, s in batch.items()
+                    ],
+                )
+                try:
+                    await stub.UpdateTaskStatus(request, timeout=timeout)
+                except BaseException:
+                    for tid, status in batch.items():
+                        self.add(tid, status)
+                    raise

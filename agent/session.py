@@ -1,0 +1,169 @@
+"""The agent's session with a manager, and the loop that keeps one open.
+
+A session: open the Session stream (node description in; session id, heartbeat period
+and manager list out), re-send every task's status, then heartbeat, follow assignments
+and send status reports side by side until any of them fails. Then the next manager
+in the list is tried after a jittered backoff (100 ms doubling to 8 s). Running tasks
+are untouched by all of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable
+
+import grpc
+
+from agent.executor import Executor, ExecutorError
+from agent.reporter import StatusReporter
+from agent.worker import Worker
+from common.api import dispatcher_pb2, dispatcher_pb2_grpc
+from common.log import get_logger
+from common.timeutil import duration_seconds
+
+MIN_BACKOFF = 0.1
+MAX_BACKOFF = 8.0
+_OPEN_TIMEOUT = 10.0
+_CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+]
+
+
+class SessionEnded(Exception):
+    """The manager ended the session (it expired, was replaced, or the manager stops)."""
+
+
+class SessionLoop:
+    """Keeps this node in session with one of `managers`."""
+
+    def __init__(
+        self,
+        managers: list[str],
+        node_id: str,
+        executor: Executor,
+        worker: Worker,
+        reporter: StatusReporter,
+    ) -> None:
+        self.managers = list(dict.fromkeys(managers))
+        self.node_id = node_id
+        self.executor = executor
+        self.worker = worker
+        self.reporter = reporter
+        self.log = get_logger("session", node_id=node_id)
+        self.connected = asyncio.Event()
+        self.session_id = ""
+        self.manager = ""
+
+    async def run(self) -> None:
+        backoff = MIN_BACKOFF
+        index = 0
+        while True:
+            addr = self.managers[index % len(self.managers)]
+            established = False
+            try:
+                established = await self._session(addr)
+                self.log.warning("session ended by the manager", manager=addr)
+            except (
+                grpc.aio.AioRpcError,
+                ExecutorError,
+                TimeoutError,
+                SessionEnded,
+                OSError,
+            ) as exc:
+                self.log.warning(
+                    "no session with manager",
+                    manager=addr,
+                    error=_describe(exc),
+                    retry_in=round(backoff, 2),
+                )
+            finally:
+                self.connected.clear()
+                self.session_id = ""
+            if established:
+                backoff = MIN_BACKOFF
+            else:
+                index += 1
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _session(self, addr: str) -> bool:
+        description = await self.executor.describe()
+        async with grpc.aio.insecure_channel(addr, options=_CHANNEL_OPTIONS) as channel:
+            stub = dispatcher_pb2_grpc.DispatcherStub(channel)
+            call = stub.Session(
+                dispatcher_pb2.SessionRequest(node_id=self.node_id, description=description)
+            )
+            first = await asyncio.wait_for(call.read(), _OPEN_TIMEOUT)
+            if first is grpc.aio.EOF:
+                raise SessionEnded("the manager closed the session at once")
+            assert isinstance(first, dispatcher_pb2.SessionMessage)
+            session_id = first.session_id
+            period = duration_seconds(first.heartbeat_period) or 1.0
+            self._learn_managers(first)
+            self.session_id, self.manager = session_id, addr
+            self.log.info(
+                "session established", manager=addr, session_id=session_id, heartbeat_period=period
+            )
+            self.connected.set()
+            for task_id, status in self.worker.statuses().items():
+                self.reporter.add(task_id, status)
+            parts: list[Awaitable[None]] = [
+                self._heartbeat(stub, session_id, period),
+                self._assignments(stub, session_id),
+                self.reporter.send_forever(stub, session_id, timeout=max(5.0, 3 * period)),
+                self._follow_session(call),
+            ]
+            tasks = [asyncio.ensure_future(p) for p in parts]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                call.cancel()
+            for t in done:
+                exc = t.exception()
+                if exc is not None:
+                    raise exc
+            return True
+
+    async def _heartbeat(
+        self, stub: dispatcher_pb2_grpc.DispatcherAsyncStub, session_id: str, period: float
+    ) -> None:
+        while True:
+            await asyncio.sleep(period * random.uniform(0.8, 1.0))
+            response = await stub.Heartbeat(
+                dispatcher_pb2.HeartbeatRequest(session_id=session_id), timeout=2 * period
+            )
+            period = duration_seconds(response.period) or period
+
+    async def _assignments(
+        self, stub: dispatcher_pb2_grpc.DispatcherAsyncStub, session_id: str
+    ) -> None:
+        stream = stub.Assignments(dispatcher_pb2.AssignmentsRequest(session_id=session_id))
+        async for message in stream:
+            self.worker.apply(message)
+
+    async def _follow_session(self, call: grpc.aio.UnaryStreamCall) -> None:  # type: ignore[type-arg]
+        # The first message was taken with read(); gRPC forbids mixing it with iteration.
+        while True:
+            message = await call.read()
+            if message is grpc.aio.EOF:
+                return
+            assert isinstance(message, dispatcher_pb2.SessionMessage)
+            self._learn_managers(message)
+
+    def _learn_managers(self, message: dispatcher_pb2.SessionMessage) -> None:
+        for peer in message.managers:
+            if peer.addr and peer.addr not in self.managers:
+                self.managers.append(peer.addr)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc) or type(exc).__name__

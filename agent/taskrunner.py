@@ -1,0 +1,249 @@
+"""One task's life on the node, driven by its desired state.
+
+ASSIGNED -> ACCEPTED -> PREPARING (pull if missing, create) -> READY -> STARTING ->
+RUNNING -> COMPLETE | FAILED, or SHUTDOWN when the manager asks, or REJECTED when it
+could not be prepared. Every state is reported with a timestamp; the observed state
+only ever moves forward. A task whose desired state is READY is prepared and then waits
+(a restart delay is running on the manager).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from agent.executor import AdoptedContainer, Controller, ExecutorError, ExitStatus, RunningInfo
+from common import states
+from common.api import objects_pb2
+from common.log import get_logger
+from common.timeutil import duration_seconds, now_timestamp
+
+Report = Callable[[str, objects_pb2.TaskStatus], None]
+DEFAULT_STOP_GRACE = 10.0
+
+
+def status_from_adopted(adopted: AdoptedContainer) -> objects_pb2.TaskStatus:
+    status = objects_pb2.TaskStatus()
+    status.timestamp.CopyFrom(now_timestamp())
+    status.container_status.container_id = adopted.container_id
+    if adopted.state == "running":
+        status.state = states.RUNNING
+        status.message = "started"
+        status.container_status.pid = adopted.pid
+        status.port_status.ports.extend(adopted.ports)
+    elif adopted.state == "created":
+        status.state = states.READY
+        status.message = "prepared"
+    else:
+        _set_exit(status, ExitStatus(adopted.exit_code))
+    return status
+
+
+def _set_exit(status: objects_pb2.TaskStatus, exit_status: ExitStatus) -> None:
+    status.container_status.exit_code = exit_status.exit_code
+    if exit_status.exit_code == 0 and not exit_status.error:
+        status.state = states.COMPLETE
+        status.message = "finished"
+        status.err = ""
+    else:
+        status.state = states.FAILED
+        status.message = "started"
+        status.err = exit_status.error or f"task: non-zero exit ({exit_status.exit_code})"
+
+
+class TaskRunner:
+    """Runs one task through `controller`, reporting each state with `report`."""
+
+    def __init__(
+        self,
+        task: objects_pb2.Task,
+        controller: Controller,
+        report: Report,
+        *,
+        adopted: AdoptedContainer | None = None,
+    ) -> None:
+        self.task = task
+        self.controller = controller
+        self._report_fn = report
+        self.log = get_logger("taskrunner", task_id=task.id, service_id=task.service_id)
+        # Until the manager has sent the task, an adopted container is only watched.
+        self.assigned = adopted is None
+        self.status = objects_pb2.TaskStatus()
+        if adopted is not None:
+            self.status = status_from_adopted(adopted)
+        else:
+            self.status.CopyFrom(task.status)
+        self._changed = asyncio.Event()
+        self._removed = False
+        self._exit: asyncio.Future[ExitStatus] | None = None
+
+    # ---- from the worker ------------------------------------------------------------
+
+    def update(self, task: objects_pb2.Task) -> None:
+        """The manager sent a newer version of the task."""
+        self.task = task
+        self.controller.task = task
+        self.assigned = True
+        self._changed.set()
+
+    def remove(self) -> None:
+        """The task is no longer this node's: stop it and remove its container."""
+        self._removed = True
+        self._changed.set()
+
+    @property
+    def removed(self) -> bool:
+        return self._removed
+
+    # ---- the state machine ----------------------------------------------------------
+
+    def _report(
+        self,
+        state: int,
+        message: str,
+        *,
+        err: str = "",
+        info: RunningInfo | None = None,
+        exit_status: ExitStatus | None = None,
+    ) -> None:
+        if state < self.status.state:
+            return
+        status = objects_pb2.TaskStatus()
+        status.CopyFrom(self.status)
+        status.state = state  # type: ignore[assignment]
+        status.message = message
+        status.err = err
+        status.timestamp.CopyFrom(now_timestamp())
+        if info is not None:
+            status.container_status.container_id = info.container_id
+            status.container_status.pid = info.pid
+            del status.port_status.ports[:]
+            status.port_status.ports.extend(info.ports)
+        if exit_status is not None:
+            _set_exit(status, exit_status)
+        self.status = status
+        self.log.info(
+            "task state",
+            state=states.state_name(status.state),
+            message=status.message,
+            err=status.err or None,
+        )
+        self._report_fn(self.task.id, status)
+
+    async def _wait_for_change(self) -> None:
+        await self._changed.wait()
+        self._changed.clear()
+
+    def _grace(self) -> float:
+        spec = self.task.spec.container
+        if spec.HasField("stop_grace_period"):
+            return duration_seconds(spec.stop_grace_period)
+        return DEFAULT_STOP_GRACE
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self._exit is not None and not self._exit.done():
+                self._exit.cancel()
+
+    async def _run(self) -> None:
+        if (
+            self.assigned
+            and self.status.state >= states.STARTING
+            and not states.is_terminal(self.status.state)
+            and not await self.controller.exists()
+        ):
+            self._report(
+                states.FAILED, "started", err="the task's container no longer exists on the node"
+            )
+        while True:
+            if self._removed:
+                await self._teardown()
+                return
+            state = self.status.state
+            if states.is_terminal(state):
+                await self._wait_for_change()
+                continue
+            if not self.assigned:
+                await self._watch_until_change()
+                continue
+            desired = self.task.desired_state
+            if desired > states.RUNNING:
+                await self._shut_down()
+                continue
+            if state < states.READY:
+                await self._prepare()
+                continue
+            if desired < states.RUNNING:
+                await self._wait_for_change()  # READY until the restart delay is over
+                continue
+            if state < states.RUNNING:
+                await self._start()
+                continue
+            await self._watch_until_change()
+
+    async def _prepare(self) -> None:
+        if self.status.state < states.ACCEPTED:
+            self._report(states.ACCEPTED, "accepted")
+        self._report(states.PREPARING, "preparing")
+        try:
+            await self.controller.prepare()
+        except ExecutorError as exc:
+            self._report(states.REJECTED, "preparing failed", err=str(exc))
+            return
+        self._report(states.READY, "prepared")
+
+    async def _start(self) -> None:
+        self._report(states.STARTING, "starting")
+        try:
+            info = await self.controller.start()
+        except ExecutorError as exc:
+            self._report(states.FAILED, "starting failed", err=str(exc))
+            return
+        self._report(states.RUNNING, "started", info=info)
+
+    async def _watch_until_change(self) -> None:
+        """Wait for the process to end or for news from the manager, whichever is first."""
+        if self.status.state != states.RUNNING:
+            await self._wait_for_change()
+            return
+        if self._exit is None or self._exit.cancelled():
+            self._exit = asyncio.ensure_future(self.controller.wait())
+        changed: asyncio.Future[object] = asyncio.ensure_future(self._changed.wait())
+        exited: asyncio.Future[object] = self._exit  # type: ignore[assignment]
+        try:
+            await asyncio.wait({exited, changed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+        if self._changed.is_set():
+            self._changed.clear()
+        if self._exit.done() and not self._exit.cancelled():
+            exit_status = self._exit.result()
+            self._exit = None
+            self._report(states.COMPLETE, "finished", exit_status=exit_status)
+
+    async def _shut_down(self) -> None:
+        if self.status.state >= states.PREPARING:
+            try:
+                await self.controller.shutdown(self._grace())
+            except ExecutorError as exc:
+                self.log.warning("could not stop container; retrying", error=str(exc))
+                await asyncio.sleep(1.0)
+                return
+        self._report(states.SHUTDOWN, "shutdown")
+
+    async def _teardown(self) -> None:
+        for attempt in range(5):
+            try:
+                if (
+                    not states.is_terminal(self.status.state)
+                    and self.status.state >= states.PREPARING
+                ):
+                    await self.controller.shutdown(self._grace())
+                await self.controller.remove()
+                self.log.info("task removed")
+                return
+            except ExecutorError as exc:
+                self.log.warning("could not remove container", error=str(exc), attempt=attempt + 1)
+                await asyncio.sleep(1.0 * (attempt + 1))

@@ -1,0 +1,105 @@
+"""The Control gRPC servicer: each method checks its request, reads the cache, writes
+through the store, and answers with a proper status code on every failure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from common.api import control_pb2, control_pb2_grpc
+from manager.controlapi import nodes, services, tasks
+from manager.grpc_errors import Context, rpc
+from manager.store import Cache, NotFoundError, Store
+
+
+class ControlAPI(control_pb2_grpc.ControlServicer):
+    """Serves swarmctl. `on_node_removed` lets the dispatcher drop a removed node's session."""
+
+    def __init__(self, cache: Cache, store: Store, on_node_removed: Callable[[str], None]) -> None:
+        self.cache = cache
+        self.store = store
+        self.on_node_removed = on_node_removed
+
+    # ---- nodes ----
+
+    @rpc
+    async def GetNode(
+        self, request: control_pb2.GetNodeRequest, context: Context
+    ) -> control_pb2.GetNodeResponse:
+        return control_pb2.GetNodeResponse(node=nodes.find_node(self.cache, request.node_id))
+
+    @rpc
+    async def ListNodes(
+        self, request: control_pb2.ListNodesRequest, context: Context
+    ) -> control_pb2.ListNodesResponse:
+        return nodes.list_nodes(self.cache, request)
+
+    @rpc
+    async def UpdateNode(
+        self, request: control_pb2.UpdateNodeRequest, context: Context
+    ) -> control_pb2.UpdateNodeResponse:
+        return await nodes.update_node(self.cache, self.store, request)
+
+    @rpc
+    async def RemoveNode(
+        self, request: control_pb2.RemoveNodeRequest, context: Context
+    ) -> control_pb2.RemoveNodeResponse:
+        return await nodes.remove_node(self.cache, self.store, request, self.on_node_removed)
+
+    # ---- tasks ----
+
+    @rpc
+    async def GetTask(
+        self, request: control_pb2.GetTaskRequest, context: Context
+    ) -> control_pb2.GetTaskResponse:
+        return tasks.get_task(self.cache, request)
+
+    @rpc
+    async def ListTasks(
+        self, request: control_pb2.ListTasksRequest, context: Context
+    ) -> control_pb2.ListTasksResponse:
+        return tasks.list_tasks(self.cache, request)
+
+    # ---- services ----
+
+    @rpc
+    async def CreateService(
+        self, request: control_pb2.CreateServiceRequest, context: Context
+    ) -> control_pb2.CreateServiceResponse:
+        return await services.create_service(self.cache, self.store, request)
+
+    @rpc
+    async def GetService(
+        self, request: control_pb2.GetServiceRequest, context: Context
+    ) -> control_pb2.GetServiceResponse:
+        return control_pb2.GetServiceResponse(
+            service=services.find_service(self.cache, request.service_id)
+        )
+
+    @rpc
+    async def ListServices(
+        self, request: control_pb2.ListServicesRequest, context: Context
+    ) -> control_pb2.ListServicesResponse:
+        return services.list_services(self.cache, request)
+
+    @rpc
+    async def UpdateService(
+        self, request: control_pb2.UpdateServiceRequest, context: Context
+    ) -> control_pb2.UpdateServiceResponse:
+        return await services.update_service(self.cache, self.store, request)
+
+    @rpc
+    async def RemoveService(
+        self, request: control_pb2.RemoveServiceRequest, context: Context
+    ) -> control_pb2.RemoveServiceResponse:
+        return await services.remove_service(self.cache, self.store, request)
+
+    # ---- cluster ----
+
+    @rpc
+    async def GetCluster(
+        self, request: control_pb2.GetClusterRequest, context: Context
+    ) -> control_pb2.GetClusterResponse:
+        cluster = self.cache.cluster()
+        if cluster is None:
+            raise NotFoundError("the cluster object does not exist yet")
+        return control_pb2.GetClusterResponse(cluster=cluster)

@@ -1,0 +1,89 @@
+"""Control API logic for nodes: get, list, update (availability, labels), remove."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from common.api import control_pb2, objects_pb2, types_pb2
+from manager.controlapi.resolve import resolve
+from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
+from manager.store import Cache, ConflictError, Kind, Store
+
+_LABEL_KEY_FORBIDDEN = (" ", "\t", "\n")
+
+
+def find_node(cache: Cache, ref: str) -> objects_pb2.Node:
+    return resolve("node", cache.nodes, ref, lambda n: n.description.hostname)
+
+
+def list_nodes(
+    cache: Cache, request: control_pb2.ListNodesRequest
+) -> control_pb2.ListNodesResponse:
+    f = request.filters
+    out = control_pb2.ListNodesResponse()
+    for node in sorted(cache.nodes.values(), key=lambda n: (n.description.hostname, n.id)):
+        if f.names and node.description.hostname not in f.names:
+            continue
+        if f.id_prefixes and not any(node.id.startswith(p) for p in f.id_prefixes):
+            continue
+        if f.roles and node.role not in f.roles:
+            continue
+        if f.availabilities and node.spec.availability not in f.availabilities:
+            continue
+        labels = node.spec.annotations.labels
+        if any(labels.get(k) != v and not (v == "" and k in labels) for k, v in f.labels.items()):
+            continue
+        out.nodes.append(node)
+    return out
+
+
+async def update_node(
+    cache: Cache, store: Store, request: control_pb2.UpdateNodeRequest
+) -> control_pb2.UpdateNodeResponse:
+    current = find_node(cache, request.node_id)
+    if not request.node_version:
+        raise InvalidArgumentError(
+            "node_version is required: send the meta.version of the node you read"
+        )
+    spec = request.spec
+    if spec.availability not in types_pb2.NodeAvailability.values():
+        raise InvalidArgumentError(
+            f"invalid availability {spec.availability}: use active, pause or drain"
+        )
+    for key in spec.annotations.labels:
+        if not key or any(c in key for c in _LABEL_KEY_FORBIDDEN):
+            raise InvalidArgumentError(f"invalid node label key {key!r}: non-empty, no spaces")
+
+    def apply(node: objects_pb2.Node) -> objects_pb2.Node:
+        node.spec.CopyFrom(spec)
+        return node
+
+    try:
+        updated = await store.update(
+            Kind.NODE, current.id, apply, expect_version=request.node_version
+        )
+    except ConflictError:
+        raise FailedPreconditionError(
+            f"node {current.id} changed since you read it (you sent version "
+            f"{request.node_version}): read it again and retry the update"
+        ) from None
+    assert updated is not None  # apply never declines
+    await cache.wait_for(updated.meta.version)
+    return control_pb2.UpdateNodeResponse(node=updated)
+
+
+async def remove_node(
+    cache: Cache,
+    store: Store,
+    request: control_pb2.RemoveNodeRequest,
+    on_removed: Callable[[str], None],
+) -> control_pb2.RemoveNodeResponse:
+    node = find_node(cache, request.node_id)
+    if node.status.state == types_pb2.NODE_STATE_READY and not request.force:
+        raise FailedPreconditionError(
+            f"node {node.id} ({node.description.hostname}) is ready: stop its agent first, or "
+            "remove it anyway with --force"
+        )
+    await cache.wait_for(await store.delete(Kind.NODE, node.id))
+    on_removed(node.id)
+    return control_pb2.RemoveNodeResponse()

@@ -1,0 +1,118 @@
+"""Control API logic for services: create, get, list, update, remove."""
+
+from __future__ import annotations
+
+from common import states
+from common.api import control_pb2, objects_pb2
+from common.ids import new_id
+from manager.controlapi.resolve import resolve
+from manager.controlapi.validation import (
+    check_service_update,
+    complete_service_spec,
+    validate_service_spec,
+)
+from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
+from manager.store import Cache, ConflictError, Kind, Store
+
+
+def find_service(cache: Cache, ref: str) -> objects_pb2.Service:
+    return resolve("service", cache.services, ref, lambda s: s.spec.annotations.name)
+
+
+async def create_service(
+    cache: Cache, store: Store, request: control_pb2.CreateServiceRequest
+) -> control_pb2.CreateServiceResponse:
+    spec = complete_service_spec(request.spec)
+    validate_service_spec(spec)
+    service = objects_pb2.Service(id=new_id(), spec=spec, spec_version=1)
+    created = await store.create(service, unique_name=spec.annotations.name)
+    await cache.wait_for(created.meta.version)
+    return control_pb2.CreateServiceResponse(service=created)
+
+
+def list_services(
+    cache: Cache, request: control_pb2.ListServicesRequest
+) -> control_pb2.ListServicesResponse:
+    f = request.filters
+    out = control_pb2.ListServicesResponse()
+    for service in sorted(cache.services.values(), key=lambda s: s.spec.annotations.name):
+        name = service.spec.annotations.name
+        if f.names and name not in f.names:
+            continue
+        if f.name_prefixes and not any(name.startswith(p) for p in f.name_prefixes):
+            continue
+        if f.id_prefixes and not any(service.id.startswith(p) for p in f.id_prefixes):
+            continue
+        labels = service.spec.annotations.labels
+        if any(labels.get(k) != v and not (v == "" and k in labels) for k, v in f.labels.items()):
+            continue
+        out.services.append(service)
+        out.statuses[service.id].CopyFrom(service_counts(cache, service))
+    return out
+
+
+def service_counts(cache: Cache, service: objects_pb2.Service) -> control_pb2.ServiceStatusCounts:
+    running = completed = wanted = 0
+    for t in cache.tasks_by_service.get(service.id, {}).values():
+        if t.desired_state == states.RUNNING:
+            wanted += 1
+            if t.status.state == states.RUNNING:
+                running += 1
+        if t.status.state == states.COMPLETE:
+            completed += 1
+    desired = service.spec.replicated.replicas if service.spec.HasField("replicated") else wanted
+    return control_pb2.ServiceStatusCounts(running=running, desired=desired, completed=completed)
+
+
+async def update_service(
+    cache: Cache, store: Store, request: control_pb2.UpdateServiceRequest
+) -> control_pb2.UpdateServiceResponse:
+    current = find_service(cache, request.service_id)
+    name = current.spec.annotations.name
+    if not request.service_version:
+        raise InvalidArgumentError(
+            "service_version is required: send the meta.version of the service you read"
+        )
+    if request.rollback:
+        if not current.HasField("previous_spec"):
+            raise FailedPreconditionError(f"service {name!r} has no previous spec to roll back to")
+        spec = current.previous_spec
+    else:
+        spec = complete_service_spec(request.spec)
+        validate_service_spec(spec)
+        check_service_update(current, spec)
+
+    def apply(service: objects_pb2.Service) -> objects_pb2.Service:
+        old_spec = objects_pb2.Service().spec
+        old_spec.CopyFrom(service.spec)
+        service.spec.CopyFrom(spec)
+        if old_spec != spec:
+            service.previous_spec.CopyFrom(old_spec)
+            service.spec_version += 1
+        return service
+
+    try:
+        updated = await store.update(
+            Kind.SERVICE, current.id, apply, expect_version=request.service_version
+        )
+    except ConflictError:
+        latest = cache.services.get(current.id) or current
+        raise FailedPreconditionError(
+            f"service {name!r} changed since you read it (you sent version "
+            f"{request.service_version}, it is now {latest.meta.version}): read it again "
+            "and retry the update"
+        ) from None
+    assert updated is not None  # apply never declines
+    await cache.wait_for(updated.meta.version)
+    return control_pb2.UpdateServiceResponse(service=updated)
+
+
+async def remove_service(
+    cache: Cache, store: Store, request: control_pb2.RemoveServiceRequest
+) -> control_pb2.RemoveServiceResponse:
+    service = find_service(cache, request.service_id)
+    revision = await store.delete(
+        Kind.SERVICE, service.id, also=[store.keys.service_name_key(service.spec.annotations.name)]
+    )
+    await cache.wait_for(revision)
+    return control_pb2.RemoveServiceResponse()

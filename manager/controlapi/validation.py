@@ -1,0 +1,168 @@
+"""Checking specs before they are stored, and filling in the defaults.
+
+Every error names the field, the value, and what would be accepted. A stored spec is
+always complete: defaults are written into it, never assumed later.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from common.api import objects_pb2, specs_pb2, types_pb2
+from common.timeutil import duration, duration_seconds
+from manager.controlapi.names import random_name
+from manager.grpc_errors import InvalidArgumentError
+
+# SwarmKit's rule for service names: a DNS label.
+_NAME = re.compile(r"^[a-zA-Z0-9](?:[-_]*[a-zA-Z0-9]+)*$")
+_NAME_MAX = 63
+# A Docker image reference: [domain[:port]/]path[:tag][@digest].
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE = re.compile(
+    rf"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?/)?"
+    rf"{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+_ENV_KEY = re.compile(r"^[^=\s][^=]*$")
+_LABEL_KEY = re.compile(r"^\S+$")
+
+DEFAULT_STOP_GRACE = 10.0
+DEFAULT_RESTART_DELAY = 5.0
+DEFAULT_MONITOR = 5.0
+
+
+def validate_name(name: str, what: str = "service") -> None:
+    if len(name) > _NAME_MAX or not _NAME.match(name):
+        raise InvalidArgumentError(
+            f"invalid {what} name {name!r}: use 1-{_NAME_MAX} letters, digits, '-' and '_', "
+            "starting and ending with a letter or digit (a DNS label)"
+        )
+
+
+def validate_image(image: str) -> None:
+    if not image:
+        raise InvalidArgumentError("no image given: a service needs an image to run")
+    if not _IMAGE.match(image):
+        repo = image.split("@", maxsplit=1)[0]
+        if ":" in repo.rsplit("/", 1)[-1]:
+            repo = repo.rsplit(":", 1)[0]
+        hint = " (repository names must be lower case)" if repo != repo.lower() else ""
+        raise InvalidArgumentError(f"invalid image reference {image!r}{hint}")
+
+
+def _check_labels(labels: Mapping[str, str], where: str) -> None:
+    for key in labels:
+        if not _LABEL_KEY.match(key):
+            raise InvalidArgumentError(
+                f"invalid {where} label key {key!r}: it must be non-empty and have no spaces"
+            )
+
+
+def _check_duration(d: object, field: str, *, allow_zero: bool = True) -> None:
+    seconds = duration_seconds(d)  # type: ignore[arg-type]
+    if seconds < 0 or (not allow_zero and seconds == 0):
+        raise InvalidArgumentError(f"invalid {field} {seconds}s: it must not be negative")
+
+
+def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
+    """Raise InvalidArgumentError for the first thing wrong with `spec`."""
+    validate_name(spec.annotations.name)
+    _check_labels(spec.annotations.labels, "service")
+    container = spec.task.container
+    validate_image(container.image)
+    for entry in container.env:
+        key = entry.partition("=")[0]
+        if not _ENV_KEY.match(key):
+            raise InvalidArgumentError(f"invalid environment variable {entry!r}: use KEY=VALUE")
+    _check_labels(container.labels, "container")
+    if container.HasField("stop_grace_period"):
+        _check_duration(container.stop_grace_period, "stop grace period")
+    restart = spec.task.restart
+    if restart.condition not in specs_pb2.RestartCondition.values():
+        raise InvalidArgumentError(
+            f"invalid restart condition {restart.condition}: use none, on-failure or any"
+        )
+    for name in ("delay", "window"):
+        if restart.HasField(name):
+            _check_duration(getattr(restart, name), f"restart {name}")
+    mode = spec.WhichOneof("mode")
+    if mode not in (None, "replicated"):
+        raise InvalidArgumentError(f"service mode {mode!r} is not supported yet: use replicated")
+    _validate_ports(spec.endpoint.ports)
+    for name in ("update", "rollback"):
+        cfg = getattr(spec, name)
+        for d in ("delay", "monitor"):
+            if cfg.HasField(d):
+                _check_duration(getattr(cfg, d), f"{name} {d}")
+        if not 0 <= cfg.max_failure_ratio <= 1:
+            raise InvalidArgumentError(
+                f"invalid {name} max failure ratio {cfg.max_failure_ratio}: "
+                "use a number from 0 to 1"
+            )
+
+
+def _validate_ports(ports: object) -> None:
+    seen: set[tuple[int, int]] = set()
+    for port in ports:  # type: ignore[attr-defined]
+        proto = types_pb2.PortProtocol.Name(port.protocol).removeprefix("PORT_PROTOCOL_").lower()
+        if not 1 <= port.target_port <= 65535:
+            raise InvalidArgumentError(
+                f"invalid target port {port.target_port}: use a port from 1 to 65535"
+            )
+        if port.published_port > 65535:
+            raise InvalidArgumentError(
+                f"invalid published port {port.published_port}: use a port from 1 to 65535, or 0 "
+                "to let the engine pick one"
+            )
+        if port.publish_mode != types_pb2.PUBLISH_MODE_HOST:
+            raise InvalidArgumentError(
+                f"port {port.target_port}/{proto}: swarmlet has no ingress routing mesh; publish "
+                "in host mode (mode=host), which binds the port on the node running each task"
+            )
+        if port.published_port:
+            key = (port.published_port, port.protocol)
+            if key in seen:
+                raise InvalidArgumentError(
+                    f"published port {port.published_port}/{proto} is given twice"
+                )
+            seen.add(key)
+
+
+def complete_service_spec(spec: specs_pb2.ServiceSpec) -> specs_pb2.ServiceSpec:
+    """A copy of `spec` with every default written in."""
+    out = specs_pb2.ServiceSpec()
+    out.CopyFrom(spec)
+    if not out.annotations.name:
+        out.annotations.name = random_name()
+    if out.WhichOneof("mode") is None:
+        out.replicated.replicas = 1
+    container = out.task.container
+    if not container.HasField("stop_grace_period"):
+        container.stop_grace_period.CopyFrom(duration(DEFAULT_STOP_GRACE))
+    if not out.task.HasField("restart"):
+        out.task.restart.condition = specs_pb2.RESTART_CONDITION_ANY
+    if not out.task.restart.HasField("delay"):
+        out.task.restart.delay.CopyFrom(duration(DEFAULT_RESTART_DELAY))
+    for cfg in (out.update, out.rollback):
+        if cfg.parallelism == 0 and not cfg.HasField("monitor"):
+            cfg.parallelism = 1
+        if not cfg.HasField("monitor"):
+            cfg.monitor.CopyFrom(duration(DEFAULT_MONITOR))
+        if not cfg.HasField("delay"):
+            cfg.delay.CopyFrom(duration(0))
+    return out
+
+
+def check_service_update(old: objects_pb2.Service, new: specs_pb2.ServiceSpec) -> None:
+    """What an update may not change."""
+    if new.annotations.name != old.spec.annotations.name:
+        raise InvalidArgumentError(
+            f"renaming services is not supported (from {old.spec.annotations.name!r} to "
+            f"{new.annotations.name!r}): create a new service instead"
+        )
+    if new.WhichOneof("mode") != old.spec.WhichOneof("mode"):
+        raise InvalidArgumentError(
+            f"changing the mode of service {old.spec.annotations.name!r} is not supported "
+            f"({old.spec.WhichOneof('mode')} to {new.WhichOneof('mode')}): create a new service"
+        )

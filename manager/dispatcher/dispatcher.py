@@ -1,0 +1,308 @@
+"""The dispatcher's gRPC service: sessions, heartbeats, assignments, status reports.
+
+Liveness is kept in memory: each heartbeat only moves a timestamp. A node whose agent
+has not sent one for three heartbeat periods is declared down (one etcd write when
+that happens, none per heartbeat). If the manager's own event loop stalled, the stall
+is added to every node's grace first, so a busy manager never declares healthy nodes
+down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from common import states
+from common.api import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2, types_pb2
+from common.ids import new_id
+from common.log import get_logger
+from common.timeutil import duration, now_timestamp
+from manager.dispatcher.status import TaskStatusWriter
+from manager.grpc_errors import Context, abort_on_store_errors
+from manager.store import (
+    AlreadyExistsError,
+    Cache,
+    Event,
+    Kind,
+    NotFoundError,
+    Store,
+    StoreError,
+    Update,
+)
+
+_log = get_logger("dispatcher")
+_NODE_ID = re.compile(r"^[a-z0-9]{1,64}$")
+MISSED_HEARTBEATS = 3
+_MAX_CHANGES_PER_MESSAGE = 2000
+
+Change = dispatcher_pb2.AssignmentChange
+
+
+@dataclass(eq=False)
+class AgentSession:
+    """One agent's session with this manager."""
+
+    id: str
+    node_id: str
+    addr: str
+    last_heartbeat: float
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Assignment changes not yet sent, by task id (a later change replaces an earlier one).
+    pending: dict[str, dispatcher_pb2.AssignmentChange] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    streaming: bool = False
+
+
+class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
+    """Serves agents. `peers()` gives the managers' dispatcher addresses for sessions."""
+
+    def __init__(
+        self,
+        cache: Cache,
+        store: Store,
+        *,
+        heartbeat_period: float,
+        peers: Callable[[], list[dispatcher_pb2.ManagerPeer]],
+        clock: Callable[[], float],
+    ) -> None:
+        self.cache = cache
+        self.store = store
+        self.heartbeat_period = heartbeat_period
+        self.peers = peers
+        self.clock = clock
+        self.sessions: dict[str, AgentSession] = {}  # by node id
+        self._by_session_id: dict[str, AgentSession] = {}
+        self.status_writer = TaskStatusWriter(store)
+        self.heartbeats = 0
+        cache.add_listener(self._on_event)
+
+    # ---- sessions ---------------------------------------------------------------------
+
+    def has_session(self, node_id: str) -> bool:
+        return node_id in self.sessions
+
+    async def Session(
+        self, request: dispatcher_pb2.SessionRequest, context: Context
+    ) -> AsyncIterator[dispatcher_pb2.SessionMessage]:
+        if not _NODE_ID.match(request.node_id):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"invalid node id {request.node_id!r}: 1-64 lower-case letters and digits",
+            )
+        addr = _peer_host(context.peer())
+        async with abort_on_store_errors(context):
+            node = await self._register(request, addr)
+        session = AgentSession(new_id(), request.node_id, addr, self.clock())
+        old = self.sessions.get(request.node_id)
+        if old is not None:
+            self._close(old)
+        self.sessions[session.node_id] = session
+        self._by_session_id[session.id] = session
+        log = _log.bind(node_id=session.node_id, session_id=session.id, addr=addr)
+        log.info("session opened", hostname=request.description.hostname)
+        yield dispatcher_pb2.SessionMessage(
+            session_id=session.id,
+            node=node,
+            heartbeat_period=duration(self.heartbeat_period),
+            managers=self.peers(),
+        )
+        await session.closed.wait()
+        log.info("session closed")
+
+    async def _register(
+        self, request: dispatcher_pb2.SessionRequest, addr: str
+    ) -> objects_pb2.Node:
+        def refresh(node: objects_pb2.Node) -> objects_pb2.Node:
+            node.description.CopyFrom(request.description)
+            node.status.state = types_pb2.NODE_STATE_READY
+            node.status.message = ""
+            node.status.addr = addr
+            node.status.timestamp.CopyFrom(now_timestamp())
+            return node
+
+        for _ in range(3):
+            try:
+                updated = await self.store.update(Kind.NODE, request.node_id, refresh)
+                assert updated is not None  # refresh never declines
+                return updated  # type: ignore[no-any-return]
+            except NotFoundError:
+                pass
+            node = objects_pb2.Node(id=request.node_id, role=types_pb2.NODE_ROLE_WORKER)
+            node.spec.availability = types_pb2.NODE_AVAILABILITY_ACTIVE
+            node.spec.desired_role = types_pb2.NODE_ROLE_WORKER
+            try:
+                created: objects_pb2.Node = await self.store.create(refresh(node))
+                return created
+            except AlreadyExistsError:
+                continue
+        raise NotFoundError(f"node {request.node_id} could not be registered")
+
+    def _close(self, session: AgentSession) -> None:
+        session.closed.set()
+        session.changed.set()
+        if self.sessions.get(session.node_id) is session:
+            del self.sessions[session.node_id]
+        self._by_session_id.pop(session.id, None)
+
+    async def _session(self, session_id: str, context: Context) -> AgentSession:
+        session = self._by_session_id.get(session_id)
+        if session is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"unknown or expired session {session_id!r}: open a new session",
+            )
+        assert session is not None
+        return session
+
+    # ---- heartbeats -------------------------------------------------------------------
+
+    async def Heartbeat(
+        self, request: dispatcher_pb2.HeartbeatRequest, context: Context
+    ) -> dispatcher_pb2.HeartbeatResponse:
+        session = await self._session(request.session_id, context)
+        session.last_heartbeat = self.clock()
+        self.heartbeats += 1
+        return dispatcher_pb2.HeartbeatResponse(period=duration(self.heartbeat_period))
+
+    async def expire_sessions(self) -> None:
+        """Declare down the nodes whose agents stopped heartbeating."""
+        tick = self.heartbeat_period / 4
+        expected = self.clock() + tick
+        while True:
+            await asyncio.sleep(tick)
+            now = self.clock()
+            stall = now - expected
+            expected = now + tick
+            if stall > tick:
+                # Heartbeats may be waiting behind the stall: do not count it against nodes.
+                for s in self.sessions.values():
+                    s.last_heartbeat += stall
+                _log.warning("event loop stalled; extending heartbeat grace", stall=round(stall, 2))
+                continue
+            limit = MISSED_HEARTBEATS * self.heartbeat_period
+            expired = [s for s in self.sessions.values() if now - s.last_heartbeat > limit]
+            for s in expired:
+                self._close(s)
+            if expired:
+                await self._mark_down([s.node_id for s in expired], "heartbeat failure")
+
+    async def _mark_down(self, node_ids: list[str], message: str) -> None:
+        def down(node: objects_pb2.Node) -> objects_pb2.Node | None:
+            if node.id in self.sessions or node.status.state == types_pb2.NODE_STATE_DOWN:
+                return None  # it came back in the meantime
+            node.status.state = types_pb2.NODE_STATE_DOWN
+            node.status.message = message
+            node.status.timestamp.CopyFrom(now_timestamp())
+            return node
+
+        try:
+            result = await self.store.commit([Update(Kind.NODE, n, down) for n in node_ids])
+        except StoreError as exc:
+            _log.warning("could not mark nodes down", nodes=node_ids, error=str(exc))
+            return
+        for node in result.written:
+            _log.warning("node down", node_id=node.id, reason=message)
+
+    # ---- assignments ------------------------------------------------------------------
+
+    async def Assignments(
+        self, request: dispatcher_pb2.AssignmentsRequest, context: Context
+    ) -> AsyncIterator[dispatcher_pb2.AssignmentsMessage]:
+        session = await self._session(request.session_id, context)
+        # Build the full set and start collecting changes in one step, with no await in
+        # between, so that no change falls between the two.
+        session.pending.clear()
+        session.streaming = True
+        complete = [
+            Change(action=Change.ACTION_UPDATE, task=t)
+            for t in self.cache.tasks_by_node.get(session.node_id, {}).values()
+            if t.status.state >= states.ASSIGNED
+        ]
+        yield dispatcher_pb2.AssignmentsMessage(
+            type=dispatcher_pb2.AssignmentsMessage.TYPE_COMPLETE, changes=complete
+        )
+        while not session.closed.is_set():
+            await session.changed.wait()
+            session.changed.clear()
+            while session.pending and not session.closed.is_set():
+                changes = list(session.pending.values())[:_MAX_CHANGES_PER_MESSAGE]
+                for c in changes:
+                    del session.pending[c.task.id]
+                yield dispatcher_pb2.AssignmentsMessage(
+                    type=dispatcher_pb2.AssignmentsMessage.TYPE_INCREMENTAL, changes=changes
+                )
+
+    def _on_event(self, ev: Event) -> None:
+        if ev.kind is not Kind.TASK:
+            return
+        old: objects_pb2.Task | None = ev.old
+        new: objects_pb2.Task | None = ev.new
+        if (
+            old is not None
+            and old.node_id
+            and old.status.state >= states.ASSIGNED
+            and (new is None or new.node_id != old.node_id)
+        ):
+            self._push(
+                old.node_id, Change(action=Change.ACTION_REMOVE, task=objects_pb2.Task(id=old.id))
+            )
+        if (
+            new is not None
+            and new.node_id
+            and new.status.state >= states.ASSIGNED
+            and (
+                old is None
+                or old.node_id != new.node_id
+                or old.status.state < states.ASSIGNED
+                or old.desired_state != new.desired_state
+                or old.spec_version != new.spec_version
+            )
+        ):
+            self._push(new.node_id, Change(action=Change.ACTION_UPDATE, task=new))
+
+    def _push(self, node_id: str, change: dispatcher_pb2.AssignmentChange) -> None:
+        session = self.sessions.get(node_id)
+        if session is None or not session.streaming:
+            return
+        session.pending[change.task.id] = change
+        session.changed.set()
+
+    # ---- task status ------------------------------------------------------------------
+
+    async def UpdateTaskStatus(
+        self, request: dispatcher_pb2.UpdateTaskStatusRequest, context: Context
+    ) -> dispatcher_pb2.UpdateTaskStatusResponse:
+        session = await self._session(request.session_id, context)
+        tasks = self.cache.tasks
+        for update in request.updates:
+            task = tasks.get(update.task_id)
+            # A node may only report on its own tasks.
+            if task is not None and task.node_id == session.node_id:
+                self.status_writer.add(update.task_id, update.status)
+        return dispatcher_pb2.UpdateTaskStatusResponse()
+
+    # ---- shutdown ---------------------------------------------------------------------
+
+    def close_node(self, node_id: str) -> None:
+        """End the session of `node_id` (a removed node)."""
+        session = self.sessions.get(node_id)
+        if session is not None:
+            self._close(session)
+
+    def close_all(self) -> None:
+        for s in list(self.sessions.values()):
+            self._close(s)
+
+
+def _peer_host(peer: str) -> str:
+    """The host part of a gRPC peer string ("ipv4:10.0.0.2:51234", "ipv6:[::1]:5", "unix:")."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]")
+    return rest or kind

@@ -1,0 +1,120 @@
+"""`swarm-manager`: the manager daemon's command line."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from common.log import get_logger, setup_logging
+from common.timeutil import parse_duration
+from manager.etcd_embedded import EmbeddedEtcdError
+from manager.server import ManagerConfig, ManagerError, serve
+from manager.store import StoreError
+from manager.store.etcd import EtcdConfig
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def _duration(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@app.command()
+def main(
+    state_dir: Annotated[
+        Path, typer.Option(help="Where the manager keeps its state (and the embedded etcd's data).")
+    ] = Path("/var/lib/swarmlet/manager"),
+    listen_addr: Annotated[
+        str, typer.Option(help="host:port of the dispatcher that agents connect to.")
+    ] = "127.0.0.1:4242",
+    advertise_addr: Annotated[
+        str,
+        typer.Option(
+            help="host:port agents should use to reach this manager (default: --listen-addr)."
+        ),
+    ] = "",
+    etcd: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated etcd endpoints (http://host:port). "
+            "Without it an embedded etcd is started."
+        ),
+    ] = "",
+    etcd_prefix: Annotated[
+        str, typer.Option(help="Key prefix of swarmlet's objects in etcd.")
+    ] = "/swarmlet/",
+    etcd_cacert: Annotated[
+        Path | None, typer.Option(help="CA certificate of the etcd servers (enables TLS).")
+    ] = None,
+    etcd_cert: Annotated[Path | None, typer.Option(help="Client certificate for etcd.")] = None,
+    etcd_key: Annotated[Path | None, typer.Option(help="Client key for etcd.")] = None,
+    etcd_user: Annotated[
+        str,
+        typer.Option(
+            help="etcd user (password from SWARMLET_ETCD_PASSWORD).", envvar="SWARMLET_ETCD_USER"
+        ),
+    ] = "",
+    etcd_password: Annotated[str, typer.Option(hidden=True, envvar="SWARMLET_ETCD_PASSWORD")] = "",
+    heartbeat_period: Annotated[
+        str, typer.Option(help="How often agents heartbeat; a node is down after 3 missed.")
+    ] = "1s",
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[
+        str, typer.Option(help="auto (console on a TTY, else JSON), json or console.")
+    ] = "auto",
+) -> None:
+    """Run a swarmlet manager: keeps the desired state in etcd, schedules tasks, serves agents."""
+    if log_format not in ("auto", "json", "console"):
+        raise typer.BadParameter(f"invalid --log-format {log_format!r}: use auto, json or console")
+    try:
+        setup_logging(log_level, log_format)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    period = _duration(heartbeat_period)
+    if period <= 0:
+        raise typer.BadParameter("--heartbeat-period must be more than 0")
+    etcd_config = None
+    if etcd:
+        etcd_config = EtcdConfig(
+            [e for e in etcd.split(",") if e.strip()],
+            ca_cert=etcd_cacert,
+            cert=etcd_cert,
+            key=etcd_key,
+            user=etcd_user or None,
+            password=etcd_password or None,
+        )
+    config = ManagerConfig(
+        state_dir=state_dir.absolute(),
+        listen_addr=listen_addr,
+        advertise_addr=advertise_addr,
+        etcd=etcd_config,
+        etcd_prefix=etcd_prefix,
+        heartbeat_period=period,
+    )
+    log = get_logger("manager")
+    try:
+        asyncio.run(_run(config))
+    except (ManagerError, StoreError, EmbeddedEtcdError, OSError) as exc:
+        log.error("manager failed", error=str(exc))
+        print(f"swarm-manager: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+
+
+async def _run(config: ManagerConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(config, stop)
+
+
+def run() -> None:
+    app()

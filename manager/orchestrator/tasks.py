@@ -1,0 +1,87 @@
+"""Making tasks from services, and the restart policy's verdict on a task that ended."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from common import states
+from common.api import objects_pb2, specs_pb2
+from common.ids import new_id
+from common.timeutil import duration_seconds, now_timestamp, timestamp_seconds
+
+DEFAULT_RESTART_DELAY = 5.0
+
+
+def new_task(
+    service: objects_pb2.Service,
+    slot: int,
+    *,
+    node_id: str = "",
+    desired: int = states.RUNNING,
+    restart_attempt: int = 0,
+) -> objects_pb2.Task:
+    """A PENDING task for `slot` of `service` (or for `node_id` of a global service)."""
+    task = objects_pb2.Task(
+        id=new_id(),
+        service_id=service.id,
+        slot=slot,
+        node_id=node_id,
+        service_name=service.spec.annotations.name,
+        spec_version=service.spec_version,
+        desired_state=desired,  # type: ignore[arg-type]
+        restart_attempt=restart_attempt,
+    )
+    suffix = str(slot) if slot else node_id
+    task.annotations.name = f"{service.spec.annotations.name}.{suffix}"
+    task.annotations.labels.update(service.spec.annotations.labels)
+    task.spec.CopyFrom(service.spec.task)
+    task.endpoint.CopyFrom(service.spec.endpoint)
+    task.status.state = states.PENDING
+    task.status.message = "pending task scheduling"
+    task.status.timestamp.CopyFrom(now_timestamp())
+    return task
+
+
+def runs_current_spec(task: objects_pb2.Task, service: objects_pb2.Service) -> bool:
+    """The task was made from the service's current task template and ports."""
+    if task.spec_version == service.spec_version:
+        return True
+    return task.spec == service.spec.task and task.endpoint == service.spec.endpoint
+
+
+def restart_delay(spec: specs_pb2.TaskSpec) -> float:
+    if spec.restart.HasField("delay"):
+        return duration_seconds(spec.restart.delay)
+    return DEFAULT_RESTART_DELAY
+
+
+@dataclass(frozen=True)
+class RestartVerdict:
+    restart: bool
+    reason: str
+
+
+def restart_verdict(
+    task: objects_pb2.Task, slot_history: Sequence[objects_pb2.Task], now: float
+) -> RestartVerdict:
+    """Whether the restart policy replaces `task`, which ended by itself."""
+    policy = task.spec.restart
+    condition = policy.condition
+    if condition == specs_pb2.RESTART_CONDITION_NONE:
+        return RestartVerdict(False, "restart condition is none")
+    if condition == specs_pb2.RESTART_CONDITION_ON_FAILURE and task.status.state == states.COMPLETE:
+        return RestartVerdict(False, "task completed and restart condition is on-failure")
+    if policy.max_attempts:
+        if policy.HasField("window") and duration_seconds(policy.window) > 0:
+            since = now - duration_seconds(policy.window)
+            attempts = sum(
+                1
+                for t in slot_history
+                if t.restart_attempt > 0 and timestamp_seconds(t.meta.created_at) >= since
+            )
+        else:
+            attempts = task.restart_attempt
+        if attempts >= policy.max_attempts:
+            return RestartVerdict(False, f"restart max attempts ({policy.max_attempts}) reached")
+    return RestartVerdict(True, "")

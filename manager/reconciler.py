@@ -1,0 +1,94 @@
+"""The loop every reconciler runs: level-triggered, fed by a dirty set.
+
+Cache listeners mark keys (service ids, task ids...) dirty; the loop waits for work,
+lets a short debounce gather more, then reconciles the dirty keys in one pass whose
+writes go out in batched transactions. A failed pass puts its keys back and retries
+with backoff. On start every key is dirty, so a reconciler recovers from etcd alone
+(crash-only): nothing it remembers in memory decides anything across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterable
+
+from common.log import get_logger
+from manager.store import StoreError
+
+
+class Reconciler:
+    """Base class: subclasses implement `all_keys` and `reconcile`, and call `mark`."""
+
+    name = "reconciler"
+    # Wait this long after the first change for more to arrive...
+    debounce = 0.0
+    # ...but never delay a pass longer than this after the first change.
+    max_delay = 1.0
+
+    def __init__(self) -> None:
+        self._dirty: set[str] = set()
+        self._everything = True
+        self._wake = asyncio.Event()
+        self._wake.set()
+        self.log = get_logger(self.name)
+        self.passes = 0
+
+    def mark(self, key: str) -> None:
+        self._dirty.add(key)
+        self._wake.set()
+
+    def mark_many(self, keys: Iterable[str]) -> None:
+        self._dirty.update(keys)
+        self._wake.set()
+
+    def mark_everything(self) -> None:
+        self._everything = True
+        self._wake.set()
+
+    def all_keys(self) -> Iterable[str]:
+        raise NotImplementedError
+
+    async def reconcile(self, keys: set[str]) -> None:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = 0.1
+        # (Re)started: what happened while no pass ran is unknown, so look at everything.
+        self.mark_everything()
+        while True:
+            await self._wake.wait()
+            if self.debounce:
+                first = loop.time()
+                while True:
+                    self._wake.clear()
+                    remaining = self.max_delay - (loop.time() - first)
+                    if remaining <= 0:
+                        break
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), min(self.debounce, remaining))
+                    except TimeoutError:
+                        break
+            self._wake.clear()
+            keys, self._dirty = self._dirty, set()
+            if self._everything:
+                self._everything = False
+                keys.update(self.all_keys())
+            if not keys:
+                continue
+            try:
+                await self.reconcile(keys)
+                self.passes += 1
+                backoff = 0.1
+            except StoreError as exc:
+                self._dirty.update(keys)
+                self.log.warning(
+                    "pass failed; retrying",
+                    error=str(exc),
+                    keys=len(keys),
+                    retry_in=round(backoff, 2),
+                )
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                backoff = min(backoff * 2, 5.0)
+                self._wake.set()

@@ -1,0 +1,234 @@
+"""Wires the manager together and runs it until asked to stop.
+
+Start-up order: state dir (locked, mode 0700) -> etcd (embedded child or --etcd) ->
+store and cache (first list) -> cluster object -> gRPC servers (control API on the
+unix socket, dispatcher on TCP) -> reconcilers. Shutdown runs it backwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from common.api import control_pb2_grpc, dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
+from common.ids import new_id
+from common.log import get_logger
+from common.supervise import cancel_all, supervise
+from common.timeutil import duration
+from manager.controlapi import ControlAPI
+from manager.dispatcher import Dispatcher
+from manager.etcd_embedded import EmbeddedEtcd
+from manager.nodehealth import NodeHealth
+from manager.orchestrator.replicated import ReplicatedOrchestrator
+from manager.orchestrator.restart import RestartDelays
+from manager.scheduler import Scheduler
+from manager.store import AlreadyExistsError, Cache, Store
+from manager.store.etcd import EtcdConfig, connect
+from manager.store.keys import KeySpace
+from manager.taskreaper import DEFAULT_HISTORY_LIMIT, TaskReaper
+
+_log = get_logger("manager")
+CONTROL_SOCKET = "control.sock"
+# Unix socket paths are limited to 108 bytes by the kernel.
+_SUN_PATH_MAX = 107
+
+
+class ManagerError(Exception):
+    """The manager cannot start; the message says why and what to do."""
+
+
+@dataclass
+class ManagerConfig:
+    state_dir: Path
+    listen_addr: str = "127.0.0.1:4242"
+    advertise_addr: str = ""
+    etcd: EtcdConfig | None = None
+    etcd_prefix: str = "/swarmlet/"
+    heartbeat_period: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def control_socket(self) -> Path:
+        return self.state_dir / CONTROL_SOCKET
+
+
+@dataclass
+class Manager:
+    """A running manager's parts, for tests and tools that want to look inside."""
+
+    config: ManagerConfig
+    store: Store
+    cache: Cache
+    dispatcher: Dispatcher
+    scheduler: Scheduler
+    orchestrator: ReplicatedOrchestrator
+    dispatcher_port: int
+
+
+def _lock_state_dir(state_dir: Path) -> int:
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(state_dir, 0o700)
+    fd = os.open(state_dir / "manager.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ManagerError(
+            f"another swarm-manager is running with state dir {state_dir}: stop it, or give "
+            "this one its own --state-dir"
+        ) from None
+    return fd
+
+
+async def _ensure_cluster(store: Store, cache: Cache, heartbeat_period: float) -> None:
+    if cache.cluster() is not None:
+        return
+    cluster = objects_pb2.Cluster(id=new_id())
+    cluster.spec.annotations.name = "default"
+    cluster.spec.orchestration.task_history_retention_limit = DEFAULT_HISTORY_LIMIT
+    cluster.spec.dispatcher.heartbeat_period.CopyFrom(duration(heartbeat_period))
+    try:
+        created = await store.create(cluster, unique_name="default")
+        await cache.wait_for(created.meta.version)
+        _log.info("cluster initialised", cluster_id=cluster.id)
+    except AlreadyExistsError:
+        pass  # another manager made it first
+
+
+async def _serve_control(api: ControlAPI, socket_path: Path) -> grpc.aio.Server:
+    if len(str(socket_path)) > _SUN_PATH_MAX:
+        raise ManagerError(
+            f"control socket path {socket_path} is longer than the {_SUN_PATH_MAX} bytes a unix "
+            "socket allows: use a shorter --state-dir"
+        )
+    socket_path.unlink(missing_ok=True)  # noqa: ASYNC240 - start-up, nothing else runs yet
+    server = grpc.aio.server()
+    control_pb2_grpc.add_ControlServicer_to_server(api, server)
+    server.add_insecure_port(f"unix:{socket_path}")
+    await server.start()
+    os.chmod(socket_path, 0o600)
+    return server
+
+
+async def _serve_dispatcher(
+    dispatcher: Dispatcher, listen_addr: str
+) -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server(
+        options=[
+            # Agents ping to notice a dead manager quickly; let them.
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
+            ("grpc.http2.max_ping_strikes", 0),
+            ("grpc.keepalive_time_ms", 5000),
+            ("grpc.keepalive_timeout_ms", 5000),
+        ]
+    )
+    dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server)
+    try:
+        port = server.add_insecure_port(listen_addr)
+    except RuntimeError as exc:
+        raise ManagerError(f"cannot listen on {listen_addr}: {exc}") from None
+    if port == 0:
+        raise ManagerError(
+            f"cannot listen on {listen_addr} (address in use or not local): pick another "
+            "--listen-addr"
+        )
+    await server.start()
+    return server, port
+
+
+@contextlib.asynccontextmanager
+async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
+    """A manager serving until the context exits."""
+    lock_fd = _lock_state_dir(config.state_dir)
+    embedded: EmbeddedEtcd | None = None
+    servers: list[grpc.aio.Server] = []
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        etcd_config = config.etcd
+        if etcd_config is None:
+            embedded = EmbeddedEtcd(config.state_dir / "etcd", config.state_dir / "etcd.log")
+            etcd_config = EtcdConfig([await embedded.start()])
+        async with connect(etcd_config) as client:
+            store = Store(client, KeySpace(config.etcd_prefix), endpoints=etcd_config.display)
+            cache = Cache(client, store)
+            store.base_reader = cache.get
+            tasks.append(supervise("cache", cache.run))
+            await cache.synced.wait()
+            await _ensure_cluster(store, cache, config.heartbeat_period)
+
+            clock = time.time
+            dispatcher_addr = config.advertise_addr or config.listen_addr
+
+            def peers() -> list[dispatcher_pb2.ManagerPeer]:
+                return [dispatcher_pb2.ManagerPeer(addr=dispatcher_addr)]
+
+            dispatcher = Dispatcher(
+                cache,
+                store,
+                heartbeat_period=config.heartbeat_period,
+                peers=peers,
+                clock=time.monotonic,
+            )
+            control = ControlAPI(cache, store, dispatcher.close_node)
+            orchestrator = ReplicatedOrchestrator(cache, store, clock)
+            scheduler = Scheduler(cache, store)
+            reaper = TaskReaper(cache, store)
+            restarts = RestartDelays(cache, store, clock)
+            health = NodeHealth(
+                cache, store, dispatcher.has_session, config.heartbeat_period, time.monotonic
+            )
+
+            servers.append(await _serve_control(control, config.control_socket))
+            dispatcher_server, port = await _serve_dispatcher(dispatcher, config.listen_addr)
+            servers.append(dispatcher_server)
+            for name, run in [
+                ("dispatcher.heartbeats", dispatcher.expire_sessions),
+                ("dispatcher.status", dispatcher.status_writer.run),
+                ("orchestrator.replicated", orchestrator.run),
+                ("scheduler", scheduler.run),
+                ("taskreaper", reaper.run),
+                ("orchestrator.restart", restarts.run),
+                ("nodehealth", health.run),
+            ]:
+                tasks.append(supervise(name, run))
+            _log.info(
+                "manager ready",
+                control_socket=str(config.control_socket),
+                dispatcher=f"{config.listen_addr.rpartition(':')[0]}:{port}",
+                etcd=etcd_config.display,
+                embedded_etcd=embedded is not None,
+            )
+            try:
+                yield Manager(config, store, cache, dispatcher, scheduler, orchestrator, port)
+            finally:
+                dispatcher.close_all()
+                await asyncio.gather(*(s.stop(grace=1.0) for s in servers))
+                servers.clear()
+                await cancel_all(tasks)
+                tasks.clear()
+    finally:
+        if servers:
+            await asyncio.gather(*(s.stop(grace=0) for s in servers))
+        await cancel_all(tasks)
+        if embedded is not None:
+            await embedded.stop()
+        config.control_socket.unlink(missing_ok=True)
+        os.close(lock_fd)
+
+
+async def serve(config: ManagerConfig, stop: asyncio.Event) -> None:
+    """Run a manager until `stop` is set."""
+    async with running_manager(config):
+        await stop.wait()
+        _log.info("manager stopping")
+    _log.info("manager stopped")

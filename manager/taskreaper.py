@@ -1,0 +1,117 @@
+"""The task reaper: deletes tasks nobody needs any more.
+
+- A task whose desired state is REMOVE is deleted once it has stopped, was never
+  assigned, or its node is down or gone (the agent removes the container of a task that
+  vanished from its assignments when it is back).
+- Each slot keeps its newest `task_history_retention_limit` tasks (cluster setting,
+  default 5); older ones that have ended are deleted, and their containers with them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from common import states
+from common.api import objects_pb2
+from common.timeutil import timestamp_seconds
+from manager.orchestrator.replicated import node_usable
+from manager.reconciler import Reconciler
+from manager.store import Cache, Delete, Event, Kind, Store
+
+DEFAULT_HISTORY_LIMIT = 5
+
+
+def _stopped(task: objects_pb2.Task, nodes: Mapping[str, objects_pb2.Node]) -> bool:
+    """The task's container no longer runs, or never will (as far as we can know)."""
+    return (
+        states.is_terminal(task.status.state)
+        or not task.node_id
+        or not node_usable(nodes.get(task.node_id))
+    )
+
+
+def tasks_to_delete(
+    tasks: Sequence[objects_pb2.Task],
+    nodes: Mapping[str, objects_pb2.Node],
+    history_limit: int,
+) -> list[objects_pb2.Task]:
+    """The tasks of one service that can be deleted now."""
+    doomed: dict[str, objects_pb2.Task] = {}
+    by_slot: dict[tuple[int, str], list[objects_pb2.Task]] = defaultdict(list)
+    for t in tasks:
+        if t.desired_state >= states.REMOVE and _stopped(t, nodes):
+            doomed[t.id] = t
+        else:
+            by_slot[(t.slot, "" if t.slot else t.node_id)].append(t)
+    keep = max(history_limit, 1)
+    for slot_tasks in by_slot.values():
+        if len(slot_tasks) <= keep:
+            continue
+        slot_tasks.sort(key=lambda t: timestamp_seconds(t.meta.created_at), reverse=True)
+        for t in slot_tasks[keep:]:
+            if t.desired_state > states.RUNNING and _stopped(t, nodes):
+                doomed[t.id] = t
+    return list(doomed.values())
+
+
+class TaskReaper(Reconciler):
+    """Deletes the tasks `tasks_to_delete` picks, service by service."""
+
+    name = "taskreaper"
+    debounce = 0.1
+    max_delay = 1.0
+
+    def __init__(self, cache: Cache, store: Store) -> None:
+        super().__init__()
+        self.cache = cache
+        self.store = store
+        cache.add_listener(self._on_event)
+        cache.add_resync_listener(self.mark_everything)
+
+    def _on_event(self, ev: Event) -> None:
+        if ev.kind is Kind.TASK and ev.new is not None:
+            old, new = ev.old, ev.new
+            if (
+                old is None
+                or old.desired_state != new.desired_state
+                or (
+                    states.is_terminal(new.status.state)
+                    and not states.is_terminal(old.status.state)
+                )
+            ):
+                self.mark(new.service_id)
+        elif ev.kind is Kind.NODE and not node_usable(ev.new):
+            self.mark_many(
+                {t.service_id for t in self.cache.tasks_by_node.get(ev.obj.id, {}).values()}
+            )
+        elif ev.kind is Kind.CLUSTER:
+            self.mark_everything()
+
+    def all_keys(self) -> Iterable[str]:
+        return set(self.cache.tasks_by_service)
+
+    def history_limit(self) -> int:
+        cluster = self.cache.cluster()
+        if cluster is None or not cluster.spec.HasField("orchestration"):
+            return DEFAULT_HISTORY_LIMIT
+        return int(cluster.spec.orchestration.task_history_retention_limit)
+
+    async def reconcile(self, keys: set[str]) -> None:
+        limit = self.history_limit()
+        nodes = self.cache.nodes
+        ops: list[Delete] = []
+        for service_id in keys:
+            tasks = list(self.cache.tasks_by_service.get(service_id, {}).values())
+            for t in tasks_to_delete(tasks, nodes, limit):
+                ops.append(Delete(Kind.TASK, t.id, check=_still_doomed(t.desired_state)))
+        if not ops:
+            return
+        result = await self.store.commit(ops)
+        await self.cache.wait_for(result.revision)
+        self.log.info("deleted tasks", tasks=len(result.deleted))
+
+
+def _still_doomed(desired: int) -> Callable[[objects_pb2.Task], bool]:
+    # The task must not have been revived since the decision (desired state only rises).
+    return lambda current: current.desired_state >= desired
