@@ -1,0 +1,7 @@
+"""swarmctl: the command-line client of swarmlet, shaped like `docker service` / `docker node`.
+
+It talks to a manager's `swarmlet.Control` gRPC API (protos/control.proto). One module
+per noun (service, node, task, cluster) holds that noun's commands; the rest is shared
+plumbing: the connection (client), flag parsing (parsing), tables and JSON (output) and
+the convergence display of `service create/update/scale` (progress).
+"""

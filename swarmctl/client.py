@@ -1,0 +1,267 @@
+"""The connection to a manager's control API.
+
+swarmctl finds the manager through `-H/--host` or `SWARMCTL_HOST`, defaulting to the
+local manager's control socket. An address is `unix:///path`, a bare path, or
+`host:port` (also `tcp://host:port`) for TCP. Calls are synchronous gRPC (a CLI makes
+one call at a time, and Ctrl-C interrupts a blocking call), each with a deadline, and
+every gRPC error becomes a `SwarmctlError` carrying the server's message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import grpc  # type: ignore[import-untyped, unused-ignore]
+from google.protobuf.message import Message
+
+from common.api import control_pb2, control_pb2_grpc, objects_pb2, specs_pb2
+from common.log import get_logger
+from swarmctl.errors import ManagerUnreachable, SwarmctlError
+
+DEFAULT_HOST = "unix:///var/lib/swarmlet/manager/control.sock"
+HOST_ENV = "SWARMCTL_HOST"
+# Deadline of one call. Every control call is a short read or one store transaction.
+CALL_TIMEOUT = 30.0
+
+_HOST_PORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d+)$")
+# What gRPC says when it could not open a connection at all (as opposed to a server
+# answering UNAVAILABLE because etcd is down).
+_CONNECT_FAILURE = re.compile(
+    r"failed to connect|connect failed|errors resolving|DNS resolution failed|"
+    r"Connection refused|Socket closed|Connection reset|Broken pipe",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class ManagerAddress:
+    """Where a manager's control API listens: `display` for messages, `target` for gRPC."""
+
+    display: str
+    target: str
+    socket_path: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ManagerAddress:
+        """Parse `unix:///path`, a bare path, `host:port` or `tcp://host:port`.
+
+        Raises ValueError saying what is accepted.
+        """
+        value = text.strip()
+        if not value:
+            raise ValueError("the manager address is empty")
+        if value.startswith("unix://"):
+            return cls._unix(value.removeprefix("unix://"), text)
+        if value.startswith("unix:"):
+            return cls._unix(value.removeprefix("unix:"), text)
+        if value.startswith("tcp://"):
+            hostport = value.removeprefix("tcp://").rstrip("/")
+            if not _HOST_PORT.match(hostport):
+                raise ValueError(f"invalid manager address {text!r}: expected tcp://HOST:PORT")
+            return cls(display=f"tcp://{hostport}", target=hostport)
+        if "://" in value:
+            scheme = value.split("://", 1)[0]
+            raise ValueError(
+                f"invalid manager address {text!r}: unsupported scheme {scheme!r}; "
+                "use unix:///path/to/control.sock, a socket path, or HOST:PORT"
+            )
+        if not value.startswith(("/", ".", "~")) and _HOST_PORT.match(value):
+            return cls(display=f"tcp://{value}", target=value)
+        return cls._unix(value, text)
+
+    @classmethod
+    def _unix(cls, path: str, text: str) -> ManagerAddress:
+        if not path:
+            raise ValueError(f"invalid manager address {text!r}: the socket path is empty")
+        absolute = os.path.abspath(os.path.expanduser(path))
+        return cls(display=f"unix://{absolute}", target=f"unix://{absolute}", socket_path=absolute)
+
+    def unreachable_reason(self, details: str) -> str:
+        """Why nothing answered here, in a few words, from what gRPC said and the socket."""
+        if self.socket_path is not None:
+            if not os.path.exists(self.socket_path):
+                return "no such socket"
+            if not os.access(self.socket_path, os.R_OK | os.W_OK):
+                return "permission denied; the control socket is for root"
+        lowered = details.lower()
+        if "connection refused" in lowered:
+            return "connection refused"
+        if "resolving" in lowered or "dns" in lowered or "name not found" in lowered:
+            return "cannot resolve the host name"
+        if "permission denied" in lowered:
+            return "permission denied"
+        if "socket closed" in lowered or "connection reset" in lowered:
+            return "the connection was closed"
+        last = details.rsplit(": ", 1)[-1].strip()
+        return last or "unavailable"
+
+
+class ControlClient:
+    """Typed, synchronous calls of the `swarmlet.Control` service on one manager.
+
+    The channel opens on the first call; `close()` (or leaving a `with` block) ends it.
+    """
+
+    def __init__(
+        self, address: ManagerAddress, *, call_timeout: float = CALL_TIMEOUT, debug: bool = False
+    ) -> None:
+        self.address = address
+        self.call_timeout = call_timeout
+        # Only with --debug: swarmctl configures logging for that case alone.
+        self._log = get_logger("swarmctl", manager=address.display) if debug else None
+        self._channel: Any = None
+        self._stub: Any = None
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+            self._stub = None
+
+    def _call(self, method: str, request: Message) -> Any:
+        if self._stub is None:
+            self._channel = grpc.insecure_channel(self.address.target)
+            self._stub = control_pb2_grpc.ControlStub(self._channel)
+        started = time.monotonic()
+        try:
+            response = getattr(self._stub, method)(request, timeout=self.call_timeout)
+        except grpc.RpcError as exc:
+            if self._log is not None:
+                code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+                details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+                self._log.debug("call failed", method=method, code=code, details=details)
+            raise self._translate(exc) from None
+        if self._log is not None:
+            took = round((time.monotonic() - started) * 1000, 1)
+            self._log.debug("call", method=method, ms=took)
+        return response
+
+    def _translate(self, exc: Exception) -> SwarmctlError:
+        """The user-facing error for a failed call."""
+        if isinstance(exc, grpc.Call):
+            code, details = exc.code(), exc.details() or ""
+        else:  # pragma: no cover - every RpcError of a unary call is also a Call
+            code, details = grpc.StatusCode.UNKNOWN, str(exc)
+        if code == grpc.StatusCode.UNAVAILABLE and (
+            not details or _CONNECT_FAILURE.search(details)
+        ):
+            return ManagerUnreachable(
+                self.address.display, self.address.unreachable_reason(details)
+            )
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return SwarmctlError(
+                f"the manager at {self.address.display} did not answer within "
+                f"{self.call_timeout:g}s"
+            )
+        if not details:
+            return SwarmctlError(f"the manager answered {code.name}")
+        return SwarmctlError(details)
+
+    # Nodes
+
+    def get_node(self, ref: str) -> objects_pb2.Node:
+        """The node named by id, unique id prefix or hostname."""
+        resp: control_pb2.GetNodeResponse = self._call(
+            "GetNode", control_pb2.GetNodeRequest(node_id=ref)
+        )
+        return resp.node
+
+    def list_nodes(
+        self, filters: control_pb2.ListNodesRequest.Filters | None = None
+    ) -> list[objects_pb2.Node]:
+        resp: control_pb2.ListNodesResponse = self._call(
+            "ListNodes", control_pb2.ListNodesRequest(filters=filters)
+        )
+        return list(resp.nodes)
+
+    def update_node(self, node_id: str, version: int, spec: specs_pb2.NodeSpec) -> objects_pb2.Node:
+        resp: control_pb2.UpdateNodeResponse = self._call(
+            "UpdateNode",
+            control_pb2.UpdateNodeRequest(node_id=node_id, node_version=version, spec=spec),
+        )
+        return resp.node
+
+    def remove_node(self, ref: str, *, force: bool = False) -> None:
+        self._call("RemoveNode", control_pb2.RemoveNodeRequest(node_id=ref, force=force))
+
+    # Tasks
+
+    def get_task(self, ref: str) -> objects_pb2.Task:
+        resp: control_pb2.GetTaskResponse = self._call(
+            "GetTask", control_pb2.GetTaskRequest(task_id=ref)
+        )
+        return resp.task
+
+    def list_tasks(
+        self, filters: control_pb2.ListTasksRequest.Filters | None = None
+    ) -> list[objects_pb2.Task]:
+        resp: control_pb2.ListTasksResponse = self._call(
+            "ListTasks", control_pb2.ListTasksRequest(filters=filters)
+        )
+        return list(resp.tasks)
+
+    # Services
+
+    def create_service(self, spec: specs_pb2.ServiceSpec) -> objects_pb2.Service:
+        resp: control_pb2.CreateServiceResponse = self._call(
+            "CreateService", control_pb2.CreateServiceRequest(spec=spec)
+        )
+        return resp.service
+
+    def get_service(self, ref: str) -> objects_pb2.Service:
+        """The service named by id, unique id prefix or name."""
+        resp: control_pb2.GetServiceResponse = self._call(
+            "GetService", control_pb2.GetServiceRequest(service_id=ref)
+        )
+        return resp.service
+
+    def list_services(
+        self, filters: control_pb2.ListServicesRequest.Filters | None = None
+    ) -> control_pb2.ListServicesResponse:
+        resp: control_pb2.ListServicesResponse = self._call(
+            "ListServices", control_pb2.ListServicesRequest(filters=filters)
+        )
+        return resp
+
+    def update_service(
+        self,
+        service_id: str,
+        version: int,
+        spec: specs_pb2.ServiceSpec,
+        *,
+        rollback: bool = False,
+    ) -> objects_pb2.Service:
+        resp: control_pb2.UpdateServiceResponse = self._call(
+            "UpdateService",
+            control_pb2.UpdateServiceRequest(
+                service_id=service_id, service_version=version, spec=spec, rollback=rollback
+            ),
+        )
+        return resp.service
+
+    def remove_service(self, ref: str) -> None:
+        self._call("RemoveService", control_pb2.RemoveServiceRequest(service_id=ref))
+
+    # Cluster
+
+    def get_cluster(self) -> objects_pb2.Cluster:
+        resp: control_pb2.GetClusterResponse = self._call(
+            "GetCluster", control_pb2.GetClusterRequest()
+        )
+        return resp.cluster

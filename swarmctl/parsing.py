@@ -1,0 +1,349 @@
+"""Parsing of flag values: ports, env, labels, durations, counts, filters.
+
+Each parser takes the text the user typed and returns API values, or raises
+`FlagValueError` whose message names the value and says what is expected. The command
+modules add the flag's name (see `swarmctl.cli.flag_value`), so a user sees e.g.
+`Invalid value for '--replicas': invalid replicas value -1: must be 0 or more`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Collection, Iterable, Mapping
+
+from google.protobuf.duration_pb2 import Duration
+
+from common import states
+from common.api import specs_pb2, types_pb2
+from common.timeutil import duration, parse_duration
+
+MAX_PORT = 65535
+
+_PROTOCOLS = {
+    "tcp": types_pb2.PORT_PROTOCOL_TCP,
+    "udp": types_pb2.PORT_PROTOCOL_UDP,
+    "sctp": types_pb2.PORT_PROTOCOL_SCTP,
+}
+_RESTART_CONDITIONS = {
+    "none": specs_pb2.RESTART_CONDITION_NONE,
+    "on-failure": specs_pb2.RESTART_CONDITION_ON_FAILURE,
+    "any": specs_pb2.RESTART_CONDITION_ANY,
+}
+_AVAILABILITIES = {
+    "active": types_pb2.NODE_AVAILABILITY_ACTIVE,
+    "pause": types_pb2.NODE_AVAILABILITY_PAUSE,
+    "drain": types_pb2.NODE_AVAILABILITY_DRAIN,
+}
+_ROLES = {"worker": types_pb2.NODE_ROLE_WORKER, "manager": types_pb2.NODE_ROLE_MANAGER}
+_ENV_KEY = re.compile(r"^[^=\s]+$")
+_PORT_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
+
+
+class FlagValueError(ValueError):
+    """A flag value that does not parse; the message names it and says what is expected."""
+
+
+def protocol_name(protocol: int) -> str:
+    """The protocol as Docker writes it: tcp, udp or sctp."""
+    for name, value in _PROTOCOLS.items():
+        if value == protocol:
+            return name
+    return str(protocol)
+
+
+def restart_condition_name(condition: int) -> str:
+    """The restart condition as the flag takes it: none, on-failure or any."""
+    for name, value in _RESTART_CONDITIONS.items():
+        if value == condition:
+            return name
+    return str(condition)
+
+
+def parse_count(text: str, what: str) -> int:
+    """A whole number, 0 or more: `invalid <what> value -1: must be 0 or more` otherwise."""
+    value = text.strip()
+    try:
+        number = int(value, 10)
+    except ValueError:
+        raise FlagValueError(
+            f"invalid {what} value {text!r}: must be a whole number, 0 or more"
+        ) from None
+    if number < 0:
+        raise FlagValueError(f"invalid {what} value {number}: must be 0 or more")
+    return number
+
+
+def parse_replicas(text: str) -> int:
+    return parse_count(text, "replicas")
+
+
+def parse_duration_value(text: str) -> Duration:
+    """A Go-style duration such as "5s", "300ms" or "1m30s" (a bare number is seconds)."""
+    try:
+        return duration(parse_duration(text))
+    except ValueError as exc:
+        raise FlagValueError(str(exc)) from None
+
+
+def parse_env(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """`KEY=VALUE` as given; a bare `KEY` takes its value from this shell's environment."""
+    key, sep, _ = text.partition("=")
+    if not key or not _ENV_KEY.match(key):
+        raise FlagValueError(
+            f"invalid environment variable {text!r}: expected KEY=VALUE with a non-empty "
+            "KEY and no spaces in it"
+        )
+    if sep:
+        return text
+    env = os.environ if environ is None else environ
+    if key in env:
+        return f"{key}={env[key]}"
+    raise FlagValueError(
+        f"invalid environment variable {text!r}: expected KEY=VALUE "
+        f"({key} alone takes its value from your environment, where it is not set)"
+    )
+
+
+def env_key(entry: str) -> str:
+    """The KEY of a `KEY=VALUE` entry."""
+    return entry.partition("=")[0]
+
+
+def parse_env_key(text: str) -> str:
+    """A variable name to remove (`--env-rm KEY`)."""
+    key = text.strip()
+    if not key or "=" in key:
+        raise FlagValueError(f"invalid environment variable name {text!r}: expected KEY")
+    return key
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """`key=value`, or `key` alone for an empty value."""
+    key, _, value = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise FlagValueError(f"invalid label {text!r}: expected key=value with a non-empty key")
+    return key, value
+
+
+def parse_labels(values: Iterable[str]) -> dict[str, str]:
+    return dict(parse_label(v) for v in values)
+
+
+def parse_label_key(text: str) -> str:
+    """A label key to remove (`--label-rm key`)."""
+    key = text.strip()
+    if not key or "=" in key:
+        raise FlagValueError(f"invalid label key {text!r}: expected a key, without =value")
+    return key
+
+
+def parse_restart_condition(text: str) -> specs_pb2.RestartCondition.ValueType:
+    try:
+        return _RESTART_CONDITIONS[text.strip().lower()]
+    except KeyError:
+        raise FlagValueError(
+            f"invalid restart condition {text!r}: use none, on-failure or any"
+        ) from None
+
+
+def parse_availability(text: str) -> types_pb2.NodeAvailability.ValueType:
+    try:
+        return _AVAILABILITIES[text.strip().lower()]
+    except KeyError:
+        raise FlagValueError(f"invalid availability {text!r}: use active, pause or drain") from None
+
+
+def parse_role(text: str) -> types_pb2.NodeRole.ValueType:
+    try:
+        return _ROLES[text.strip().lower()]
+    except KeyError:
+        raise FlagValueError(f"invalid role {text!r}: use worker or manager") from None
+
+
+def parse_protocol(text: str, whole: str) -> types_pb2.PortProtocol.ValueType:
+    try:
+        return _PROTOCOLS[text.strip().lower()]
+    except KeyError:
+        raise FlagValueError(
+            f"invalid port {whole!r}: unknown protocol {text!r}; use tcp, udp or sctp"
+        ) from None
+
+
+def _port_number(text: str, whole: str, what: str, *, allow_zero: bool) -> int:
+    if not text.isdigit():
+        raise FlagValueError(f"invalid port {whole!r}: {what} port {text!r} is not a number")
+    number = int(text)
+    low = 0 if allow_zero else 1
+    if not low <= number <= MAX_PORT:
+        raise FlagValueError(
+            f"invalid port {whole!r}: {what} port {number} is out of range ({low}-{MAX_PORT})"
+        )
+    return number
+
+
+def _port_range(text: str, whole: str, what: str, *, allow_zero: bool) -> list[int]:
+    match = _PORT_RANGE.match(text.strip())
+    if not match:
+        raise FlagValueError(
+            f"invalid port {whole!r}: {what} port {text!r} is not a number "
+            "or a range like 8000-8010"
+        )
+    first = _port_number(match.group(1), whole, what, allow_zero=allow_zero)
+    if match.group(2) is None:
+        return [first]
+    last = _port_number(match.group(2), whole, what, allow_zero=allow_zero)
+    if last < first:
+        raise FlagValueError(f"invalid port {whole!r}: {what} port range {text!r} is reversed")
+    return list(range(first, last + 1))
+
+
+_SHORT_SYNTAX = "[PUBLISHED:]TARGET[/PROTOCOL]"
+_LONG_SYNTAX = "mode=host,target=80,published=8080,protocol=tcp"
+
+
+def parse_publish(text: str) -> list[types_pb2.PortConfig]:
+    """One `--publish` value as PortConfigs (a range gives several).
+
+    Short syntax `published:target[/protocol]` or `target[/protocol]` (published port 0:
+    the engine picks one); long syntax `mode=host,target=80,published=8080,protocol=tcp`.
+    The publish mode is always host: swarmlet has no routing mesh.
+    """
+    value = text.strip()
+    if not value:
+        raise FlagValueError(f"invalid port {text!r}: expected {_SHORT_SYNTAX} or {_LONG_SYNTAX}")
+    if "=" in value:
+        return [_parse_long_publish(value)]
+    return _parse_short_publish(value)
+
+
+def _parse_short_publish(text: str) -> list[types_pb2.PortConfig]:
+    ports, _, proto_text = text.partition("/")
+    protocol = parse_protocol(proto_text, text) if proto_text else types_pb2.PORT_PROTOCOL_TCP
+    parts = ports.split(":")
+    if len(parts) > 2:
+        raise FlagValueError(
+            f"invalid port {text!r}: a host IP is not supported; expected {_SHORT_SYNTAX}"
+        )
+    targets = _port_range(parts[-1], text, "target", allow_zero=False)
+    if len(parts) == 2:
+        published = _port_range(parts[0], text, "published", allow_zero=True)
+        if len(published) == 1 and published[0] == 0:
+            published = [0] * len(targets)
+        if len(published) != len(targets):
+            raise FlagValueError(
+                f"invalid port {text!r}: the published range has {len(published)} ports "
+                f"and the target range {len(targets)}"
+            )
+    else:
+        published = [0] * len(targets)
+    return [
+        types_pb2.PortConfig(
+            protocol=protocol,
+            target_port=target,
+            published_port=pub,
+            publish_mode=types_pb2.PUBLISH_MODE_HOST,
+        )
+        for pub, target in zip(published, targets, strict=True)
+    ]
+
+
+def _parse_long_publish(text: str) -> types_pb2.PortConfig:
+    port = types_pb2.PortConfig(
+        protocol=types_pb2.PORT_PROTOCOL_TCP, publish_mode=types_pb2.PUBLISH_MODE_HOST
+    )
+    seen_target = False
+    for field in text.split(","):
+        key, sep, val = field.partition("=")
+        key, val = key.strip().lower(), val.strip()
+        if not sep or not key:
+            raise FlagValueError(
+                f"invalid port {text!r}: {field!r} is not key=value; expected {_LONG_SYNTAX}"
+            )
+        if key == "mode":
+            if val.lower() == "ingress":
+                raise FlagValueError(
+                    f"invalid port {text!r}: swarmlet has no routing mesh (mode=ingress); "
+                    "use mode=host, which publishes the port on the node that runs each task"
+                )
+            if val.lower() != "host":
+                raise FlagValueError(f"invalid port {text!r}: unknown mode {val!r}; use mode=host")
+        elif key == "target":
+            port.target_port = _port_number(val, text, "target", allow_zero=False)
+            seen_target = True
+        elif key == "published":
+            port.published_port = _port_number(val, text, "published", allow_zero=True)
+        elif key == "protocol":
+            port.protocol = parse_protocol(val, text)
+        elif key == "name":
+            port.name = val
+        else:
+            raise FlagValueError(
+                f"invalid port {text!r}: unknown field {key!r}; "
+                "use mode, target, published and protocol"
+            )
+    if not seen_target:
+        raise FlagValueError(f"invalid port {text!r}: target is missing; expected {_LONG_SYNTAX}")
+    return port
+
+
+def parse_port_ref(text: str) -> tuple[int, types_pb2.PortProtocol.ValueType]:
+    """`--publish-rm`: `target[/protocol]`, `published:target[/protocol]` or the long form.
+
+    Returns the target port and protocol that identify the published port to remove.
+    """
+    ports = parse_publish(text)
+    if len(ports) != 1:
+        raise FlagValueError(f"invalid port {text!r}: remove one port at a time, not a range")
+    return ports[0].target_port, ports[0].protocol
+
+
+def parse_scale(text: str) -> tuple[str, int]:
+    """A `service scale` argument, `SERVICE=REPLICAS`."""
+    name, sep, count = text.partition("=")
+    if not sep or not name.strip():
+        raise FlagValueError(f"invalid scale specifier {text!r}: expected SERVICE=REPLICAS")
+    return name.strip(), parse_replicas(count)
+
+
+def parse_filters(values: Iterable[str], allowed: Collection[str]) -> dict[str, list[str]]:
+    """`-f key=value` flags, grouped by key; a key outside `allowed` is an error."""
+    out: dict[str, list[str]] = {}
+    for text in values:
+        key, sep, value = text.partition("=")
+        key = key.strip().lower()
+        if not sep or not key:
+            raise FlagValueError(f"invalid filter {text!r}: expected key=value")
+        if key not in allowed:
+            raise FlagValueError(
+                f"invalid filter {text!r}: unknown key {key!r}; use one of {', '.join(allowed)}"
+            )
+        out.setdefault(key, []).append(value.strip())
+    return out
+
+
+def parse_desired_state(text: str) -> types_pb2.TaskState.ValueType:
+    """A `desired-state=` filter value: running, shutdown, accepted (or any task state)."""
+    try:
+        return types_pb2.TaskState.ValueType(states.parse_state(text))
+    except ValueError as exc:
+        raise FlagValueError(str(exc)) from None
+
+
+def parse_command(text: str) -> list[str]:
+    """A command line such as `--entrypoint "sh -c"`, split like a POSIX shell does."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise FlagValueError(f"invalid command {text!r}: {exc}") from None
+    return words
+
+
+def parse_mode(text: str) -> bool:
+    """`--mode`: replicated or global. Returns whether it is global."""
+    value = text.strip().lower()
+    if value not in ("replicated", "global"):
+        raise FlagValueError(f"invalid mode {text!r}: use replicated or global")
+    return value == "global"

@@ -1,0 +1,451 @@
+"""The convergence display of `service create/update/scale/rollback`, as Docker's.
+
+    overall progress: 2 out of 3 tasks
+    1/3: running   [==================================================>]
+    2/3: starting  [============================================>      ]
+    3/3: rejected  No such image: nosuch:latest
+    verify: Waiting 1 seconds to verify that tasks are stable...
+
+swarmctl polls ListTasks about every 100 ms and looks, per slot, at the newest
+up-to-date task whose desired state is at most RUNNING. All slots running for a second
+is convergence. It gives up at the timeout, or as soon as every slot that is not running
+has failed (or been rejected) twice or more, and then lists the tasks' distinct errors.
+On a terminal the block is redrawn in place (rich.live); otherwise a line is printed
+only when it changes, so CI logs stay readable.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from common import states
+from common.api import control_pb2, objects_pb2, types_pb2
+from common.timeutil import format_duration, timestamp_seconds
+from swarmctl.client import ControlClient
+from swarmctl.errors import EXIT_INTERRUPTED, SwarmctlError
+from swarmctl.output import truncate_id
+
+POLL_INTERVAL = 0.1
+# How long every slot must stay running before the service counts as converged.
+VERIFY_SECONDS = 1.0
+# Give up once every slot that is not running has had this many failed/rejected tasks.
+FAILURES_TO_GIVE_UP = 2
+# Above this many slots only the overall line is shown (Docker's maxProgressBars).
+MAX_PROGRESS_BARS = 20
+BAR_WIDTH = 50
+MAX_ERROR_WIDTH = 75
+
+# Docker's stages; 2 is "allocated", which swarmlet does not have.
+STAGES: Mapping[int, int] = {
+    states.NEW: 1,
+    states.PENDING: 3,
+    states.ASSIGNED: 4,
+    states.ACCEPTED: 5,
+    states.PREPARING: 6,
+    states.READY: 7,
+    states.STARTING: 8,
+    states.RUNNING: 9,
+}
+MAX_STAGE = 9
+STATE_WIDTH = max(len(states.state_name(s)) for s in STAGES)
+_FAILED = (states.FAILED, states.REJECTED)
+_ROLLBACK_STATES = (
+    objects_pb2.UpdateStatus.UPDATE_STATE_ROLLBACK_STARTED,
+    objects_pb2.UpdateStatus.UPDATE_STATE_ROLLBACK_PAUSED,
+    objects_pb2.UpdateStatus.UPDATE_STATE_ROLLBACK_COMPLETED,
+)
+
+Line = tuple[str, str]
+"""A display line: a key (what it is about, e.g. "1/3") and its text."""
+
+
+def progress_bar(state: int) -> str:
+    """`[=====>    ]`, 50 wide, filled as far as the state is along Docker's stages."""
+    filled = min(BAR_WIDTH, int(STAGES.get(state, 0) / MAX_STAGE * 100) // 2)
+    return "[" + "=" * filled + ">" + " " * (BAR_WIDTH - filled) + "]"
+
+
+def one_line_error(err: str) -> str:
+    """An error on one line of at most 75 characters."""
+    text = " ".join(err.split())
+    return text if len(text) <= MAX_ERROR_WIDTH else text[: MAX_ERROR_WIDTH - 1] + "…"
+
+
+def is_up_to_date(task: objects_pb2.Task, service: objects_pb2.Service) -> bool:
+    """The task was made from the service's current spec (not one an update replaces).
+
+    A spec change that leaves the task template and ports alone (a scale) bumps the
+    service's spec_version but keeps its tasks, so those count as up to date too.
+    """
+    if service.spec_version and task.spec_version >= service.spec_version:
+        return True
+    return task.spec == service.spec.task and task.endpoint == service.spec.endpoint
+
+
+def _slot_key(task: objects_pb2.Task) -> str:
+    return str(task.slot) if task.slot else task.node_id
+
+
+def _age(task: objects_pb2.Task) -> tuple[float, float, int]:
+    return (
+        timestamp_seconds(task.meta.created_at),
+        timestamp_seconds(task.status.timestamp),
+        task.status.state,
+    )
+
+
+@dataclass(frozen=True)
+class SlotProgress:
+    """One slot (or, for a global service, one node): its newest task and its failures.
+
+    `last_failure` is the slot's newest failed or rejected task: while the slot is not
+    running, its error is what the slot's line shows (the replacement task would only
+    show "new" or "pending" and hide why the slot is not converging).
+    """
+
+    label: str
+    task: objects_pb2.Task | None
+    failures: int = 0
+    last_failure: objects_pb2.Task | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and self.task.status.state == states.RUNNING
+
+    @property
+    def declined(self) -> bool:
+        """Its task ended and the restart policy will not replace it."""
+        return self.task is not None and self.task.restart_declined
+
+    def text(self) -> str:
+        """`1/3: running   [=====...>]`, or the state and the task's error."""
+        task = self.task
+        if task is not None and not self.running and not task.status.err and self.last_failure:
+            task = self.last_failure
+        if task is None:
+            return f"{self.label}:"
+        status = task.status
+        state = states.state_name(status.state).ljust(STATE_WIDTH)
+        if status.err:
+            return f"{self.label}: {state} {one_line_error(status.err)}"
+        if status.state in STAGES:
+            return f"{self.label}: {state} {progress_bar(status.state)}"
+        return f"{self.label}: {state} {one_line_error(status.message)}".rstrip()
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """What one poll shows of a service: slots, running count, errors."""
+
+    running: int
+    desired: int
+    slots: tuple[SlotProgress, ...]
+    errors: tuple[str, ...] = ()
+    global_mode: bool = False
+
+    @property
+    def converged(self) -> bool:
+        if self.global_mode and self.desired == 0:
+            return False
+        return self.running == self.desired
+
+    @property
+    def hopeless(self) -> bool:
+        """Every slot that is not running has failed twice or more (or will not restart)."""
+        pending = [s for s in self.slots if not s.running]
+        if not pending:
+            return False
+        return all(s.failures >= FAILURES_TO_GIVE_UP or s.declined for s in pending)
+
+    def notes(self) -> list[str]:
+        """The distinct task errors, or else the messages of the slots not running."""
+        if self.errors:
+            return list(self.errors)
+        seen: dict[str, None] = {}
+        for slot in self.slots:
+            if slot.task is not None and not slot.running and slot.task.status.message:
+                seen.setdefault(f"{slot.label}: {slot.task.status.message}", None)
+        return list(seen)
+
+    def lines(self, *, rollback: bool = False) -> list[Line]:
+        if self.global_mode and self.desired == 0:
+            return [("overall", "overall progress: waiting for new tasks")]
+        what = "rolling back update: " if rollback else ""
+        out = [("overall", f"overall progress: {what}{self.running} out of {self.desired} tasks")]
+        if self.desired <= MAX_PROGRESS_BARS:
+            out.extend((s.label, s.text()) for s in self.slots)
+        return out
+
+
+def compute_convergence(
+    service: objects_pb2.Service,
+    tasks: Iterable[objects_pb2.Task],
+    *,
+    active_nodes: set[str] | None = None,
+    positions: MutableMapping[str, int] | None = None,
+) -> Convergence:
+    """The convergence of `service` given all its tasks (history included).
+
+    Per slot it takes the newest up-to-date task with desired state <= RUNNING, skipping
+    tasks on nodes that are down (not in `active_nodes`, when given). `positions` maps
+    slot numbers to the display rows 1..N and is kept across polls so rows stay put.
+    """
+    global_mode = service.spec.WhichOneof("mode") == "global"
+    current = [t for t in tasks if is_up_to_date(t, service)]
+    current.sort(key=_age)
+    failures: dict[str, int] = {}
+    last_failure: dict[str, objects_pb2.Task] = {}
+    errors: dict[str, None] = {}
+    latest: dict[str, objects_pb2.Task] = {}
+    newest: dict[str, objects_pb2.Task] = {}
+    for task in current:
+        key = _slot_key(task)
+        latest[key] = task
+        if task.status.state in _FAILED:
+            failures[key] = failures.get(key, 0) + 1
+            last_failure[key] = task
+        if task.status.err:
+            errors.setdefault(" ".join(task.status.err.split()), None)
+        if not states.is_runnable(task.desired_state):
+            continue
+        if active_nodes is not None and task.node_id and task.node_id not in active_nodes:
+            continue
+        newest[key] = task
+    running = sum(1 for t in newest.values() if t.status.state == states.RUNNING)
+
+    slots: list[SlotProgress]
+    if global_mode:
+        desired = len(newest)
+        slots = [
+            SlotProgress(truncate_id(key), newest[key], failures.get(key, 0), last_failure.get(key))
+            for key in sorted(newest)
+        ]
+    else:
+        desired = service.spec.replicated.replicas
+        rows = positions if positions is not None else {}
+        # Slots get rows as they show up: with a runnable task, or with failed ones
+        # (a slot waiting for its replacement still needs its error shown).
+        for key in sorted(newest.keys() | last_failure.keys(), key=int):
+            if key not in rows:
+                free = sorted(set(range(1, desired + 1)) - set(rows.values()))
+                if free:
+                    rows[key] = free[0]
+        # A row keeps its slot while the slot waits for a replacement task, so that
+        # the failed task (and its error) stays on show.
+        by_row = {row: key for key, row in rows.items() if key in latest}
+        slots = []
+        for row in range(1, desired + 1):
+            label = f"{row}/{desired}"
+            row_key = by_row.get(row)
+            if row_key is None:
+                slots.append(SlotProgress(label, None))
+                continue
+            shown = newest.get(row_key) or latest.get(row_key)
+            slots.append(
+                SlotProgress(label, shown, failures.get(row_key, 0), last_failure.get(row_key))
+            )
+    return Convergence(
+        running=running,
+        desired=desired,
+        slots=tuple(slots),
+        errors=tuple(errors),
+        global_mode=global_mode,
+    )
+
+
+@dataclass
+class Step:
+    """The outcome of one poll: what to show, and whether waiting is over."""
+
+    lines: list[Line]
+    convergence: Convergence
+    done: bool = False
+    failure: str | None = None
+
+
+@dataclass
+class ConvergenceTracker:
+    """Follows a service from poll to poll: stable slot rows, the verify period, failure."""
+
+    service_id: str
+    verify_seconds: float = VERIFY_SECONDS
+    positions: dict[str, int] = field(default_factory=dict)
+    converged_since: float | None = None
+
+    def observe(
+        self,
+        service: objects_pb2.Service,
+        tasks: Sequence[objects_pb2.Task],
+        now: float,
+        active_nodes: set[str] | None = None,
+    ) -> Step:
+        conv = compute_convergence(
+            service, tasks, active_nodes=active_nodes, positions=self.positions
+        )
+        update = service.update_status
+        rollback = update.state in _ROLLBACK_STATES
+        lines = conv.lines(rollback=rollback)
+        if rollback and update.message:
+            lines.insert(0, ("rollback", f"rollback: {update.message}"))
+        if update.state == objects_pb2.UpdateStatus.UPDATE_STATE_PAUSED:
+            return Step(lines, conv, failure=f"service update paused: {update.message}")
+        if update.state == objects_pb2.UpdateStatus.UPDATE_STATE_ROLLBACK_PAUSED:
+            return Step(lines, conv, failure=f"service rollback paused: {update.message}")
+        if conv.converged:
+            if self.converged_since is None:
+                self.converged_since = now
+            left = self.verify_seconds - (now - self.converged_since)
+            if left <= 0:
+                lines.append(("verify", f"verify: Service {self.service_id} converged"))
+                return Step(lines, conv, done=True)
+            seconds = max(1, math.ceil(left))
+            lines.append(
+                ("verify", f"verify: Waiting {seconds} seconds to verify that tasks are stable...")
+            )
+        else:
+            if self.converged_since is not None:
+                lines.append(("verify", "verify: Detected task failure"))
+            self.converged_since = None
+        return Step(lines, conv)
+
+
+class ProgressOutput(Protocol):
+    """Where the progress lines go."""
+
+    def show(self, lines: Sequence[Line]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class QuietOutput:
+    """`--quiet`: no progress at all."""
+
+    def show(self, lines: Sequence[Line]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class ChangedLinesOutput:
+    """Not a terminal: print a line only when its text changed since it was last printed."""
+
+    def __init__(self, echo: Callable[[str], None] = typer.echo) -> None:
+        self._echo = echo
+        self._last: dict[str, str] = {}
+
+    def show(self, lines: Sequence[Line]) -> None:
+        for key, text in lines:
+            if text == f"{key}:" and key not in self._last:
+                continue  # a slot with no task yet: nothing worth a line in a log
+            if self._last.get(key) != text:
+                self._last[key] = text
+                self._echo(text)
+
+    def close(self) -> None:
+        pass
+
+
+class LiveOutput:
+    """A terminal: the whole block redrawn in place."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self._live = Live(
+            Text(""), console=console or Console(), auto_refresh=False, transient=False
+        )
+        self._live.start()
+        self._shown = ""
+
+    def show(self, lines: Sequence[Line]) -> None:
+        block = "\n".join(t for _, t in lines)
+        if block != self._shown:
+            self._shown = block
+            self._live.update(Text(block, no_wrap=True, overflow="crop"), refresh=True)
+
+    def close(self) -> None:
+        if self._live.is_started:
+            self._live.stop()
+
+
+def make_output(quiet: bool) -> ProgressOutput:
+    if quiet:
+        return QuietOutput()
+    if sys.stdout.isatty():
+        return LiveOutput()
+    return ChangedLinesOutput()
+
+
+def _seconds_text(seconds: float) -> str:
+    """A timeout as the user would have written it: 300ms, 1.5s, 1m30s."""
+    if seconds >= 1 and seconds != int(seconds) and seconds < 60:
+        return f"{seconds:g}s"
+    return format_duration(seconds)
+
+
+def _active_nodes(client: ControlClient) -> set[str]:
+    return {n.id for n in client.list_nodes() if n.status.state != types_pb2.NODE_STATE_DOWN}
+
+
+def wait_for_convergence(
+    client: ControlClient,
+    service: objects_pb2.Service,
+    *,
+    timeout: float,
+    quiet: bool = False,
+    output: ProgressOutput | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Show the service converging; raise SwarmctlError if it does not within `timeout`.
+
+    Ctrl-C stops waiting (the service keeps converging) and exits with code 130.
+    """
+    name = service.spec.annotations.name or service.id
+    mode = service.spec.WhichOneof("mode")
+    if mode not in ("replicated", "global"):
+        return  # jobs run to completion; there is nothing to converge on
+    tracker = ConvergenceTracker(service.id, verify_seconds=VERIFY_SECONDS)
+    filters = control_pb2.ListTasksRequest.Filters(service_ids=[service.id])
+    out = output or make_output(quiet)
+    deadline = clock() + timeout
+    try:
+        while True:
+            current = client.get_service(service.id)
+            tasks = client.list_tasks(filters)
+            step = tracker.observe(current, tasks, clock(), _active_nodes(client))
+            out.show(step.lines)
+            if step.done:
+                return
+            conv = step.convergence
+            reason = step.failure
+            if reason is None and conv.hopeless:
+                reason = (
+                    f"{conv.running} out of {conv.desired} tasks running, and each slot "
+                    f"not running has failed {FAILURES_TO_GIVE_UP} or more times"
+                )
+            if reason is None and clock() >= deadline:
+                reason = (
+                    f"{conv.running} out of {conv.desired} tasks running "
+                    f"after {_seconds_text(timeout)}"
+                )
+            if reason is not None:
+                details = "".join(f"\n  {note}" for note in conv.notes())
+                raise SwarmctlError(f"service {name} did not converge: {reason}{details}")
+            sleep(POLL_INTERVAL)
+    except KeyboardInterrupt:
+        out.close()
+        typer.echo("Operation continuing in background.")
+        typer.echo(f"Use 'swarmctl service ps {name}' to check progress.")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        out.close()

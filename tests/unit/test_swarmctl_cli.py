@@ -1,0 +1,166 @@
+"""The swarmctl command line without a manager: errors, exit codes, usage checks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from swarmctl.client import DEFAULT_HOST
+from swarmctl.main import app
+
+HINT = (
+    "Start one with 'swarm-manager' (or 'make demo'), or point swarmctl at one with "
+    "-H/--host or SWARMCTL_HOST."
+)
+
+
+def swarmctl(*args: str, env: dict[str, str | None] | None = None) -> Result:
+    return CliRunner().invoke(app, list(args), env={"SWARMCTL_HOST": None, **(env or {})})
+
+
+def test_no_manager_at_a_socket_path(tmp_path: Path) -> None:
+    sock = tmp_path / "missing" / "control.sock"
+    result = swarmctl("-H", str(sock), "service", "ls")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"Error: cannot reach a swarmlet manager at unix://{sock} (no such socket). {HINT}\n"
+    )
+    assert "Traceback" not in result.output
+
+
+def test_no_manager_through_the_environment(tmp_path: Path) -> None:
+    sock = tmp_path / "control.sock"
+    result = swarmctl("node", "ls", env={"SWARMCTL_HOST": f"unix://{sock}"})
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: cannot reach a swarmlet manager at unix://{sock} ")
+
+
+def test_no_manager_over_tcp() -> None:
+    result = swarmctl("-H", "127.0.0.1:1", "cluster", "inspect")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: cannot reach a swarmlet manager at tcp://127.0.0.1:1 (connection refused). "
+        f"{HINT}\n"
+    )
+
+
+@pytest.mark.skipif(
+    os.path.exists("/var/lib/swarmlet/manager/control.sock"), reason="a manager runs here"
+)
+def test_the_default_address_is_the_local_managers_socket() -> None:
+    assert DEFAULT_HOST == "unix:///var/lib/swarmlet/manager/control.sock"
+    result = swarmctl("service", "ps", "web")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: cannot reach a swarmlet manager at {DEFAULT_HOST} (no such socket). {HINT}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["service", "create", "--replicas", "-1", "busybox"],
+            "Invalid value for '--replicas': invalid replicas value -1: must be 0 or more",
+        ),
+        (
+            ["service", "create", "-p", "mode=ingress,target=80", "busybox"],
+            "Invalid value for '--publish': invalid port 'mode=ingress,target=80': "
+            "swarmlet has no routing mesh",
+        ),
+        (
+            ["service", "create", "--restart-delay", "soon", "busybox"],
+            "Invalid value for '--restart-delay': invalid duration 'soon'",
+        ),
+        (
+            ["service", "create", "-e", "=x", "busybox"],
+            "Invalid value for '--env': invalid environment variable '=x'",
+        ),
+        (
+            ["service", "create", "--restart-condition", "always", "busybox"],
+            "Invalid value for '--restart-condition': invalid restart condition 'always'",
+        ),
+        (
+            ["service", "create", "--mode", "global", "--replicas", "2", "busybox"],
+            "Invalid value for '--replicas': replicas can only be used with replicated mode",
+        ),
+        (
+            ["service", "create", "--timeout", "forever", "busybox"],
+            "Invalid value for '--timeout': invalid duration 'forever'",
+        ),
+        (
+            ["service", "update", "--rollback", "--image", "x", "web"],
+            "Invalid value for '--rollback': --rollback cannot be combined",
+        ),
+        (
+            ["service", "scale", "web"],
+            "Invalid value for 'SERVICE=REPLICAS': invalid scale specifier 'web'",
+        ),
+        (
+            ["service", "ls", "--format", "yaml"],
+            "Invalid value for '--format': unsupported format 'yaml': use table or json",
+        ),
+        (
+            ["service", "ps", "-f", "desired-state=sleeping", "web"],
+            "Invalid value for '--filter desired-state': unknown task state 'sleeping'",
+        ),
+        (
+            ["node", "update", "--availability", "off", "n1"],
+            "Invalid value for '--availability': invalid availability 'off': "
+            "use active, pause or drain",
+        ),
+        (
+            ["-H", "http://mgr", "service", "ls"],
+            "Invalid value for '-H' / '--host': invalid manager address 'http://mgr'",
+        ),
+    ],
+)
+def test_bad_flag_values_are_usage_errors(args: list[str], message: str) -> None:
+    result = swarmctl("-H", "/nonexistent/control.sock", *args)
+    assert result.exit_code == 2, result.output
+    assert f"Error: {message}" in result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.output
+
+
+def test_options_after_the_image_belong_to_the_container(tmp_path: Path) -> None:
+    # `-p` after IMAGE is the container's argument, not swarmctl's flag, so the bad
+    # port is never parsed: swarmctl gets as far as calling the manager.
+    result = swarmctl(
+        "-H", str(tmp_path / "no.sock"), "service", "create", "busybox", "ls", "-p", "x"
+    )
+    assert result.exit_code == 1
+    assert "cannot reach a swarmlet manager" in result.stderr
+
+
+def test_help_and_version() -> None:
+    result = swarmctl("--help")
+    assert result.exit_code == 0
+    for group in ("service", "node", "task", "cluster"):
+        assert group in result.stdout
+    assert swarmctl("--version").stdout.startswith("swarmctl ")
+    commands = swarmctl("service", "--help").stdout
+    for command in ("create", "ls", "ps", "inspect", "scale", "update", "rollback", "rm"):
+        assert f"  {command} " in commands
+
+
+def test_an_unexpected_failure_is_one_line_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("something odd")
+
+    monkeypatch.setattr("swarmctl.client.ControlClient.list_services", broken)
+    result = swarmctl("-H", str(tmp_path / "c.sock"), "service", "ls")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: unexpected RuntimeError: something odd (run with --debug for details)\n"
+    )
+    # --debug sets logging up for the process; keep that out of the test session.
+    monkeypatch.setattr("swarmctl.main.setup_logging", lambda *a: None)
+    debug = swarmctl("-H", str(tmp_path / "c.sock"), "--debug", "service", "ls")
+    assert isinstance(debug.exception, RuntimeError)

@@ -1,0 +1,481 @@
+"""swarmctl end to end through its client plumbing, against FakeControl.
+
+FakeControl is a test double of the manager's `swarmlet.Control` service: a grpc.aio
+server on a real unix socket (in tmp_path), serving from a background thread, that keeps
+services, tasks and nodes in memory. Its "orchestrator" is a toy: every ListTasks call
+moves each task one state along; a task of an image named `nosuch*` is rejected at
+ACCEPTED and replaced, the way a node without the image would reject it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from typer.testing import CliRunner
+
+from common import states
+from common.api import control_pb2, control_pb2_grpc, objects_pb2, specs_pb2, types_pb2
+from common.ids import new_id
+from common.timeutil import now_timestamp
+from swarmctl import progress
+from swarmctl.main import app
+
+NODE_ID = "node0000000000000000000001"
+_LIFECYCLE = [
+    states.NEW,
+    states.PENDING,
+    states.ASSIGNED,
+    states.ACCEPTED,
+    states.PREPARING,
+    states.READY,
+    states.STARTING,
+    states.RUNNING,
+]
+
+
+class FakeControl(control_pb2_grpc.ControlServicer):
+    """A fake manager Control service: in-memory objects and a toy task lifecycle."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, objects_pb2.Service] = {}
+        self.tasks: list[objects_pb2.Task] = []
+        self.nodes = [
+            objects_pb2.Node(
+                id=NODE_ID,
+                description=objects_pb2.NodeDescription(
+                    hostname="node-1",
+                    engine=objects_pb2.EngineDescription(engine_version="20.10.24"),
+                ),
+                status=objects_pb2.NodeStatus(state=types_pb2.NODE_STATE_READY),
+            )
+        ]
+        self.auto_advance = True
+        # GetService answers this much older a version: a write came in between.
+        self.stale_by = 0
+        self.requests: list[object] = []
+
+    # helpers
+
+    def _find_service(self, ref: str) -> objects_pb2.Service | None:
+        if ref in self.services:
+            return self.services[ref]
+        by_name = [s for s in self.services.values() if s.spec.annotations.name == ref]
+        if by_name:
+            return by_name[0]
+        by_prefix = [s for s in self.services.values() if s.id.startswith(ref)]
+        return by_prefix[0] if len(by_prefix) == 1 else None
+
+    def _new_task(self, svc: objects_pb2.Service, slot: int) -> objects_pb2.Task:
+        task = objects_pb2.Task(
+            id=new_id(),
+            service_id=svc.id,
+            service_name=svc.spec.annotations.name,
+            slot=slot,
+            spec=svc.spec.task,
+            endpoint=svc.spec.endpoint,
+            spec_version=svc.spec_version,
+            desired_state=states.RUNNING,
+            status=objects_pb2.TaskStatus(state=states.NEW, timestamp=now_timestamp()),
+        )
+        task.meta.created_at.CopyFrom(now_timestamp())
+        self.tasks.append(task)
+        return task
+
+    def _reconcile(self, svc: objects_pb2.Service) -> None:
+        replicas = svc.spec.replicated.replicas
+        live = {}
+        for task in self.tasks:
+            if task.service_id != svc.id or task.desired_state > states.RUNNING:
+                continue
+            changed = task.spec != svc.spec.task or task.endpoint != svc.spec.endpoint
+            if changed or task.slot > replicas:
+                task.desired_state = states.SHUTDOWN
+                task.status.state = states.SHUTDOWN
+                continue
+            live[task.slot] = task
+        for slot in range(1, replicas + 1):
+            if slot not in live:
+                self._new_task(svc, slot)
+
+    def _advance(self) -> None:
+        for task in list(self.tasks):
+            if task.desired_state > states.RUNNING or task.status.state >= states.RUNNING:
+                continue
+            nxt = _LIFECYCLE[_LIFECYCLE.index(task.status.state) + 1]
+            if nxt >= states.ASSIGNED:
+                task.node_id = NODE_ID
+            if nxt == states.PREPARING and task.spec.container.image.startswith("nosuch"):
+                task.status.state = states.REJECTED
+                task.status.err = f"No such image: {task.spec.container.image}:latest"
+                task.desired_state = states.SHUTDOWN
+                self._new_task(self.services[task.service_id], task.slot)
+                continue
+            task.status.state = nxt
+            task.status.timestamp.CopyFrom(now_timestamp())
+            if nxt == states.RUNNING:
+                for port in self.services[task.service_id].spec.endpoint.ports:
+                    shown = task.status.port_status.ports.add()
+                    shown.CopyFrom(port)
+                    shown.published_port = port.published_port or 32768
+
+    # the Control service
+
+    async def CreateService(self, request, context):  # type: ignore[no-untyped-def]
+        self.requests.append(request)
+        name = request.spec.annotations.name
+        if any(s.spec.annotations.name == name for s in self.services.values()):
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"service {name} already exists")
+        svc = objects_pb2.Service(id=new_id(), spec=request.spec, spec_version=1)
+        svc.meta.version = 1
+        self.services[svc.id] = svc
+        self._reconcile(svc)
+        return control_pb2.CreateServiceResponse(service=svc)
+
+    async def GetService(self, request, context):  # type: ignore[no-untyped-def]
+        svc = self._find_service(request.service_id)
+        if svc is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"service {request.service_id} not found"
+            )
+        resp = control_pb2.GetServiceResponse(service=svc)
+        resp.service.meta.version -= self.stale_by
+        return resp
+
+    async def ListServices(self, request, context):  # type: ignore[no-untyped-def]
+        resp = control_pb2.ListServicesResponse()
+        prefixes = request.filters.name_prefixes
+        for svc in self.services.values():
+            if prefixes and not any(svc.spec.annotations.name.startswith(p) for p in prefixes):
+                continue
+            resp.services.append(svc)
+            running = sum(
+                1
+                for t in self.tasks
+                if t.service_id == svc.id
+                and t.status.state == states.RUNNING
+                and t.desired_state == states.RUNNING
+            )
+            resp.statuses[svc.id].running = running
+            resp.statuses[svc.id].desired = svc.spec.replicated.replicas
+        return resp
+
+    async def UpdateService(self, request, context):  # type: ignore[no-untyped-def]
+        self.requests.append(request)
+        svc = self._find_service(request.service_id)
+        if svc is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"service {request.service_id} not found"
+            )
+        if request.service_version != svc.meta.version:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"service {svc.spec.annotations.name} changed since it was read "
+                f"(version {request.service_version}, now {svc.meta.version}); read it again "
+                "and retry",
+            )
+        svc.previous_spec.CopyFrom(svc.spec)
+        svc.spec.CopyFrom(request.spec)
+        svc.meta.version += 1
+        svc.spec_version += 1
+        self._reconcile(svc)
+        return control_pb2.UpdateServiceResponse(service=svc)
+
+    async def RemoveService(self, request, context):  # type: ignore[no-untyped-def]
+        svc = self._find_service(request.service_id)
+        if svc is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"service {request.service_id} not found"
+            )
+        del self.services[svc.id]
+        return control_pb2.RemoveServiceResponse()
+
+    async def ListTasks(self, request, context):  # type: ignore[no-untyped-def]
+        if self.auto_advance:
+            self._advance()
+        wanted = set()
+        for ref in request.filters.service_ids:
+            svc = self._find_service(ref)
+            if svc is not None:
+                wanted.add(svc.id)
+        tasks = [
+            t
+            for t in self.tasks
+            if (not request.filters.service_ids or t.service_id in wanted)
+            and (
+                not request.filters.desired_states
+                or t.desired_state in request.filters.desired_states
+            )
+        ]
+        return control_pb2.ListTasksResponse(tasks=tasks)
+
+    async def ListNodes(self, request, context):  # type: ignore[no-untyped-def]
+        return control_pb2.ListNodesResponse(nodes=self.nodes)
+
+    async def GetNode(self, request, context):  # type: ignore[no-untyped-def]
+        for node in self.nodes:
+            if request.node_id in (node.id, node.description.hostname):
+                return control_pb2.GetNodeResponse(node=node)
+        await context.abort(grpc.StatusCode.NOT_FOUND, f"node {request.node_id} not found")
+        raise AssertionError("abort raises")
+
+    async def UpdateNode(self, request, context):  # type: ignore[no-untyped-def]
+        self.requests.append(request)
+        (node,) = [n for n in self.nodes if n.id == request.node_id]
+        node.spec.CopyFrom(request.spec)
+        node.meta.version += 1
+        return control_pb2.UpdateNodeResponse(node=node)
+
+    async def GetTask(self, request, context):  # type: ignore[no-untyped-def]
+        for task in self.tasks:
+            if task.id.startswith(request.task_id):
+                return control_pb2.GetTaskResponse(task=task)
+        await context.abort(grpc.StatusCode.NOT_FOUND, f"task {request.task_id} not found")
+        raise AssertionError("abort raises")
+
+    async def GetCluster(self, request, context):  # type: ignore[no-untyped-def]
+        cluster = objects_pb2.Cluster(id="cluster1")
+        cluster.spec.orchestration.task_history_retention_limit = 5
+        return control_pb2.GetClusterResponse(cluster=cluster)
+
+
+@pytest.fixture
+def fake_manager(tmp_path: Path) -> Iterator[tuple[FakeControl, str]]:
+    """FakeControl serving on tmp_path/control.sock; yields it and the -H address."""
+    sock = tmp_path / "control.sock"
+    fake = FakeControl()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> grpc.aio.Server:
+        server = grpc.aio.server()
+        control_pb2_grpc.add_ControlServicer_to_server(fake, server)
+        server.add_insecure_port(f"unix://{sock}")
+        await server.start()
+        return server
+
+    server = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        yield fake, f"unix://{sock}"
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def swarmctl(address: str, *args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(app, ["-H", address, *args], env={"SWARMCTL_HOST": None})
+
+
+def test_service_create_detached_sends_the_docker_style_spec(fake_manager):  # type: ignore[no-untyped-def]
+    fake, address = fake_manager
+    result = swarmctl(
+        address,
+        "service", "create", "-d", "--name", "web", "-e", "A=1", "-p", "8080:80",
+        "busybox", "sh", "-c", "echo hi",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (svc,) = fake.services.values()
+    assert result.stdout == f"{svc.id}\n"
+    (request,) = fake.requests
+    spec = request.spec
+    assert spec.annotations.name == "web"
+    assert spec.task.container.image == "busybox"
+    assert list(spec.task.container.args) == ["sh", "-c", "echo hi"]
+    assert list(spec.task.container.command) == []
+    assert list(spec.task.container.env) == ["A=1"]
+    assert spec.WhichOneof("mode") == "replicated"
+    assert spec.replicated.replicas == 1
+    assert spec.task.restart.condition == specs_pb2.RESTART_CONDITION_ANY
+    assert spec.task.restart.delay.seconds == 5
+    (port,) = spec.endpoint.ports
+    assert (port.published_port, port.target_port) == (8080, 80)
+    assert port.publish_mode == types_pb2.PUBLISH_MODE_HOST
+
+
+def test_service_create_shows_progress_until_converged(fake_manager, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(progress, "VERIFY_SECONDS", 0.2)
+    _, address = fake_manager
+    result = swarmctl(address, "service", "create", "--name", "web", "--replicas", "2", "busybox")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    service_id = lines[0]
+    assert lines[1] == "overall progress: 0 out of 2 tasks"
+    assert "1/2: running   [" + "=" * 50 + ">]" in lines
+    assert "2/2: running   [" + "=" * 50 + ">]" in lines
+    assert "overall progress: 2 out of 2 tasks" in lines
+    assert "verify: Waiting 1 seconds to verify that tasks are stable..." in lines
+    assert lines[-1] == f"verify: Service {service_id} converged"
+    # Not a terminal: each line is printed only when it changes.
+    assert len(lines) == len(set(lines))
+
+
+def test_service_create_gives_up_on_tasks_that_keep_failing(fake_manager):  # type: ignore[no-untyped-def]
+    _, address = fake_manager
+    result = swarmctl(address, "service", "create", "--name", "bad", "--replicas", "2", "nosuch")
+    assert result.exit_code == 1
+    assert "1/2: rejected  No such image: nosuch:latest" in result.stdout
+    assert result.stderr == (
+        "Error: service bad did not converge: 0 out of 2 tasks running, and each slot "
+        "not running has failed 2 or more times\n  No such image: nosuch:latest\n"
+    )
+
+
+def test_service_create_times_out(fake_manager):  # type: ignore[no-untyped-def]
+    fake, address = fake_manager
+    fake.auto_advance = False
+    result = swarmctl(address, "service", "create", "--name", "web", "--timeout", "300ms", "x")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        "Error: service web did not converge: 0 out of 1 tasks running after 300ms"
+    )
+
+
+def test_service_ls_table_and_json(fake_manager):  # type: ignore[no-untyped-def]
+    fake, address = fake_manager
+    swarmctl(address, "service", "create", "-d", "--name", "web", "-p", "8080:80", "nginx")
+    swarmctl(address, "service", "ps", "web")  # one step along; not yet running
+    (svc,) = fake.services.values()
+    result = swarmctl(address, "service", "ls")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "ID             NAME      MODE         REPLICAS   IMAGE     PORTS",
+        f"{svc.id[:12]}   web       replicated   0/1        nginx     *:8080->80/tcp",
+    ]
+    quiet = swarmctl(address, "service", "ls", "-q")
+    assert quiet.stdout == f"{svc.id[:12]}\n"
+    data = json.loads(swarmctl(address, "service", "ls", "--format", "json").stdout)
+    assert data[0]["id"] == svc.id
+    assert data[0]["spec"]["task"]["container"]["image"] == "nginx"
+    assert swarmctl(address, "service", "ls", "-f", "name=nomatch").stdout.splitlines() == [
+        "ID        NAME      MODE      REPLICAS   IMAGE     PORTS"
+    ]
+
+
+def test_service_ps_shows_slots_history_and_nodes(fake_manager):  # type: ignore[no-untyped-def]
+    fake, address = fake_manager
+    swarmctl(address, "service", "create", "-d", "--name", "bad", "nosuch")
+    fake.auto_advance = False
+    for _ in range(6):  # the first task is rejected; its replacement gets to ASSIGNED
+        fake._advance()
+    result = swarmctl(address, "service", "ps", "bad")
+    assert result.exit_code == 0, result.output
+    header, *rows = result.stdout.splitlines()
+    assert header.split("   ")[0] == "ID"
+    assert "DESIRED STATE" in header
+    assert rows[0].split()[1:4] == ["bad.1", "nosuch", "node-1"]
+    assert " \\_ bad.1 " in rows[1]
+    assert "Shutdown" in rows[1]
+    assert "Rejected" in rows[1]
+    assert '"No such image: nosuch:latest"' in rows[1]
+
+
+def test_service_ps_of_a_missing_service(fake_manager):  # type: ignore[no-untyped-def]
+    _, address = fake_manager
+    result = swarmctl(address, "service", "ps", "nope")
+    assert result.exit_code == 1
+    assert result.stderr == "Error: service nope not found\n"
+
+
+def test_service_update_and_a_stale_version(fake_manager):  # type: ignore[no-untyped-def]
+    fake, address = fake_manager
+    swarmctl(address, "service", "create", "-d", "--name", "web", "-e", "A=1", "nginx")
+    result = swarmctl(
+        address, "service", "update", "-d", "--image", "nginx:2", "--env-add", "B=2", "web"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "web\n"
+    request = fake.requests[-1]
+    assert request.service_version == 1
+    assert request.spec.task.container.image == "nginx:2"
+    assert list(request.spec.task.container.env) == ["A=1", "B=2"]
+
+    fake.stale_by = 1  # someone else wrote it between our read and our write
+    result = swarmctl(address, "service", "update", "-d", "--force", "web")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: service web changed since it was read (version 1, now 2); read it again and retry\n"
+    )
+
+
+def test_service_scale_and_rm(fake_manager):  # type: ignore[no-untyped-def]
+    fake, address = fake_manager
+    swarmctl(address, "service", "create", "-d", "--name", "web", "nginx")
+    result = swarmctl(address, "service", "scale", "-d", "web=3")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "web scaled to 3\n"
+    (svc,) = fake.services.values()
+    assert svc.spec.replicated.replicas == 3
+
+    result = swarmctl(address, "service", "rm", "nope", "web")
+    assert result.exit_code == 1
+    assert result.stdout == "web\n"
+    assert result.stderr == "Error: service nope not found\n"
+    assert not fake.services
+
+
+def test_service_inspect_is_a_json_array_with_proto_field_names(fake_manager):  # type: ignore[no-untyped-def]
+    _, address = fake_manager
+    swarmctl(address, "service", "create", "-d", "--name", "web", "--restart-delay", "2s", "nginx")
+    result = swarmctl(address, "service", "inspect", "web")
+    assert result.exit_code == 0, result.output
+    (data,) = json.loads(result.stdout)
+    assert data["spec"]["annotations"]["name"] == "web"
+    assert data["spec"]["task"]["restart"]["delay"] == "2s"
+    assert data["spec"]["task"]["restart"]["condition"] == "RESTART_CONDITION_ANY"
+    assert data["spec"]["replicated"]["replicas"] == 1
+    pretty = swarmctl(address, "service", "inspect", "--pretty", "web")
+    assert "Name:           web" in pretty.stdout.splitlines()
+
+
+def test_node_ls_update_and_ps(fake_manager):  # type: ignore[no-untyped-def]
+    fake, address = fake_manager
+    result = swarmctl(address, "node", "ls")
+    assert result.stdout.splitlines() == [
+        "ID                           HOSTNAME   STATUS    AVAILABILITY   MANAGER STATUS   "
+        "ENGINE VERSION",
+        f"{NODE_ID}   node-1     Ready     Active                          20.10.24",
+    ]
+    result = swarmctl(
+        address, "node", "update", "--availability", "drain", "--label-add", "zone=a", "node-1"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "node-1\n"
+    (request,) = fake.requests
+    assert request.node_id == NODE_ID
+    assert request.node_version == 0
+    assert request.spec.availability == types_pb2.NODE_AVAILABILITY_DRAIN
+    assert dict(request.spec.annotations.labels) == {"zone": "a"}
+    assert swarmctl(address, "node", "ls").stdout.splitlines()[1].split()[3] == "Drain"
+
+    swarmctl(address, "service", "create", "-d", "--name", "web", "nginx")
+    fake.auto_advance = False
+    for _ in range(3):
+        fake._advance()
+    rows = swarmctl(address, "node", "ps", "node-1").stdout.splitlines()
+    assert rows[1].split()[1:6] == ["web.1", "nginx", "node-1", "Running", "Accepted"]
+    assert swarmctl(address, "node", "ps", "nope").stderr == "Error: node nope not found\n"
+
+
+def test_task_ls_inspect_and_cluster_inspect(fake_manager):  # type: ignore[no-untyped-def]
+    fake, address = fake_manager
+    swarmctl(address, "service", "create", "-d", "--name", "web", "--replicas", "2", "nginx")
+    ids = swarmctl(address, "task", "ls", "-q").stdout.split()
+    assert sorted(ids) == sorted(t.id[:12] for t in fake.tasks)
+    (data,) = json.loads(swarmctl(address, "task", "inspect", ids[0]).stdout)
+    assert data["id"].startswith(ids[0])
+    assert data["service_name"] == "web"
+    result = swarmctl(address, "task", "inspect", ids[0], "zzz")
+    assert result.exit_code == 1
+    assert len(json.loads(result.stdout)) == 1
+    assert result.stderr == "Error: task zzz not found\n"
+    (cluster,) = json.loads(swarmctl(address, "cluster", "inspect").stdout)
+    assert cluster["id"] == "cluster1"
+    assert cluster["spec"]["orchestration"]["task_history_retention_limit"] == 5

@@ -1,0 +1,229 @@
+"""swarmctl's tables and JSON, and the rows of `service ls`, `service ps` and `node ls`."""
+
+from __future__ import annotations
+
+import json
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from common import states
+from common.api import control_pb2, objects_pb2, specs_pb2, types_pb2
+from swarmctl.node import node_rows
+from swarmctl.output import format_port, render_json, render_table, truncate_id
+from swarmctl.parsing import parse_publish
+from swarmctl.service import replicas_text, service_rows
+from swarmctl.task import current_state, task_error, task_rows
+
+NOW = 1_700_000_000.0
+
+
+def ts(seconds_ago: float) -> Timestamp:
+    t = Timestamp()
+    t.FromNanoseconds(int((NOW - seconds_ago) * 1e9))
+    return t
+
+
+# tables
+
+
+def test_table_is_aligned_like_docker_tabwriter() -> None:
+    out = render_table(
+        ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"],
+        [["abcdefabcdef", "web", "replicated", "3/3", "nginx:1.25", "*:8080->80/tcp"]],
+    )
+    # Each column is its widest cell plus 3 spaces, at least 10 wide; the last is not padded.
+    assert out.splitlines() == [
+        "ID             NAME      MODE         REPLICAS   IMAGE        PORTS",
+        "abcdefabcdef   web       replicated   3/3        nginx:1.25   *:8080->80/tcp",
+    ]
+
+
+def test_table_has_no_trailing_spaces_and_keeps_empty_cells_aligned() -> None:
+    out = render_table(["A", "B", "C"], [["x", "", ""], ["", "y", "z"]])
+    assert out.splitlines() == ["A         B         C", "x", "          y         z"]
+
+
+def test_table_never_truncates_or_wraps(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("COLUMNS", "20")
+    long = "x" * 300
+    out = render_table(["NAME", "IMAGE"], [[long, long]])
+    assert out.splitlines()[1] == long + "   " + long
+    assert "│" not in out
+    assert "─" not in out
+
+
+def test_table_measures_wide_characters_by_cells() -> None:
+    out = render_table(["NAME", "X"], [["日本語サービス", "1"], ["web", "2"]])
+    # 7 double-width characters take 14 cells.
+    assert out.splitlines() == ["NAME             X", "日本語サービス   1", "web              2"]
+
+
+def test_json_keeps_proto_field_names_and_defaults() -> None:
+    svc = objects_pb2.Service(id="s1")
+    svc.spec.annotations.name = "web"
+    svc.spec.replicated.replicas = 0
+    svc.meta.version = 12
+    (data,) = json.loads(render_json([svc]))
+    assert data["id"] == "s1"
+    assert data["spec"]["annotations"]["name"] == "web"
+    assert data["spec"]["replicated"] == {"replicas": 0}
+    assert data["meta"]["version"] == 12
+    assert json.loads(render_json([])) == []
+
+
+def test_small_formatters() -> None:
+    (port,) = parse_publish("8080:80/udp")
+    assert format_port(port) == "*:8080->80/udp"
+    assert truncate_id("abcdefghijklmnop") == "abcdefghijkl"
+    assert truncate_id("abcdefghijklmnop", no_trunc=True) == "abcdefghijklmnop"
+
+
+# service ls
+
+
+def service(
+    sid: str, name: str, image: str = "nginx", replicas: int | None = 3
+) -> objects_pb2.Service:
+    svc = objects_pb2.Service(id=sid)
+    svc.spec.annotations.name = name
+    svc.spec.task.container.image = image
+    if replicas is None:
+        getattr(svc.spec, "global").SetInParent()
+    else:
+        svc.spec.replicated.replicas = replicas
+    return svc
+
+
+def test_service_rows() -> None:
+    web = service("a" * 25, "web", "nginx@sha256:0123")
+    web.spec.endpoint.ports.extend(parse_publish("8080:80") + parse_publish("53/udp"))
+    agents = service("b" * 25, "agents", replicas=None)
+    statuses = {
+        web.id: control_pb2.ServiceStatusCounts(running=2, desired=3),
+        agents.id: control_pb2.ServiceStatusCounts(running=4, desired=4),
+    }
+    assert service_rows([web, agents], statuses) == [
+        ["b" * 12, "agents", "global", "4/4", "nginx", ""],
+        ["a" * 12, "web", "replicated", "2/3", "nginx", "*:8080->80/tcp,*:0->53/udp"],
+    ]
+    assert service_rows([web], statuses, no_trunc=True)[0][0] == "a" * 25
+    assert service_rows([web], statuses, no_trunc=True)[0][4] == "nginx@sha256:0123"
+
+
+def test_replicas_text_without_counts_and_with_a_max_per_node() -> None:
+    web = service("a", "web", replicas=5)
+    assert replicas_text(web, None) == "0/5"
+    web.spec.task.placement.max_replicas = 2
+    counts = control_pb2.ServiceStatusCounts(running=5, desired=5)
+    assert replicas_text(web, counts) == "5/5 (max 2 per node)"
+
+
+# service ps
+
+
+def task(
+    tid: str,
+    slot: int,
+    *,
+    state: int = states.RUNNING,
+    desired: int = states.RUNNING,
+    age: float = 8,
+    node: str = "n1",
+    err: str = "",
+    created: float = 10,
+) -> objects_pb2.Task:
+    t = objects_pb2.Task(
+        id=tid, service_id="svc", service_name="web", slot=slot, node_id=node, desired_state=desired
+    )
+    t.spec.container.image = "nginx:1"
+    t.status.state = state  # type: ignore[assignment]
+    t.status.timestamp.CopyFrom(ts(age))
+    t.status.err = err
+    t.meta.created_at.CopyFrom(ts(created))
+    return t
+
+
+def test_service_ps_rows_group_slots_newest_first_with_history_indented() -> None:
+    tasks = [
+        task("t10" + "x" * 22, 10),
+        task("old1" + "x" * 21, 1, state=states.FAILED, desired=states.SHUTDOWN, created=60),
+        task("new1" + "x" * 21, 1, created=5),
+        task("t2" + "x" * 23, 2, node=""),
+        task("older1" + "x" * 19, 1, state=states.SHUTDOWN, desired=states.SHUTDOWN, created=90),
+    ]
+    rows = task_rows(tasks, {"n1": "node-1"}, now=NOW)
+    assert [r[1] for r in rows] == ["web.1", " \\_ web.1", " \\_ web.1", "web.2", "web.10"]
+    assert [r[0] for r in rows][:3] == ["new1" + "x" * 8, "old1" + "x" * 8, "older1" + "x" * 6]
+    assert rows[0][2:6] == ["nginx:1", "node-1", "Running", "Running 8 seconds ago"]
+    assert rows[1][4:6] == ["Shutdown", "Failed 8 seconds ago"]
+    assert rows[3][3] == ""  # not assigned to a node yet
+
+
+def test_service_ps_error_and_ports_columns() -> None:
+    long_err = "starting container failed: No such image: nosuch:latest"
+    failed = task("t" * 25, 1, state=states.REJECTED, desired=states.SHUTDOWN, err=long_err)
+    row = task_rows([failed], {}, now=NOW)[0]
+    assert row[6] == '"starting container failed: No…"'
+    assert len(row[6]) == 32
+    assert row[3] == "n1"  # an unknown node shows its id
+    assert task_rows([failed], {}, now=NOW, no_trunc=True)[0][6] == f'"{long_err}"'
+    running = task("r" * 25, 2)
+    running.status.port_status.ports.extend(parse_publish("32768:80"))
+    assert task_rows([running], {}, now=NOW)[0][7] == "*:32768->80/tcp"
+
+
+def test_current_state_and_error_helpers() -> None:
+    assert current_state(task("a", 1, age=90), NOW) == "Running about a minute ago"
+    assert current_state(task("a", 1, state=states.PENDING, age=0.2), NOW) == (
+        "Pending less than a second ago"
+    )
+    unstamped = objects_pb2.Task(id="a", slot=1)
+    assert current_state(unstamped, NOW) == "New"
+    assert task_error(task("a", 1, err="line one\nline two")) == '"line one line two"'
+    assert task_error(task("a", 1)) == ""
+
+
+def test_global_task_names_use_the_node_id() -> None:
+    rows = task_rows([task("g" * 25, 0, node="nodeid1")], {"nodeid1": "host-1"}, now=NOW)
+    assert rows[0][1] == "web.nodeid1"
+    assert rows[0][3] == "host-1"
+
+
+# node ls
+
+
+def node(nid: str, hostname: str, **kw: object) -> objects_pb2.Node:
+    n = objects_pb2.Node(
+        id=nid,
+        description=objects_pb2.NodeDescription(
+            hostname=hostname, engine=objects_pb2.EngineDescription(engine_version="20.10.24")
+        ),
+    )
+    n.status.state = kw.get("state", types_pb2.NODE_STATE_READY)  # type: ignore[assignment]
+    n.spec.CopyFrom(
+        specs_pb2.NodeSpec(availability=kw.get("availability", 0))  # type: ignore[arg-type]
+    )
+    if "leader" in kw:
+        n.role = types_pb2.NODE_ROLE_MANAGER
+        n.manager_status.leader = bool(kw["leader"])
+        n.manager_status.reachability = kw.get(  # type: ignore[assignment]
+            "reach", objects_pb2.REACHABILITY_REACHABLE
+        )
+    return n
+
+
+def test_node_rows() -> None:
+    nodes = [
+        node("id3", "worker-10", state=types_pb2.NODE_STATE_DOWN),
+        node("id2", "worker-2", availability=types_pb2.NODE_AVAILABILITY_DRAIN),
+        node("id1", "manager-1", leader=True),
+        node("id4", "manager-2", leader=False, reach=objects_pb2.REACHABILITY_UNREACHABLE),
+        node("id5", "worker-3", state=types_pb2.NODE_STATE_DISCONNECTED),
+    ]
+    assert node_rows(nodes) == [
+        ["id1", "manager-1", "Ready", "Active", "Leader", "20.10.24"],
+        ["id4", "manager-2", "Ready", "Active", "Unreachable", "20.10.24"],
+        ["id2", "worker-2", "Ready", "Drain", "", "20.10.24"],
+        ["id5", "worker-3", "Disconnected", "Active", "", "20.10.24"],
+        ["id3", "worker-10", "Down", "Active", "", "20.10.24"],
+    ]
