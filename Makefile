@@ -1,0 +1,64 @@
+# swarmlet: build, test and demo entry points. `make` alone lists them.
+# They work from a fresh Debian/Ubuntu machine as root: `venv`
+# (scripts/install-deps.sh, also run by `make demo`) installs what is missing.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON := $(BIN)/python
+# Image the integration tests run as tasks.
+TEST_IMAGE := swarmlet/demo:latest
+# Runs a command with DOCKER_HOST set to a Docker engine that answers (an
+# existing one, else a private dockerd under .run/docker/) and the test images
+# built there.
+WITH_DOCKER = DOCKER_HOST="$$(scripts/dockerd.sh start | tail -n 1)" && export DOCKER_HOST && scripts/build-images.sh &&
+
+.PHONY: help venv protos protos-check lint typecheck vagrant-validate test unit \
+	demo down bench-convergence clean
+
+help: ## list the targets
+	@echo "usage: make TARGET"
+	@echo
+	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN { FS = ":.*## " } { printf "  %-18s %s\n", $$1, $$2 }'
+
+venv: ## install missing system packages, create .venv, pip install -e '.[dev]'
+	@scripts/install-deps.sh
+
+protos: venv ## regenerate common/api/ from protos/*.proto
+	$(PYTHON) protos/generate.py
+
+protos-check: venv ## fail if common/api/ is stale
+	$(PYTHON) protos/generate.py --check
+
+lint: venv ## ruff check + ruff format --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv ## mypy (strict, settings in pyproject.toml)
+	$(BIN)/mypy
+
+vagrant-validate: ## validate the Vagrant cluster definition (not there yet)
+	@echo "vagrant-validate: skip (no Vagrant cluster yet, see vagrant/README.md)"
+
+test: venv protos-check lint typecheck ## what CI runs: the checks, then every test, with a Docker engine
+	$(WITH_DOCKER) SWARMLET_TEST_IMAGE=$(TEST_IMAGE) $(BIN)/pytest -q
+
+unit: venv ## unit tests only (tests/unit, no Docker needed)
+	$(BIN)/pytest -q tests/unit
+
+demo: ## manager + embedded etcd + one agent, a 3-replica web service, a page fetched
+	@scripts/demo.sh up
+
+down: ## remove the demo's services, stop its daemons, delete its state
+	@scripts/demo.sh down
+
+bench-convergence: venv ## convergence benchmark (python -m bench.convergence)
+	$(WITH_DOCKER) $(PYTHON) -m bench.convergence
+
+clean: down ## make down, stop the private Docker engines, remove .run/
+	@for d in .run/docker/*/; do if [[ -d $$d ]]; then scripts/dockerd.sh stop "$$(basename "$$d")"; fi; done
+	rm -rf --one-file-system .run

@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# Bring a one-node swarmlet up on this machine and deploy a web service, or
+# take it all down again. Called by `make demo` and `make down`.
+#
+#   scripts/demo.sh up     deps, Docker engine, images, manager (embedded etcd),
+#                          agent, then service `web` (3 replicas of
+#                          swarmlet/demo:latest, port 80 published) and a page
+#                          fetched from one of its tasks
+#   scripts/demo.sh down   remove the services, stop agent and manager, remove
+#                          leftover task containers, stop the Docker engine if
+#                          `up` started it, delete the manager and agent state
+#
+# Both are idempotent: a second `up` reuses what runs and the existing service;
+# `down` copes with whatever part of the demo is left. Everything lives in .run/:
+# manager.log, agent.log, manager/ and agent/ (state dirs), *.pid, env.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+RUN="$ROOT/.run"
+BIN="$ROOT/.venv/bin"
+MANAGER_ADDR=127.0.0.1:4242
+MANAGER_DIR="$RUN/manager"
+AGENT_DIR="$RUN/agent"
+CONTROL="unix://$MANAGER_DIR/control.sock"
+SERVICE=web
+IMAGE=swarmlet/demo:latest
+ENGINE_NAME=default             # name of the private engine (scripts/dockerd.sh)
+ENGINE_FILE="$RUN/demo.docker-host"   # the engine the demo's agent uses
+STARTED_ENGINE="$RUN/demo.started-dockerd"  # present if `up` started that engine
+
+swarmctl() { "$BIN/swarmctl" -H "$CONTROL" "$@"; }
+
+manager_answers() { swarmctl node ls >/dev/null 2>&1; }
+
+# Pid of our running daemon WHAT (manager|agent), from .run/WHAT.pid.
+daemon_pid() {
+    local what=$1 pid
+    pid="$(read_pid "$RUN/$what.pid")"
+    if [[ -n $pid ]] && alive "$pid" && pid_matches "$pid" "swarm-$what"; then
+        echo "$pid"
+    else
+        return 1
+    fi
+}
+
+# Start a daemon in its own session (a Ctrl-C on `make demo` must not stop it).
+start_daemon() {
+    local what=$1 pid
+    shift
+    : >>"$RUN/$what.log"
+    printf '\n=== %s: swarm-%s %s\n' "$(date -Is)" "$what" "$*" >>"$RUN/$what.log"
+    setsid "$BIN/swarm-$what" "$@" >>"$RUN/$what.log" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$RUN/$what.pid"
+    say "started swarm-$what (pid $pid, log .run/$what.log)"
+}
+
+# Fail with the tail of WHAT's log.
+fail_daemon() {
+    local what=$1 msg=$2
+    warn "$msg; last lines of .run/$what.log:"
+    tail -n 30 "$RUN/$what.log" >&2 || true
+    exit 1
+}
+
+# Ports published by the service's tasks, running ones first, one per line.
+published_ports() {
+    local ps ids id
+    ps="$(swarmctl service ps "$SERVICE" 2>/dev/null || true)"
+    {
+        # The PORTS column reads like *:32768->80/tcp.
+        grep -i running <<<"$ps" | grep -oE ':[0-9]+->80/tcp' | sed -E 's/^:([0-9]+)-.*/\1/' || true
+        # Else the tasks' JSON: status.port_status.ports[].published_port.
+        ids="$(swarmctl service ps -q "$SERVICE" 2>/dev/null || awk 'NR > 1 { print $1 }' <<<"$ps")"
+        for id in $ids; do
+            swarmctl task inspect "$id" 2>/dev/null | "$BIN/python" -c '
+import json, sys
+def walk(v):
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if k in ("published_port", "publishedPort") and str(x).isdigit() and int(x) > 0:
+                print(int(x))
+            else:
+                walk(x)
+    elif isinstance(v, list):
+        for x in v:
+            walk(x)
+try:
+    walk(json.load(sys.stdin))
+except ValueError:
+    pass
+' || true
+        done
+    } | awk '$0 > 0 && !seen[$0]++'
+}
+
+up() {
+    local pid engine i port page nodes
+
+    say "installing what is missing (scripts/install-deps.sh)"
+    "$ROOT/scripts/install-deps.sh"
+    mkdir -p "$RUN"
+
+    # Docker engine: an existing one, or a private dockerd that `down` stops.
+    if ! scripts/dockerd.sh status "$ENGINE_NAME" >/dev/null 2>&1; then
+        engine="$(scripts/dockerd.sh start "$ENGINE_NAME" | tail -n 1)"
+        echo "$ENGINE_NAME" >"$STARTED_ENGINE"
+    else
+        engine="$(scripts/dockerd.sh start "$ENGINE_NAME" | tail -n 1)"
+    fi
+    [[ -n $engine ]] || die "no Docker engine"
+    export DOCKER_HOST="$engine"
+    echo "$engine" >"$ENGINE_FILE"
+
+    scripts/build-images.sh
+
+    # Manager, with an embedded etcd.
+    if pid="$(daemon_pid manager)"; then
+        say "swarm-manager already running (pid $pid)"
+    else
+        start_daemon manager --state-dir "$MANAGER_DIR" --listen-addr "$MANAGER_ADDR"
+    fi
+    say "waiting for the manager's control socket"
+    for ((i = 0; ; i++)); do
+        manager_answers && break
+        daemon_pid manager >/dev/null || fail_daemon manager "swarm-manager exited"
+        (( i < 120 )) || fail_daemon manager "the manager does not answer at $CONTROL after 60s"
+        sleep 0.5
+    done
+
+    # Agent, on the demo's engine.
+    if pid="$(daemon_pid agent)"; then
+        say "swarm-agent already running (pid $pid)"
+    else
+        start_daemon agent --manager "$MANAGER_ADDR" --state-dir "$AGENT_DIR" --docker-host "$DOCKER_HOST"
+    fi
+    say "waiting for a Ready node"
+    for ((i = 0; ; i++)); do
+        nodes="$(swarmctl node ls 2>/dev/null || true)"
+        grep -Eqi '(^|[[:space:]])ready([[:space:]]|$)' <<<"$nodes" && break
+        daemon_pid agent >/dev/null || fail_daemon agent "swarm-agent exited"
+        (( i < 120 )) || fail_daemon agent "no node is Ready after 60s"
+        sleep 0.5
+    done
+    swarmctl node ls
+
+    # The service.
+    if swarmctl service inspect "$SERVICE" >/dev/null 2>&1; then
+        say "service $SERVICE exists already"
+    else
+        say "creating service $SERVICE: 3 replicas of $IMAGE, port 80 published"
+        if ! swarmctl service create --name "$SERVICE" --replicas 3 -p 80 "$IMAGE"; then
+            warn "swarmctl service create failed; last lines of .run/manager.log:"
+            tail -n 15 "$RUN/manager.log" >&2 || true
+            fail_daemon agent "swarmctl service create failed"
+        fi
+    fi
+    echo
+    swarmctl service ps "$SERVICE"
+    echo
+
+    # A page from one of its tasks.
+    page=""
+    for ((i = 0; i < 30; i++)); do
+        for port in $(published_ports); do
+            if page="$(curl -fsS --max-time 5 "http://127.0.0.1:$port/" 2>/dev/null)"; then
+                say "GET http://127.0.0.1:$port/"
+                printf '%s\n' "$page"
+                break
+            fi
+            page=""
+        done
+        [[ -n $page ]] && break
+        sleep 1
+    done
+    [[ -n $page ]] || die "could not fetch a page from any task of $SERVICE (see: swarmctl service ps $SERVICE)"
+
+    {
+        echo "export SWARMCTL_HOST=$CONTROL"
+        echo "export PATH=$BIN:\$PATH"
+        echo "export DOCKER_HOST=$DOCKER_HOST"
+    } >"$RUN/env"
+    cat <<MSG
+
+swarmlet is up: manager on $MANAGER_ADDR (state in .run/manager), one agent on
+the Docker engine at $DOCKER_HOST, service $SERVICE with 3 replicas.
+To drive it with swarmctl:
+
+    export SWARMCTL_HOST=$CONTROL
+    export PATH=$BIN:\$PATH        # or: source .run/env
+    swarmctl service ls
+    swarmctl service ps $SERVICE
+
+Take it down with: make down
+MSG
+}
+
+# Containers made by swarmlet's agents on ENGINE.
+task_containers() {
+    docker -H "$1" ps -aq --filter label=swarmlet.service.id 2>/dev/null || true
+}
+
+down() {
+    local engine="" pid ids id i
+
+    if [[ -s $ENGINE_FILE ]]; then
+        engine="$(cat "$ENGINE_FILE")"
+        docker_answers "$engine" || engine=""
+    fi
+
+    if daemon_pid manager >/dev/null && manager_answers; then
+        ids="$(swarmctl service ls -q 2>/dev/null || swarmctl service ls 2>/dev/null | awk 'NR > 1 { print $1 }' || true)"
+        for id in $ids; do
+            say "removing service $id"
+            swarmctl service rm "$id" >/dev/null 2>&1 || warn "could not remove service $id"
+        done
+        if [[ -n $ids && -n $engine ]] && daemon_pid agent >/dev/null; then
+            say "waiting for the agent to remove the task containers"
+            for ((i = 0; i < 30; i++)); do
+                [[ -z $(task_containers "$engine") ]] && break
+                sleep 1
+            done
+        fi
+    fi
+
+    for what in agent manager; do
+        if pid="$(daemon_pid "$what")"; then
+            stop_pid "$pid" "swarm-$what" 30
+        fi
+        rm -f "$RUN/$what.pid"
+    done
+
+    if [[ -n $engine ]]; then
+        ids="$(task_containers "$engine")"
+        if [[ -n $ids ]]; then
+            say "removing leftover task containers on $engine"
+            # shellcheck disable=SC2086  # one id per word
+            docker -H "$engine" rm -f $ids >/dev/null || warn "could not remove some containers"
+        fi
+    fi
+
+    if [[ -s $STARTED_ENGINE ]]; then
+        scripts/dockerd.sh stop "$(cat "$STARTED_ENGINE")"
+    fi
+    rm -f "$STARTED_ENGINE" "$ENGINE_FILE" "$RUN/env"
+    rm -rf "$MANAGER_DIR" "$AGENT_DIR"
+    say "down"
+}
+
+case ${1:-} in
+    up) up ;;
+    down) down ;;
+    *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac
