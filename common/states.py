@@ -23,7 +23,7 @@ ORPHANED = types_pb2.TASK_STATE_ORPHANED
 
 
 def state_name(state: int) -> str:
-    """"running", "pending", ... as `docker service ps` prints them (lower case)."""
+    """ "running", "pending", ... as `docker service ps` prints them (lower case)."""
     return types_pb2.TaskState.Name(state).removeprefix("TASK_STATE_").lower()  # type: ignore[arg-type]
 
 

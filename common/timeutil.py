@@ -54,7 +54,9 @@ def parse_duration(text: str) -> float:
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         pos = match.end()
     if pos != len(text) or not text:
-        raise ValueError(f'invalid duration {text!r}: use a number with a unit, like "5s", "300ms" or "1m30s"')
+        raise ValueError(
+            f'invalid duration {text!r}: use a number with a unit, like "5s", "300ms" or "1m30s"'
+        )
     return total
 
 

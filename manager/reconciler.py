@@ -10,8 +10,11 @@ with backoff. On start every key is dirty, so a reconciler recovers from etcd al
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import random
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from common.log import get_logger
 from manager.store import StoreError
@@ -26,7 +29,9 @@ class Reconciler:
     # ...but never delay a pass longer than this after the first change.
     max_delay = 1.0
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._timers: list[tuple[float, str]] = []
         self._dirty: set[str] = set()
         self._everything = True
         self._wake = asyncio.Event()
@@ -41,6 +46,27 @@ class Reconciler:
     def mark_many(self, keys: Iterable[str]) -> None:
         self._dirty.update(keys)
         self._wake.set()
+
+    def mark_at(self, when: float, key: str) -> None:
+        """Mark `key` dirty at time `when` (on `clock`), e.g. when a restart delay ends."""
+        heapq.heappush(self._timers, (when, key))
+        self._wake.set()
+
+    def _fire_timers(self) -> float | None:
+        """Mark the keys whose time has come; seconds until the next timer, if any."""
+        now = self.clock()
+        while self._timers and self._timers[0][0] <= now:
+            self._dirty.add(heapq.heappop(self._timers)[1])
+        return self._timers[0][0] - now if self._timers else None
+
+    async def _sleep_until_work(self) -> None:
+        while True:
+            next_timer = self._fire_timers()
+            if self._dirty or self._everything:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), next_timer)
 
     def mark_everything(self) -> None:
         self._everything = True
@@ -58,7 +84,7 @@ class Reconciler:
         # (Re)started: what happened while no pass ran is unknown, so look at everything.
         self.mark_everything()
         while True:
-            await self._wake.wait()
+            await self._sleep_until_work()
             if self.debounce:
                 first = loop.time()
                 while True:

@@ -29,7 +29,6 @@ from manager.dispatcher import Dispatcher
 from manager.etcd_embedded import EmbeddedEtcd
 from manager.nodehealth import NodeHealth
 from manager.orchestrator.replicated import ReplicatedOrchestrator
-from manager.orchestrator.restart import RestartDelays
 from manager.scheduler import Scheduler
 from manager.store import AlreadyExistsError, Cache, Store
 from manager.store.etcd import EtcdConfig, connect
@@ -183,7 +182,6 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
             orchestrator = ReplicatedOrchestrator(cache, store, clock)
             scheduler = Scheduler(cache, store)
             reaper = TaskReaper(cache, store)
-            restarts = RestartDelays(cache, store, clock)
             health = NodeHealth(
                 cache, store, dispatcher.has_session, config.heartbeat_period, time.monotonic
             )
@@ -197,7 +195,6 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                 ("orchestrator.replicated", orchestrator.run),
                 ("scheduler", scheduler.run),
                 ("taskreaper", reaper.run),
-                ("orchestrator.restart", restarts.run),
                 ("nodehealth", health.run),
             ]:
                 tasks.append(supervise(name, run))

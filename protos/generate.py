@@ -32,12 +32,17 @@ def generate(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
-            sys.executable, "-m", "grpc_tools.protoc",
-            f"-I{PROTOS}", f"-I{well_known}",
-            f"--python_out={out}", f"--grpc_python_out={out}",
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{PROTOS}",
+            f"-I{well_known}",
+            f"--python_out={out}",
+            f"--grpc_python_out={out}",
             f"--plugin=protoc-gen-mypy={bin_dir / 'protoc-gen-mypy'}",
             f"--plugin=protoc-gen-mypy_grpc={bin_dir / 'protoc-gen-mypy_grpc'}",
-            f"--mypy_out=quiet:{out}", f"--mypy_grpc_out=quiet:{out}",
+            f"--mypy_out=quiet:{out}",
+            f"--mypy_grpc_out=quiet:{out}",
             *sources,
         ],
         check=True,
@@ -58,8 +63,13 @@ def check(out: Path) -> int:
         names = {p.name for p in fresh.iterdir()} | {
             p.name for p in out.iterdir() if p.is_file() and p.suffix in {".py", ".pyi"}
         }
-        stale = [n for n in sorted(names) if not (out / n).exists() or not (fresh / n).exists()
-                 or not filecmp.cmp(out / n, fresh / n, shallow=False)]
+        stale = [
+            n
+            for n in sorted(names)
+            if not (out / n).exists()
+            or not (fresh / n).exists()
+            or not filecmp.cmp(out / n, fresh / n, shallow=False)
+        ]
     if stale:
         print("stale generated modules in common/api/: " + ", ".join(stale), file=sys.stderr)
         print("run `make protos` and commit the result", file=sys.stderr)

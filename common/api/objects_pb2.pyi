@@ -410,6 +410,7 @@ class Task(_message.Message):
     JOB_ITERATION_FIELD_NUMBER: _builtins.int
     RESTART_DECLINED_FIELD_NUMBER: _builtins.int
     RESTART_ATTEMPT_FIELD_NUMBER: _builtins.int
+    RESTART_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     service_id: _builtins.str
     slot: _builtins.int
@@ -442,6 +443,12 @@ class Task(_message.Message):
     def status(self) -> Global___TaskStatus:
         """Written by the agent (and by the manager before assignment)."""
 
+    @_builtins.property
+    def restart_at(self) -> _timestamp_pb2.Timestamp:
+        """Set when the task ended and its restart policy replaces it: the replacement is
+        created at this time (the end plus the restart delay).
+        """
+
     def __init__(
         self,
         *,
@@ -460,10 +467,11 @@ class Task(_message.Message):
         job_iteration: _builtins.int = ...,
         restart_declined: _builtins.bool = ...,
         restart_attempt: _builtins.int = ...,
+        restart_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "endpoint", b"endpoint", "meta", b"meta", "spec", b"spec", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "endpoint", b"endpoint", "meta", b"meta", "restart_at", b"restart_at", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "desired_state", b"desired_state", "endpoint", b"endpoint", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "node_id", b"node_id", "restart_attempt", b"restart_attempt", "restart_declined", b"restart_declined", "service_id", b"service_id", "service_name", b"service_name", "slot", b"slot", "spec", b"spec", "spec_version", b"spec_version", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "desired_state", b"desired_state", "endpoint", b"endpoint", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "node_id", b"node_id", "restart_at", b"restart_at", "restart_attempt", b"restart_attempt", "restart_declined", b"restart_declined", "service_id", b"service_id", "service_name", b"service_name", "slot", b"slot", "spec", b"spec", "spec_version", b"spec_version", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

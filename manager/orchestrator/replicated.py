@@ -2,8 +2,8 @@
 
 For every dirty service it plans, from the cache alone:
 - a task that ended by itself is shut down and, if its restart policy says so, replaced
-  in the same slot (after the restart delay: the replacement is created READY, so it is
-  scheduled and prepared at once, and `restart.RestartDelays` starts it when due);
+  in the same slot once the restart delay has passed (the time is stored on the ended
+  task as `restart_at`, so a restarted manager keeps it);
 - a task on a node that is down, drained or gone is shut down and replaced at once (the
   task did not fail, so no delay and no restart attempt is counted);
 - an empty slot in 1..N gets a new task; slots above N (scale down) are removed,
@@ -34,20 +34,27 @@ from manager.store import Cache, Create, Event, Kind, Store, Update
 
 @dataclass
 class ShutdownTask:
-    """Raise a task's desired state to `desired` (SHUTDOWN or REMOVE)."""
+    """Raise a task's desired state to `desired` (SHUTDOWN or REMOVE), noting what its
+    restart policy decided: a replacement due at `restart_at`, or none (`declined`)."""
 
     task_id: str
     desired: int
-    restart_declined: bool = False
+    restart_at: float | None = None
+    declined: bool = False
 
 
 @dataclass
 class Plan:
     creates: list[objects_pb2.Task] = field(default_factory=list)
     shutdowns: list[ShutdownTask] = field(default_factory=list)
+    # When the plan must be made again (a restart delay ends).
+    wake_at: float | None = None
 
     def __bool__(self) -> bool:
         return bool(self.creates or self.shutdowns)
+
+    def wake(self, when: float) -> None:
+        self.wake_at = when if self.wake_at is None else min(self.wake_at, when)
 
 
 def node_usable(node: objects_pb2.Node | None) -> bool:
@@ -72,6 +79,28 @@ def plan_removal(tasks: Iterable[objects_pb2.Task]) -> Plan:
     return plan
 
 
+@dataclass
+class _SlotEnd:
+    """How the newest task of an empty slot ended, as far as restarts are concerned."""
+
+    restart_at: float | None
+    declined: bool
+    attempt: int
+    current_spec: bool
+
+
+def _slot_end(
+    last: objects_pb2.Task, decided: dict[str, ShutdownTask], service: objects_pb2.Service
+) -> _SlotEnd:
+    now_decided = decided.get(last.id)
+    if now_decided is not None:
+        restart_at, declined = now_decided.restart_at, now_decided.declined
+    else:
+        restart_at = timestamp_seconds(last.restart_at) if last.HasField("restart_at") else None
+        declined = last.restart_declined
+    return _SlotEnd(restart_at, declined, last.restart_attempt, runs_current_spec(last, service))
+
+
 def plan_service(
     service: objects_pb2.Service,
     tasks: Sequence[objects_pb2.Task],
@@ -85,33 +114,30 @@ def plan_service(
     for t in tasks:
         by_slot[t.slot].append(t)
 
-    empty_slots: list[tuple[int, int, int]] = []  # (slot, desired, restart attempt)
+    decided: dict[str, ShutdownTask] = {}
     outdated: list[objects_pb2.Task] = []
     updating = 0
     for slot in sorted(set(by_slot) | set(range(1, replicas + 1))):
         history = sorted(by_slot.get(slot, []), key=_created)
         alive: list[objects_pb2.Task] = []
-        replacement: tuple[int, int] | None = None
-        declined = False
         for t in history:
             if t.desired_state > states.RUNNING:
                 continue
             if states.is_terminal(t.status.state):
+                # Ended by itself: the restart policy decides about a replacement.
                 verdict = restart_verdict(t, history, now)
-                plan.shutdowns.append(ShutdownTask(t.id, states.SHUTDOWN, not verdict.restart))
                 if verdict.restart:
-                    delayed = restart_delay(t.spec) > 0
-                    replacement = (
-                        states.READY if delayed else states.RUNNING,
-                        t.restart_attempt + 1,
-                    )
+                    shutdown = ShutdownTask(t.id, states.SHUTDOWN, now + restart_delay(t.spec))
                 else:
-                    declined = True
+                    shutdown = ShutdownTask(t.id, states.SHUTDOWN, declined=True)
             elif t.node_id and not node_ok(t.node_id):
-                plan.shutdowns.append(ShutdownTask(t.id, states.SHUTDOWN))
-                replacement = (states.RUNNING, t.restart_attempt)
+                # Its node is down, drained or gone: not the task's fault, replace at once.
+                shutdown = ShutdownTask(t.id, states.SHUTDOWN)
             else:
                 alive.append(t)
+                continue
+            plan.shutdowns.append(shutdown)
+            decided[t.id] = shutdown
         if slot > replicas:
             plan.shutdowns.extend(ShutdownTask(t.id, states.REMOVE) for t in alive)
             continue
@@ -124,22 +150,24 @@ def plan_service(
             current = alive[0]
             if not runs_current_spec(current, service):
                 outdated.append(current)
-            elif (
-                current.status.state < states.RUNNING
-                and current.spec_version == service.spec_version
-                and any(not runs_current_spec(t, service) for t in history if t is not current)
+            elif current.status.state < states.RUNNING and any(
+                not runs_current_spec(t, service) for t in history if t is not current
             ):
-                updating += 1
+                updating += 1  # a slot being updated has not reached running yet
             continue
-        if replacement is not None:
-            empty_slots.append((slot, *replacement))
-        elif declined or _declined_for_current_spec(history, service):
+        if not history:
+            plan.creates.append(new_task(service, slot))
             continue
-        else:
-            empty_slots.append((slot, states.RUNNING, 0))
-
-    for slot, desired, attempt in empty_slots:
-        plan.creates.append(new_task(service, slot, desired=desired, restart_attempt=attempt))
+        end = _slot_end(history[-1], decided, service)
+        if end.declined and end.current_spec:
+            continue  # the restart policy said no, and the spec has not changed since
+        if end.restart_at is not None and end.current_spec:
+            if end.restart_at > now:
+                plan.wake(end.restart_at)
+                continue
+            plan.creates.append(new_task(service, slot, restart_attempt=end.attempt + 1))
+            continue
+        plan.creates.append(new_task(service, slot, restart_attempt=end.attempt))
 
     # Rolling replacement of tasks made from an older spec, `parallelism` slots at a time.
     parallelism = service.spec.update.parallelism
@@ -150,16 +178,6 @@ def plan_service(
     return plan
 
 
-def _declined_for_current_spec(
-    history: Sequence[objects_pb2.Task], service: objects_pb2.Service
-) -> bool:
-    """The slot's last task ended and was not restarted, and the spec has not changed since."""
-    if not history:
-        return False
-    last = history[-1]
-    return last.restart_declined and runs_current_spec(last, service)
-
-
 class ReplicatedOrchestrator(Reconciler):
     """Runs `plan_service` for every dirty replicated service and commits the plans."""
 
@@ -168,10 +186,9 @@ class ReplicatedOrchestrator(Reconciler):
     max_delay = 0.5
 
     def __init__(self, cache: Cache, store: Store, clock: Callable[[], float]) -> None:
-        super().__init__()
+        super().__init__(clock)
         self.cache = cache
         self.store = store
-        self.clock = clock
         cache.add_listener(self._on_event)
         cache.add_resync_listener(self.mark_everything)
 
@@ -217,12 +234,13 @@ class ReplicatedOrchestrator(Reconciler):
                 plan = plan_service(service, tasks, lambda n: node_usable(nodes.get(n)), now)
             creates.extend(plan.creates)
             shutdowns.extend(plan.shutdowns)
+            if plan.wake_at is not None:
+                self.mark_at(plan.wake_at, service_id)
         if not creates and not shutdowns:
             return
         # Shutdowns first: a replacement never runs beside the task it replaces for long.
         ops: list[Create | Update] = [
-            Update(Kind.TASK, s.task_id, _raise_desired(s.desired, s.restart_declined))
-            for s in shutdowns
+            Update(Kind.TASK, s.task_id, _shut_down(s)) for s in shutdowns
         ]
         ops.extend(Create(t) for t in creates)
         result = await self.store.commit(ops)
@@ -238,15 +256,15 @@ class ReplicatedOrchestrator(Reconciler):
             self.log.warning("write failed", error=str(err), op=type(op).__name__)
 
 
-def _raise_desired(
-    desired: int, declined: bool
-) -> Callable[[objects_pb2.Task], objects_pb2.Task | None]:
+def _shut_down(decision: ShutdownTask) -> Callable[[objects_pb2.Task], objects_pb2.Task | None]:
     def mutate(task: objects_pb2.Task) -> objects_pb2.Task | None:
-        if task.desired_state >= desired:
+        if task.desired_state >= decision.desired:
             return None
-        task.desired_state = desired  # type: ignore[assignment]
-        if declined:
+        task.desired_state = decision.desired  # type: ignore[assignment]
+        if decision.declined:
             task.restart_declined = True
+        if decision.restart_at is not None:
+            task.restart_at.FromNanoseconds(round(decision.restart_at * 1e9))
         return task
 
     return mutate

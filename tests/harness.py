@@ -1,0 +1,260 @@
+"""Test harness: real swarm-manager / swarm-agent processes, swarmctl runs, and polling.
+
+Everything started here is stopped by the fixtures that use it, also when a test fails,
+and every container an agent of a test made is removed by its node-id label, so one
+run never sees another's leftovers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from common.api import control_pb2, control_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+T = TypeVar("T")
+
+IMAGE = os.environ.get("SWARMLET_TEST_IMAGE", "swarmlet/demo:latest")
+SLEEPER = "swarmlet/sleeper:latest"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def short_tmpdir(prefix: str) -> Path:
+    # Unix socket paths must stay under 108 bytes; pytest's tmp_path can be longer.
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+def wait_until(
+    check: Callable[[], T], timeout: float = 30.0, interval: float = 0.1, what: str = "condition"
+) -> T:
+    """Poll `check` until it returns something truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (grpc.RpcError, OSError, AssertionError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+@dataclass
+class Process:
+    """A daemon started by a test, with its log in a file."""
+
+    name: str
+    args: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+            start_new_session=True,
+        )
+        log.close()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+class Manager:
+    """A swarm-manager with its embedded etcd (or given --etcd), and a control client."""
+
+    def __init__(self, *, etcd: str = "", heartbeat: str = "1s", extra: list[str] | None = None):
+        self.state_dir = short_tmpdir("swl-m-")
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        args = [str(BIN / "swarm-manager"), "--state-dir", str(self.state_dir),
+                "--listen-addr", self.addr, "--heartbeat-period", heartbeat,
+                "--log-format", "json"]
+        if etcd:
+            args += ["--etcd", etcd]
+        self.process = Process("manager", args + (extra or []), self.state_dir / "manager.log")
+        self._channel: grpc.Channel | None = None
+        self.control: control_pb2_grpc.ControlStub | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.state_dir / "control.sock"
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self, wait: bool = True) -> Manager:
+        self.process.start()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            if not self.process.running:
+                raise AssertionError(f"manager exited:\n{self.process.log()[-3000:]}")
+            if not self.socket.exists():
+                return False
+            self.connect()
+            assert self.control is not None
+            self.control.GetCluster(control_pb2.GetClusterRequest(), timeout=2)
+            return True
+
+        wait_until(ready, timeout, what="the manager to answer")
+
+    def connect(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        self._channel = grpc.insecure_channel(f"unix:{self.socket}")
+        self.control = control_pb2_grpc.ControlStub(self._channel)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        return self.process.stop(sig)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    # -- convenience reads through the control API --
+
+    def api(self) -> control_pb2_grpc.ControlStub:
+        if self.control is None:
+            self.connect()
+        assert self.control is not None
+        return self.control
+
+    def tasks(self, service: str = "") -> list[Any]:
+        filters = control_pb2.ListTasksRequest.Filters(service_ids=[service] if service else [])
+        return list(self.api().ListTasks(control_pb2.ListTasksRequest(filters=filters)).tasks)
+
+    def running_tasks(self, service: str) -> list[Any]:
+        return [t for t in self.tasks(service) if t.status.state == 512 and t.desired_state == 512]
+
+    def nodes(self) -> list[Any]:
+        return list(self.api().ListNodes(control_pb2.ListNodesRequest()).nodes)
+
+
+class Agent:
+    """A swarm-agent on a Docker engine."""
+
+    def __init__(self, managers: list[str], docker_host: str, hostname: str = "",
+                 state_dir: Path | None = None):
+        self.state_dir = state_dir or short_tmpdir("swl-a-")
+        self.docker_host = docker_host
+        args = [str(BIN / "swarm-agent"), "--state-dir", str(self.state_dir),
+                "--docker-host", docker_host, "--log-format", "json"]
+        for m in managers:
+            args += ["--manager", m]
+        if hostname:
+            args += ["--hostname", hostname]
+        self.process = Process("agent", args, self.state_dir / "agent.log")
+
+    @property
+    def node_id(self) -> str:
+        return wait_until(lambda: (self.state_dir / "node_id").read_text().strip(), 10,
+                          what="the agent's node id")
+
+    def start(self) -> Agent:
+        self.process.start()
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        return self.process.stop(sig)
+
+    def cleanup(self, docker: Any) -> None:
+        self.stop()
+        node_file = self.state_dir / "node_id"
+        if node_file.exists():
+            remove_node_containers(docker, node_file.read_text().strip())
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def remove_node_containers(docker: Any, node_id: str) -> None:
+    for c in docker.containers.list(all=True, filters={"label": f"swarmlet.node.id={node_id}"}):
+        with contextlib.suppress(Exception):
+            c.remove(force=True)
+
+
+def swarmctl(host: str, *args: str, timeout: float = 120.0, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the real swarmctl against `host`."""
+    result = subprocess.run(
+        [str(BIN / "swarmctl"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "SWARMCTL_HOST": host, "COLUMNS": "200"},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"swarmctl {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+@contextlib.contextmanager
+def started(*things: Any, docker: Any = None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for t in reversed(things):
+            if isinstance(t, Agent):
+                t.cleanup(docker)
+            else:
+                t.cleanup()

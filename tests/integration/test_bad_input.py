@@ -1,0 +1,177 @@
+"""Bad input gets a clear error and a proper gRPC status, never a traceback, and leaves
+the stored state as it was."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import grpc
+import pytest
+
+from common.api import control_pb2, specs_pb2
+from tests.conftest import Cluster
+from tests.harness import BIN, SLEEPER, short_tmpdir, swarmctl, wait_until
+
+pytestmark = pytest.mark.docker
+
+
+def assert_clean_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+def service_names(cluster: Cluster) -> set[str]:
+    services = cluster.manager.api().ListServices(control_pb2.ListServicesRequest()).services
+    return {s.spec.annotations.name for s in services}
+
+
+def test_invalid_service_name(cluster: Cluster) -> None:
+    before = service_names(cluster)
+    result = cluster.ctl("service", "create", "-d", "--name", "bad name!", SLEEPER)
+    assert_clean_error(result, "invalid service name 'bad name!'")
+    assert service_names(cluster) == before
+    with pytest.raises(grpc.RpcError) as err:
+        spec = specs_pb2.ServiceSpec()
+        spec.annotations.name = "-leading-dash"
+        spec.task.container.image = SLEEPER
+        cluster.manager.api().CreateService(control_pb2.CreateServiceRequest(spec=spec))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_negative_replicas(cluster: Cluster, name: str) -> None:
+    result = cluster.ctl("service", "create", "-d", "--name", name, "--replicas", "-1", SLEEPER)
+    assert_clean_error(result, "invalid replicas value -1")
+    assert name not in service_names(cluster)
+
+
+def test_invalid_image_reference(cluster: Cluster, name: str) -> None:
+    result = cluster.ctl("service", "create", "-d", "--name", name, "Upper/Case:1")
+    assert_clean_error(result, "invalid image reference 'Upper/Case:1'", "lower case")
+
+
+def test_duplicate_name_is_already_exists(cluster: Cluster, name: str) -> None:
+    cluster.ctl("service", "create", "-d", "--name", name, "--replicas", "0", SLEEPER, check=True)
+    first = cluster.manager.api().GetService(control_pb2.GetServiceRequest(service_id=name)).service
+    result = cluster.ctl("service", "create", "-d", "--name", name, SLEEPER)
+    assert_clean_error(result, f"a service named '{name}' already exists")
+    spec = specs_pb2.ServiceSpec()
+    spec.CopyFrom(first.spec)
+    with pytest.raises(grpc.RpcError) as err:
+        cluster.manager.api().CreateService(control_pb2.CreateServiceRequest(spec=spec))
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    again = cluster.manager.api().GetService(control_pb2.GetServiceRequest(service_id=name)).service
+    assert again == first
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["service", "inspect", "nosuchservice"], "service 'nosuchservice' not found"),
+        (["service", "rm", "nosuchservice"], "service 'nosuchservice' not found"),
+        (["service", "ps", "nosuchservice"], "service 'nosuchservice' not found"),
+        (["node", "inspect", "nosuchnode"], "node 'nosuchnode' not found"),
+        (["task", "inspect", "nosuchtask"], "task 'nosuchtask' not found"),
+    ],
+)
+def test_unknown_objects_are_not_found(cluster: Cluster, args: list[str], message: str) -> None:
+    assert_clean_error(cluster.ctl(*args), message)
+
+
+def test_not_found_status_code(cluster: Cluster) -> None:
+    api = cluster.manager.api()
+    for call, request in [
+        (api.GetService, control_pb2.GetServiceRequest(service_id="nope")),
+        (api.GetNode, control_pb2.GetNodeRequest(node_id="nope")),
+        (api.GetTask, control_pb2.GetTaskRequest(task_id="nope")),
+        (api.RemoveService, control_pb2.RemoveServiceRequest(service_id="nope")),
+    ]:
+        with pytest.raises(grpc.RpcError) as err:
+            call(request)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "'nope'" in (err.value.details() or "")
+
+
+def test_ambiguous_id_prefix(cluster: Cluster, name: str) -> None:
+    ids: dict[str, str] = {}
+    for i in range(40):  # 36 possible first characters: a shared one comes quickly
+        svc = f"{name}-{i}"
+        cluster.ctl("service", "create", "-d", "--name", svc, "--replicas", "0", SLEEPER, check=True)
+        sid = cluster.manager.api().GetService(control_pb2.GetServiceRequest(service_id=svc)).service.id
+        if sid[0] in ids:
+            break
+        ids[sid[0]] = sid
+    else:
+        pytest.fail("no two service ids shared a first character")
+    prefix = sid[0]
+    all_ids = [s.id for s in cluster.manager.api().ListServices(control_pb2.ListServicesRequest()).services]
+    assert sum(1 for i in all_ids if i.startswith(prefix)) >= 2
+    result = cluster.ctl("service", "inspect", prefix)
+    assert_clean_error(result, f"service id prefix '{prefix}' is ambiguous")
+    with pytest.raises(grpc.RpcError) as err:
+        cluster.manager.api().GetService(control_pb2.GetServiceRequest(service_id=prefix))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # A unique prefix works.
+    shown = cluster.ctl("service", "inspect", sid[:12], check=True).stdout
+    assert sid in shown
+
+
+def test_unpullable_image_is_rejected_with_the_engines_message(cluster: Cluster, name: str) -> None:
+    image = "127.0.0.1:9/nosuch/image:1"  # a registry that refuses connections at once
+    result = cluster.ctl("service", "create", "--name", name, "--replicas", "1",
+                         "--restart-delay", "1s", "--timeout", "60s", image, timeout=90)
+    assert_clean_error(result, f"did not converge")
+    assert "No such image: 127.0.0.1:9/nosuch/image:1" in result.stderr + result.stdout
+    tasks = cluster.manager.tasks(name)
+    rejected = [t for t in tasks if t.status.state == 768]
+    assert rejected and "connection refused" in rejected[0].status.err.lower()
+    ps = cluster.ctl("service", "ps", "--no-trunc", name, check=True).stdout
+    assert "Rejected" in ps and "No such image" in ps
+
+
+def test_stale_update_version_is_failed_precondition(cluster: Cluster, name: str) -> None:
+    cluster.ctl("service", "create", "-d", "--name", name, "--replicas", "0", SLEEPER, check=True)
+    api = cluster.manager.api()
+    service = api.GetService(control_pb2.GetServiceRequest(service_id=name)).service
+    spec = specs_pb2.ServiceSpec()
+    spec.CopyFrom(service.spec)
+    spec.annotations.labels["a"] = "1"
+    api.UpdateService(control_pb2.UpdateServiceRequest(
+        service_id=service.id, service_version=service.meta.version, spec=spec))
+    spec.annotations.labels["a"] = "2"
+    with pytest.raises(grpc.RpcError) as err:
+        api.UpdateService(control_pb2.UpdateServiceRequest(
+            service_id=service.id, service_version=service.meta.version, spec=spec))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "read it again and retry" in (err.value.details() or "")
+    stored = api.GetService(control_pb2.GetServiceRequest(service_id=name)).service
+    assert stored.spec.annotations.labels["a"] == "1"
+
+
+def test_no_manager_names_the_address_and_how_to_start_one() -> None:
+    sock = "/tmp/swarmlet-no-such-manager.sock"
+    result = swarmctl(f"unix://{sock}", "service", "ls")
+    assert_clean_error(result, sock, "swarm-manager")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_etcd_unreachable_names_the_endpoints_and_exits_non_zero() -> None:
+    state = short_tmpdir("swl-m-")
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(BIN / "swarm-manager"), "--state-dir", str(state), "--listen-addr", "127.0.0.1:0",
+         "--etcd", "http://127.0.0.1:9"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert "http://127.0.0.1:9" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_bad_node_update_is_refused(cluster: Cluster) -> None:
+    result = cluster.ctl("node", "update", "--availability", "sideways", "node-1")
+    assert_clean_error(result, "sideways")
+    wait_until(lambda: cluster.manager.nodes()[0].spec.availability == 0, 5, what="still active")
