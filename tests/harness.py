@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -120,9 +120,17 @@ class Manager:
         self.state_dir = short_tmpdir("swl-m-")
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
-        args = [str(BIN / "swarm-manager"), "--state-dir", str(self.state_dir),
-                "--listen-addr", self.addr, "--heartbeat-period", heartbeat,
-                "--log-format", "json"]
+        args = [
+            str(BIN / "swarm-manager"),
+            "--state-dir",
+            str(self.state_dir),
+            "--listen-addr",
+            self.addr,
+            "--heartbeat-period",
+            heartbeat,
+            "--log-format",
+            "json",
+        ]
         if etcd:
             args += ["--etcd", etcd]
         self.process = Process("manager", args + (extra or []), self.state_dir / "manager.log")
@@ -194,12 +202,24 @@ class Manager:
 class Agent:
     """A swarm-agent on a Docker engine."""
 
-    def __init__(self, managers: list[str], docker_host: str, hostname: str = "",
-                 state_dir: Path | None = None):
+    def __init__(
+        self,
+        managers: list[str],
+        docker_host: str,
+        hostname: str = "",
+        state_dir: Path | None = None,
+    ):
         self.state_dir = state_dir or short_tmpdir("swl-a-")
         self.docker_host = docker_host
-        args = [str(BIN / "swarm-agent"), "--state-dir", str(self.state_dir),
-                "--docker-host", docker_host, "--log-format", "json"]
+        args = [
+            str(BIN / "swarm-agent"),
+            "--state-dir",
+            str(self.state_dir),
+            "--docker-host",
+            docker_host,
+            "--log-format",
+            "json",
+        ]
         for m in managers:
             args += ["--manager", m]
         if hostname:
@@ -208,8 +228,9 @@ class Agent:
 
     @property
     def node_id(self) -> str:
-        return wait_until(lambda: (self.state_dir / "node_id").read_text().strip(), 10,
-                          what="the agent's node id")
+        return wait_until(
+            lambda: (self.state_dir / "node_id").read_text().strip(), 10, what="the agent's node id"
+        )
 
     def start(self) -> Agent:
         self.process.start()
@@ -232,10 +253,13 @@ def remove_node_containers(docker: Any, node_id: str) -> None:
             c.remove(force=True)
 
 
-def swarmctl(host: str, *args: str, timeout: float = 120.0, check: bool = False) -> subprocess.CompletedProcess[str]:
+def swarmctl(
+    host: str, *args: str, timeout: float = 120.0, check: bool = False
+) -> subprocess.CompletedProcess[str]:
     """Run the real swarmctl against `host`."""
     result = subprocess.run(
         [str(BIN / "swarmctl"), *args],
+        check=False,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -243,18 +267,7 @@ def swarmctl(host: str, *args: str, timeout: float = 120.0, check: bool = False)
     )
     if check and result.returncode != 0:
         raise AssertionError(
-            f"swarmctl {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+            f"swarmctl {' '.join(args)} exited {result.returncode}:\n"
+            f"{result.stdout}\n{result.stderr}"
         )
     return result
-
-
-@contextlib.contextmanager
-def started(*things: Any, docker: Any = None) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for t in reversed(things):
-            if isinstance(t, Agent):
-                t.cleanup(docker)
-            else:
-                t.cleanup()

@@ -33,10 +33,10 @@ def test_invalid_service_name(cluster: Cluster) -> None:
     result = cluster.ctl("service", "create", "-d", "--name", "bad name!", SLEEPER)
     assert_clean_error(result, "invalid service name 'bad name!'")
     assert service_names(cluster) == before
+    spec = specs_pb2.ServiceSpec()
+    spec.annotations.name = "-leading-dash"
+    spec.task.container.image = SLEEPER
     with pytest.raises(grpc.RpcError) as err:
-        spec = specs_pb2.ServiceSpec()
-        spec.annotations.name = "-leading-dash"
-        spec.task.container.image = SLEEPER
         cluster.manager.api().CreateService(control_pb2.CreateServiceRequest(spec=spec))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
@@ -98,15 +98,23 @@ def test_ambiguous_id_prefix(cluster: Cluster, name: str) -> None:
     ids: dict[str, str] = {}
     for i in range(40):  # 36 possible first characters: a shared one comes quickly
         svc = f"{name}-{i}"
-        cluster.ctl("service", "create", "-d", "--name", svc, "--replicas", "0", SLEEPER, check=True)
-        sid = cluster.manager.api().GetService(control_pb2.GetServiceRequest(service_id=svc)).service.id
+        cluster.ctl(
+            "service", "create", "-d", "--name", svc, "--replicas", "0", SLEEPER, check=True
+        )
+        sid = (
+            cluster.manager.api()
+            .GetService(control_pb2.GetServiceRequest(service_id=svc))
+            .service.id
+        )
         if sid[0] in ids:
             break
         ids[sid[0]] = sid
     else:
         pytest.fail("no two service ids shared a first character")
     prefix = sid[0]
-    all_ids = [s.id for s in cluster.manager.api().ListServices(control_pb2.ListServicesRequest()).services]
+    all_ids = [
+        s.id for s in cluster.manager.api().ListServices(control_pb2.ListServicesRequest()).services
+    ]
     assert sum(1 for i in all_ids if i.startswith(prefix)) >= 2
     result = cluster.ctl("service", "inspect", prefix)
     assert_clean_error(result, f"service id prefix '{prefix}' is ambiguous")
@@ -120,15 +128,29 @@ def test_ambiguous_id_prefix(cluster: Cluster, name: str) -> None:
 
 def test_unpullable_image_is_rejected_with_the_engines_message(cluster: Cluster, name: str) -> None:
     image = "127.0.0.1:9/nosuch/image:1"  # a registry that refuses connections at once
-    result = cluster.ctl("service", "create", "--name", name, "--replicas", "1",
-                         "--restart-delay", "1s", "--timeout", "60s", image, timeout=90)
-    assert_clean_error(result, f"did not converge")
+    result = cluster.ctl(
+        "service",
+        "create",
+        "--name",
+        name,
+        "--replicas",
+        "1",
+        "--restart-delay",
+        "1s",
+        "--timeout",
+        "60s",
+        image,
+        timeout=90,
+    )
+    assert_clean_error(result, "did not converge")
     assert "No such image: 127.0.0.1:9/nosuch/image:1" in result.stderr + result.stdout
     tasks = cluster.manager.tasks(name)
     rejected = [t for t in tasks if t.status.state == 768]
-    assert rejected and "connection refused" in rejected[0].status.err.lower()
+    assert rejected
+    assert "connection refused" in rejected[0].status.err.lower()
     ps = cluster.ctl("service", "ps", "--no-trunc", name, check=True).stdout
-    assert "Rejected" in ps and "No such image" in ps
+    assert "Rejected" in ps
+    assert "No such image" in ps
 
 
 def test_stale_update_version_is_failed_precondition(cluster: Cluster, name: str) -> None:
@@ -138,12 +160,18 @@ def test_stale_update_version_is_failed_precondition(cluster: Cluster, name: str
     spec = specs_pb2.ServiceSpec()
     spec.CopyFrom(service.spec)
     spec.annotations.labels["a"] = "1"
-    api.UpdateService(control_pb2.UpdateServiceRequest(
-        service_id=service.id, service_version=service.meta.version, spec=spec))
+    api.UpdateService(
+        control_pb2.UpdateServiceRequest(
+            service_id=service.id, service_version=service.meta.version, spec=spec
+        )
+    )
     spec.annotations.labels["a"] = "2"
     with pytest.raises(grpc.RpcError) as err:
-        api.UpdateService(control_pb2.UpdateServiceRequest(
-            service_id=service.id, service_version=service.meta.version, spec=spec))
+        api.UpdateService(
+            control_pb2.UpdateServiceRequest(
+                service_id=service.id, service_version=service.meta.version, spec=spec
+            )
+        )
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "read it again and retry" in (err.value.details() or "")
     stored = api.GetService(control_pb2.GetServiceRequest(service_id=name)).service
@@ -160,10 +188,19 @@ def test_no_manager_names_the_address_and_how_to_start_one() -> None:
 def test_etcd_unreachable_names_the_endpoints_and_exits_non_zero() -> None:
     state = short_tmpdir("swl-m-")
     started = time.monotonic()
-    result = subprocess.run(
-        [str(BIN / "swarm-manager"), "--state-dir", str(state), "--listen-addr", "127.0.0.1:0",
-         "--etcd", "http://127.0.0.1:9"],
-        capture_output=True, text=True, timeout=60,
+    result = subprocess.run(  # noqa: PLW1510 - the exit code is what is checked
+        [
+            str(BIN / "swarm-manager"),
+            "--state-dir",
+            str(state),
+            "--listen-addr",
+            "127.0.0.1:0",
+            "--etcd",
+            "http://127.0.0.1:9",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1
     assert "http://127.0.0.1:9" in result.stderr

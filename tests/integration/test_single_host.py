@@ -26,14 +26,27 @@ def started_at(container: Any) -> str:
 
 
 def test_create_runs_exactly_n_labelled_containers(cluster: Cluster, name: str) -> None:
-    out = cluster.ctl("service", "create", "--name", name, "--replicas", "3", "-p", "80", IMAGE,
-                      check=True, timeout=90)
+    out = cluster.ctl(
+        "service",
+        "create",
+        "--name",
+        name,
+        "--replicas",
+        "3",
+        "-p",
+        "80",
+        IMAGE,
+        check=True,
+        timeout=90,
+    )
     assert "converged" in out.stdout
     containers = cluster.containers(name)
     assert len(containers) == 3
     tasks = {t.id: t for t in cluster.manager.running_tasks(name)}
     assert len(tasks) == 3
-    service = cluster.manager.api().GetService(control_pb2.GetServiceRequest(service_id=name)).service
+    service = (
+        cluster.manager.api().GetService(control_pb2.GetServiceRequest(service_id=name)).service
+    )
     for c in containers:
         labels = c.labels
         assert labels["swarmlet.service.name"] == name
@@ -45,7 +58,8 @@ def test_create_runs_exactly_n_labelled_containers(cluster: Cluster, name: str) 
         assert c.status == "running"
     # Each task's published port is reported and serves.
     ps = cluster.ctl("service", "ps", name, check=True).stdout
-    assert ps.count("Running") >= 3 and "->80/tcp" in ps
+    assert ps.count("Running") >= 3
+    assert "->80/tcp" in ps
 
 
 def test_scale_keeps_slots_one_to_n(cluster: Cluster, name: str) -> None:
@@ -59,8 +73,19 @@ def test_scale_keeps_slots_one_to_n(cluster: Cluster, name: str) -> None:
 
 
 def test_killed_container_is_replaced_in_the_same_slot(cluster: Cluster, name: str) -> None:
-    cluster.ctl("service", "create", "-d", "--name", name, "--replicas", "2",
-                "--restart-delay", "200ms", SLEEPER, check=True)
+    cluster.ctl(
+        "service",
+        "create",
+        "-d",
+        "--name",
+        name,
+        "--replicas",
+        "2",
+        "--restart-delay",
+        "200ms",
+        SLEEPER,
+        check=True,
+    )
     wait_until(lambda: running_slots(cluster, name) == [1, 2], 60, what="2 slots")
     victim = next(t for t in cluster.manager.running_tasks(name) if t.slot == 2)
     container = cluster.docker.containers.get(victim.status.container_status.container_id)
@@ -75,7 +100,8 @@ def test_killed_container_is_replaced_in_the_same_slot(cluster: Cluster, name: s
     assert old.status.state == 704  # FAILED
     assert "non-zero exit (137)" in old.status.err
     ps = cluster.ctl("service", "ps", name, check=True).stdout
-    assert "non-zero exit (137)" in ps and r"\_" in ps
+    assert "non-zero exit (137)" in ps
+    assert r"\_" in ps
 
 
 def test_restarting_the_agent_restarts_no_container(fresh_cluster: Cluster, name: str) -> None:
@@ -107,29 +133,38 @@ def test_restarting_the_manager_keeps_services_and_tasks(fresh_cluster: Cluster,
     assert tasks_after == tasks_before
     assert {x.id: started_at(x) for x in c.containers(name)} == containers_before
     ls = c.ctl("service", "ls", check=True).stdout
-    assert name in ls and "2/2" in ls
+    assert name in ls
+    assert "2/2" in ls
 
 
 def test_service_rm_leaves_no_container(cluster: Cluster, name: str) -> None:
-    cluster.ctl("service", "create", "--name", name, "--replicas", "2", SLEEPER, check=True,
-                timeout=90)
+    cluster.ctl(
+        "service", "create", "--name", name, "--replicas", "2", SLEEPER, check=True, timeout=90
+    )
     assert len(cluster.containers(name)) == 2
     out = cluster.ctl("service", "rm", name, check=True)
     assert name in out.stdout
     wait_until(lambda: not cluster.containers(name, all=True), 30, what="containers removed")
-    wait_until(lambda: not [t for t in cluster.manager.tasks() if t.service_name == name], 30,
-               what="tasks deleted")
+    wait_until(
+        lambda: not [t for t in cluster.manager.tasks() if t.service_name == name],
+        30,
+        what="tasks deleted",
+    )
     assert name not in cluster.ctl("service", "ls", check=True).stdout
 
 
-def test_drain_the_only_node_shuts_tasks_down_and_explains(fresh_cluster: Cluster, name: str) -> None:
+def test_drain_the_only_node_shuts_tasks_down_and_explains(
+    fresh_cluster: Cluster, name: str
+) -> None:
     c = fresh_cluster
     c.ctl("service", "create", "--name", name, "--replicas", "2", SLEEPER, check=True, timeout=90)
     c.ctl("node", "update", "--availability", "drain", "node-1", check=True)
     wait_until(lambda: not c.containers(name), 30, what="the drained node's containers stopped")
 
     def waiting() -> list[Any]:
-        pending = [t for t in c.manager.tasks(name) if t.desired_state == 512 and t.status.state == 64]
+        pending = [
+            t for t in c.manager.tasks(name) if t.desired_state == 512 and t.status.state == 64
+        ]
         return pending if len(pending) == 2 and all(t.status.err for t in pending) else []
 
     pending = wait_until(waiting, 30, what="2 new tasks waiting with an explanation")
@@ -143,7 +178,9 @@ def test_drain_the_only_node_shuts_tasks_down_and_explains(fresh_cluster: Cluste
 
 def test_node_ls_and_inspect(cluster: Cluster) -> None:
     out = cluster.ctl("node", "ls", check=True).stdout
-    assert "node-1" in out and "Ready" in out and "Active" in out
+    assert "node-1" in out
+    assert "Ready" in out
+    assert "Active" in out
     inspected = json.loads(cluster.ctl("node", "inspect", "node-1", check=True).stdout)
     assert inspected[0]["id"] == cluster.agent.node_id
     assert inspected[0]["description"]["hostname"] == "node-1"
