@@ -394,16 +394,20 @@ class CreateServiceRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SPEC_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    dry_run: _builtins.bool
+    """Only say where the tasks would go; store nothing."""
     @_builtins.property
     def spec(self) -> _specs_pb2.ServiceSpec: ...
     def __init__(
         self,
         *,
         spec: _specs_pb2.ServiceSpec | None = ...,
+        dry_run: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -414,20 +418,104 @@ class CreateServiceResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVICE_FIELD_NUMBER: _builtins.int
+    PREVIEW_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def service(self) -> _objects_pb2.Service: ...
+    @_builtins.property
+    def preview(self) -> Global___PlacementPreview:
+        """With dry_run: the placement the scheduler would make now."""
+
     def __init__(
         self,
         *,
         service: _objects_pb2.Service | None = ...,
+        preview: Global___PlacementPreview | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["service", b"service"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview", "service", b"service"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["service", b"service"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview", "service", b"service"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateServiceResponse: _TypeAlias = CreateServiceResponse  # noqa: Y015
+
+@_typing.final
+class PlacementPreview(_message.Message):
+    """Where each task of a service would be placed, and why nodes were passed over."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Placement(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        SLOT_FIELD_NUMBER: _builtins.int
+        NODE_ID_FIELD_NUMBER: _builtins.int
+        NODE_HOSTNAME_FIELD_NUMBER: _builtins.int
+        EXPLANATION_FIELD_NUMBER: _builtins.int
+        slot: _builtins.int
+        """The slot (replicated) or node id (global) the task is for."""
+        node_id: _builtins.str
+        node_hostname: _builtins.str
+        explanation: _builtins.str
+        """Empty when placed; "no suitable node (...)" otherwise."""
+        def __init__(
+            self,
+            *,
+            slot: _builtins.int = ...,
+            node_id: _builtins.str = ...,
+            node_hostname: _builtins.str = ...,
+            explanation: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["explanation", b"explanation", "node_hostname", b"node_hostname", "node_id", b"node_id", "slot", b"slot"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class Rejection(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        NODE_ID_FIELD_NUMBER: _builtins.int
+        NODE_HOSTNAME_FIELD_NUMBER: _builtins.int
+        REASON_FIELD_NUMBER: _builtins.int
+        node_id: _builtins.str
+        node_hostname: _builtins.str
+        reason: _builtins.str
+        """The first filter that refused the node, in words."""
+        def __init__(
+            self,
+            *,
+            node_id: _builtins.str = ...,
+            node_hostname: _builtins.str = ...,
+            reason: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["node_hostname", b"node_hostname", "node_id", b"node_id", "reason", b"reason"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    PLACEMENTS_FIELD_NUMBER: _builtins.int
+    REJECTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def placements(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlacementPreview.Placement]: ...
+    @_builtins.property
+    def rejections(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlacementPreview.Rejection]: ...
+    def __init__(
+        self,
+        *,
+        placements: _abc.Iterable[Global___PlacementPreview.Placement] | None = ...,
+        rejections: _abc.Iterable[Global___PlacementPreview.Rejection] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["placements", b"placements", "rejections", b"rejections"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlacementPreview: _TypeAlias = PlacementPreview  # noqa: Y015
 
 @_typing.final
 class GetServiceRequest(_message.Message):
@@ -618,11 +706,14 @@ class UpdateServiceRequest(_message.Message):
     SERVICE_VERSION_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
     ROLLBACK_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
     service_id: _builtins.str
     service_version: _builtins.int
     """The meta.version the client read; a stale one is FAILED_PRECONDITION."""
     rollback: _builtins.bool
     """Return to previous_spec instead of applying `spec`."""
+    dry_run: _builtins.bool
+    """Only say where the tasks of the new spec would go; store nothing."""
     @_builtins.property
     def spec(self) -> _specs_pb2.ServiceSpec: ...
     def __init__(
@@ -632,10 +723,11 @@ class UpdateServiceRequest(_message.Message):
         service_version: _builtins.int = ...,
         spec: _specs_pb2.ServiceSpec | None = ...,
         rollback: _builtins.bool = ...,
+        dry_run: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rollback", b"rollback", "service_id", b"service_id", "service_version", b"service_version", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "rollback", b"rollback", "service_id", b"service_id", "service_version", b"service_version", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -643,6 +735,49 @@ Global___UpdateServiceRequest: _TypeAlias = UpdateServiceRequest  # noqa: Y015
 
 @_typing.final
 class UpdateServiceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_FIELD_NUMBER: _builtins.int
+    PREVIEW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def service(self) -> _objects_pb2.Service: ...
+    @_builtins.property
+    def preview(self) -> Global___PlacementPreview: ...
+    def __init__(
+        self,
+        *,
+        service: _objects_pb2.Service | None = ...,
+        preview: Global___PlacementPreview | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview", "service", b"service"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview", "service", b"service"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateServiceResponse: _TypeAlias = UpdateServiceResponse  # noqa: Y015
+
+@_typing.final
+class RebalanceServiceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    service_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        service_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["service_id", b"service_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebalanceServiceRequest: _TypeAlias = RebalanceServiceRequest  # noqa: Y015
+
+@_typing.final
+class RebalanceServiceResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVICE_FIELD_NUMBER: _builtins.int
@@ -659,7 +794,7 @@ class UpdateServiceResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___UpdateServiceResponse: _TypeAlias = UpdateServiceResponse  # noqa: Y015
+Global___RebalanceServiceResponse: _TypeAlias = RebalanceServiceResponse  # noqa: Y015
 
 @_typing.final
 class RemoveServiceRequest(_message.Message):
@@ -729,3 +864,47 @@ class GetClusterResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetClusterResponse: _TypeAlias = GetClusterResponse  # noqa: Y015
+
+@_typing.final
+class UpdateClusterRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTER_VERSION_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    cluster_version: _builtins.int
+    """The meta.version the client read; a stale one is FAILED_PRECONDITION."""
+    @_builtins.property
+    def spec(self) -> _specs_pb2.ClusterSpec: ...
+    def __init__(
+        self,
+        *,
+        cluster_version: _builtins.int = ...,
+        spec: _specs_pb2.ClusterSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_version", b"cluster_version", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateClusterRequest: _TypeAlias = UpdateClusterRequest  # noqa: Y015
+
+@_typing.final
+class UpdateClusterResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def cluster(self) -> _objects_pb2.Cluster: ...
+    def __init__(
+        self,
+        *,
+        cluster: _objects_pb2.Cluster | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateClusterResponse: _TypeAlias = UpdateClusterResponse  # noqa: Y015

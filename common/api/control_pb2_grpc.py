@@ -89,10 +89,20 @@ class ControlStub:
                 request_serializer=control__pb2.RemoveServiceRequest.SerializeToString,
                 response_deserializer=control__pb2.RemoveServiceResponse.FromString,
                 _registered_method=True)
+        self.RebalanceService = channel.unary_unary(
+                '/swarmlet.Control/RebalanceService',
+                request_serializer=control__pb2.RebalanceServiceRequest.SerializeToString,
+                response_deserializer=control__pb2.RebalanceServiceResponse.FromString,
+                _registered_method=True)
         self.GetCluster = channel.unary_unary(
                 '/swarmlet.Control/GetCluster',
                 request_serializer=control__pb2.GetClusterRequest.SerializeToString,
                 response_deserializer=control__pb2.GetClusterResponse.FromString,
+                _registered_method=True)
+        self.UpdateCluster = channel.unary_unary(
+                '/swarmlet.Control/UpdateCluster',
+                request_serializer=control__pb2.UpdateClusterRequest.SerializeToString,
+                response_deserializer=control__pb2.UpdateClusterResponse.FromString,
                 _registered_method=True)
 
 
@@ -165,7 +175,19 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RebalanceService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCluster(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateCluster(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -229,10 +251,20 @@ def add_ControlServicer_to_server(servicer, server):
                     request_deserializer=control__pb2.RemoveServiceRequest.FromString,
                     response_serializer=control__pb2.RemoveServiceResponse.SerializeToString,
             ),
+            'RebalanceService': grpc.unary_unary_rpc_method_handler(
+                    servicer.RebalanceService,
+                    request_deserializer=control__pb2.RebalanceServiceRequest.FromString,
+                    response_serializer=control__pb2.RebalanceServiceResponse.SerializeToString,
+            ),
             'GetCluster': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCluster,
                     request_deserializer=control__pb2.GetClusterRequest.FromString,
                     response_serializer=control__pb2.GetClusterResponse.SerializeToString,
+            ),
+            'UpdateCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCluster,
+                    request_deserializer=control__pb2.UpdateClusterRequest.FromString,
+                    response_serializer=control__pb2.UpdateClusterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -543,6 +575,33 @@ class Control:
             _registered_method=True)
 
     @staticmethod
+    def RebalanceService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmlet.Control/RebalanceService',
+            control__pb2.RebalanceServiceRequest.SerializeToString,
+            control__pb2.RebalanceServiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetCluster(request,
             target,
             options=(),
@@ -559,6 +618,33 @@ class Control:
             '/swarmlet.Control/GetCluster',
             control__pb2.GetClusterRequest.SerializeToString,
             control__pb2.GetClusterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmlet.Control/UpdateCluster',
+            control__pb2.UpdateClusterRequest.SerializeToString,
+            control__pb2.UpdateClusterResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,7 +49,9 @@ class ControlStub:
     ListServices: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListServicesRequest, _control_pb2.ListServicesResponse]
     UpdateService: _grpc.UnaryUnaryMultiCallable[_control_pb2.UpdateServiceRequest, _control_pb2.UpdateServiceResponse]
     RemoveService: _grpc.UnaryUnaryMultiCallable[_control_pb2.RemoveServiceRequest, _control_pb2.RemoveServiceResponse]
+    RebalanceService: _grpc.UnaryUnaryMultiCallable[_control_pb2.RebalanceServiceRequest, _control_pb2.RebalanceServiceResponse]
     GetCluster: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetClusterRequest, _control_pb2.GetClusterResponse]
+    UpdateCluster: _grpc.UnaryUnaryMultiCallable[_control_pb2.UpdateClusterRequest, _control_pb2.UpdateClusterResponse]
 
 @_typing.type_check_only
 class ControlAsyncStub(ControlStub):
@@ -65,7 +67,9 @@ class ControlAsyncStub(ControlStub):
     ListServices: _aio.UnaryUnaryMultiCallable[_control_pb2.ListServicesRequest, _control_pb2.ListServicesResponse]  # type: ignore[assignment]
     UpdateService: _aio.UnaryUnaryMultiCallable[_control_pb2.UpdateServiceRequest, _control_pb2.UpdateServiceResponse]  # type: ignore[assignment]
     RemoveService: _aio.UnaryUnaryMultiCallable[_control_pb2.RemoveServiceRequest, _control_pb2.RemoveServiceResponse]  # type: ignore[assignment]
+    RebalanceService: _aio.UnaryUnaryMultiCallable[_control_pb2.RebalanceServiceRequest, _control_pb2.RebalanceServiceResponse]  # type: ignore[assignment]
     GetCluster: _aio.UnaryUnaryMultiCallable[_control_pb2.GetClusterRequest, _control_pb2.GetClusterResponse]  # type: ignore[assignment]
+    UpdateCluster: _aio.UnaryUnaryMultiCallable[_control_pb2.UpdateClusterRequest, _control_pb2.UpdateClusterResponse]  # type: ignore[assignment]
 
 class ControlServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -146,10 +150,24 @@ class ControlServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_control_pb2.RemoveServiceResponse, _abc.Awaitable[_control_pb2.RemoveServiceResponse]]: ...
 
     @_abc_1.abstractmethod
+    def RebalanceService(
+        self,
+        request: _control_pb2.RebalanceServiceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.RebalanceServiceResponse, _abc.Awaitable[_control_pb2.RebalanceServiceResponse]]: ...
+
+    @_abc_1.abstractmethod
     def GetCluster(
         self,
         request: _control_pb2.GetClusterRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_control_pb2.GetClusterResponse, _abc.Awaitable[_control_pb2.GetClusterResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateCluster(
+        self,
+        request: _control_pb2.UpdateClusterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.UpdateClusterResponse, _abc.Awaitable[_control_pb2.UpdateClusterResponse]]: ...
 
 def add_ControlServicer_to_server(servicer: ControlServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

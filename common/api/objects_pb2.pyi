@@ -275,9 +275,15 @@ class Service(_message.Message):
     PREVIOUS_SPEC_FIELD_NUMBER: _builtins.int
     SPEC_VERSION_FIELD_NUMBER: _builtins.int
     UPDATE_STATUS_FIELD_NUMBER: _builtins.int
+    JOB_STATUS_FIELD_NUMBER: _builtins.int
+    REBALANCE_REQUESTED_FIELD_NUMBER: _builtins.int
+    REBALANCE_DONE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     spec_version: _builtins.int
     """Incremented on every spec change; tasks record the one they were made from."""
+    rebalance_requested: _builtins.int
+    """Rebalancing (moving tasks to even out nodes) is wanted while requested > done."""
+    rebalance_done: _builtins.int
     @_builtins.property
     def meta(self) -> _types_pb2.Meta: ...
     @_builtins.property
@@ -288,6 +294,8 @@ class Service(_message.Message):
 
     @_builtins.property
     def update_status(self) -> Global___UpdateStatus: ...
+    @_builtins.property
+    def job_status(self) -> Global___JobStatus: ...
     def __init__(
         self,
         *,
@@ -297,14 +305,41 @@ class Service(_message.Message):
         previous_spec: _specs_pb2.ServiceSpec | None = ...,
         spec_version: _builtins.int = ...,
         update_status: Global___UpdateStatus | None = ...,
+        job_status: Global___JobStatus | None = ...,
+        rebalance_requested: _builtins.int = ...,
+        rebalance_done: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "previous_spec", b"previous_spec", "spec", b"spec", "update_status", b"update_status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job_status", b"job_status", "meta", b"meta", "previous_spec", b"previous_spec", "spec", b"spec", "update_status", b"update_status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "meta", b"meta", "previous_spec", b"previous_spec", "spec", b"spec", "spec_version", b"spec_version", "update_status", b"update_status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "job_status", b"job_status", "meta", b"meta", "previous_spec", b"previous_spec", "rebalance_done", b"rebalance_done", "rebalance_requested", b"rebalance_requested", "spec", b"spec", "spec_version", b"spec_version", "update_status", b"update_status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Service: _TypeAlias = Service  # noqa: Y015
+
+@_typing.final
+class JobStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ITERATION_FIELD_NUMBER: _builtins.int
+    LAST_EXECUTION_FIELD_NUMBER: _builtins.int
+    job_iteration: _builtins.int
+    """Incremented every time the job is (re)run: on creation and on every spec change."""
+    @_builtins.property
+    def last_execution(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        job_iteration: _builtins.int = ...,
+        last_execution: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_execution", b"last_execution"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_iteration", b"job_iteration", "last_execution", b"last_execution"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
 
 @_typing.final
 class ContainerStatus(_message.Message):
@@ -411,6 +446,7 @@ class Task(_message.Message):
     RESTART_DECLINED_FIELD_NUMBER: _builtins.int
     RESTART_ATTEMPT_FIELD_NUMBER: _builtins.int
     RESTART_AT_FIELD_NUMBER: _builtins.int
+    REPLACES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     service_id: _builtins.str
     slot: _builtins.int
@@ -429,6 +465,10 @@ class Task(_message.Message):
     """
     restart_attempt: _builtins.int
     """How many restarts of this slot led to this task (0 for the first task of a slot)."""
+    replaces: _builtins.str
+    """Start-first replacement (rebalancing, start-first updates): the task this one
+    replaces, which is shut down once this one runs.
+    """
     @_builtins.property
     def meta(self) -> _types_pb2.Meta: ...
     @_builtins.property
@@ -468,10 +508,11 @@ class Task(_message.Message):
         restart_declined: _builtins.bool = ...,
         restart_attempt: _builtins.int = ...,
         restart_at: _timestamp_pb2.Timestamp | None = ...,
+        replaces: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "endpoint", b"endpoint", "meta", b"meta", "restart_at", b"restart_at", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "desired_state", b"desired_state", "endpoint", b"endpoint", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "node_id", b"node_id", "restart_at", b"restart_at", "restart_attempt", b"restart_attempt", "restart_declined", b"restart_declined", "service_id", b"service_id", "service_name", b"service_name", "slot", b"slot", "spec", b"spec", "spec_version", b"spec_version", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "desired_state", b"desired_state", "endpoint", b"endpoint", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "node_id", b"node_id", "replaces", b"replaces", "restart_at", b"restart_at", "restart_attempt", b"restart_attempt", "restart_declined", b"restart_declined", "service_id", b"service_id", "service_name", b"service_name", "slot", b"slot", "spec", b"spec", "spec_version", b"spec_version", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -566,16 +566,20 @@ class OrchestrationConfig(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TASK_HISTORY_RETENTION_LIMIT_FIELD_NUMBER: _builtins.int
+    AUTO_REBALANCE_FIELD_NUMBER: _builtins.int
     task_history_retention_limit: _builtins.int
     """Tasks kept per slot, the running one included."""
+    auto_rebalance: _builtins.bool
+    """Rebalance replicated services when a node joins or becomes active again."""
     def __init__(
         self,
         *,
         task_history_retention_limit: _builtins.int = ...,
+        auto_rebalance: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_history_retention_limit", b"task_history_retention_limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_rebalance", b"auto_rebalance", "task_history_retention_limit", b"task_history_retention_limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from common.api import control_pb2, control_pb2_grpc
-from manager.controlapi import nodes, services, tasks
+from manager.controlapi import cluster, nodes, services, tasks
 from manager.grpc_errors import Context, rpc
-from manager.store import Cache, NotFoundError, Store
+from manager.store import Cache, Store
 
 
 class ControlAPI(control_pb2_grpc.ControlServicer):
@@ -93,13 +93,22 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
     ) -> control_pb2.RemoveServiceResponse:
         return await services.remove_service(self.cache, self.store, request)
 
+    @rpc
+    async def RebalanceService(
+        self, request: control_pb2.RebalanceServiceRequest, context: Context
+    ) -> control_pb2.RebalanceServiceResponse:
+        return await services.rebalance_service(self.cache, self.store, request)
+
     # ---- cluster ----
 
     @rpc
     async def GetCluster(
         self, request: control_pb2.GetClusterRequest, context: Context
     ) -> control_pb2.GetClusterResponse:
-        cluster = self.cache.cluster()
-        if cluster is None:
-            raise NotFoundError("the cluster object does not exist yet")
-        return control_pb2.GetClusterResponse(cluster=cluster)
+        return control_pb2.GetClusterResponse(cluster=cluster.get_cluster(self.cache))
+
+    @rpc
+    async def UpdateCluster(
+        self, request: control_pb2.UpdateClusterRequest, context: Context
+    ) -> control_pb2.UpdateClusterResponse:
+        return await cluster.update_cluster(self.cache, self.store, request)

@@ -116,3 +116,24 @@ async def remove_service(
     )
     await cache.wait_for(revision)
     return control_pb2.RemoveServiceResponse()
+
+
+async def rebalance_service(
+    cache: Cache, store: Store, request: control_pb2.RebalanceServiceRequest
+) -> control_pb2.RebalanceServiceResponse:
+    """Ask the orchestrator to even the service's tasks out over the eligible nodes."""
+    current = find_service(cache, request.service_id)
+    if not current.spec.HasField("replicated"):
+        raise FailedPreconditionError(
+            f"service {current.spec.annotations.name!r} is not replicated: only replicated "
+            "services are rebalanced (a global service has one task per node already)"
+        )
+
+    def request_more(service: objects_pb2.Service) -> objects_pb2.Service:
+        service.rebalance_requested += 1
+        return service
+
+    updated = await store.update(Kind.SERVICE, current.id, request_more)
+    assert updated is not None
+    await cache.wait_for(updated.meta.version)
+    return control_pb2.RebalanceServiceResponse(service=updated)

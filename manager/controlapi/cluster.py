@@ -1,0 +1,50 @@
+"""Control API logic for the cluster object: its settings."""
+
+from __future__ import annotations
+
+from common.api import control_pb2, objects_pb2
+from common.timeutil import duration_seconds
+from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
+from manager.store import Cache, ConflictError, Kind, NotFoundError, Store
+
+
+def get_cluster(cache: Cache) -> objects_pb2.Cluster:
+    cluster = cache.cluster()
+    if cluster is None:
+        raise NotFoundError("the cluster object does not exist yet")
+    return cluster
+
+
+async def update_cluster(
+    cache: Cache, store: Store, request: control_pb2.UpdateClusterRequest
+) -> control_pb2.UpdateClusterResponse:
+    current = get_cluster(cache)
+    if not request.cluster_version:
+        raise InvalidArgumentError(
+            "cluster_version is required: send the meta.version of the cluster you read"
+        )
+    spec = request.spec
+    limit = spec.orchestration.task_history_retention_limit
+    if limit < 0:
+        raise InvalidArgumentError(f"invalid task history limit {limit}: use 0 or more")
+    period = duration_seconds(spec.dispatcher.heartbeat_period)
+    if spec.dispatcher.HasField("heartbeat_period") and period <= 0:
+        raise InvalidArgumentError(f"invalid heartbeat period {period}s: it must be more than 0")
+    if spec.annotations.name != current.spec.annotations.name:
+        raise InvalidArgumentError("the cluster cannot be renamed")
+
+    def apply(cluster: objects_pb2.Cluster) -> objects_pb2.Cluster:
+        cluster.spec.CopyFrom(spec)
+        return cluster
+
+    try:
+        updated = await store.update(
+            Kind.CLUSTER, current.id, apply, expect_version=request.cluster_version
+        )
+    except ConflictError:
+        raise FailedPreconditionError(
+            "the cluster settings changed since you read them: read them again and retry"
+        ) from None
+    assert updated is not None
+    await cache.wait_for(updated.meta.version)
+    return control_pb2.UpdateClusterResponse(cluster=updated)
