@@ -13,10 +13,57 @@ import typer
 
 from agent.agent import Agent, AgentConfig
 from agent.executor.docker import DockerExecutor
+from agent.executor.hollow import HollowConfig
+from agent.farm import hollow_agents, run_farm
 from agent.identity import IdentityError
 from common.log import get_logger, setup_logging
+from common.timeutil import parse_duration
 
 app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def _duration(option: str, value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{option}: {exc}") from None
+
+
+def _size(option: str, value: str) -> int:
+    units = {
+        "": 1,
+        "b": 1,
+        "k": 1024,
+        "kb": 1024,
+        "kib": 1024,
+        "m": 1024**2,
+        "mb": 1024**2,
+        "mib": 1024**2,
+        "g": 1024**3,
+        "gb": 1024**3,
+        "gib": 1024**3,
+    }
+    text = value.strip().lower()
+    number = text.rstrip("kmgib")
+    unit = text[len(number) :]
+    try:
+        if unit not in units:
+            raise ValueError
+        return int(float(number) * units[unit])
+    except ValueError:
+        raise typer.BadParameter(
+            f"{option}: invalid size {value!r}, use e.g. 512MiB or 8G"
+        ) from None
+
+
+def _labels(values: list[str]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, val = item.partition("=")
+        if not key or not sep:
+            raise typer.BadParameter(f"--hollow-label: invalid label {item!r}, use KEY=VALUE")
+        out[key] = val
+    return out
 
 
 @app.command()
@@ -34,8 +81,42 @@ def main(
         str, typer.Option(help="The Docker engine to run tasks on.", envvar="DOCKER_HOST")
     ] = "unix:///var/run/docker.sock",
     hostname: Annotated[
-        str, typer.Option(help="Node hostname to report (default: the engine's).")
+        str, typer.Option(help="Node hostname to report (default: the engine's; hollow: hollow-N).")
     ] = "",
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="docker (real containers) or hollow (no containers: for tests and benchmarks)."
+        ),
+    ] = "docker",
+    count: Annotated[
+        int,
+        typer.Option(
+            help="Hollow only: run this many hollow agents in this process, each its own node."
+        ),
+    ] = 1,
+    hollow_prepare: Annotated[
+        str, typer.Option(help="Hollow: time spent preparing a task.")
+    ] = "50ms",
+    hollow_start: Annotated[str, typer.Option(help="Hollow: time spent starting a task.")] = "50ms",
+    hollow_fail_rate: Annotated[
+        float,
+        typer.Option(help="Hollow: share of tasks (0..1) that fail after --hollow-fail-after."),
+    ] = 0.0,
+    hollow_fail_after: Annotated[str, typer.Option(help="Hollow: when failing tasks fail.")] = "1s",
+    hollow_job_duration: Annotated[
+        str, typer.Option(help="Hollow: how long a job's task runs before it exits 0.")
+    ] = "500ms",
+    hollow_cpus: Annotated[float, typer.Option(help="Hollow: CPUs each node reports.")] = 4.0,
+    hollow_memory: Annotated[str, typer.Option(help="Hollow: memory each node reports.")] = "8GiB",
+    hollow_label: Annotated[
+        list[str] | None,
+        typer.Option(help="Hollow: engine label KEY=VALUE each node reports (repeatable)."),
+    ] = None,
+    hollow_missing_image: Annotated[
+        list[str] | None,
+        typer.Option(help="Hollow: an image whose tasks are rejected as unpullable (repeatable)."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str, typer.Option(help="auto (console on a TTY, else JSON), json or console.")
@@ -53,26 +134,57 @@ def main(
         host, sep, port = m.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise typer.BadParameter(f"invalid --manager {m!r}: use HOST:PORT, like 10.0.0.1:4242")
+    if executor not in ("docker", "hollow"):
+        raise typer.BadParameter(f"invalid --executor {executor!r}: use docker or hollow")
+    if count < 1 or (count > 1 and executor != "hollow"):
+        raise typer.BadParameter("--count must be 1, or more with --executor hollow")
+    if not 0.0 <= hollow_fail_rate <= 1.0:
+        raise typer.BadParameter(f"--hollow-fail-rate {hollow_fail_rate}: use a number from 0 to 1")
     log = get_logger("agent")
+    state = state_dir.absolute()
     try:
-        executor = DockerExecutor(docker_host, hostname=hostname)
-        agent = Agent(AgentConfig(managers, state_dir.absolute()), executor)
+        if executor == "hollow":
+            config = HollowConfig(
+                prepare_delay=_duration("--hollow-prepare", hollow_prepare),
+                start_delay=_duration("--hollow-start", hollow_start),
+                fail_rate=hollow_fail_rate,
+                fail_after=_duration("--hollow-fail-after", hollow_fail_after),
+                job_duration=_duration("--hollow-job-duration", hollow_job_duration),
+                nano_cpus=int(hollow_cpus * 1e9),
+                memory_bytes=_size("--hollow-memory", hollow_memory),
+                labels=_labels(hollow_label or []),
+                missing_images=set(hollow_missing_image or []),
+            )
+            prefix = hostname or "hollow-"
+            if count > 1 and not prefix.endswith("-"):
+                prefix += "-"
+            agents = hollow_agents(count, managers, state, prefix, config)
+            log.info("running hollow agents (no containers)", count=len(agents))
+            asyncio.run(_run_all(agents))
+            return
+        docker_executor = DockerExecutor(docker_host, hostname=hostname)
+        agent = Agent(AgentConfig(managers, state), docker_executor)
     except (IdentityError, OSError) as exc:
         print(f"swarm-agent: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
+    except typer.BadParameter:
+        raise
     except Exception as exc:  # the docker SDK raises plain DockerException for a bad URL
         print(f"swarm-agent: cannot use Docker engine {docker_host!r}: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
     log.info("using Docker engine", docker_host=docker_host, pid=os.getpid())
-    asyncio.run(_run(agent))
+    asyncio.run(_run_all([agent]))
 
 
-async def _run(agent: Agent) -> None:
+async def _run_all(agents: list[Agent]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await agent.run(stop)
+    if len(agents) == 1:
+        await agents[0].run(stop)
+    else:
+        await run_farm(agents, stop)
 
 
 def run() -> None:

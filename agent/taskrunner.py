@@ -3,8 +3,8 @@
 ASSIGNED -> ACCEPTED -> PREPARING (pull if missing, create) -> READY -> STARTING ->
 RUNNING -> COMPLETE | FAILED, or SHUTDOWN when the manager asks, or REJECTED when it
 could not be prepared. Every state is reported with a timestamp; the observed state
-only ever moves forward. A task whose desired state is READY is prepared and then waits
-(a restart delay is running on the manager).
+only ever moves forward. A task whose desired state is READY is prepared and then
+waits; one whose desired state is COMPLETE (a job's) runs until it exits.
 """
 
 from __future__ import annotations
@@ -169,14 +169,14 @@ class TaskRunner:
                 await self._watch_until_change()
                 continue
             desired = self.task.desired_state
-            if desired > states.RUNNING:
+            if not states.is_runnable(desired):
                 await self._shut_down()
                 continue
             if state < states.READY:
                 await self._prepare()
                 continue
-            if desired < states.RUNNING:
-                await self._wait_for_change()  # READY until the restart delay is over
+            if not states.should_start(desired):
+                await self._wait_for_change()  # prepared, waiting to be told to start
                 continue
             if state < states.RUNNING:
                 await self._start()

@@ -42,5 +42,11 @@ def is_terminal(state: int) -> bool:
 
 
 def is_runnable(desired: int) -> bool:
-    """The manager wants this task to run (or to be prepared to run)."""
-    return desired <= RUNNING
+    """The manager wants this task to run (or to be prepared to run, or, for a job's
+    task whose desired state is COMPLETE, to run until it exits)."""
+    return desired <= RUNNING or desired == COMPLETE
+
+
+def should_start(desired: int) -> bool:
+    """The task's process should be started (READY tasks wait)."""
+    return desired in (RUNNING, COMPLETE)
