@@ -62,11 +62,15 @@ class Reconciler:
     async def _sleep_until_work(self) -> None:
         while True:
             next_timer = self._fire_timers()
-            if self._dirty or self._everything:
+            if self.has_work():
                 return
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), next_timer)
+
+    def has_work(self) -> bool:
+        """Whether a pass is due; subclasses with other kinds of pending work extend it."""
+        return bool(self._dirty) or self._everything
 
     def mark_everything(self) -> None:
         self._everything = True
@@ -101,8 +105,6 @@ class Reconciler:
             if self._everything:
                 self._everything = False
                 keys.update(self.all_keys())
-            if not keys:
-                continue
             try:
                 await self.reconcile(keys)
                 self.passes += 1

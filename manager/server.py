@@ -178,9 +178,14 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                 peers=peers,
                 clock=time.monotonic,
             )
-            control = ControlAPI(cache, store, dispatcher.close_node)
             orchestrator = ReplicatedOrchestrator(cache, store, clock)
-            scheduler = Scheduler(cache, store)
+            scheduler = Scheduler(cache, store, clock=clock)
+            control = ControlAPI(
+                cache,
+                store,
+                dispatcher.close_node,
+                lambda tasks, replacing: scheduler.preview(tasks, without_service=replacing),
+            )
             reaper = TaskReaper(cache, store)
             health = NodeHealth(
                 cache, store, dispatcher.has_session, config.heartbeat_period, time.monotonic

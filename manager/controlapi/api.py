@@ -14,10 +14,17 @@ from manager.store import Cache, Store
 class ControlAPI(control_pb2_grpc.ControlServicer):
     """Serves swarmctl. `on_node_removed` lets the dispatcher drop a removed node's session."""
 
-    def __init__(self, cache: Cache, store: Store, on_node_removed: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        cache: Cache,
+        store: Store,
+        on_node_removed: Callable[[str], None],
+        previewer: services.Previewer,
+    ) -> None:
         self.cache = cache
         self.store = store
         self.on_node_removed = on_node_removed
+        self.previewer = previewer
 
     # ---- nodes ----
 
@@ -65,7 +72,7 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
     async def CreateService(
         self, request: control_pb2.CreateServiceRequest, context: Context
     ) -> control_pb2.CreateServiceResponse:
-        return await services.create_service(self.cache, self.store, request)
+        return await services.create_service(self.cache, self.store, request, self.previewer)
 
     @rpc
     async def GetService(
@@ -85,7 +92,7 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
     async def UpdateService(
         self, request: control_pb2.UpdateServiceRequest, context: Context
     ) -> control_pb2.UpdateServiceResponse:
-        return await services.update_service(self.cache, self.store, request)
+        return await services.update_service(self.cache, self.store, request, self.previewer)
 
     @rpc
     async def RemoveService(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from common import states
 from common.api import control_pb2, objects_pb2
 from common.ids import new_id
@@ -12,18 +14,62 @@ from manager.controlapi.validation import (
     validate_service_spec,
 )
 from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
-from manager.store import Cache, ConflictError, Kind, Store
+from manager.orchestrator.tasks import new_task
+from manager.scheduler.scheduler import GroupResult
+from manager.store import AlreadyExistsError, Cache, ConflictError, Kind, Store
 
 
 def find_service(cache: Cache, ref: str) -> objects_pb2.Service:
     return resolve("service", cache.services, ref, lambda s: s.spec.annotations.name)
 
 
+Previewer = Callable[[Sequence[objects_pb2.Task], str], GroupResult]
+
+
+def preview(
+    cache: Cache, service: objects_pb2.Service, previewer: Previewer, *, replacing: str = ""
+) -> control_pb2.PlacementPreview:
+    """Where the tasks of `service` would be placed now (the scheduler's own logic)."""
+    if service.spec.HasField("replicated"):
+        tasks = [new_task(service, slot) for slot in range(1, service.spec.replicated.replicas + 1)]
+    else:
+        tasks = [new_task(service, 0, node_id=n) for n in sorted(cache.nodes)]
+    out = control_pb2.PlacementPreview()
+    if not tasks:
+        return out
+    result = previewer(tasks, replacing)
+    by_task = {t.id: t for t in tasks}
+    for d in result.decisions:
+        task = by_task[d.task_id]
+        node = cache.nodes.get(d.node_id) if d.node_id else None
+        out.placements.add(
+            slot=task.slot,
+            node_id=d.node_id or task.node_id,
+            node_hostname=node.description.hostname if node is not None else "",
+            explanation=d.explanation,
+        )
+    for r in result.rejections:
+        out.rejections.add(
+            node_id=r.node.id, node_hostname=r.node.description.hostname, reason=r.reason
+        )
+    return out
+
+
 async def create_service(
-    cache: Cache, store: Store, request: control_pb2.CreateServiceRequest
+    cache: Cache,
+    store: Store,
+    request: control_pb2.CreateServiceRequest,
+    previewer: Previewer,
 ) -> control_pb2.CreateServiceResponse:
     spec = complete_service_spec(request.spec)
     validate_service_spec(spec)
+    if request.dry_run:
+        if spec.annotations.name in cache.service_by_name:
+            raise AlreadyExistsError(f"a service named {spec.annotations.name!r} already exists")
+        candidate = objects_pb2.Service(id="dry-run", spec=spec, spec_version=1)
+        return control_pb2.CreateServiceResponse(
+            service=candidate, preview=preview(cache, candidate, previewer)
+        )
     service = objects_pb2.Service(id=new_id(), spec=spec, spec_version=1)
     created = await store.create(service, unique_name=spec.annotations.name)
     await cache.wait_for(created.meta.version)
@@ -65,7 +111,10 @@ def service_counts(cache: Cache, service: objects_pb2.Service) -> control_pb2.Se
 
 
 async def update_service(
-    cache: Cache, store: Store, request: control_pb2.UpdateServiceRequest
+    cache: Cache,
+    store: Store,
+    request: control_pb2.UpdateServiceRequest,
+    previewer: Previewer,
 ) -> control_pb2.UpdateServiceResponse:
     current = find_service(cache, request.service_id)
     name = current.spec.annotations.name
@@ -81,6 +130,14 @@ async def update_service(
         spec = complete_service_spec(request.spec)
         validate_service_spec(spec)
         check_service_update(current, spec)
+    if request.dry_run:
+        candidate = objects_pb2.Service()
+        candidate.CopyFrom(current)
+        candidate.spec.CopyFrom(spec)
+        candidate.spec_version += 1
+        return control_pb2.UpdateServiceResponse(
+            service=candidate, preview=preview(cache, candidate, previewer, replacing=current.id)
+        )
 
     def apply(service: objects_pb2.Service) -> objects_pb2.Service:
         old_spec = objects_pb2.Service().spec

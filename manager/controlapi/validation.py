@@ -13,6 +13,7 @@ from common.api import objects_pb2, specs_pb2, types_pb2
 from common.timeutil import duration, duration_seconds
 from manager.controlapi.names import random_name
 from manager.grpc_errors import InvalidArgumentError
+from manager.scheduler import constraints
 
 # SwarmKit's rule for service names: a DNS label.
 _NAME = re.compile(r"^[a-zA-Z0-9](?:[-_]*[a-zA-Z0-9]+)*$")
@@ -90,6 +91,7 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
     if mode not in (None, "replicated"):
         raise InvalidArgumentError(f"service mode {mode!r} is not supported yet: use replicated")
     _validate_ports(spec.endpoint.ports)
+    _validate_placement(spec.task)
     for name in ("update", "rollback"):
         cfg = getattr(spec, name)
         for d in ("delay", "monitor"):
@@ -100,6 +102,42 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
                 f"invalid {name} max failure ratio {cfg.max_failure_ratio}: "
                 "use a number from 0 to 1"
             )
+
+
+def _validate_placement(task: specs_pb2.TaskSpec) -> None:
+    placement = task.placement
+    for expr in placement.constraints:
+        try:
+            constraints.parse(expr)
+        except constraints.ConstraintError as exc:
+            raise InvalidArgumentError(str(exc)) from None
+    for pref in placement.preferences:
+        try:
+            constraints.check_spread_descriptor(pref.spread.spread_descriptor)
+        except constraints.ConstraintError as exc:
+            raise InvalidArgumentError(str(exc)) from None
+    if placement.strategy not in specs_pb2.PlacementStrategy.values():
+        raise InvalidArgumentError(
+            f"invalid placement strategy {placement.strategy}: use spread or binpack"
+        )
+    for p in placement.platforms:
+        if not p.os and not p.architecture:
+            raise InvalidArgumentError("invalid platform: give an OS, an architecture or both")
+    for kind in ("limits", "reservations"):
+        res = getattr(task.resources, kind)
+        if res.nano_cpus < 0 or res.memory_bytes < 0:
+            raise InvalidArgumentError(
+                f"invalid resource {kind}: CPU and memory must not be negative"
+            )
+    limits, reservations = task.resources.limits, task.resources.reservations
+    if limits.memory_bytes and reservations.memory_bytes > limits.memory_bytes:
+        raise InvalidArgumentError(
+            "memory reservation is larger than the memory limit: reserve at most the limit"
+        )
+    if limits.memory_bytes and limits.memory_bytes < 6 * 1024 * 1024:
+        raise InvalidArgumentError(
+            "memory limit below 6MiB: the engine refuses containers that small"
+        )
 
 
 def _validate_ports(ports: object) -> None:

@@ -2,15 +2,19 @@
 
 A filter is asked `check(task, node_info)` for every candidate node; the pipeline
 counts the nodes each filter rejected and asks `explain(count)` for the reason shown
-to the operator, as SwarmKit's filters do.
+to the operator, as SwarmKit's filters do. Filters are in pipeline order: ready and
+availability, resources (CPU, memory), constraints, platform, host ports, max replicas
+per node.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Protocol
 
 from common.api import objects_pb2, types_pb2
-from manager.scheduler.nodeinfo import NodeInfo
+from manager.scheduler.constraints import Constraint, normalise_arch, parse_all
+from manager.scheduler.nodeinfo import NodeInfo, host_ports
 
 
 def _nodes(count: int) -> str:
@@ -21,6 +25,8 @@ class Filter(Protocol):
     """One rule of the pipeline."""
 
     name: str
+    # What is wrong with one node, for dry-run output ("insufficient memory").
+    reason: str
 
     def enabled(self, task: objects_pb2.Task) -> bool:
         """Whether the rule applies to this task at all."""
@@ -35,6 +41,7 @@ class ReadyFilter:
     """The node is ready (its agent has a session) and its availability is active."""
 
     name = "ready"
+    reason = "not available for new tasks (down, paused or drained)"
 
     def enabled(self, task: objects_pb2.Task) -> bool:
         return True
@@ -50,5 +57,123 @@ class ReadyFilter:
         return f"{_nodes(count)} not available for new tasks"
 
 
+class CPUFilter:
+    """The node's CPUs minus what its tasks reserve cover the task's CPU reservation."""
+
+    name = "cpu"
+    reason = "insufficient CPU"
+
+    def enabled(self, task: objects_pb2.Task) -> bool:
+        return task.spec.resources.reservations.nano_cpus > 0
+
+    def check(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
+        return info.free_cpu >= task.spec.resources.reservations.nano_cpus
+
+    def explain(self, count: int) -> str:
+        return f"insufficient CPU on {_nodes(count)}"
+
+
+class MemoryFilter:
+    """The node's memory minus what its tasks reserve covers the task's reservation."""
+
+    name = "memory"
+    reason = "insufficient memory"
+
+    def enabled(self, task: objects_pb2.Task) -> bool:
+        return task.spec.resources.reservations.memory_bytes > 0
+
+    def check(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
+        return info.free_memory >= task.spec.resources.reservations.memory_bytes
+
+    def explain(self, count: int) -> str:
+        return f"insufficient memory on {_nodes(count)}"
+
+
+@lru_cache(maxsize=1024)
+def _parsed(exprs: tuple[str, ...]) -> list[Constraint]:
+    return parse_all(exprs)
+
+
+class ConstraintFilter:
+    """Every `--constraint` of the task holds for the node."""
+
+    name = "constraints"
+    reason = "scheduling constraints not satisfied"
+
+    def enabled(self, task: objects_pb2.Task) -> bool:
+        return len(task.spec.placement.constraints) > 0
+
+    def check(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
+        constraints = _parsed(tuple(task.spec.placement.constraints))
+        return all(c.matches(info.node) for c in constraints)
+
+    def explain(self, count: int) -> str:
+        return f"scheduling constraints not satisfied on {_nodes(count)}"
+
+
+class PlatformFilter:
+    """The node's OS and architecture are among the image's platforms."""
+
+    name = "platform"
+    reason = "unsupported platform"
+
+    def enabled(self, task: objects_pb2.Task) -> bool:
+        return len(task.spec.placement.platforms) > 0
+
+    def check(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
+        node = info.node.description.platform
+        os_ = node.os.lower()
+        arch = normalise_arch(node.architecture)
+        for p in task.spec.placement.platforms:
+            if (not p.os or p.os.lower() == os_) and (
+                not p.architecture or normalise_arch(p.architecture) == arch
+            ):
+                return True
+        return False
+
+    def explain(self, count: int) -> str:
+        return f"unsupported platform on {_nodes(count)}"
+
+
+class HostPortFilter:
+    """No task on the node already publishes one of the task's host ports."""
+
+    name = "hostports"
+    reason = "host-mode port already in use"
+
+    def enabled(self, task: objects_pb2.Task) -> bool:
+        return bool(host_ports(task))
+
+    def check(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
+        return not any(hp in info.ports for hp in host_ports(task))
+
+    def explain(self, count: int) -> str:
+        return f"host-mode port already in use on {_nodes(count)}"
+
+
+class MaxReplicasFilter:
+    """The node holds fewer than `--replicas-max-per-node` tasks of the service."""
+
+    name = "maxreplicas"
+    reason = "max replicas per node reached"
+
+    def enabled(self, task: objects_pb2.Task) -> bool:
+        return task.spec.placement.max_replicas > 0
+
+    def check(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
+        return info.by_service[task.service_id] < task.spec.placement.max_replicas
+
+    def explain(self, count: int) -> str:
+        return f"max replicas per node reached on {_nodes(count)}"
+
+
 def default_filters() -> list[Filter]:
-    return [ReadyFilter()]
+    return [
+        ReadyFilter(),
+        CPUFilter(),
+        MemoryFilter(),
+        ConstraintFilter(),
+        PlatformFilter(),
+        HostPortFilter(),
+        MaxReplicasFilter(),
+    ]

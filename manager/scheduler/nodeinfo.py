@@ -1,12 +1,23 @@
-"""What the scheduler knows about each node: the node object and the tasks it holds."""
+"""What the scheduler knows about each node: the node object, the tasks it holds (in total
+and per service), what they reserve, the host ports they publish, and recent failures."""
 
 from __future__ import annotations
 
-from collections import Counter
+import copy
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from common import states
-from common.api import objects_pb2
+from common.api import objects_pb2, types_pb2
+from common.timeutil import timestamp_seconds
+
+# A node with this many failures of a service within FAILURE_WINDOW ranks last for it.
+FAILURE_THRESHOLD = 5
+FAILURE_WINDOW = 300.0
+
+HostPort = tuple[int, int]  # (published port, protocol)
 
 
 def counts_against_node(task: objects_pb2.Task | None) -> bool:
@@ -14,28 +25,101 @@ def counts_against_node(task: objects_pb2.Task | None) -> bool:
     return (
         task is not None
         and bool(task.node_id)
-        and task.desired_state <= states.RUNNING
+        and states.is_runnable(task.desired_state)
         and not states.is_terminal(task.status.state)
+    )
+
+
+def host_ports(task: objects_pb2.Task) -> list[HostPort]:
+    """The fixed host ports a task binds (ports left to the engine's choice excluded)."""
+    return [
+        (p.published_port, p.protocol)
+        for p in task.endpoint.ports
+        if p.publish_mode == types_pb2.PUBLISH_MODE_HOST and p.published_port
+    ]
+
+
+def failed_on_node(task: objects_pb2.Task | None) -> bool:
+    return (
+        task is not None
+        and bool(task.node_id)
+        and task.status.state in (states.FAILED, states.REJECTED)
     )
 
 
 @dataclass
 class NodeInfo:
-    """A node with the number of tasks it holds, in total and per service."""
+    """A node with what its tasks occupy."""
 
     node: objects_pb2.Node
     total: int = 0
     by_service: Counter[str] = field(default_factory=Counter)
+    reserved_cpu: int = 0
+    reserved_memory: int = 0
+    ports: Counter[HostPort] = field(default_factory=Counter)
+    # Times of recent task failures on this node, per service.
+    failures: dict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
 
     def add(self, task: objects_pb2.Task) -> None:
-        self.total += 1
-        self.by_service[task.service_id] += 1
+        self._count(task, 1)
 
     def remove(self, task: objects_pb2.Task) -> None:
-        self.total -= 1
-        self.by_service[task.service_id] -= 1
+        self._count(task, -1)
+
+    def _count(self, task: objects_pb2.Task, sign: int) -> None:
+        self.total += sign
+        self.by_service[task.service_id] += sign
         if self.by_service[task.service_id] <= 0:
             del self.by_service[task.service_id]
+        reservations = task.spec.resources.reservations
+        self.reserved_cpu += sign * reservations.nano_cpus
+        self.reserved_memory += sign * reservations.memory_bytes
+        for hp in host_ports(task):
+            self.ports[hp] += sign
+            if self.ports[hp] <= 0:
+                del self.ports[hp]
+
+    @property
+    def free_cpu(self) -> int:
+        return self.node.description.resources.nano_cpus - self.reserved_cpu
+
+    @property
+    def free_memory(self) -> int:
+        return self.node.description.resources.memory_bytes - self.reserved_memory
+
+    def free_share(self, task: objects_pb2.Task) -> float:
+        """The smallest free fraction among the resources `task` reserves (1.0 if none)."""
+        wanted = task.spec.resources.reservations
+        res = self.node.description.resources
+        shares = []
+        if wanted.nano_cpus and res.nano_cpus:
+            shares.append(self.free_cpu / res.nano_cpus)
+        if wanted.memory_bytes and res.memory_bytes:
+            shares.append(self.free_memory / res.memory_bytes)
+        return min(shares) if shares else 1.0
+
+    def recent_failures(self, service_id: str, now: float) -> int:
+        times = self.failures.get(service_id)
+        if not times:
+            return 0
+        while times and times[0] < now - FAILURE_WINDOW:
+            times.popleft()
+        return len(times)
+
+    def note_failure(self, service_id: str, when: float) -> None:
+        self.failures[service_id].append(when)
+
+    def copy(self) -> NodeInfo:
+        """A copy to try placements on without touching this one."""
+        return NodeInfo(
+            self.node,
+            self.total,
+            Counter(self.by_service),
+            self.reserved_cpu,
+            self.reserved_memory,
+            Counter(self.ports),
+            copy.deepcopy(self.failures),
+        )
 
 
 class NodeInfos:
@@ -45,12 +129,23 @@ class NodeInfos:
         self.infos: dict[str, NodeInfo] = {}
 
     def rebuild(
-        self, nodes: dict[str, objects_pb2.Node], tasks: dict[str, objects_pb2.Task]
+        self,
+        nodes: dict[str, objects_pb2.Node],
+        tasks: Iterable[objects_pb2.Task],
+        now: float | None = None,
     ) -> None:
+        now = time.time() if now is None else now
         self.infos = {n.id: NodeInfo(n) for n in nodes.values()}
-        for t in tasks.values():
+        failures = []
+        for t in tasks:
             if counts_against_node(t) and t.node_id in self.infos:
                 self.infos[t.node_id].add(t)
+            elif failed_on_node(t) and t.node_id in self.infos:
+                when = timestamp_seconds(t.status.timestamp)
+                if when >= now - FAILURE_WINDOW:
+                    failures.append((when, t.node_id, t.service_id))
+        for when, node_id, service_id in sorted(failures):
+            self.infos[node_id].note_failure(service_id, when)
 
     def node_changed(self, old: objects_pb2.Node | None, new: objects_pb2.Node | None) -> None:
         if new is None:
@@ -63,7 +158,9 @@ class NodeInfos:
         else:
             info.node = new
 
-    def task_changed(self, old: objects_pb2.Task | None, new: objects_pb2.Task | None) -> None:
+    def task_changed(
+        self, old: objects_pb2.Task | None, new: objects_pb2.Task | None, now: float | None = None
+    ) -> None:
         if counts_against_node(old):
             assert old is not None
             info = self.infos.get(old.node_id)
@@ -74,3 +171,8 @@ class NodeInfos:
             info = self.infos.get(new.node_id)
             if info is not None:
                 info.add(new)
+        if failed_on_node(new) and not failed_on_node(old):
+            assert new is not None
+            info = self.infos.get(new.node_id)
+            if info is not None:
+                info.note_failure(new.service_id, time.time() if now is None else now)

@@ -31,11 +31,28 @@ class Pipeline:
         return out
 
     def accepts(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
+        """Whether `info` passes, counting the failing filter for the explanation."""
+        failed = self.first_failure(task, info)
+        if failed is not None:
+            self.failures[failed.name] += 1
+            return False
+        return True
+
+    def fits(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
+        """Whether `info` passes (a re-check after placements; nothing counted)."""
+        return self.first_failure(task, info) is None
+
+    def first_failure(self, task: objects_pb2.Task, info: NodeInfo) -> Filter | None:
         for f in self._active:
             if not f.check(task, info):
-                self.failures[f.name] += 1
-                return False
-        return True
+                return f
+        return None
+
+    def count_failure(self, task: objects_pb2.Task, info: NodeInfo) -> None:
+        """Count why a node that passed earlier no longer takes this group's tasks."""
+        failed = self.first_failure(task, info)
+        if failed is not None:
+            self.failures[failed.name] += 1
 
     def explain(self) -> str:
         """ "no suitable node (insufficient memory on 2 nodes; ...)", filters in order."""

@@ -1,26 +1,40 @@
 """Placing pending tasks on nodes.
 
-Pending tasks are grouped by service and spec version; for each group the filters run
-once per node, then tasks are placed one by one on the best-ranked eligible node (fewest
-tasks of this service, then fewest tasks overall), the ranking updated after each
-placement through a heap. A pass runs ~50 ms after the first change it reacts to (at
-most 1 s later under a stream of changes), and its placements are committed in batched
-transactions. A task that fits nowhere stays PENDING with the pipeline's explanation in
-its status, and is placed as soon as a node event makes one fit.
+Pending tasks are grouped by service and spec version. For each group the filters run
+once per node; then tasks are placed one by one on the best-ranked eligible node, and a
+node is checked again before each placement (its free resources, host ports and
+per-node count change as tasks land on it). Ranking (`rank_key`):
+
+- nodes where the service failed 5 or more times in the last 5 minutes come last;
+- spread (default): fewest tasks of this service, then, when the task reserves
+  resources, the largest free share of those resources (swarmkit#1033), then fewest
+  tasks overall;
+- binpack (`--placement-strategy binpack`): the smallest free share first, then the
+  most tasks, so nodes fill up before others are used;
+- placement preferences (`spread=node.labels.zone`, nested) come before all of that:
+  the group (label value, then sub-value...) with the fewest tasks of this service wins;
+  nodes without the label form their own group.
+
+A pass runs ~50 ms after the first change it reacts to (at most 1 s later under a
+stream of changes), and its placements are committed in batched transactions. A task
+that fits nowhere stays PENDING with the pipeline's explanation in its status, and is
+tried again whenever a node changes or a task frees what it held.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from common import states
-from common.api import objects_pb2
+from common.api import objects_pb2, specs_pb2
 from common.timeutil import now_timestamp, timestamp_seconds
 from manager.reconciler import Reconciler
-from manager.scheduler.nodeinfo import NodeInfo, NodeInfos
+from manager.scheduler.constraints import spread_value
+from manager.scheduler.nodeinfo import FAILURE_THRESHOLD, NodeInfo, NodeInfos, counts_against_node
 from manager.scheduler.pipeline import Pipeline
 from manager.store import Cache, Event, Kind, Store, Update
 
@@ -30,7 +44,7 @@ def is_pending(task: objects_pb2.Task | None) -> bool:
     return (
         task is not None
         and task.status.state == states.PENDING
-        and task.desired_state <= states.RUNNING
+        and states.is_runnable(task.desired_state)
     )
 
 
@@ -42,38 +56,171 @@ class Decision:
     explanation: str = ""
 
 
+@dataclass
+class Rejection:
+    node: objects_pb2.Node
+    reason: str
+
+
+@dataclass
+class GroupResult:
+    decisions: list[Decision] = field(default_factory=list)
+    # For a dry run: why each node that did not pass was turned down.
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def rank_key(task: objects_pb2.Task, info: NodeInfo, now: float) -> tuple[object, ...]:
+    """Lower is better; ends with the node id so that ties break the same way every time."""
+    service_id = task.service_id
+    failing = info.recent_failures(service_id, now) >= FAILURE_THRESHOLD
+    placement = task.spec.placement
+    reserves = bool(
+        task.spec.resources.reservations.nano_cpus or task.spec.resources.reservations.memory_bytes
+    )
+    if placement.strategy == specs_pb2.PLACEMENT_STRATEGY_BINPACK:
+        return (
+            failing,
+            info.free_share(task),
+            -info.by_service[service_id],
+            -info.total,
+            info.node.id,
+        )
+    if reserves:
+        return (
+            failing,
+            info.by_service[service_id],
+            -info.free_share(task),
+            info.total,
+            info.node.id,
+        )
+    return (failing, info.by_service[service_id], info.total, info.node.id)
+
+
 def schedule_group(
-    tasks: Sequence[objects_pb2.Task], infos: Iterable[NodeInfo], pipeline: Pipeline
+    tasks: Sequence[objects_pb2.Task],
+    infos: Iterable[NodeInfo],
+    pipeline: Pipeline,
+    now: float | None = None,
 ) -> list[Decision]:
     """Place tasks of one service and spec; `infos` are updated as tasks are placed."""
+    return place_group(tasks, infos, pipeline, now).decisions
+
+
+def place_group(
+    tasks: Sequence[objects_pb2.Task],
+    infos: Iterable[NodeInfo],
+    pipeline: Pipeline,
+    now: float | None = None,
+    *,
+    explain_nodes: bool = False,
+) -> GroupResult:
+    result = GroupResult()
     if not tasks:
-        return []
+        return result
+    now = time.time() if now is None else now
+    all_infos = list(infos)
     first = tasks[0]
-    service_id = first.service_id
     pipeline.set_task(first)
-    eligible = pipeline.eligible(first, infos)
-    if not eligible:
-        reason = pipeline.explain()
-        return [Decision(t.id, explanation=reason) for t in tasks]
-    heap = [(i.by_service[service_id], i.total, i.node.id, i) for i in eligible]
-    heapq.heapify(heap)
-    by_id = {i.node.id: i for i in eligible}
-    decisions = []
+    eligible = pipeline.eligible(first, all_infos)
+    if explain_nodes:
+        for info in all_infos:
+            failed = pipeline.first_failure(first, info)
+            if failed is not None:
+                result.rejections.append(Rejection(info.node, failed.reason))
+    by_id = {i.node.id: i for i in all_infos}
+
+    free = []
     for task in tasks:
-        if task.node_id:
-            # Already bound to a node (a global service's task): only check it fits.
-            bound = by_id.get(task.node_id)
-            if bound is None:
-                decisions.append(Decision(task.id, explanation=pipeline.explain()))
-            else:
-                bound.add(task)
-                decisions.append(Decision(task.id, task.node_id))
+        if not task.node_id:
+            free.append(task)
             continue
-        _, _, node_id, info = heapq.heappop(heap)
+        # Bound to a node already (a global service's task): only that node will do.
+        bound = by_id.get(task.node_id)
+        if bound is not None and pipeline.fits(task, bound):
+            bound.add(task)
+            result.decisions.append(Decision(task.id, task.node_id))
+        else:
+            one = Pipeline(pipeline.filters)
+            one.set_task(task)
+            if bound is not None:
+                one.accepts(task, bound)
+            result.decisions.append(Decision(task.id, explanation=one.explain()))
+    if not free:
+        return result
+    preferences = [
+        p.spread.spread_descriptor
+        for p in first.spec.placement.preferences
+        if p.spread.spread_descriptor
+    ]
+    if preferences:
+        _place_spread_over(free, eligible, all_infos, preferences, pipeline, now, result)
+    else:
+        _place_ranked(free, eligible, pipeline, now, result)
+    return result
+
+
+def _place_ranked(
+    tasks: list[objects_pb2.Task],
+    eligible: list[NodeInfo],
+    pipeline: Pipeline,
+    now: float,
+    result: GroupResult,
+) -> None:
+    heap = [(rank_key(tasks[0], i, now), i) for i in eligible]
+    heapq.heapify(heap)
+    for task in tasks:
+        while heap:
+            _, info = heapq.heappop(heap)
+            if not pipeline.fits(task, info):
+                pipeline.count_failure(task, info)  # full now: out for the rest of the group
+                continue
+            info.add(task)
+            result.decisions.append(Decision(task.id, info.node.id))
+            heapq.heappush(heap, (rank_key(task, info, now), info))
+            break
+        else:
+            result.decisions.append(Decision(task.id, explanation=pipeline.explain()))
+
+
+def _place_spread_over(
+    tasks: list[objects_pb2.Task],
+    eligible: list[NodeInfo],
+    all_infos: list[NodeInfo],
+    descriptors: list[str],
+    pipeline: Pipeline,
+    now: float,
+    result: GroupResult,
+) -> None:
+    service_id = tasks[0].service_id
+    levels = range(len(descriptors))
+    paths = {i.node.id: tuple(spread_value(i.node, d) for d in descriptors) for i in all_infos}
+    counts: list[Counter[tuple[str, ...]]] = [Counter() for _ in levels]
+    for info in all_infos:
+        n = info.by_service[service_id]
+        path = paths[info.node.id]
+        for level in levels:
+            counts[level][path[: level + 1]] += n
+    candidates = list(eligible)
+    for task in tasks:
+        best: tuple[tuple[object, ...], NodeInfo] | None = None
+        for info in list(candidates):
+            if not pipeline.fits(task, info):
+                pipeline.count_failure(task, info)
+                candidates.remove(info)
+                continue
+            path = paths[info.node.id]
+            key = (tuple(counts[lv][path[: lv + 1]] for lv in levels), rank_key(task, info, now))
+            if best is None or key < best[0]:
+                best = (key, info)
+        if best is None:
+            result.decisions.append(Decision(task.id, explanation=pipeline.explain()))
+            continue
+        info = best[1]
         info.add(task)
-        decisions.append(Decision(task.id, node_id))
-        heapq.heappush(heap, (info.by_service[service_id], info.total, node_id, info))
-    return decisions
+        path = paths[info.node.id]
+        for level in levels:
+            counts[level][path[: level + 1]] += 1
+        result.decisions.append(Decision(task.id, info.node.id))
 
 
 class Scheduler(Reconciler):
@@ -83,41 +230,59 @@ class Scheduler(Reconciler):
     debounce = 0.05
     max_delay = 1.0
 
-    def __init__(self, cache: Cache, store: Store, pipeline: Pipeline | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        cache: Cache,
+        store: Store,
+        pipeline: Pipeline | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(clock)
         self.cache = cache
         self.store = store
         self.pipeline = pipeline or Pipeline()
         self.nodes = NodeInfos()
         self.pending: set[str] = set()
         self.placed = 0
+        self._retry_pending = False
         cache.add_listener(self._on_event)
-        cache.add_resync_listener(self._resync)
+        cache.add_resync_listener(self.mark_everything)
 
-    def _resync(self) -> None:
-        self.mark_everything()
+    def _retry_all_pending(self) -> None:
+        if self.pending:
+            self._retry_pending = True
+            self._wake.set()
+
+    def has_work(self) -> bool:
+        return self._retry_pending or super().has_work()
 
     def _on_event(self, ev: Event) -> None:
         if ev.kind is Kind.TASK:
-            self.nodes.task_changed(ev.old, ev.new)
-            if is_pending(ev.new):
-                self.pending.add(ev.new.id)
-                self.mark(ev.new.id)
+            old, new = ev.old, ev.new
+            self.nodes.task_changed(old, new, self.clock())
+            if is_pending(new):
+                self.pending.add(new.id)
+                self.mark(new.id)
             else:
                 self.pending.discard(ev.obj.id)
+            if counts_against_node(old) and not counts_against_node(new):
+                # Resources, ports or a per-node slot were freed: waiting tasks may fit.
+                self._retry_all_pending()
         elif ev.kind is Kind.NODE:
             self.nodes.node_changed(ev.old, ev.new)
             # Any node change may make a waiting task fit (or stop fitting).
-            if self.pending:
-                self.mark_many(self.pending)
+            self._retry_all_pending()
 
     def all_keys(self) -> Iterable[str]:
         # Called on start and after a re-list: recount everything from the cache.
-        self.nodes.rebuild(self.cache.nodes, self.cache.tasks)
+        self.nodes.rebuild(self.cache.nodes, self.cache.tasks.values(), self.clock())
         self.pending = {t.id for t in self.cache.tasks.values() if is_pending(t)}
         return set(self.pending)
 
     async def reconcile(self, keys: set[str]) -> None:
+        if self._retry_pending:
+            self._retry_pending = False
+            keys |= self.pending
         groups: dict[tuple[str, int], list[objects_pb2.Task]] = defaultdict(list)
         for task_id in keys:
             task = self.cache.tasks.get(task_id)
@@ -127,11 +292,12 @@ class Scheduler(Reconciler):
         if not groups:
             return
         infos = self.nodes.infos
+        now = self.clock()
         ops: list[Update] = []
         placements: list[tuple[NodeInfo, objects_pb2.Task]] = []
         for group in groups.values():
             group.sort(key=lambda t: (t.slot, timestamp_seconds(t.meta.created_at)))
-            for d in schedule_group(group, infos.values(), self.pipeline):
+            for d in schedule_group(group, infos.values(), self.pipeline, now):
                 task = self.cache.tasks[d.task_id]
                 if d.node_id:
                     ops.append(Update(Kind.TASK, d.task_id, _assign(d.node_id), base=task))
@@ -152,6 +318,23 @@ class Scheduler(Reconciler):
             self.log.info(
                 "scheduled", placed=placed, unplaced=len(ops) - placed, failed=len(result.failed)
             )
+
+    def preview(
+        self, tasks: Sequence[objects_pb2.Task], *, without_service: str = ""
+    ) -> GroupResult:
+        """Where `tasks` (one service, one spec) would go now; nothing is written.
+
+        With `without_service`, that service's current tasks are left out first, as if
+        they were all being replaced (a dry-run update).
+        """
+        infos = {nid: i.copy() for nid, i in self.nodes.infos.items()}
+        if without_service:
+            for t in self.cache.tasks_by_service.get(without_service, {}).values():
+                if counts_against_node(t) and t.node_id in infos:
+                    infos[t.node_id].remove(t)
+        return place_group(
+            tasks, infos.values(), Pipeline(self.pipeline.filters), self.clock(), explain_nodes=True
+        )
 
 
 def _assign(node_id: str) -> Callable[[objects_pb2.Task], objects_pb2.Task | None]:

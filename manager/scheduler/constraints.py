@@ -1,0 +1,129 @@
+"""Placement constraints: `KEY==VALUE` and `KEY!=VALUE` on node attributes, as Swarm has them.
+
+Keys: node.id, node.hostname, node.ip (an address or a CIDR range), node.role
+(manager|worker), node.platform.os, node.platform.arch, node.labels.KEY and
+engine.labels.KEY. Values are compared without regard to case, as SwarmKit does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from common.api import objects_pb2, types_pb2
+
+_EXPR = re.compile(r"^\s*([^=!\s]+)\s*(==|!=)\s*(.*?)\s*$")
+KNOWN_KEYS = (
+    "node.id",
+    "node.hostname",
+    "node.ip",
+    "node.role",
+    "node.platform.os",
+    "node.platform.arch",
+    "node.labels.KEY",
+    "engine.labels.KEY",
+)
+_ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i386": "386"}
+
+
+class ConstraintError(ValueError):
+    """A constraint expression that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class Constraint:
+    key: str
+    equal: bool
+    value: str
+
+    def matches(self, node: objects_pb2.Node) -> bool:
+        if self.key == "node.ip":
+            return self._ip_matches(node.status.addr) == self.equal
+        actual = node_attribute(node, self.key)
+        if actual is None:
+            # A missing label never equals anything, and always differs.
+            return not self.equal
+        return (actual.lower() == self.value.lower()) == self.equal
+
+    def _ip_matches(self, addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        if "/" in self.value:
+            return ip in ipaddress.ip_network(self.value, strict=False)
+        return ip == ipaddress.ip_address(self.value)
+
+
+def normalise_arch(arch: str) -> str:
+    return _ARCH_ALIASES.get(arch.lower(), arch.lower())
+
+
+def node_attribute(node: objects_pb2.Node, key: str) -> str | None:
+    """The value of `key` for `node`; None for a label the node does not have."""
+    if key == "node.id":
+        return node.id
+    if key == "node.hostname":
+        return node.description.hostname
+    if key == "node.role":
+        return "manager" if node.role == types_pb2.NODE_ROLE_MANAGER else "worker"
+    if key == "node.platform.os":
+        return node.description.platform.os
+    if key == "node.platform.arch":
+        return normalise_arch(node.description.platform.architecture)
+    if key.startswith("node.labels."):
+        value: str | None = node.spec.annotations.labels.get(key[len("node.labels.") :])
+        return value
+    if key.startswith("engine.labels."):
+        engine: str | None = node.description.engine.labels.get(key[len("engine.labels.") :])
+        return engine
+    return None
+
+
+def parse(expr: str) -> Constraint:
+    match = _EXPR.match(expr)
+    if match is None:
+        raise ConstraintError(
+            f"invalid constraint {expr!r}: write KEY==VALUE or KEY!=VALUE, e.g. "
+            "node.labels.zone==east"
+        )
+    key, op, value = match.groups()
+    if not value:
+        raise ConstraintError(f"invalid constraint {expr!r}: no value after {op}")
+    known = key in KNOWN_KEYS[:6] or (
+        key.startswith(("node.labels.", "engine.labels.")) and key.split(".", 2)[2]
+    )
+    if not known:
+        raise ConstraintError(
+            f"invalid constraint {expr!r}: unknown key {key!r}; use one of " + ", ".join(KNOWN_KEYS)
+        )
+    if key == "node.ip":
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ConstraintError(
+                f"invalid constraint {expr!r}: {value!r} is not an IP address or CIDR range"
+            ) from None
+    if key == "node.role" and value.lower() not in ("manager", "worker"):
+        raise ConstraintError(f"invalid constraint {expr!r}: node.role is manager or worker")
+    return Constraint(key, op == "==", value)
+
+
+def parse_all(exprs: list[str] | tuple[str, ...]) -> list[Constraint]:
+    return [parse(e) for e in exprs]
+
+
+def spread_value(node: objects_pb2.Node, descriptor: str) -> str:
+    """The node's value for a spread preference; "" groups the nodes without it."""
+    return node_attribute(node, descriptor) or ""
+
+
+def check_spread_descriptor(descriptor: str) -> None:
+    if not (
+        descriptor.startswith(("node.labels.", "engine.labels.")) and descriptor.split(".", 2)[2]
+    ):
+        raise ConstraintError(
+            f"invalid placement preference spread={descriptor!r}: spread over node.labels.KEY "
+            "or engine.labels.KEY"
+        )
