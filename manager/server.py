@@ -28,7 +28,7 @@ from manager.controlapi import ControlAPI
 from manager.dispatcher import Dispatcher
 from manager.etcd_embedded import EmbeddedEtcd
 from manager.nodehealth import NodeHealth
-from manager.orchestrator.replicated import ReplicatedOrchestrator
+from manager.orchestrator.orchestrator import Orchestrator
 from manager.scheduler import Scheduler
 from manager.store import AlreadyExistsError, Cache, Store
 from manager.store.etcd import EtcdConfig, connect
@@ -69,7 +69,7 @@ class Manager:
     cache: Cache
     dispatcher: Dispatcher
     scheduler: Scheduler
-    orchestrator: ReplicatedOrchestrator
+    orchestrator: Orchestrator
     dispatcher_port: int
 
 
@@ -178,7 +178,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                 peers=peers,
                 clock=time.monotonic,
             )
-            orchestrator = ReplicatedOrchestrator(cache, store, clock)
+            orchestrator = Orchestrator(cache, store, clock)
             scheduler = Scheduler(cache, store, clock=clock)
             control = ControlAPI(
                 cache,
@@ -197,7 +197,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
             for name, run in [
                 ("dispatcher.heartbeats", dispatcher.expire_sessions),
                 ("dispatcher.status", dispatcher.status_writer.run),
-                ("orchestrator.replicated", orchestrator.run),
+                ("orchestrator", orchestrator.run),
                 ("scheduler", scheduler.run),
                 ("taskreaper", reaper.run),
                 ("nodehealth", health.run),

@@ -31,16 +31,28 @@ def _stopped(task: objects_pb2.Task, nodes: Mapping[str, objects_pb2.Node]) -> b
     )
 
 
+def _finished(task: objects_pb2.Task, nodes: Mapping[str, objects_pb2.Node]) -> bool:
+    """The task is history: it ended, or is no longer wanted and does not run."""
+    return states.is_terminal(task.status.state) or (
+        not states.is_runnable(task.desired_state) and _stopped(task, nodes)
+    )
+
+
 def tasks_to_delete(
     tasks: Sequence[objects_pb2.Task],
     nodes: Mapping[str, objects_pb2.Node],
     history_limit: int,
+    max_slot: int | None = None,
 ) -> list[objects_pb2.Task]:
-    """The tasks of one service that can be deleted now."""
+    """The tasks of one service that can be deleted now (`max_slot`: the replicated
+    service's replica count; ended tasks of slots above it go too)."""
     doomed: dict[str, objects_pb2.Task] = {}
     by_slot: dict[tuple[int, str], list[objects_pb2.Task]] = defaultdict(list)
     for t in tasks:
-        if t.desired_state >= states.REMOVE and _stopped(t, nodes):
+        ended = _finished(t, nodes)
+        if (t.desired_state >= states.REMOVE and _stopped(t, nodes)) or (
+            max_slot is not None and t.slot > max_slot and ended
+        ):
             doomed[t.id] = t
         else:
             by_slot[(t.slot, "" if t.slot else t.node_id)].append(t)
@@ -50,7 +62,7 @@ def tasks_to_delete(
             continue
         slot_tasks.sort(key=lambda t: timestamp_seconds(t.meta.created_at), reverse=True)
         for t in slot_tasks[keep:]:
-            if t.desired_state > states.RUNNING and _stopped(t, nodes):
+            if _finished(t, nodes):
                 doomed[t.id] = t
     return list(doomed.values())
 
@@ -103,7 +115,13 @@ class TaskReaper(Reconciler):
         ops: list[Delete] = []
         for service_id in keys:
             tasks = list(self.cache.tasks_by_service.get(service_id, {}).values())
-            for t in tasks_to_delete(tasks, nodes, limit):
+            service = self.cache.services.get(service_id)
+            max_slot = (
+                service.spec.replicated.replicas
+                if service is not None and service.spec.HasField("replicated")
+                else None
+            )
+            for t in tasks_to_delete(tasks, nodes, limit, max_slot):
                 ops.append(Delete(Kind.TASK, t.id, check=_still_doomed(t.desired_state)))
         if not ops:
             return

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from common import states
 from common.api import control_pb2, objects_pb2
 from common.ids import new_id
+from common.timeutil import now_timestamp
 from manager.controlapi.resolve import resolve
 from manager.controlapi.validation import (
     check_service_update,
@@ -71,6 +72,9 @@ async def create_service(
             service=candidate, preview=preview(cache, candidate, previewer)
         )
     service = objects_pb2.Service(id=new_id(), spec=spec, spec_version=1)
+    if spec.WhichOneof("mode") in ("replicated_job", "global_job"):
+        service.job_status.job_iteration = 1
+        service.job_status.last_execution.CopyFrom(now_timestamp())
     created = await store.create(service, unique_name=spec.annotations.name)
     await cache.wait_for(created.meta.version)
     return control_pb2.CreateServiceResponse(service=created)
@@ -98,15 +102,27 @@ def list_services(
 
 
 def service_counts(cache: Cache, service: objects_pb2.Service) -> control_pb2.ServiceStatusCounts:
+    """Running tasks against the desired count (and completions, for jobs)."""
     running = completed = wanted = 0
+    mode = service.spec.WhichOneof("mode")
+    job = mode in ("replicated_job", "global_job")
     for t in cache.tasks_by_service.get(service.id, {}).values():
-        if t.desired_state == states.RUNNING:
+        if job and t.job_iteration != service.job_status.job_iteration:
+            continue
+        if t.status.state == states.COMPLETE and job:
+            completed += 1
+        if states.is_runnable(t.desired_state) and not states.is_terminal(t.status.state):
             wanted += 1
             if t.status.state == states.RUNNING:
                 running += 1
-        if t.status.state == states.COMPLETE:
-            completed += 1
-    desired = service.spec.replicated.replicas if service.spec.HasField("replicated") else wanted
+    if mode == "replicated":
+        desired = service.spec.replicated.replicas
+    elif mode == "replicated_job":
+        desired = service.spec.replicated_job.total_completions
+    elif mode == "global_job":
+        desired = completed + wanted
+    else:
+        desired = wanted
     return control_pb2.ServiceStatusCounts(running=running, desired=desired, completed=completed)
 
 
@@ -146,6 +162,10 @@ async def update_service(
         if old_spec != spec:
             service.previous_spec.CopyFrom(old_spec)
             service.spec_version += 1
+            if spec.WhichOneof("mode") in ("replicated_job", "global_job"):
+                # Any change to a job runs it again.
+                service.job_status.job_iteration += 1
+                service.job_status.last_execution.CopyFrom(now_timestamp())
         return service
 
     try:

@@ -88,8 +88,14 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
         if restart.HasField(name):
             _check_duration(getattr(restart, name), f"restart {name}")
     mode = spec.WhichOneof("mode")
-    if mode not in (None, "replicated"):
-        raise InvalidArgumentError(f"service mode {mode!r} is not supported yet: use replicated")
+    if mode not in (None, "replicated", "global", "replicated_job", "global_job"):
+        raise InvalidArgumentError(
+            f"unknown service mode {mode!r}: use replicated, global, replicated-job or global-job"
+        )
+    if mode in ("global", "global_job") and spec.task.placement.max_replicas:
+        raise InvalidArgumentError(
+            "--replicas-max-per-node does not apply to global services (one task per node)"
+        )
     _validate_ports(spec.endpoint.ports)
     _validate_placement(spec.task)
     for name in ("update", "rollback"):
@@ -179,7 +185,10 @@ def complete_service_spec(spec: specs_pb2.ServiceSpec) -> specs_pb2.ServiceSpec:
     if not container.HasField("stop_grace_period"):
         container.stop_grace_period.CopyFrom(duration(DEFAULT_STOP_GRACE))
     if not out.task.HasField("restart"):
-        out.task.restart.condition = specs_pb2.RESTART_CONDITION_ANY
+        job = out.WhichOneof("mode") in ("replicated_job", "global_job")
+        out.task.restart.condition = (
+            specs_pb2.RESTART_CONDITION_ON_FAILURE if job else specs_pb2.RESTART_CONDITION_ANY
+        )
     if not out.task.restart.HasField("delay"):
         out.task.restart.delay.CopyFrom(duration(DEFAULT_RESTART_DELAY))
     for cfg in (out.update, out.rollback):

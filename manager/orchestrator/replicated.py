@@ -1,104 +1,39 @@
-"""The replicated orchestrator: keeps slots 1..N of each replicated service filled.
+"""Replicated services: keep slots 1..N filled.
 
-For every dirty service it plans, from the cache alone:
-- a task that ended by itself is shut down and, if its restart policy says so, replaced
-  in the same slot once the restart delay has passed (the time is stored on the ended
-  task as `restart_at`, so a restarted manager keeps it);
-- a task on a node that is down, drained or gone is shut down and replaced at once (the
-  task did not fail, so no delay and no restart attempt is counted);
-- an empty slot in 1..N gets a new task; slots above N (scale down) are removed,
-  highest first by construction;
-- tasks made from an older spec are replaced, `update.parallelism` slots at a time;
-- the tasks of a deleted service are all removed.
-`plan_service` is a pure function so the rules can be tested without etcd or Docker.
+`plan_service` (pure, so the rules can be tested without etcd or Docker):
+- the shared slot rules of `plan.settle_slot` (restarts, lost nodes);
+- an empty slot in 1..N gets a new task; on scale-down the highest slots go, unless
+  the service spreads over label groups, in which case the tasks removed are those that
+  keep the groups balanced (swarmkit#2320) and the survivors are renumbered into 1..N;
+- tasks made from an older spec are replaced `update.parallelism` slots at a time;
+- a start-first replacement (`replaces`) runs beside the task it replaces, which is shut
+  down once the replacement runs;
+- rebalancing (requested, or automatic when a node joins): one task at a time moves to
+  the least loaded eligible node, start-first, so the running count never drops
+  (moby#24103, swarmkit#310).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
 
 from common import states
 from common.api import objects_pb2, types_pb2
-from common.timeutil import timestamp_seconds
-from manager.orchestrator.tasks import (
-    new_task,
-    restart_delay,
-    restart_verdict,
-    runs_current_spec,
+from manager.orchestrator.plan import (
+    Plan,
+    Renumber,
+    ShutdownTask,
+    SlotState,
+    created_at,
+    node_usable,
+    plan_removal,
+    settle_slot,
 )
-from manager.reconciler import Reconciler
-from manager.store import Cache, Create, Event, Kind, Store, Update
+from manager.orchestrator.tasks import new_task, runs_current_spec
+from manager.scheduler.constraints import parse_all, spread_value
 
-
-@dataclass
-class ShutdownTask:
-    """Raise a task's desired state to `desired` (SHUTDOWN or REMOVE), noting what its
-    restart policy decided: a replacement due at `restart_at`, or none (`declined`)."""
-
-    task_id: str
-    desired: int
-    restart_at: float | None = None
-    declined: bool = False
-
-
-@dataclass
-class Plan:
-    creates: list[objects_pb2.Task] = field(default_factory=list)
-    shutdowns: list[ShutdownTask] = field(default_factory=list)
-    # When the plan must be made again (a restart delay ends).
-    wake_at: float | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self.creates or self.shutdowns)
-
-    def wake(self, when: float) -> None:
-        self.wake_at = when if self.wake_at is None else min(self.wake_at, when)
-
-
-def node_usable(node: objects_pb2.Node | None) -> bool:
-    """Tasks may stay on this node: it exists, is not down and is not drained."""
-    return (
-        node is not None
-        and node.status.state != types_pb2.NODE_STATE_DOWN
-        and node.spec.availability != types_pb2.NODE_AVAILABILITY_DRAIN
-    )
-
-
-def _created(task: objects_pb2.Task) -> float:
-    return timestamp_seconds(task.meta.created_at)
-
-
-def plan_removal(tasks: Iterable[objects_pb2.Task]) -> Plan:
-    """Every task of a deleted service goes."""
-    plan = Plan()
-    for t in tasks:
-        if t.desired_state < states.REMOVE:
-            plan.shutdowns.append(ShutdownTask(t.id, states.REMOVE))
-    return plan
-
-
-@dataclass
-class _SlotEnd:
-    """How the newest task of an empty slot ended, as far as restarts are concerned."""
-
-    restart_at: float | None
-    declined: bool
-    attempt: int
-    current_spec: bool
-
-
-def _slot_end(
-    last: objects_pb2.Task, decided: dict[str, ShutdownTask], service: objects_pb2.Service
-) -> _SlotEnd:
-    now_decided = decided.get(last.id)
-    if now_decided is not None:
-        restart_at, declined = now_decided.restart_at, now_decided.declined
-    else:
-        restart_at = timestamp_seconds(last.restart_at) if last.HasField("restart_at") else None
-        declined = last.restart_declined
-    return _SlotEnd(restart_at, declined, last.restart_attempt, runs_current_spec(last, service))
+__all__ = ["Plan", "ShutdownTask", "node_usable", "plan_removal", "plan_service"]
 
 
 def plan_service(
@@ -106,68 +41,44 @@ def plan_service(
     tasks: Sequence[objects_pb2.Task],
     node_ok: Callable[[str], bool],
     now: float,
+    nodes: Mapping[str, objects_pb2.Node] | None = None,
 ) -> Plan:
     """What to change so that `service`'s slots converge to its spec."""
     plan = Plan()
+    nodes = nodes or {}
     replicas = service.spec.replicated.replicas
     by_slot: dict[int, list[objects_pb2.Task]] = defaultdict(list)
     for t in tasks:
         by_slot[t.slot].append(t)
+    slots: dict[int, SlotState] = {}
+    for slot in sorted(set(by_slot) | set(range(1, replicas + 1))):
+        history = sorted(by_slot.get(slot, []), key=created_at)
+        state = settle_slot(service, history, node_ok, now, plan)
+        state.alive = _settle_pairs(state.alive, plan)
+        slots[slot] = state
 
-    decided: dict[str, ShutdownTask] = {}
+    _scale_down(service, slots, replicas, nodes, plan)
+
     outdated: list[objects_pb2.Task] = []
     updating = 0
-    for slot in sorted(set(by_slot) | set(range(1, replicas + 1))):
-        history = sorted(by_slot.get(slot, []), key=_created)
-        alive: list[objects_pb2.Task] = []
-        for t in history:
-            if t.desired_state > states.RUNNING:
-                continue
-            if states.is_terminal(t.status.state):
-                # Ended by itself: the restart policy decides about a replacement.
-                verdict = restart_verdict(t, history, now)
-                if verdict.restart:
-                    shutdown = ShutdownTask(t.id, states.SHUTDOWN, now + restart_delay(t.spec))
-                else:
-                    shutdown = ShutdownTask(t.id, states.SHUTDOWN, declined=True)
-            elif t.node_id and not node_ok(t.node_id):
-                # Its node is down, drained or gone: not the task's fault, replace at once.
-                shutdown = ShutdownTask(t.id, states.SHUTDOWN)
-            else:
-                alive.append(t)
-                continue
-            plan.shutdowns.append(shutdown)
-            decided[t.id] = shutdown
-        if slot > replicas:
-            plan.shutdowns.extend(ShutdownTask(t.id, states.REMOVE) for t in alive)
-            continue
-        if len(alive) > 1:
-            # Keep the most advanced task; the others are surplus (e.g. after a failover).
-            alive.sort(key=lambda t: (t.status.state, _created(t)))
-            plan.shutdowns.extend(ShutdownTask(t.id, states.REMOVE) for t in alive[:-1])
-            alive = alive[-1:]
-        if alive:
-            current = alive[0]
+    for slot in range(1, replicas + 1):
+        state = slots[slot]
+        if state.alive:
+            current = state.alive[-1]
             if not runs_current_spec(current, service):
                 outdated.append(current)
-            elif current.status.state < states.RUNNING and any(
-                not runs_current_spec(t, service) for t in history if t is not current
+            elif current.status.state < states.RUNNING and (
+                len(state.alive) > 1
+                or any(not runs_current_spec(t, service) for t in by_slot.get(slot, []))
             ):
                 updating += 1  # a slot being updated has not reached running yet
             continue
-        if not history:
-            plan.creates.append(new_task(service, slot))
+        if state.refill is None:
             continue
-        end = _slot_end(history[-1], decided, service)
-        if end.declined and end.current_spec:
-            continue  # the restart policy said no, and the spec has not changed since
-        if end.restart_at is not None and end.current_spec:
-            if end.restart_at > now:
-                plan.wake(end.restart_at)
-                continue
-            plan.creates.append(new_task(service, slot, restart_attempt=end.attempt + 1))
+        if state.refill.at > now:
+            plan.wake(state.refill.at)
             continue
-        plan.creates.append(new_task(service, slot, restart_attempt=end.attempt))
+        plan.creates.append(new_task(service, slot, restart_attempt=state.refill.attempt))
 
     # Rolling replacement of tasks made from an older spec, `parallelism` slots at a time.
     parallelism = service.spec.update.parallelism
@@ -175,96 +86,155 @@ def plan_service(
     for t in sorted(outdated, key=lambda t: t.slot)[:budget]:
         plan.shutdowns.append(ShutdownTask(t.id, states.SHUTDOWN))
         plan.creates.append(new_task(service, t.slot))
+
+    if service.rebalance_requested > service.rebalance_done and not outdated and not updating:
+        _rebalance(service, tasks, slots, replicas, nodes, plan)
     return plan
 
 
-class ReplicatedOrchestrator(Reconciler):
-    """Runs `plan_service` for every dirty replicated service and commits the plans."""
+def _settle_pairs(alive: list[objects_pb2.Task], plan: Plan) -> list[objects_pb2.Task]:
+    """At most one task per slot, but for a start-first replacement beside its old task."""
+    if len(alive) <= 1:
+        return alive
+    by_id = {t.id: t for t in alive}
+    for new in alive:
+        old = by_id.get(new.replaces) if new.replaces else None
+        if old is None:
+            continue
+        if new.status.state >= states.RUNNING:
+            plan.shutdowns.append(ShutdownTask(old.id, states.SHUTDOWN))
+            alive = [t for t in alive if t is not old]
+        else:
+            return [old, new]  # in flight: both stay until the new one runs
+        break
+    if len(alive) > 1:
+        # Keep the most advanced task; the others are surplus (e.g. after a failover).
+        alive.sort(key=lambda t: (t.status.state, created_at(t)))
+        plan.shutdowns.extend(ShutdownTask(t.id, states.REMOVE) for t in alive[:-1])
+        alive = alive[-1:]
+    return alive
 
-    name = "orchestrator.replicated"
-    debounce = 0.02
-    max_delay = 0.5
 
-    def __init__(self, cache: Cache, store: Store, clock: Callable[[], float]) -> None:
-        super().__init__(clock)
-        self.cache = cache
-        self.store = store
-        cache.add_listener(self._on_event)
-        cache.add_resync_listener(self.mark_everything)
+def _scale_down(
+    service: objects_pb2.Service,
+    slots: dict[int, SlotState],
+    replicas: int,
+    nodes: Mapping[str, objects_pb2.Node],
+    plan: Plan,
+) -> None:
+    occupied = sorted(s for s, st in slots.items() if st.alive)
+    excess = len(occupied) - replicas
+    if excess <= 0 and not any(s > replicas for s in occupied):
+        return
+    descriptors = [
+        p.spread.spread_descriptor
+        for p in service.spec.task.placement.preferences
+        if p.spread.spread_descriptor
+    ]
+    if descriptors and excess > 0 and nodes:
+        victims = _balanced_victims(occupied, slots, excess, nodes, descriptors)
+    else:
+        victims = [s for s in occupied if s > replicas]
+    for slot in victims:
+        plan.shutdowns.extend(ShutdownTask(t.id, states.REMOVE) for t in slots[slot].alive)
+        slots[slot] = SlotState([])
+    survivors = [s for s in occupied if s not in victims]
+    high = [s for s in survivors if s > replicas]
+    free = [s for s in range(1, replicas + 1) if not slots[s].alive]
+    for old_slot, new_slot in zip(high, free, strict=False):
+        for t in slots[old_slot].alive:
+            plan.renumbers.append(
+                Renumber(t.id, new_slot, f"{service.spec.annotations.name}.{new_slot}")
+            )
+        slots[new_slot] = SlotState(slots[old_slot].alive)
+        slots[old_slot] = SlotState([])
 
-    def _on_event(self, ev: Event) -> None:
-        if ev.kind is Kind.SERVICE:
-            self.mark(ev.obj.id)
-        elif ev.kind is Kind.TASK:
-            old, new = ev.old, ev.new
-            if (
-                old is None
-                or new is None
-                or old.desired_state != new.desired_state
-                or (
-                    old.status.state != new.status.state
-                    and (states.is_terminal(new.status.state) or new.status.state == states.RUNNING)
-                )
-            ):
-                self.mark(ev.obj.service_id)
-        elif ev.kind is Kind.NODE:
-            old, new = ev.old, ev.new
-            if node_usable(old) and not node_usable(new):
-                node_id = ev.obj.id
-                self.mark_many(
-                    {t.service_id for t in self.cache.tasks_by_node.get(node_id, {}).values()}
-                )
 
-    def all_keys(self) -> Iterable[str]:
-        return set(self.cache.services) | set(self.cache.tasks_by_service)
+def _balanced_victims(
+    occupied: list[int],
+    slots: dict[int, SlotState],
+    count: int,
+    nodes: Mapping[str, objects_pb2.Node],
+    descriptors: list[str],
+) -> list[int]:
+    """The `count` slots whose removal keeps the spread groups most even."""
 
-    async def reconcile(self, keys: set[str]) -> None:
-        now = self.clock()
-        nodes = self.cache.nodes
-        creates: list[objects_pb2.Task] = []
-        shutdowns: list[ShutdownTask] = []
-        for service_id in keys:
-            tasks = list(self.cache.tasks_by_service.get(service_id, {}).values())
-            service = self.cache.services.get(service_id)
-            if service is None:
-                plan = plan_removal(tasks)
-            elif service.spec.WhichOneof("mode") != "replicated":
-                continue
-            else:
-                plan = plan_service(service, tasks, lambda n: node_usable(nodes.get(n)), now)
-            creates.extend(plan.creates)
-            shutdowns.extend(plan.shutdowns)
-            if plan.wake_at is not None:
-                self.mark_at(plan.wake_at, service_id)
-        if not creates and not shutdowns:
-            return
-        # Shutdowns first: a replacement never runs beside the task it replaces for long.
-        ops: list[Create | Update] = [
-            Update(Kind.TASK, s.task_id, _shut_down(s)) for s in shutdowns
-        ]
-        ops.extend(Create(t) for t in creates)
-        result = await self.store.commit(ops)
-        await self.cache.wait_for(result.revision)
-        self.log.info(
-            "reconciled",
-            services=len(keys),
-            created=len(creates),
-            shut_down=len(shutdowns),
-            failed=len(result.failed),
+    def path(slot: int) -> tuple[str, ...]:
+        node = nodes.get(slots[slot].alive[-1].node_id)
+        if node is None:
+            return ("",) * len(descriptors)
+        return tuple(spread_value(node, d) for d in descriptors)
+
+    paths = {s: path(s) for s in occupied}
+    levels = range(len(descriptors))
+    counts: list[Counter[tuple[str, ...]]] = [Counter() for _ in levels]
+    per_node: Counter[str] = Counter()
+    for s in occupied:
+        per_node[slots[s].alive[-1].node_id] += 1
+        for lv in levels:
+            counts[lv][paths[s][: lv + 1]] += 1
+    victims: list[int] = []
+    remaining = list(occupied)
+    for _ in range(count):
+        victim = max(
+            remaining,
+            key=lambda s: (
+                tuple(counts[lv][paths[s][: lv + 1]] for lv in levels),
+                per_node[slots[s].alive[-1].node_id],
+                s,
+            ),
         )
-        for op, err in result.failed:
-            self.log.warning("write failed", error=str(err), op=type(op).__name__)
+        remaining.remove(victim)
+        victims.append(victim)
+        per_node[slots[victim].alive[-1].node_id] -= 1
+        for lv in levels:
+            counts[lv][paths[victim][: lv + 1]] -= 1
+    return victims
 
 
-def _shut_down(decision: ShutdownTask) -> Callable[[objects_pb2.Task], objects_pb2.Task | None]:
-    def mutate(task: objects_pb2.Task) -> objects_pb2.Task | None:
-        if task.desired_state >= decision.desired:
-            return None
-        task.desired_state = decision.desired  # type: ignore[assignment]
-        if decision.declined:
-            task.restart_declined = True
-        if decision.restart_at is not None:
-            task.restart_at.FromNanoseconds(round(decision.restart_at * 1e9))
-        return task
+def _eligible_for(service: objects_pb2.Service, node: objects_pb2.Node) -> bool:
+    if node.status.state != types_pb2.NODE_STATE_READY:
+        return False
+    if node.spec.availability != types_pb2.NODE_AVAILABILITY_ACTIVE:
+        return False
+    return all(c.matches(node) for c in parse_all(list(service.spec.task.placement.constraints)))
 
-    return mutate
+
+def _rebalance(
+    service: objects_pb2.Service,
+    tasks: Sequence[objects_pb2.Task],
+    slots: dict[int, SlotState],
+    replicas: int,
+    nodes: Mapping[str, objects_pb2.Node],
+    plan: Plan,
+) -> None:
+    """One start-first move from the most to the least loaded eligible node, or done."""
+    if any(len(slots[s].alive) > 1 for s in range(1, replicas + 1)):
+        return  # a move is in flight
+    moved_and_failed = any(
+        t.replaces
+        and states.is_terminal(t.status.state)
+        and t.status.state != states.COMPLETE
+        and states.is_runnable(t.desired_state)
+        for t in tasks
+    )
+    eligible = [n for n in nodes.values() if _eligible_for(service, n)]
+    if moved_and_failed or len(eligible) < 2:
+        plan.rebalance_done = True
+        return
+    load: Counter[str] = Counter({n.id: 0 for n in eligible})
+    on_node: dict[str, list[objects_pb2.Task]] = defaultdict(list)
+    for s in range(1, replicas + 1):
+        for t in slots[s].alive:
+            if t.node_id in load:
+                load[t.node_id] += 1
+                on_node[t.node_id].append(t)
+    busiest = max(load, key=lambda n: (load[n], n))
+    idlest = min(load, key=lambda n: (load[n], n))
+    if load[busiest] - load[idlest] < 2:
+        plan.rebalance_done = True
+        return
+    mover = max(on_node[busiest], key=lambda t: t.slot)
+    replacement = new_task(service, mover.slot)
+    replacement.replaces = mover.id
+    plan.creates.append(replacement)

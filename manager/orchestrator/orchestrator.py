@@ -1,0 +1,183 @@
+"""The orchestrator: for every dirty service, plan with the planner of its mode
+(replicated, global, replicated job, global job) and commit the plans in batches.
+
+Services are marked dirty by changes to themselves, to their tasks (created, deleted,
+ended, running, desired state changed) and to nodes (a node lost marks the services
+with tasks on it; any node change marks the global services). When automatic
+rebalancing is on, a node that joins or becomes active again asks every replicated
+service to rebalance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from common import states
+from common.api import objects_pb2, types_pb2
+from manager.orchestrator.global_mode import plan_global
+from manager.orchestrator.jobs import plan_replicated_job
+from manager.orchestrator.plan import Plan, Renumber, ShutdownTask, node_usable, plan_removal
+from manager.orchestrator.replicated import plan_service
+from manager.reconciler import Reconciler
+from manager.store import Cache, Create, Event, Kind, Store, Update
+
+
+def _ready_and_active(node: objects_pb2.Node | None) -> bool:
+    return (
+        node is not None
+        and node.status.state == types_pb2.NODE_STATE_READY
+        and node.spec.availability == types_pb2.NODE_AVAILABILITY_ACTIVE
+    )
+
+
+class Orchestrator(Reconciler):
+    """Runs the planners for dirty services and commits what they decide."""
+
+    name = "orchestrator"
+    debounce = 0.02
+    max_delay = 0.5
+
+    def __init__(self, cache: Cache, store: Store, clock: Callable[[], float]) -> None:
+        super().__init__(clock)
+        self.cache = cache
+        self.store = store
+        self._rebalance_all = False
+        cache.add_listener(self._on_event)
+        cache.add_resync_listener(self.mark_everything)
+
+    def has_work(self) -> bool:
+        return self._rebalance_all or super().has_work()
+
+    def _global_services(self) -> set[str]:
+        return {
+            s.id
+            for s in self.cache.services.values()
+            if s.spec.WhichOneof("mode") in ("global", "global_job")
+        }
+
+    def _on_event(self, ev: Event) -> None:
+        if ev.kind is Kind.SERVICE:
+            self.mark(ev.obj.id)
+        elif ev.kind is Kind.TASK:
+            old, new = ev.old, ev.new
+            if (
+                old is None
+                or new is None
+                or old.desired_state != new.desired_state
+                or (
+                    old.status.state != new.status.state
+                    and (states.is_terminal(new.status.state) or new.status.state == states.RUNNING)
+                )
+            ):
+                self.mark(ev.obj.service_id)
+        elif ev.kind is Kind.NODE:
+            old, new = ev.old, ev.new
+            if node_usable(old) and not node_usable(new):
+                tasks = self.cache.tasks_by_node.get(ev.obj.id, {}).values()
+                self.mark_many({t.service_id for t in tasks})
+            self.mark_many(self._global_services())
+            cluster = self.cache.cluster()
+            if (
+                cluster is not None
+                and cluster.spec.orchestration.auto_rebalance
+                and _ready_and_active(new)
+                and not _ready_and_active(old)
+            ):
+                self._rebalance_all = True
+                self._wake.set()
+
+    def all_keys(self) -> Iterable[str]:
+        return set(self.cache.services) | set(self.cache.tasks_by_service)
+
+    def plan(self, service_id: str, now: float) -> Plan:
+        tasks = list(self.cache.tasks_by_service.get(service_id, {}).values())
+        service = self.cache.services.get(service_id)
+        nodes = self.cache.nodes
+        if service is None:
+            return plan_removal(tasks)
+        mode = service.spec.WhichOneof("mode")
+        if mode in ("global", "global_job"):
+            return plan_global(service, tasks, nodes, now)
+        if mode == "replicated_job":
+            return plan_replicated_job(service, tasks, lambda n: node_usable(nodes.get(n)), now)
+        return plan_service(service, tasks, lambda n: node_usable(nodes.get(n)), now, nodes)
+
+    async def reconcile(self, keys: set[str]) -> None:
+        now = self.clock()
+        ops: list[Create | Update] = []
+        creates = shutdowns = 0
+        if self._rebalance_all:
+            self._rebalance_all = False
+            for service in self.cache.services.values():
+                if service.spec.HasField("replicated"):
+                    ops.append(Update(Kind.SERVICE, service.id, _request_rebalance))
+        late: list[Create | Update] = []
+        for service_id in keys:
+            plan = self.plan(service_id, now)
+            if plan.wake_at is not None:
+                self.mark_at(plan.wake_at, service_id)
+            # Shutdowns first: a replacement never runs beside the task it replaces for long.
+            ops.extend(Update(Kind.TASK, s.task_id, _shut_down(s)) for s in plan.shutdowns)
+            ops.extend(Update(Kind.TASK, r.task_id, _renumber(r)) for r in plan.renumbers)
+            late.extend(Create(t) for t in plan.creates)
+            if plan.rebalance_done:
+                service = self.cache.services[service_id]
+                late.append(
+                    Update(Kind.SERVICE, service_id, _rebalance_done(service.rebalance_requested))
+                )
+            creates += len(plan.creates)
+            shutdowns += len(plan.shutdowns)
+        ops.extend(late)
+        if not ops:
+            return
+        result = await self.store.commit(ops)
+        await self.cache.wait_for(result.revision)
+        self.log.info(
+            "reconciled",
+            services=len(keys),
+            created=creates,
+            shut_down=shutdowns,
+            failed=len(result.failed),
+        )
+        for op, err in result.failed:
+            self.log.warning("write failed", error=str(err), op=type(op).__name__)
+
+
+def _shut_down(decision: ShutdownTask) -> Callable[[objects_pb2.Task], objects_pb2.Task | None]:
+    def mutate(task: objects_pb2.Task) -> objects_pb2.Task | None:
+        if task.desired_state >= decision.desired:
+            return None
+        task.desired_state = decision.desired  # type: ignore[assignment]
+        if decision.declined:
+            task.restart_declined = True
+        if decision.restart_at is not None:
+            task.restart_at.FromNanoseconds(round(decision.restart_at * 1e9))
+        return task
+
+    return mutate
+
+
+def _renumber(r: Renumber) -> Callable[[objects_pb2.Task], objects_pb2.Task | None]:
+    def mutate(task: objects_pb2.Task) -> objects_pb2.Task | None:
+        if task.slot == r.slot:
+            return None
+        task.slot = r.slot
+        task.annotations.name = r.name
+        return task
+
+    return mutate
+
+
+def _request_rebalance(service: objects_pb2.Service) -> objects_pb2.Service:
+    service.rebalance_requested += 1
+    return service
+
+
+def _rebalance_done(requested: int) -> Callable[[objects_pb2.Service], objects_pb2.Service | None]:
+    def mutate(service: objects_pb2.Service) -> objects_pb2.Service | None:
+        if service.rebalance_done >= requested:
+            return None
+        service.rebalance_done = requested
+        return service
+
+    return mutate

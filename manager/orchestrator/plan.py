@@ -1,0 +1,163 @@
+"""What every orchestrator plans with: the plan itself, and the rules for one slot.
+
+A slot is where one task of a service lives over time: a number for replicated services
+and jobs, a node for global ones. `settle_slot` applies the rules every mode shares to
+the tasks a slot has had:
+- a task that ended by itself is shut down and, if its restart policy says so, a
+  replacement is due at `restart_at` (now plus the restart delay, stored on the ended
+  task so a restarted manager keeps it); otherwise the slot stays empty until the spec
+  changes (`restart_declined`);
+- a job's task that completed is done and stays as it is;
+- a task whose node is down, drained or gone is shut down and replaced at once (the
+  task did not fail, so no delay and no attempt counted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from common import states
+from common.api import objects_pb2, types_pb2
+from common.timeutil import timestamp_seconds
+from manager.orchestrator.tasks import restart_delay, restart_verdict, runs_current_spec
+
+
+@dataclass
+class ShutdownTask:
+    """Raise a task's desired state to `desired` (SHUTDOWN or REMOVE), noting what its
+    restart policy decided: a replacement due at `restart_at`, or none (`declined`)."""
+
+    task_id: str
+    desired: int
+    restart_at: float | None = None
+    declined: bool = False
+
+
+@dataclass
+class Renumber:
+    """Move a task to another slot (topology-aware scale-down keeps slots 1..N)."""
+
+    task_id: str
+    slot: int
+    name: str
+
+
+@dataclass
+class Plan:
+    creates: list[objects_pb2.Task] = field(default_factory=list)
+    shutdowns: list[ShutdownTask] = field(default_factory=list)
+    renumbers: list[Renumber] = field(default_factory=list)
+    # When the plan must be made again (a restart delay ends).
+    wake_at: float | None = None
+    # Set when a requested rebalance is finished (or given up).
+    rebalance_done: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.creates or self.shutdowns or self.renumbers or self.rebalance_done)
+
+    def wake(self, when: float) -> None:
+        self.wake_at = when if self.wake_at is None else min(self.wake_at, when)
+
+
+def node_usable(node: objects_pb2.Node | None) -> bool:
+    """Tasks may stay on this node: it exists, is not down and is not drained."""
+    return (
+        node is not None
+        and node.status.state != types_pb2.NODE_STATE_DOWN
+        and node.spec.availability != types_pb2.NODE_AVAILABILITY_DRAIN
+    )
+
+
+def created_at(task: objects_pb2.Task) -> float:
+    return timestamp_seconds(task.meta.created_at)
+
+
+def plan_removal(tasks: Iterable[objects_pb2.Task]) -> Plan:
+    """Every task of a deleted service goes."""
+    plan = Plan()
+    for t in tasks:
+        if t.desired_state < states.REMOVE:
+            plan.shutdowns.append(ShutdownTask(t.id, states.REMOVE))
+    return plan
+
+
+@dataclass
+class Refill:
+    """A new task is due in an empty slot at `at`, as restart number `attempt`."""
+
+    at: float
+    attempt: int
+
+
+@dataclass
+class SlotState:
+    """What is left in a slot after the shared rules ran."""
+
+    alive: list[objects_pb2.Task]
+    # A job's task of the current run completed here.
+    completed: bool = False
+    # When the slot is empty: whether and when it gets a new task.
+    refill: Refill | None = None
+
+
+def settle_slot(
+    service: objects_pb2.Service,
+    history: Sequence[objects_pb2.Task],
+    node_ok: Callable[[str], bool],
+    now: float,
+    plan: Plan,
+    *,
+    job_iteration: int | None = None,
+) -> SlotState:
+    """Apply the shared rules to one slot's tasks (oldest first); record changes in `plan`.
+
+    For jobs, `job_iteration` is the current run: tasks of earlier runs that still run
+    are shut down and do not count.
+    """
+    decided: dict[str, ShutdownTask] = {}
+    alive: list[objects_pb2.Task] = []
+    completed = False
+    current_run = []
+    for t in history:
+        if job_iteration is not None and t.job_iteration != job_iteration:
+            if states.is_runnable(t.desired_state) and not states.is_terminal(t.status.state):
+                plan.shutdowns.append(ShutdownTask(t.id, states.SHUTDOWN))
+            continue
+        current_run.append(t)
+        if not states.is_runnable(t.desired_state):
+            continue
+        if states.is_terminal(t.status.state):
+            if job_iteration is not None and t.status.state == states.COMPLETE:
+                completed = True
+                continue
+            # Ended by itself: the restart policy decides about a replacement.
+            verdict = restart_verdict(t, history, now)
+            if verdict.restart:
+                shutdown = ShutdownTask(t.id, states.SHUTDOWN, now + restart_delay(t.spec))
+            else:
+                shutdown = ShutdownTask(t.id, states.SHUTDOWN, declined=True)
+        elif t.node_id and not node_ok(t.node_id):
+            shutdown = ShutdownTask(t.id, states.SHUTDOWN)
+        else:
+            alive.append(t)
+            continue
+        plan.shutdowns.append(shutdown)
+        decided[t.id] = shutdown
+    if alive or completed:
+        return SlotState(alive, completed)
+    if not current_run:
+        return SlotState([], refill=Refill(now, 0))
+    last = current_run[-1]
+    now_decided = decided.get(last.id)
+    if now_decided is not None:
+        restart_at, declined = now_decided.restart_at, now_decided.declined
+    else:
+        restart_at = timestamp_seconds(last.restart_at) if last.HasField("restart_at") else None
+        declined = last.restart_declined
+    current_spec = runs_current_spec(last, service)
+    if declined and current_spec:
+        return SlotState([])  # the restart policy said no, and the spec has not changed
+    if restart_at is not None and current_spec:
+        return SlotState([], refill=Refill(restart_at, last.restart_attempt + 1))
+    return SlotState([], refill=Refill(now, last.restart_attempt))
