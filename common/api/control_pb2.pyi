@@ -871,8 +871,13 @@ class UpdateClusterRequest(_message.Message):
 
     CLUSTER_VERSION_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
+    ROTATE_WORKER_TOKEN_FIELD_NUMBER: _builtins.int
+    ROTATE_MANAGER_TOKEN_FIELD_NUMBER: _builtins.int
     cluster_version: _builtins.int
     """The meta.version the client read; a stale one is FAILED_PRECONDITION."""
+    rotate_worker_token: _builtins.bool
+    """Replace a join token: nodes can no longer join with the old one."""
+    rotate_manager_token: _builtins.bool
     @_builtins.property
     def spec(self) -> _specs_pb2.ClusterSpec: ...
     def __init__(
@@ -880,10 +885,12 @@ class UpdateClusterRequest(_message.Message):
         *,
         cluster_version: _builtins.int = ...,
         spec: _specs_pb2.ClusterSpec | None = ...,
+        rotate_worker_token: _builtins.bool = ...,
+        rotate_manager_token: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_version", b"cluster_version", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_version", b"cluster_version", "rotate_manager_token", b"rotate_manager_token", "rotate_worker_token", b"rotate_worker_token", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -447,6 +447,7 @@ class Task(_message.Message):
     RESTART_ATTEMPT_FIELD_NUMBER: _builtins.int
     RESTART_AT_FIELD_NUMBER: _builtins.int
     REPLACES_FIELD_NUMBER: _builtins.int
+    RECENT_RESTARTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     service_id: _builtins.str
     slot: _builtins.int
@@ -489,6 +490,12 @@ class Task(_message.Message):
         created at this time (the end plus the restart delay).
         """
 
+    @_builtins.property
+    def recent_restarts(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]:
+        """When the restarts of this slot happened (those inside the restart window), for
+        --restart-max-attempts with --restart-window; carried from task to task.
+        """
+
     def __init__(
         self,
         *,
@@ -509,14 +516,68 @@ class Task(_message.Message):
         restart_attempt: _builtins.int = ...,
         restart_at: _timestamp_pb2.Timestamp | None = ...,
         replaces: _builtins.str = ...,
+        recent_restarts: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "endpoint", b"endpoint", "meta", b"meta", "restart_at", b"restart_at", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "desired_state", b"desired_state", "endpoint", b"endpoint", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "node_id", b"node_id", "replaces", b"replaces", "restart_at", b"restart_at", "restart_attempt", b"restart_attempt", "restart_declined", b"restart_declined", "service_id", b"service_id", "service_name", b"service_name", "slot", b"slot", "spec", b"spec", "spec_version", b"spec_version", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "desired_state", b"desired_state", "endpoint", b"endpoint", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "node_id", b"node_id", "recent_restarts", b"recent_restarts", "replaces", b"replaces", "restart_at", b"restart_at", "restart_attempt", b"restart_attempt", "restart_declined", b"restart_declined", "service_id", b"service_id", "service_name", b"service_name", "slot", b"slot", "spec", b"spec", "spec_version", b"spec_version", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
+
+@_typing.final
+class JoinTokens(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKER_FIELD_NUMBER: _builtins.int
+    MANAGER_FIELD_NUMBER: _builtins.int
+    worker: _builtins.str
+    manager: _builtins.str
+    def __init__(
+        self,
+        *,
+        worker: _builtins.str = ...,
+        manager: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["manager", b"manager", "worker", b"worker"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JoinTokens: _TypeAlias = JoinTokens  # noqa: Y015
+
+@_typing.final
+class RootCA(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CA_CERT_FIELD_NUMBER: _builtins.int
+    CA_KEY_FIELD_NUMBER: _builtins.int
+    CA_DIGEST_FIELD_NUMBER: _builtins.int
+    JOIN_TOKENS_FIELD_NUMBER: _builtins.int
+    ca_cert: _builtins.bytes
+    ca_key: _builtins.bytes
+    """The CA's private key. etcd holds it: only managers have access to etcd."""
+    ca_digest: _builtins.str
+    """sha256 of ca_cert as join tokens carry it."""
+    @_builtins.property
+    def join_tokens(self) -> Global___JoinTokens: ...
+    def __init__(
+        self,
+        *,
+        ca_cert: _builtins.bytes = ...,
+        ca_key: _builtins.bytes = ...,
+        ca_digest: _builtins.str = ...,
+        join_tokens: Global___JoinTokens | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["join_tokens", b"join_tokens"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_cert", b"ca_cert", "ca_digest", b"ca_digest", "ca_key", b"ca_key", "join_tokens", b"join_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RootCA: _TypeAlias = RootCA  # noqa: Y015
 
 @_typing.final
 class Cluster(_message.Message):
@@ -525,21 +586,25 @@ class Cluster(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     META_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
+    ROOT_CA_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     @_builtins.property
     def meta(self) -> _types_pb2.Meta: ...
     @_builtins.property
     def spec(self) -> _specs_pb2.ClusterSpec: ...
+    @_builtins.property
+    def root_ca(self) -> Global___RootCA: ...
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         meta: _types_pb2.Meta | None = ...,
         spec: _specs_pb2.ClusterSpec | None = ...,
+        root_ca: Global___RootCA | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "root_ca", b"root_ca", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "meta", b"meta", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "meta", b"meta", "root_ca", b"root_ca", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -220,6 +220,7 @@ class RestartPolicy(_message.Message):
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     WINDOW_FIELD_NUMBER: _builtins.int
     condition: Global___RestartCondition.ValueType
+    """Unset means the default: any (on-failure for jobs)."""
     max_attempts: _builtins.int
     """0 means unlimited."""
     @_builtins.property
@@ -231,16 +232,18 @@ class RestartPolicy(_message.Message):
     def __init__(
         self,
         *,
-        condition: Global___RestartCondition.ValueType = ...,
+        condition: Global___RestartCondition.ValueType | None = ...,
         delay: _duration_pb2.Duration | None = ...,
         max_attempts: _builtins.int = ...,
         window: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "window", b"window"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_condition", b"_condition", "condition", b"condition", "delay", b"delay", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "delay", b"delay", "max_attempts", b"max_attempts", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_condition", b"_condition", "condition", b"condition", "delay", b"delay", "max_attempts", b"max_attempts", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__condition: _TypeAlias = _typing.Literal["condition"]  # noqa: Y015
+    _WhichOneofArgType__condition: _TypeAlias = _typing.Literal["_condition", b"_condition"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__condition) -> _WhichOneofReturnType__condition | None: ...
 
 Global___RestartPolicy: _TypeAlias = RestartPolicy  # noqa: Y015
 
@@ -606,28 +609,54 @@ class DispatcherConfig(_message.Message):
 Global___DispatcherConfig: _TypeAlias = DispatcherConfig  # noqa: Y015
 
 @_typing.final
+class CAConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_CERT_EXPIRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def node_cert_expiry(self) -> _duration_pb2.Duration:
+        """Lifetime of node certificates (default 90 days); they renew at 50-80% of it."""
+
+    def __init__(
+        self,
+        *,
+        node_cert_expiry: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["node_cert_expiry", b"node_cert_expiry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_cert_expiry", b"node_cert_expiry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CAConfig: _TypeAlias = CAConfig  # noqa: Y015
+
+@_typing.final
 class ClusterSpec(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ANNOTATIONS_FIELD_NUMBER: _builtins.int
     ORCHESTRATION_FIELD_NUMBER: _builtins.int
     DISPATCHER_FIELD_NUMBER: _builtins.int
+    CA_CONFIG_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def annotations(self) -> _types_pb2.Annotations: ...
     @_builtins.property
     def orchestration(self) -> Global___OrchestrationConfig: ...
     @_builtins.property
     def dispatcher(self) -> Global___DispatcherConfig: ...
+    @_builtins.property
+    def ca_config(self) -> Global___CAConfig: ...
     def __init__(
         self,
         *,
         annotations: _types_pb2.Annotations | None = ...,
         orchestration: Global___OrchestrationConfig | None = ...,
         dispatcher: Global___DispatcherConfig | None = ...,
+        ca_config: Global___CAConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "dispatcher", b"dispatcher", "orchestration", b"orchestration"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "ca_config", b"ca_config", "dispatcher", b"dispatcher", "orchestration", b"orchestration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "dispatcher", b"dispatcher", "orchestration", b"orchestration"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "ca_config", b"ca_config", "dispatcher", b"dispatcher", "orchestration", b"orchestration"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -16,7 +16,8 @@ from manager.grpc_errors import InvalidArgumentError
 from manager.scheduler import constraints
 
 # SwarmKit's rule for service names: a DNS label.
-_NAME = re.compile(r"^[a-zA-Z0-9](?:[-_]*[a-zA-Z0-9]+)*$")
+# (Written so that it cannot backtrack exponentially on a long bad name.)
+_NAME = re.compile(r"^[a-zA-Z0-9](?:[-_]*[a-zA-Z0-9])*$")
 _NAME_MAX = 63
 # A Docker image reference: [domain[:port]/]path[:tag][@digest].
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -184,7 +185,7 @@ def complete_service_spec(spec: specs_pb2.ServiceSpec) -> specs_pb2.ServiceSpec:
     container = out.task.container
     if not container.HasField("stop_grace_period"):
         container.stop_grace_period.CopyFrom(duration(DEFAULT_STOP_GRACE))
-    if not out.task.HasField("restart"):
+    if not out.task.restart.HasField("condition"):
         job = out.WhichOneof("mode") in ("replicated_job", "global_job")
         out.task.restart.condition = (
             specs_pb2.RESTART_CONDITION_ON_FAILURE if job else specs_pb2.RESTART_CONDITION_ANY

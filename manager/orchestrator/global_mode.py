@@ -76,6 +76,7 @@ def plan_global(
             node_id=node_id,
             desired=states.COMPLETE if is_job else states.RUNNING,
             restart_attempt=state.refill.attempt,
+            recent_restarts=state.refill.recent_restarts,
         )
         if iteration is not None:
             task.job_iteration = iteration

@@ -52,7 +52,11 @@ def plan_replicated_job(
             plan.wake(state.refill.at)
             continue
         task = new_task(
-            service, slot, desired=states.COMPLETE, restart_attempt=state.refill.attempt
+            service,
+            slot,
+            desired=states.COMPLETE,
+            restart_attempt=state.refill.attempt,
+            recent_restarts=state.refill.recent_restarts,
         )
         task.job_iteration = iteration
         plan.creates.append(task)

@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 from common import states
 from common.api import objects_pb2, types_pb2
 from common.timeutil import timestamp_seconds
-from manager.orchestrator.tasks import restart_delay, restart_verdict, runs_current_spec
+from manager.orchestrator.tasks import (
+    restart_delay,
+    restart_verdict,
+    restart_window,
+    restarts_within,
+    runs_current_spec,
+)
 
 
 @dataclass
@@ -84,10 +90,12 @@ def plan_removal(tasks: Iterable[objects_pb2.Task]) -> Plan:
 
 @dataclass
 class Refill:
-    """A new task is due in an empty slot at `at`, as restart number `attempt`."""
+    """A new task is due in an empty slot at `at`, as restart number `attempt`, carrying
+    the times of the slot's recent restarts."""
 
     at: float
     attempt: int
+    recent_restarts: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -156,8 +164,16 @@ def settle_slot(
         restart_at = timestamp_seconds(last.restart_at) if last.HasField("restart_at") else None
         declined = last.restart_declined
     current_spec = runs_current_spec(last, service)
-    if declined and current_spec:
+    if not current_spec:
+        # A new spec starts the slot's restart count afresh.
+        return SlotState([], refill=Refill(now, 0))
+    if declined:
         return SlotState([])  # the restart policy said no, and the spec has not changed
-    if restart_at is not None and current_spec:
-        return SlotState([], refill=Refill(restart_at, last.restart_attempt + 1))
-    return SlotState([], refill=Refill(now, last.restart_attempt))
+    window = restart_window(last)
+    recent = restarts_within(last, now, window) if window > 0 else []
+    if restart_at is not None:
+        return SlotState(
+            [], refill=Refill(restart_at, last.restart_attempt + 1, [*recent, restart_at])
+        )
+    # The slot's task was lost with its node: not a restart, nothing counted.
+    return SlotState([], refill=Refill(now, last.restart_attempt, recent))

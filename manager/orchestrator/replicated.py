@@ -78,7 +78,14 @@ def plan_service(
         if state.refill.at > now:
             plan.wake(state.refill.at)
             continue
-        plan.creates.append(new_task(service, slot, restart_attempt=state.refill.attempt))
+        plan.creates.append(
+            new_task(
+                service,
+                slot,
+                restart_attempt=state.refill.attempt,
+                recent_restarts=state.refill.recent_restarts,
+            )
+        )
 
     # Rolling replacement of tasks made from an older spec, `parallelism` slots at a time.
     parallelism = service.spec.update.parallelism

@@ -20,6 +20,7 @@ def new_task(
     node_id: str = "",
     desired: int = states.RUNNING,
     restart_attempt: int = 0,
+    recent_restarts: Sequence[float] = (),
 ) -> objects_pb2.Task:
     """A PENDING task for `slot` of `service` (or for `node_id` of a global service)."""
     task = objects_pb2.Task(
@@ -40,6 +41,8 @@ def new_task(
     task.status.state = states.PENDING
     task.status.message = "pending task scheduling"
     task.status.timestamp.CopyFrom(now_timestamp())
+    for when in recent_restarts:
+        task.recent_restarts.add().FromNanoseconds(round(when * 1e9))
     return task
 
 
@@ -62,26 +65,35 @@ class RestartVerdict:
     reason: str
 
 
+def restarts_within(task: objects_pb2.Task, now: float, window: float) -> list[float]:
+    """The times of the restarts recorded on `task` that are inside the window."""
+    return [t for t in (timestamp_seconds(ts) for ts in task.recent_restarts) if t >= now - window]
+
+
+def restart_window(task: objects_pb2.Task) -> float:
+    policy = task.spec.restart
+    return duration_seconds(policy.window) if policy.HasField("window") else 0.0
+
+
 def restart_verdict(
     task: objects_pb2.Task, slot_history: Sequence[objects_pb2.Task], now: float
 ) -> RestartVerdict:
     """Whether the restart policy replaces `task`, which ended by itself."""
     policy = task.spec.restart
-    condition = policy.condition
+    condition = (
+        policy.condition if policy.HasField("condition") else specs_pb2.RESTART_CONDITION_ANY
+    )
     if condition == specs_pb2.RESTART_CONDITION_NONE:
         return RestartVerdict(False, "restart condition is none")
     if condition == specs_pb2.RESTART_CONDITION_ON_FAILURE and task.status.state == states.COMPLETE:
         return RestartVerdict(False, "task completed and restart condition is on-failure")
     if policy.max_attempts:
-        if policy.HasField("window") and duration_seconds(policy.window) > 0:
-            since = now - duration_seconds(policy.window)
-            attempts = sum(
-                1
-                for t in slot_history
-                if t.restart_attempt > 0 and timestamp_seconds(t.meta.created_at) >= since
-            )
-        else:
-            attempts = task.restart_attempt
+        window = duration_seconds(policy.window) if policy.HasField("window") else 0.0
+        # With a window: the restarts that led to this task and fall inside it (node
+        # losses are not restarts and are not recorded).
+        attempts = (
+            len(restarts_within(task, now, window)) if window > 0 else task.restart_attempt
+        )
         if attempts >= policy.max_attempts:
             return RestartVerdict(False, f"restart max attempts ({policy.max_attempts}) reached")
     return RestartVerdict(True, "")

@@ -127,6 +127,12 @@ class NodeInfos:
 
     def __init__(self) -> None:
         self.infos: dict[str, NodeInfo] = {}
+        # Removed nodes whose tasks still count (until those end): if the node comes
+        # back with the same id, its counts are still right.
+        self._gone: dict[str, NodeInfo] = {}
+
+    def _info(self, node_id: str) -> NodeInfo | None:
+        return self.infos.get(node_id) or self._gone.get(node_id)
 
     def rebuild(
         self,
@@ -136,6 +142,7 @@ class NodeInfos:
     ) -> None:
         now = time.time() if now is None else now
         self.infos = {n.id: NodeInfo(n) for n in nodes.values()}
+        self._gone = {}
         failures = []
         for t in tasks:
             if counts_against_node(t) and t.node_id in self.infos:
@@ -150,25 +157,29 @@ class NodeInfos:
     def node_changed(self, old: objects_pb2.Node | None, new: objects_pb2.Node | None) -> None:
         if new is None:
             if old is not None:
-                self.infos.pop(old.id, None)
+                gone = self.infos.pop(old.id, None)
+                if gone is not None and gone.total > 0:
+                    self._gone[old.id] = gone
             return
-        info = self.infos.get(new.id)
+        info = self.infos.get(new.id) or self._gone.pop(new.id, None)
         if info is None:
-            self.infos[new.id] = NodeInfo(new)
-        else:
-            info.node = new
+            info = NodeInfo(new)
+        info.node = new
+        self.infos[new.id] = info
 
     def task_changed(
         self, old: objects_pb2.Task | None, new: objects_pb2.Task | None, now: float | None = None
     ) -> None:
         if counts_against_node(old):
             assert old is not None
-            info = self.infos.get(old.node_id)
+            info = self._info(old.node_id)
             if info is not None:
                 info.remove(old)
+                if info.total <= 0 and old.node_id in self._gone:
+                    del self._gone[old.node_id]
         if counts_against_node(new):
             assert new is not None
-            info = self.infos.get(new.node_id)
+            info = self._info(new.node_id)
             if info is not None:
                 info.add(new)
         if failed_on_node(new) and not failed_on_node(old):

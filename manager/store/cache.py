@@ -153,8 +153,10 @@ class Cache:
                 return True
             for ev in response.events:
                 self._apply(ev)
-            if response.header.revision:
-                self._advance(response.header.revision)
+            # Only the events say how far the cache is: a response's header revision can
+            # be ahead of events still to come (the watch's created response, catch-up).
+            if response.events:
+                self._advance(max(ev.kv.mod_revision for ev in response.events))
         return False
 
     def _apply(self, ev: Any) -> None:

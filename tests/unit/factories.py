@@ -1,0 +1,174 @@
+"""Builders of the protobuf objects the manager's pure functions work on.
+
+Every builder takes keyword arguments for what a test cares about and fills the rest
+the way the control API and the store would (a complete spec, a created_at time).
+Times are plain seconds since the epoch; `NOW` is the "current" time of a test.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Mapping
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from common import states
+from common.api import objects_pb2, specs_pb2, types_pb2
+from common.timeutil import duration
+from manager.orchestrator.replicated import node_usable
+from manager.orchestrator.tasks import new_task
+
+NOW = 1_700_000_000.0
+
+CONDITIONS = {
+    "none": specs_pb2.RESTART_CONDITION_NONE,
+    "on-failure": specs_pb2.RESTART_CONDITION_ON_FAILURE,
+    "any": specs_pb2.RESTART_CONDITION_ANY,
+}
+NODE_STATES = {
+    "unknown": types_pb2.NODE_STATE_UNKNOWN,
+    "down": types_pb2.NODE_STATE_DOWN,
+    "ready": types_pb2.NODE_STATE_READY,
+    "disconnected": types_pb2.NODE_STATE_DISCONNECTED,
+}
+AVAILABILITIES = {
+    "active": types_pb2.NODE_AVAILABILITY_ACTIVE,
+    "pause": types_pb2.NODE_AVAILABILITY_PAUSE,
+    "drain": types_pb2.NODE_AVAILABILITY_DRAIN,
+}
+
+_ids = itertools.count(1)
+
+
+def next_id(prefix: str) -> str:
+    return f"{prefix}{next(_ids):06d}"
+
+
+def timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(round(seconds * 1e9))
+    return ts
+
+
+def service(
+    replicas: int = 1,
+    *,
+    service_id: str = "svc1",
+    name: str = "web",
+    image: str = "nginx:1.25",
+    condition: str = "any",
+    delay: float | None = None,
+    max_attempts: int = 0,
+    window: float | None = None,
+    parallelism: int = 1,
+    spec_version: int = 1,
+    ports: Iterable[tuple[int, int]] = (),
+    spread: str | None = None,
+) -> objects_pb2.Service:
+    """A replicated service. `delay=None` leaves the restart delay unset (default 5 s)."""
+    svc = objects_pb2.Service(id=service_id, spec_version=spec_version)
+    spec = svc.spec
+    spec.annotations.name = name
+    spec.replicated.replicas = replicas
+    spec.task.container.image = image
+    spec.task.restart.condition = CONDITIONS[condition]
+    if delay is not None:
+        spec.task.restart.delay.CopyFrom(duration(delay))
+    spec.task.restart.max_attempts = max_attempts
+    if window is not None:
+        spec.task.restart.window.CopyFrom(duration(window))
+    spec.update.parallelism = parallelism
+    if spread is not None:
+        spec.task.placement.preferences.add().spread.spread_descriptor = spread
+    for target, published in ports:
+        spec.endpoint.ports.add(
+            target_port=target, published_port=published, publish_mode=types_pb2.PUBLISH_MODE_HOST
+        )
+    return svc
+
+
+def changed(
+    svc: objects_pb2.Service,
+    *,
+    image: str | None = None,
+    replicas: int | None = None,
+    condition: str | None = None,
+    max_attempts: int | None = None,
+) -> objects_pb2.Service:
+    """A copy of `svc` after an update (spec_version + 1), as the control API stores it."""
+    out = objects_pb2.Service()
+    out.CopyFrom(svc)
+    out.spec_version += 1
+    if image is not None:
+        out.spec.task.container.image = image
+    if replicas is not None:
+        out.spec.replicated.replicas = replicas
+    if condition is not None:
+        out.spec.task.restart.condition = CONDITIONS[condition]
+    if max_attempts is not None:
+        out.spec.task.restart.max_attempts = max_attempts
+    return out
+
+
+def task(
+    svc: objects_pb2.Service,
+    slot: int,
+    *,
+    state: int = states.RUNNING,
+    desired: int = states.RUNNING,
+    node: str | None = None,
+    created_at: float = NOW - 100,
+    restart_attempt: int = 0,
+    restart_at: float | None = None,
+    declined: bool = False,
+    task_id: str | None = None,
+    recent_restarts: tuple[float, ...] = (),
+) -> objects_pb2.Task:
+    """A task of `svc` (made from its current spec) as the store holds it."""
+    t = new_task(svc, slot, restart_attempt=restart_attempt, recent_restarts=recent_restarts)
+    t.id = task_id or next_id("t")
+    t.meta.created_at.CopyFrom(timestamp(created_at))
+    t.meta.version = 1
+    t.status.state = state  # type: ignore[assignment]
+    t.desired_state = desired  # type: ignore[assignment]
+    # Assigned tasks are on "n1" unless told otherwise; pending ones on no node.
+    t.node_id = node if node is not None else ("n1" if state >= states.ASSIGNED else "")
+    if restart_at is not None:
+        t.restart_at.CopyFrom(timestamp(restart_at))
+    t.restart_declined = declined
+    return t
+
+
+def node(
+    node_id: str = "n1",
+    *,
+    state: str = "ready",
+    availability: str = "active",
+    labels: Mapping[str, str] | None = None,
+    hostname: str | None = None,
+) -> objects_pb2.Node:
+    n = objects_pb2.Node(id=node_id)
+    n.status.state = NODE_STATES[state]
+    n.spec.availability = AVAILABILITIES[availability]
+    n.spec.annotations.labels.update(labels or {})
+    n.description.hostname = hostname or f"host-{node_id}"
+    return n
+
+
+def nodes(*objs: objects_pb2.Node) -> dict[str, objects_pb2.Node]:
+    return {n.id: n for n in objs}
+
+
+def node_ok(table: Mapping[str, objects_pb2.Node]) -> Callable[[str], bool]:
+    """The `node_ok` the replicated orchestrator passes to plan_service."""
+    return lambda node_id: node_usable(table.get(node_id))
+
+
+def all_ok(_node_id: str) -> bool:
+    return True
+
+
+def copy(obj: objects_pb2.Task) -> objects_pb2.Task:
+    out = objects_pb2.Task()
+    out.CopyFrom(obj)
+    return out

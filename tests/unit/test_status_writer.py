@@ -1,0 +1,199 @@
+"""Task status reports: the forward-only mutator and the batching writer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from common import states
+from common.api import objects_pb2
+from manager.dispatcher import status as status_mod
+from manager.dispatcher.status import TaskStatusWriter, forward_only
+from manager.store import BatchResult, Kind, StoreUnavailableError, Update
+from tests.unit import factories as f
+from tests.unit.factories import NOW
+
+ALL_STATES = [
+    states.NEW,
+    states.PENDING,
+    states.ASSIGNED,
+    states.ACCEPTED,
+    states.PREPARING,
+    states.READY,
+    states.STARTING,
+    states.RUNNING,
+    states.COMPLETE,
+    states.SHUTDOWN,
+    states.FAILED,
+    states.REJECTED,
+]
+
+
+def report(state: int, message: str = "", at: float = NOW, **kw: object) -> objects_pb2.TaskStatus:
+    st_ = objects_pb2.TaskStatus(state=state, message=message, **kw)  # type: ignore[arg-type]
+    st_.timestamp.CopyFrom(f.timestamp(at))
+    return st_
+
+
+# ---- forward_only -------------------------------------------------------------------------
+
+
+def test_forward_report_is_applied_whole() -> None:
+    t = f.task(f.service(), 1, state=states.STARTING)
+    new = report(states.FAILED, "exit 3", err="task: non-zero exit (3)")
+    new.container_status.exit_code = 3
+    new.container_status.container_id = "c0ffee"
+    out = forward_only(new)(f.copy(t))
+    assert out is not None
+    assert out.status == new
+
+
+def test_backward_report_is_dropped() -> None:
+    t = f.task(f.service(), 1, state=states.RUNNING)
+    assert forward_only(report(states.STARTING))(f.copy(t)) is None
+    failed = f.task(f.service(), 1, state=states.FAILED)
+    assert forward_only(report(states.RUNNING))(failed) is None
+
+
+def test_same_report_again_is_dropped_even_with_a_new_time() -> None:
+    t = f.task(f.service(), 1, state=states.RUNNING)
+    t.status.CopyFrom(report(states.RUNNING, "started", at=NOW))
+    assert forward_only(report(states.RUNNING, "started", at=NOW + 30))(f.copy(t)) is None
+
+
+def test_same_state_with_new_details_is_applied() -> None:
+    t = f.task(f.service(), 1, state=states.RUNNING)
+    t.status.CopyFrom(report(states.RUNNING, "started"))
+    out = forward_only(report(states.RUNNING, "healthy"))(f.copy(t))
+    assert out is not None
+    assert out.status.message == "healthy"
+
+
+@given(st.lists(st.sampled_from(ALL_STATES), min_size=1, max_size=20))
+def test_state_never_moves_backwards(reports: list[int]) -> None:
+    t = f.task(f.service(), 1, state=states.NEW)
+    seen = [int(t.status.state)]
+    for i, state in enumerate(reports):
+        out = forward_only(report(state, f"r{i}"))(f.copy(t))
+        if out is not None:
+            t = out
+        seen.append(int(t.status.state))
+    assert seen == sorted(seen)
+    assert seen[-1] == max([states.NEW, *reports])
+
+
+# ---- TaskStatusWriter ----------------------------------------------------------------------
+
+
+class FakeStore:
+    """Applies Update mutators to a dict, as Store.commit would; can be made to fail."""
+
+    def __init__(self, tasks: Sequence[objects_pb2.Task]) -> None:
+        self.tasks = {t.id: t for t in tasks}
+        self.commits: list[int] = []
+        self.fail = 0
+        self.committed = asyncio.Event()
+
+    async def commit(self, ops: Sequence[Update]) -> BatchResult:
+        self.commits.append(len(ops))
+        self.committed.set()
+        if self.fail:
+            self.fail -= 1
+            raise StoreUnavailableError("etcd is unavailable")
+        result = BatchResult(revision=len(self.commits))
+        for op in ops:
+            assert op.kind is Kind.TASK
+            current = self.tasks.get(op.obj_id)
+            if current is None:
+                continue
+            new = op.mutate(f.copy(current))
+            if new is not None:
+                self.tasks[op.obj_id] = new
+                result.written.append(new)
+        return result
+
+
+@pytest.fixture(autouse=True)
+def fast_flush(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(status_mod, "FLUSH_INTERVAL", 0.01)
+
+
+@pytest.fixture
+async def writer_and_store() -> AsyncIterator[tuple[TaskStatusWriter, FakeStore]]:
+    svc = f.service(3)
+    store = FakeStore([f.task(svc, i, task_id=f"t{i}", state=states.ASSIGNED) for i in (1, 2, 3)])
+    writer = TaskStatusWriter(store)  # type: ignore[arg-type]
+    runner = asyncio.create_task(writer.run())
+    yield writer, store
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+
+
+async def until(check: Callable[[], bool], timeout: float = 2.0) -> None:
+    """Poll `check` (the writer has no event to wait on) until it holds."""
+    for _ in range(int(timeout / 0.005)):
+        if check():
+            return
+        await asyncio.sleep(0.005)
+    pytest.fail(f"condition not reached within {timeout}s")
+
+
+def test_add_keeps_the_most_advanced_report() -> None:
+    writer = TaskStatusWriter(FakeStore([]))  # type: ignore[arg-type]
+    writer.add("t1", report(states.RUNNING, "a"))
+    writer.add("t1", report(states.STARTING, "late"))
+    assert writer._pending["t1"].message == "a"
+    writer.add("t1", report(states.RUNNING, "b"))
+    assert writer._pending["t1"].message == "b"
+    writer.add("t1", report(states.FAILED))
+    assert writer._pending["t1"].state == states.FAILED
+
+
+async def test_reports_are_written_in_one_batch(
+    writer_and_store: tuple[TaskStatusWriter, FakeStore],
+) -> None:
+    writer, store = writer_and_store
+    writer.add("t1", report(states.STARTING))
+    writer.add("t1", report(states.RUNNING))
+    writer.add("t2", report(states.RUNNING))
+    writer.add("t3", report(states.FAILED, "exit 1"))
+    await until(lambda: writer.written == 3)
+    assert store.commits == [3]
+    assert [store.tasks[t].status.state for t in ("t1", "t2", "t3")] == [
+        states.RUNNING,
+        states.RUNNING,
+        states.FAILED,
+    ]
+
+
+async def test_stale_reports_do_not_move_a_task_back(
+    writer_and_store: tuple[TaskStatusWriter, FakeStore],
+) -> None:
+    writer, store = writer_and_store
+    writer.add("t1", report(states.FAILED))
+    await until(lambda: writer.written == 1)
+    writer.add("t1", report(states.RUNNING))  # a late, re-sent report
+    writer.add("unknown", report(states.RUNNING))  # a task deleted meanwhile
+    await until(lambda: len(store.commits) == 2)
+    await asyncio.sleep(0.02)
+    assert store.tasks["t1"].status.state == states.FAILED
+    assert writer.written == 1
+
+
+async def test_failed_write_is_retried(
+    writer_and_store: tuple[TaskStatusWriter, FakeStore],
+) -> None:
+    writer, store = writer_and_store
+    store.fail = 1
+    writer.add("t1", report(states.RUNNING))
+    await until(lambda: len(store.commits) == 1)
+    writer.add("t1", report(states.COMPLETE))  # arrives while the write is retried
+    writer.add("t2", report(states.RUNNING))
+    await until(lambda: writer.written == 2)
+    assert store.tasks["t1"].status.state == states.COMPLETE
+    assert store.tasks["t2"].status.state == states.RUNNING
+    assert store.commits[0] == 1

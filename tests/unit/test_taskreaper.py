@@ -1,0 +1,173 @@
+"""tasks_to_delete: removed tasks go once stopped; each slot keeps its newest N tasks."""
+
+from __future__ import annotations
+
+import pytest
+
+from common import states
+from common.api import objects_pb2
+from manager.taskreaper import DEFAULT_HISTORY_LIMIT, tasks_to_delete
+from tests.unit import factories as f
+from tests.unit.factories import NOW
+
+NODES = f.nodes(
+    f.node("n1"),
+    f.node("down", state="down"),
+    f.node("drained", availability="drain"),
+    f.node("paused", availability="pause"),
+)
+
+
+def ids(tasks: list[objects_pb2.Task]) -> set[str]:
+    return {t.id for t in tasks}
+
+
+def history(
+    svc: objects_pb2.Service, slot: int, ended: int, *, running: bool = True, start: float = 0
+) -> list[objects_pb2.Task]:
+    """`ended` shut-down tasks of a slot, oldest first, then (optionally) a running one."""
+    out = [
+        f.task(
+            svc,
+            slot,
+            state=states.FAILED,
+            desired=states.SHUTDOWN,
+            created_at=NOW - 1000 + start + i,
+        )
+        for i in range(ended)
+    ]
+    if running:
+        out.append(f.task(svc, slot, created_at=NOW - 1000 + start + ended))
+    return out
+
+
+def test_default_history_limit() -> None:
+    assert DEFAULT_HISTORY_LIMIT == 5
+
+
+def test_nothing_to_delete() -> None:
+    svc = f.service()
+    assert tasks_to_delete([], NODES, 5) == []
+    assert tasks_to_delete(history(svc, 1, 4), NODES, 5) == []
+
+
+@pytest.mark.parametrize(
+    ("state", "node", "deleted"),
+    [
+        (states.SHUTDOWN, "n1", True),  # stopped
+        (states.FAILED, "n1", True),
+        (states.COMPLETE, "n1", True),
+        (states.PENDING, "", True),  # never assigned
+        (states.RUNNING, "down", True),  # its node is down: the agent cleans up later
+        (states.RUNNING, "gone", True),  # its node is gone
+        (states.RUNNING, "drained", True),
+        (states.RUNNING, "n1", False),  # still running on a live node: wait for the agent
+        (states.ASSIGNED, "n1", False),
+        (states.RUNNING, "paused", False),
+    ],
+)
+def test_removed_task(state: int, node: str, deleted: bool) -> None:
+    t = f.task(f.service(), 1, state=state, desired=states.REMOVE, node=node)
+    assert ids(tasks_to_delete([t], NODES, 5)) == ({t.id} if deleted else set())
+
+
+def test_slot_keeps_its_newest_tasks() -> None:
+    svc = f.service()
+    tasks = history(svc, 1, 7)  # 7 ended + 1 running: 8 in all, keep 5
+    doomed = tasks_to_delete(tasks, NODES, 5)
+    assert ids(doomed) == ids(tasks[:3])
+
+
+def test_order_is_by_creation_time_not_by_list_order() -> None:
+    svc = f.service()
+    tasks = history(svc, 1, 4)
+    shuffled = [tasks[2], tasks[4], tasks[0], tasks[3], tasks[1]]
+    assert ids(tasks_to_delete(shuffled, NODES, 3)) == ids(tasks[:2])
+
+
+def test_slots_are_counted_apart() -> None:
+    svc = f.service(2)
+    one = history(svc, 1, 3)
+    two = history(svc, 2, 3, start=100)
+    assert tasks_to_delete(one + two, NODES, 4) == []
+    assert ids(tasks_to_delete(one + two, NODES, 2)) == ids(one[:2] + two[:2])
+
+
+def test_node_bound_tasks_are_grouped_by_node() -> None:
+    svc = f.service()
+    on_a = [
+        f.task(svc, 0, node="n1", state=states.SHUTDOWN, desired=states.SHUTDOWN, created_at=i)
+        for i in range(3)
+    ]
+    on_b = [
+        f.task(svc, 0, node="paused", state=states.SHUTDOWN, desired=states.SHUTDOWN, created_at=i)
+        for i in range(10, 12)
+    ]
+    assert ids(tasks_to_delete(on_a + on_b, NODES, 2)) == {on_a[0].id}
+
+
+def test_tasks_the_service_counts_on_are_never_history() -> None:
+    svc = f.service()
+    # Old but still wanted and not ended: kept, however old.
+    old_running = f.task(svc, 1, created_at=NOW - 5000)
+    old_pending = f.task(svc, 1, state=states.PENDING, created_at=NOW - 4500)
+    ended = history(svc, 1, 5, running=False)
+    doomed = tasks_to_delete([old_running, old_pending, *ended], NODES, 1)
+    # The newest task (an ended one) is kept; the other ended ones go.
+    assert ids(doomed) == ids(ended[:4])
+
+
+def test_ended_task_beyond_the_limit_goes_even_if_still_wanted() -> None:
+    """An ended task is history whatever its desired state (a job's completed task has
+    desired state COMPLETE; a failed one the orchestrator has not seen yet, RUNNING)."""
+    svc = f.service()
+    old_failed = f.task(svc, 1, state=states.FAILED, created_at=NOW - 4000)
+    newer = history(svc, 1, 2)
+    assert ids(tasks_to_delete([old_failed, *newer], NODES, 3)) == {old_failed.id}
+
+
+def test_shut_down_task_still_running_on_a_live_node_is_kept() -> None:
+    svc = f.service()
+    stopping = f.task(svc, 1, desired=states.SHUTDOWN, created_at=NOW - 5000)  # agent busy
+    lost = f.task(svc, 1, desired=states.SHUTDOWN, node="down", created_at=NOW - 4000)
+    tasks = [stopping, lost, *history(svc, 1, 0)]
+    assert ids(tasks_to_delete(tasks, NODES, 1)) == {lost.id}
+
+
+@pytest.mark.parametrize("limit", [0, 1, -3])
+def test_limit_below_one_keeps_one(limit: int) -> None:
+    svc = f.service()
+    tasks = history(svc, 1, 4, running=False)
+    assert ids(tasks_to_delete(tasks, NODES, limit)) == ids(tasks[:3])
+
+
+def test_removed_task_still_running_is_part_of_its_slot() -> None:
+    svc = f.service()
+    removed = f.task(svc, 1, state=states.RUNNING, desired=states.REMOVE, created_at=NOW)
+    ended = history(svc, 1, 2, running=False)
+    # Kept until its agent stops it, and counted among the slot's newest tasks meanwhile.
+    assert ids(tasks_to_delete([*ended, removed], NODES, 2)) == {ended[0].id}
+    removed.status.state = states.SHUTDOWN
+    assert ids(tasks_to_delete([*ended, removed], NODES, 2)) == {removed.id}
+
+
+def test_each_task_listed_once() -> None:
+    svc = f.service()
+    tasks = [
+        f.task(svc, 1, state=states.FAILED, desired=states.REMOVE, created_at=i) for i in range(8)
+    ]
+    doomed = tasks_to_delete(tasks, NODES, 2)
+    assert len(doomed) == len(ids(doomed)) == 8
+
+
+def test_ended_tasks_of_slots_above_the_replica_count_go() -> None:
+    svc = f.service(3)
+    slot3 = history(svc, 3, 2, running=False)
+    slot2 = history(svc, 2, 2, start=100)
+    still_running = f.task(svc, 4, desired=states.SHUTDOWN, created_at=NOW)
+    tasks = [*slot2, *slot3, still_running]
+    assert tasks_to_delete(tasks, NODES, 5) == []
+    # As TaskReaper passes it for a replicated service scaled down to 2.
+    assert ids(tasks_to_delete(tasks, NODES, 5, max_slot=2)) == ids(slot3)
+    still_running.status.state = states.SHUTDOWN
+    assert still_running.id in ids(tasks_to_delete(tasks, NODES, 5, max_slot=2))
