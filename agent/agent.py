@@ -1,16 +1,21 @@
-"""Wires the agent together: identity, executor, worker, reporter, session loop."""
+"""Wires the agent together: credentials (join or load), executor, worker, reporter, the
+session loop, and certificate renewal."""
 
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent import credentials
+from agent.credentials import JoinError, NodeCredentials
 from agent.executor import Executor, ExecutorError
-from agent.identity import load_or_create_node_id
 from agent.reporter import StatusReporter
-from agent.session import SessionLoop
+from agent.session import NodeRemovedError, SessionLoop
 from agent.worker import Worker
+from common import pki
 from common.log import get_logger
 from common.supervise import cancel_all, supervise
 
@@ -21,6 +26,7 @@ _log = get_logger("agent")
 class AgentConfig:
     managers: list[str]
     state_dir: Path
+    join_token: str = ""
 
 
 class Agent:
@@ -29,19 +35,45 @@ class Agent:
     def __init__(self, config: AgentConfig, executor: Executor) -> None:
         self.config = config
         self.executor = executor
-        self.node_id = load_or_create_node_id(config.state_dir)
+        self.credentials = credentials.load(config.state_dir)
+        if self.credentials is None and not config.join_token:
+            raise JoinError(
+                f"this node has not joined a cluster yet (no certificate in {config.state_dir}): "
+                "give --join-token (on a manager: swarmctl join-token worker)"
+            )
         self.reporter = StatusReporter()
-        self.worker = Worker(executor, self.reporter, self.node_id)
-        self.session = SessionLoop(
-            config.managers, self.node_id, executor, self.worker, self.reporter
-        )
+        self.worker: Worker | None = None
+        self.session: SessionLoop | None = None
+        self.failure: BaseException | None = None
 
-    async def _adopt(self) -> None:
+    @property
+    def node_id(self) -> str:
+        return self.credentials.node_id if self.credentials else ""
+
+    async def _join(self) -> NodeCredentials:
+        """Join through the first manager that lets us; keep trying while none answers."""
+        backoff = 0.2
+        while True:
+            for addr in self.config.managers:
+                try:
+                    creds = await credentials.join(addr, self.config.join_token)
+                except JoinError as exc:
+                    if "refused" in str(exc) or "does not match" in str(exc):
+                        raise
+                    _log.warning("cannot join yet", manager=addr, error=str(exc))
+                    continue
+                credentials.save(self.config.state_dir, creds)
+                _log.info("joined the cluster", node_id=creds.node_id, role=creds.identity.role)
+                return creds
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+            backoff = min(backoff * 2, 8.0)
+
+    async def _adopt(self, worker: Worker) -> None:
         """Find this node's containers; keep trying while the engine does not answer."""
         backoff = 0.2
         while True:
             try:
-                self.worker.adopt(await self.executor.adopt(self.node_id))
+                worker.adopt(await self.executor.adopt(self.node_id))
                 return
             except ExecutorError as exc:
                 _log.warning(
@@ -50,14 +82,53 @@ class Agent:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    async def _renew_forever(self) -> None:
+        while True:
+            assert self.credentials is not None
+            assert self.session is not None
+            due = pki.renewal_time(self.credentials.cert_pem)
+            await asyncio.sleep(max(1.0, due - time.time()))
+            addr = self.session.manager or self.config.managers[0]
+            try:
+                fresh = await credentials.renew(addr, self.credentials)
+            except Exception as exc:
+                _log.warning("certificate renewal failed; retrying", error=str(exc))
+                await asyncio.sleep(random.uniform(5, 15))
+                continue
+            credentials.save(self.config.state_dir, fresh)
+            self.credentials = fresh
+            self.session.use(fresh)
+            _log.info(
+                "certificate renewed", node_id=self.node_id, expires=int(fresh.identity.not_after)
+            )
+
     async def run(self, stop: asyncio.Event) -> None:
-        _log.info("agent starting", node_id=self.node_id, managers=self.config.managers)
-        await self._adopt()
-        loop = supervise("session", self.session.run, node_id=self.node_id)
+        if self.credentials is None:
+            self.credentials = await self._join()
+        node_id = self.node_id
+        _log.info("agent starting", node_id=node_id, managers=self.config.managers)
+        self.worker = Worker(self.executor, self.reporter, node_id)
+        self.session = SessionLoop(
+            self.config.managers, self.credentials, self.executor, self.worker, self.reporter
+        )
+        await self._adopt(self.worker)
+        tasks = [
+            supervise("session", self.session.run, restart=False, node_id=node_id),
+            supervise("renew", self._renew_forever, node_id=node_id),
+        ]
+        stopped = asyncio.ensure_future(stop.wait())
         try:
-            await stop.wait()
+            await asyncio.wait([stopped, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
+            if tasks[0].done() and self.session.removed is not None:
+                self.failure = self.session.removed
         finally:
+            stopped.cancel()
             _log.info("agent stopping; containers keep running")
-            await cancel_all([loop])
+            await cancel_all(tasks)
             await self.worker.stop()
             await self.executor.close()
+        if self.failure is not None:
+            raise self.failure
+
+
+__all__ = ["Agent", "AgentConfig", "NodeRemovedError"]

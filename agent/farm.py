@@ -21,15 +21,21 @@ def hollow_agents(
     state_dir: Path,
     hostname_prefix: str = "hollow-",
     config: HollowConfig | None = None,
+    join_token: str = "",
 ) -> list[Agent]:
     """`count` hollow agents; agent i keeps its identity in `state_dir/i` and is named
     `<hostname_prefix>i` (a single one: `state_dir` and `hostname_prefix` as given)."""
     if count == 1 and not hostname_prefix.endswith("-"):
-        return [Agent(AgentConfig(managers, state_dir), HollowExecutor(hostname_prefix, config))]
+        return [
+            Agent(
+                AgentConfig(managers, state_dir, join_token),
+                HollowExecutor(hostname_prefix, config),
+            )
+        ]
     agents = []
     for i in range(1, count + 1):
         executor = HollowExecutor(f"{hostname_prefix}{i}", config)
-        agents.append(Agent(AgentConfig(managers, state_dir / str(i)), executor))
+        agents.append(Agent(AgentConfig(managers, state_dir / str(i), join_token), executor))
     return agents
 
 

@@ -11,11 +11,11 @@ from typing import Annotated
 
 import typer
 
-from agent.agent import Agent, AgentConfig
+from agent.agent import Agent, AgentConfig, NodeRemovedError
+from agent.credentials import JoinError
 from agent.executor.docker import DockerExecutor
 from agent.executor.hollow import HollowConfig
 from agent.farm import hollow_agents, run_farm
-from agent.identity import IdentityError
 from common.log import get_logger, setup_logging
 from common.timeutil import parse_duration
 
@@ -74,6 +74,14 @@ def main(
             help="host:port of a manager's dispatcher; repeat or comma-separate for several."
         ),
     ],
+    join_token: Annotated[
+        str,
+        typer.Option(
+            help="Join token (SWMTKN-1-...) for the first start; the certificate it brings is kept "
+            "in the state dir.",
+            envvar="SWARMLET_JOIN_TOKEN",
+        ),
+    ] = "",
     state_dir: Annotated[
         Path, typer.Option(help="Where the agent keeps its node identity.")
     ] = Path("/var/lib/swarmlet/agent"),
@@ -158,13 +166,13 @@ def main(
             prefix = hostname or "hollow-"
             if count > 1 and not prefix.endswith("-"):
                 prefix += "-"
-            agents = hollow_agents(count, managers, state, prefix, config)
+            agents = hollow_agents(count, managers, state, prefix, config, join_token)
             log.info("running hollow agents (no containers)", count=len(agents))
-            asyncio.run(_run_all(agents))
+            _run_or_explain(agents)
             return
         docker_executor = DockerExecutor(docker_host, hostname=hostname)
-        agent = Agent(AgentConfig(managers, state), docker_executor)
-    except (IdentityError, OSError) as exc:
+        agent = Agent(AgentConfig(managers, state, join_token), docker_executor)
+    except (JoinError, OSError) as exc:
         print(f"swarm-agent: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
     except typer.BadParameter:
@@ -173,7 +181,15 @@ def main(
         print(f"swarm-agent: cannot use Docker engine {docker_host!r}: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
     log.info("using Docker engine", docker_host=docker_host, pid=os.getpid())
-    asyncio.run(_run_all([agent]))
+    _run_or_explain([agent])
+
+
+def _run_or_explain(agents: list[Agent]) -> None:
+    try:
+        asyncio.run(_run_all(agents))
+    except (JoinError, NodeRemovedError) as exc:
+        print(f"swarm-agent: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
 
 
 async def _run_all(agents: list[Agent]) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable
 
 import grpc
 
+from agent.credentials import NodeCredentials, channel_options
 from agent.executor import Executor, ExecutorError
 from agent.reporter import StatusReporter
 from agent.worker import Worker
@@ -37,18 +38,24 @@ class SessionEnded(Exception):
     """The manager ended the session (it expired, was replaced, or the manager stops)."""
 
 
+class NodeRemovedError(Exception):
+    """The managers refuse this node: it was removed from the cluster."""
+
+
 class SessionLoop:
     """Keeps this node in session with one of `managers`."""
 
     def __init__(
         self,
         managers: list[str],
-        node_id: str,
+        creds: NodeCredentials,
         executor: Executor,
         worker: Worker,
         reporter: StatusReporter,
     ) -> None:
         self.managers = list(dict.fromkeys(managers))
+        self.credentials = creds
+        node_id = creds.node_id
         self.node_id = node_id
         self.executor = executor
         self.worker = worker
@@ -57,6 +64,16 @@ class SessionLoop:
         self.connected = asyncio.Event()
         self.session_id = ""
         self.manager = ""
+        self.removed: NodeRemovedError | None = None
+        self._current: asyncio.Future[bool] | None = None
+        self._switching = False
+
+    def use(self, creds: NodeCredentials) -> None:
+        """Switch to renewed credentials: the session is reopened with them at once."""
+        self.credentials = creds
+        if self._current is not None and not self._current.done():
+            self._switching = True
+            self._current.cancel()
 
     async def run(self) -> None:
         backoff = MIN_BACKOFF
@@ -65,15 +82,29 @@ class SessionLoop:
             addr = self.managers[index % len(self.managers)]
             established = False
             try:
-                established = await self._session(addr)
+                self._current = asyncio.ensure_future(self._session(addr))
+                established = await self._current
                 self.log.warning("session ended by the manager", manager=addr)
-            except (
-                grpc.aio.AioRpcError,
-                ExecutorError,
-                TimeoutError,
-                SessionEnded,
-                OSError,
-            ) as exc:
+            except asyncio.CancelledError:
+                if not self._switching:
+                    raise
+                self._switching = False
+                self.log.info("reopening the session with the renewed certificate")
+                continue
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+                    self.removed = NodeRemovedError(exc.details() or "node refused")
+                    self.log.error(
+                        "the cluster refuses this node", manager=addr, error=exc.details()
+                    )
+                    return
+                self.log.warning(
+                    "no session with manager",
+                    manager=addr,
+                    error=_describe(exc),
+                    retry_in=round(backoff, 2),
+                )
+            except (ExecutorError, TimeoutError, SessionEnded, OSError) as exc:
                 self.log.warning(
                     "no session with manager",
                     manager=addr,
@@ -92,7 +123,11 @@ class SessionLoop:
 
     async def _session(self, addr: str) -> bool:
         description = await self.executor.describe()
-        async with grpc.aio.insecure_channel(addr, options=_CHANNEL_OPTIONS) as channel:
+        async with grpc.aio.secure_channel(
+            addr,
+            self.credentials.channel_credentials(),
+            options=_CHANNEL_OPTIONS + channel_options(),
+        ) as channel:
             stub = dispatcher_pb2_grpc.DispatcherStub(channel)
             call = stub.Session(
                 dispatcher_pb2.SessionRequest(node_id=self.node_id, description=description)

@@ -32,9 +32,19 @@ class FailedPreconditionError(Exception):
     """The request cannot be done in the current state: FAILED_PRECONDITION."""
 
 
+class PermissionDeniedError(Exception):
+    """The caller's certificate does not allow this call: PERMISSION_DENIED."""
+
+
+class UnauthenticatedError(Exception):
+    """The caller presented no valid credentials (or a wrong join token): UNAUTHENTICATED."""
+
+
 _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
     (FailedPreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
+    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
     (AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
     (ConflictError, grpc.StatusCode.FAILED_PRECONDITION),
@@ -64,7 +74,13 @@ async def abort_on_store_errors(context: Context) -> AsyncIterator[None]:
     """Abort the call with the matching status when the body raises a known error."""
     try:
         yield
-    except (StoreError, InvalidArgumentError, FailedPreconditionError) as exc:
+    except (
+        StoreError,
+        InvalidArgumentError,
+        FailedPreconditionError,
+        PermissionDeniedError,
+        UnauthenticatedError,
+    ) as exc:
         await abort_with(context, exc)
 
 
@@ -75,11 +91,15 @@ def rpc(
     handler: Callable[[Any, Any, Context], Awaitable[R]],
 ) -> Callable[[Any, Any, Context], Awaitable[R]]:
     """Decorate a unary servicer method: known errors become status codes, anything
-    else INTERNAL (logged with its traceback), never a bare exception to the client."""
+    else INTERNAL (logged with its traceback), never a bare exception to the client.
+    A servicer with an `authorize(context)` method has it called first."""
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Any, context: Context) -> R:
         try:
+            authorize = getattr(self, "authorize", None)
+            if authorize is not None:
+                authorize(context)
             return await handler(self, request, context)
         except grpc.aio.AbortError:
             raise

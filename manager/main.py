@@ -66,6 +66,17 @@ def main(
     heartbeat_period: Annotated[
         str, typer.Option(help="How often agents heartbeat; a node is down after 3 missed.")
     ] = "1s",
+    control_addr: Annotated[
+        str,
+        typer.Option(
+            help="Also serve the control API on this host:port over mutual TLS (admin "
+            "certificates only; one is written to <state-dir>/admin/). Off by default."
+        ),
+    ] = "",
+    cert_expiry: Annotated[
+        str,
+        typer.Option(help="Lifetime of node certificates when this manager creates the cluster."),
+    ] = "2160h",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str, typer.Option(help="auto (console on a TTY, else JSON), json or console.")
@@ -81,6 +92,9 @@ def main(
     period = _duration(heartbeat_period)
     if period <= 0:
         raise typer.BadParameter("--heartbeat-period must be more than 0")
+    expiry = _duration(cert_expiry)
+    if expiry < 60:
+        raise typer.BadParameter(f"--cert-expiry {cert_expiry}: use at least 1m")
     etcd_config = None
     if etcd:
         etcd_config = EtcdConfig(
@@ -98,6 +112,8 @@ def main(
         etcd=etcd_config,
         etcd_prefix=etcd_prefix,
         heartbeat_period=period,
+        control_addr=control_addr,
+        cert_expiry=expiry,
     )
     log = get_logger("manager")
     try:

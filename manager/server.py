@@ -19,14 +19,26 @@ from typing import Any
 
 import grpc
 
-from common.api import control_pb2_grpc, dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
+from common import pki
+from common.api import (
+    ca_pb2_grpc,
+    control_pb2_grpc,
+    dispatcher_pb2,
+    dispatcher_pb2_grpc,
+    objects_pb2,
+)
 from common.ids import new_id
 from common.log import get_logger
 from common.supervise import cancel_all, supervise
 from common.timeutil import duration
+from manager.ca import authz
+from manager.ca.bootstrap import init_root_ca
+from manager.ca.credentials import ManagerTLS
+from manager.ca.service import NodeCAService
 from manager.controlapi import ControlAPI
 from manager.dispatcher import Dispatcher
 from manager.etcd_embedded import EmbeddedEtcd
+from manager.grpc_errors import Context
 from manager.nodehealth import NodeHealth
 from manager.orchestrator.orchestrator import Orchestrator
 from manager.scheduler import Scheduler
@@ -53,6 +65,10 @@ class ManagerConfig:
     etcd: EtcdConfig | None = None
     etcd_prefix: str = "/swarmlet/"
     heartbeat_period: float = 1.0
+    # host:port for the control API over TCP (mutual TLS, admin certificates); off if "".
+    control_addr: str = ""
+    # Lifetime of node certificates, set when this manager creates the cluster.
+    cert_expiry: float = pki.DEFAULT_NODE_CERT_LIFETIME
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -88,13 +104,15 @@ def _lock_state_dir(state_dir: Path) -> int:
     return fd
 
 
-async def _ensure_cluster(store: Store, cache: Cache, heartbeat_period: float) -> None:
+async def _ensure_cluster(store: Store, cache: Cache, config: ManagerConfig) -> None:
     if cache.cluster() is not None:
         return
     cluster = objects_pb2.Cluster(id=new_id())
     cluster.spec.annotations.name = "default"
     cluster.spec.orchestration.task_history_retention_limit = DEFAULT_HISTORY_LIMIT
-    cluster.spec.dispatcher.heartbeat_period.CopyFrom(duration(heartbeat_period))
+    cluster.spec.dispatcher.heartbeat_period.CopyFrom(duration(config.heartbeat_period))
+    cluster.spec.ca_config.node_cert_expiry.CopyFrom(duration(config.cert_expiry))
+    init_root_ca(cluster)
     try:
         created = await store.create(cluster, unique_name="default")
         await cache.wait_for(created.meta.version)
@@ -118,8 +136,45 @@ async def _serve_control(api: ControlAPI, socket_path: Path) -> grpc.aio.Server:
     return server
 
 
+async def _serve_control_tcp(
+    api: ControlAPI, addr: str, credentials: grpc.ServerCredentials
+) -> grpc.aio.Server:
+    server = grpc.aio.server()
+    control_pb2_grpc.add_ControlServicer_to_server(api, server)
+    try:
+        port = server.add_secure_port(addr, credentials)
+    except RuntimeError as exc:
+        raise ManagerError(f"cannot listen on --control-addr {addr}: {exc}") from None
+    if port == 0:
+        raise ManagerError(f"cannot listen on --control-addr {addr}: address in use?")
+    await server.start()
+    return server
+
+
+async def _serve_ca(
+    ca: NodeCAService, addr: str, credentials: grpc.ServerCredentials
+) -> grpc.aio.Server:
+    """The CA for joining nodes: TLS without client certificates (they have none yet)."""
+    server = grpc.aio.server()
+    ca_pb2_grpc.add_NodeCAServicer_to_server(ca, server)
+    try:
+        port = server.add_secure_port(addr, credentials)
+    except RuntimeError as exc:
+        raise ManagerError(f"cannot listen on {addr} for joining nodes: {exc}") from None
+    if port == 0:
+        raise ManagerError(
+            f"cannot listen on {addr} for joining nodes (the port after --listen-addr's): "
+            "address in use? pick another --listen-addr"
+        )
+    await server.start()
+    return server
+
+
 async def _serve_dispatcher(
-    dispatcher: Dispatcher, listen_addr: str
+    dispatcher: Dispatcher,
+    ca: NodeCAService,
+    listen_addr: str,
+    credentials: grpc.ServerCredentials,
 ) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(
         options=[
@@ -132,8 +187,9 @@ async def _serve_dispatcher(
         ]
     )
     dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server)
+    ca_pb2_grpc.add_NodeCAServicer_to_server(ca, server)
     try:
-        port = server.add_insecure_port(listen_addr)
+        port = server.add_secure_port(listen_addr, credentials)
     except RuntimeError as exc:
         raise ManagerError(f"cannot listen on {listen_addr}: {exc}") from None
     if port == 0:
@@ -163,10 +219,12 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
             store.base_reader = cache.get
             tasks.append(supervise("cache", cache.run))
             await cache.synced.wait()
-            await _ensure_cluster(store, cache, config.heartbeat_period)
+            await _ensure_cluster(store, cache, config)
+            dispatcher_addr = config.advertise_addr or config.listen_addr
+            tls = ManagerTLS(config.state_dir, cache, [dispatcher_addr.rpartition(":")[0]])
+            admin_dir = tls.write_admin_bundle()
 
             clock = time.time
-            dispatcher_addr = config.advertise_addr or config.listen_addr
 
             def peers() -> list[dispatcher_pb2.ManagerPeer]:
                 return [dispatcher_pb2.ManagerPeer(addr=dispatcher_addr)]
@@ -192,9 +250,38 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
             )
 
             servers.append(await _serve_control(control, config.control_socket))
-            dispatcher_server, port = await _serve_dispatcher(dispatcher, config.listen_addr)
+            ca_service = NodeCAService(cache, store)
+            dispatcher_server, port = await _serve_dispatcher(
+                dispatcher,
+                ca_service,
+                config.listen_addr,
+                tls.server_credentials(require_client_auth=True),
+            )
             servers.append(dispatcher_server)
+            ca_addr = pki.ca_address(f"{config.listen_addr.rpartition(':')[0]}:{port}")
+            servers.append(
+                await _serve_ca(
+                    ca_service, ca_addr, tls.server_credentials(require_client_auth=False)
+                )
+            )
+            if config.control_addr:
+                cluster_id = cache.cluster().id  # type: ignore[union-attr]
+
+                def admins_only(context: Context) -> None:
+                    authz.require(context, cluster_id, (pki.ROLE_ADMIN, pki.ROLE_MANAGER))
+
+                tcp_control = ControlAPI(
+                    cache, store, dispatcher.close_node, control.previewer, admins_only
+                )
+                servers.append(
+                    await _serve_control_tcp(
+                        tcp_control,
+                        config.control_addr,
+                        tls.server_credentials(require_client_auth=True),
+                    )
+                )
             for name, run in [
+                ("ca.renew", tls.renew_forever),
                 ("dispatcher.heartbeats", dispatcher.expire_sessions),
                 ("dispatcher.status", dispatcher.status_writer.run),
                 ("orchestrator", orchestrator.run),
@@ -207,8 +294,11 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                 "manager ready",
                 control_socket=str(config.control_socket),
                 dispatcher=f"{config.listen_addr.rpartition(':')[0]}:{port}",
+                ca=ca_addr,
                 etcd=etcd_config.display,
                 embedded_etcd=embedded is not None,
+                control_tcp=config.control_addr or None,
+                admin_certificates=str(admin_dir),
             )
             try:
                 yield Manager(config, store, cache, dispatcher, scheduler, orchestrator, port)

@@ -133,7 +133,11 @@ up() {
     if pid="$(daemon_pid agent)"; then
         say "swarm-agent already running (pid $pid)"
     else
-        start_daemon agent --manager "$MANAGER_ADDR" --state-dir "$AGENT_DIR" --docker-host "$DOCKER_HOST"
+        # The first start joins the cluster with a worker token; later starts reuse the
+        # certificate kept in the agent's state dir.
+        token="$(swarmctl join-token -q worker)" || die "cannot read the worker join token"
+        start_daemon agent --manager "$MANAGER_ADDR" --state-dir "$AGENT_DIR" \
+            --docker-host "$DOCKER_HOST" --join-token "$token"
     fi
     say "waiting for a Ready node"
     for ((i = 0; ; i++)); do

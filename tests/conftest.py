@@ -70,7 +70,9 @@ class Cluster:
 
 def start_cluster(docker_client: Any, docker_host: str, heartbeat: str = "1s") -> Cluster:
     manager = Manager(heartbeat=heartbeat).start()
-    agent = Agent([manager.addr], docker_host, hostname="node-1").start()
+    agent = Agent(
+        [manager.addr], docker_host, hostname="node-1", join_token=manager.join_token()
+    ).start()
     cluster = Cluster(manager, agent, docker_client)
     cluster.wait_node_ready()
     return cluster

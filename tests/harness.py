@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from common import pki
 from common.api import control_pb2, control_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,19 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def free_port_pair() -> int:
+    """A free port whose next port is free too (the manager's CA listens on port + 1)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two consecutive free ports")
 
 
 def short_tmpdir(prefix: str) -> Path:
@@ -118,7 +132,7 @@ class Manager:
 
     def __init__(self, *, etcd: str = "", heartbeat: str = "1s", extra: list[str] | None = None):
         self.state_dir = short_tmpdir("swl-m-")
-        self.port = free_port()
+        self.port = free_port_pair()
         self.addr = f"127.0.0.1:{self.port}"
         args = [
             str(BIN / "swarm-manager"),
@@ -198,9 +212,13 @@ class Manager:
     def nodes(self) -> list[Any]:
         return list(self.api().ListNodes(control_pb2.ListNodesRequest()).nodes)
 
+    def join_token(self, role: str = "worker") -> str:
+        tokens = self.api().GetCluster(control_pb2.GetClusterRequest()).cluster.root_ca.join_tokens
+        return str(getattr(tokens, role))
+
 
 class Agent:
-    """A swarm-agent on a Docker engine."""
+    """A swarm-agent on a Docker engine (or a farm of hollow ones, with `extra`)."""
 
     def __init__(
         self,
@@ -208,6 +226,8 @@ class Agent:
         docker_host: str,
         hostname: str = "",
         state_dir: Path | None = None,
+        join_token: str = "",
+        extra: list[str] | None = None,
     ):
         self.state_dir = state_dir or short_tmpdir("swl-a-")
         self.docker_host = docker_host
@@ -219,17 +239,22 @@ class Agent:
             docker_host,
             "--log-format",
             "json",
+            *(extra or []),
         ]
         for m in managers:
             args += ["--manager", m]
         if hostname:
             args += ["--hostname", hostname]
+        if join_token:
+            args += ["--join-token", join_token]
         self.process = Process("agent", args, self.state_dir / "agent.log")
 
     @property
     def node_id(self) -> str:
+        """The node id in the agent's certificate (it has one once it joined)."""
+        cert = self.state_dir / "certificates" / "node.crt"
         return wait_until(
-            lambda: (self.state_dir / "node_id").read_text().strip(), 10, what="the agent's node id"
+            lambda: pki.identity(cert.read_bytes()).node_id, 30, what="the agent to join"
         )
 
     def start(self) -> Agent:
@@ -241,9 +266,8 @@ class Agent:
 
     def cleanup(self, docker: Any) -> None:
         self.stop()
-        node_file = self.state_dir / "node_id"
-        if node_file.exists():
-            remove_node_containers(docker, node_file.read_text().strip())
+        for cert in self.state_dir.glob("**/certificates/node.crt"):
+            remove_node_containers(docker, pki.identity(cert.read_bytes()).node_id)
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 

@@ -20,11 +20,14 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         store: Store,
         on_node_removed: Callable[[str], None],
         previewer: services.Previewer,
+        authorize: Callable[[Context], None] | None = None,
     ) -> None:
         self.cache = cache
         self.store = store
         self.on_node_removed = on_node_removed
         self.previewer = previewer
+        # Set for the TCP listener: only admin or manager certificates of this cluster.
+        self.authorize = authorize
 
     # ---- nodes ----
 
@@ -112,7 +115,9 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
     async def GetCluster(
         self, request: control_pb2.GetClusterRequest, context: Context
     ) -> control_pb2.GetClusterResponse:
-        return control_pb2.GetClusterResponse(cluster=cluster.get_cluster(self.cache))
+        return control_pb2.GetClusterResponse(
+            cluster=cluster.redacted(cluster.get_cluster(self.cache))
+        )
 
     @rpc
     async def UpdateCluster(

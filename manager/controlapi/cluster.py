@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from common.api import control_pb2, objects_pb2
+from common.api import control_pb2, objects_pb2, types_pb2
 from common.timeutil import duration_seconds
+from manager.ca.bootstrap import rotate_token
 from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
 from manager.store import Cache, ConflictError, Kind, NotFoundError, Store
 
@@ -13,6 +14,14 @@ def get_cluster(cache: Cache) -> objects_pb2.Cluster:
     if cluster is None:
         raise NotFoundError("the cluster object does not exist yet")
     return cluster
+
+
+def redacted(cluster: objects_pb2.Cluster) -> objects_pb2.Cluster:
+    """The cluster as clients see it: never the CA's private key."""
+    out = objects_pb2.Cluster()
+    out.CopyFrom(cluster)
+    out.root_ca.ClearField("ca_key")
+    return out
 
 
 async def update_cluster(
@@ -33,8 +42,16 @@ async def update_cluster(
     if spec.annotations.name != current.spec.annotations.name:
         raise InvalidArgumentError("the cluster cannot be renamed")
 
+    expiry = duration_seconds(spec.ca_config.node_cert_expiry)
+    if spec.ca_config.HasField("node_cert_expiry") and expiry < 60:
+        raise InvalidArgumentError(f"invalid certificate expiry {expiry}s: use at least 1 minute")
+
     def apply(cluster: objects_pb2.Cluster) -> objects_pb2.Cluster:
         cluster.spec.CopyFrom(spec)
+        if request.rotate_worker_token:
+            rotate_token(cluster, types_pb2.NODE_ROLE_WORKER)
+        if request.rotate_manager_token:
+            rotate_token(cluster, types_pb2.NODE_ROLE_MANAGER)
         return cluster
 
     try:
@@ -47,4 +64,4 @@ async def update_cluster(
         ) from None
     assert updated is not None
     await cache.wait_for(updated.meta.version)
-    return control_pb2.UpdateClusterResponse(cluster=updated)
+    return control_pb2.UpdateClusterResponse(cluster=redacted(updated))

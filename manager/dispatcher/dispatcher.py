@@ -16,15 +16,22 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from common import states
+from common import pki, states
 from common.api import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2, types_pb2
 from common.ids import new_id
 from common.log import get_logger
 from common.timeutil import duration, now_timestamp
+from manager.ca import authz
 from manager.dispatcher.status import TaskStatusWriter
-from manager.grpc_errors import Context, abort_on_store_errors
+from manager.grpc_errors import (
+    Context,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    abort_on_store_errors,
+    abort_with,
+)
 from manager.store import (
-    AlreadyExistsError,
     Cache,
     Event,
     Kind,
@@ -88,16 +95,16 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     async def Session(
         self, request: dispatcher_pb2.SessionRequest, context: Context
     ) -> AsyncIterator[dispatcher_pb2.SessionMessage]:
-        if not _NODE_ID.match(request.node_id):
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"invalid node id {request.node_id!r}: 1-64 lower-case letters and digits",
-            )
-        addr = _peer_host(context.peer())
         async with abort_on_store_errors(context):
-            node = await self._register(request, addr)
-        session = AgentSession(new_id(), request.node_id, addr, self.clock())
-        old = self.sessions.get(request.node_id)
+            node_id = self._caller(context)
+            if request.node_id and request.node_id != node_id:
+                raise InvalidArgumentError(
+                    f"node id {request.node_id!r} does not match the certificate's ({node_id})"
+                )
+            addr = _peer_host(context.peer())
+            node = await self._register(node_id, request.description, addr)
+        session = AgentSession(new_id(), node_id, addr, self.clock())
+        old = self.sessions.get(node_id)
         if old is not None:
             self._close(old)
         self.sessions[session.node_id] = session
@@ -113,33 +120,37 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         await session.closed.wait()
         log.info("session closed")
 
+    def _caller(self, context: Context) -> str:
+        """The node id of the caller's certificate (checked against this cluster)."""
+        cluster = self.cache.cluster()
+        assert cluster is not None
+        ident = authz.require(context, cluster.id, (pki.ROLE_WORKER, pki.ROLE_MANAGER))
+        return ident.node_id
+
     async def _register(
-        self, request: dispatcher_pb2.SessionRequest, addr: str
+        self, node_id: str, description: objects_pb2.NodeDescription, addr: str
     ) -> objects_pb2.Node:
         def refresh(node: objects_pb2.Node) -> objects_pb2.Node:
-            node.description.CopyFrom(request.description)
+            node.description.CopyFrom(description)
             node.status.state = types_pb2.NODE_STATE_READY
             node.status.message = ""
             node.status.addr = addr
             node.status.timestamp.CopyFrom(now_timestamp())
             return node
 
-        for _ in range(3):
-            try:
-                updated = await self.store.update(Kind.NODE, request.node_id, refresh)
-                assert updated is not None  # refresh never declines
-                return updated  # type: ignore[no-any-return]
-            except NotFoundError:
-                pass
-            node = objects_pb2.Node(id=request.node_id, role=types_pb2.NODE_ROLE_WORKER)
-            node.spec.availability = types_pb2.NODE_AVAILABILITY_ACTIVE
-            node.spec.desired_role = types_pb2.NODE_ROLE_WORKER
-            try:
-                created: objects_pb2.Node = await self.store.create(refresh(node))
-                return created
-            except AlreadyExistsError:
-                continue
-        raise NotFoundError(f"node {request.node_id} could not be registered")
+        # Nodes are created when they join (the CA issues their certificate); a node that
+        # is gone was removed, and its old certificate no longer lets it in.
+        if node_id not in self.cache.nodes:
+            raise PermissionDeniedError(
+                f"node {node_id} was removed from the cluster: remove the agent's state dir "
+                "and join again with a join token"
+            )
+        try:
+            updated = await self.store.update(Kind.NODE, node_id, refresh)
+        except NotFoundError:
+            raise PermissionDeniedError(f"node {node_id} was removed from the cluster") from None
+        assert updated is not None  # refresh never declines
+        return updated  # type: ignore[no-any-return]
 
     def _close(self, session: AgentSession) -> None:
         session.closed.set()
@@ -150,6 +161,13 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
 
     async def _session(self, session_id: str, context: Context) -> AgentSession:
         session = self._by_session_id.get(session_id)
+        if session is not None:
+            try:
+                caller = self._caller(context)
+            except (PermissionDeniedError, UnauthenticatedError) as exc:
+                await abort_with(context, exc)
+            if caller != session.node_id:
+                session = None  # another node's session id: as good as unknown
         if session is None:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
