@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from common import states
-from common.api import control_pb2, objects_pb2
+from common.api import control_pb2, objects_pb2, types_pb2
 from common.ids import new_id
 from common.timeutil import now_timestamp
 from manager.controlapi.resolve import resolve
@@ -15,6 +15,7 @@ from manager.controlapi.validation import (
     validate_service_spec,
 )
 from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
+from manager.orchestrator.global_mode import matches_placement
 from manager.orchestrator.tasks import new_task
 from manager.scheduler.scheduler import GroupResult
 from manager.store import AlreadyExistsError, Cache, ConflictError, Kind, Store
@@ -31,8 +32,13 @@ def preview(
     cache: Cache, service: objects_pb2.Service, previewer: Previewer, *, replacing: str = ""
 ) -> control_pb2.PlacementPreview:
     """Where the tasks of `service` would be placed now (the scheduler's own logic)."""
-    if service.spec.HasField("replicated"):
+    mode = service.spec.WhichOneof("mode")
+    if mode == "replicated":
         tasks = [new_task(service, slot) for slot in range(1, service.spec.replicated.replicas + 1)]
+    elif mode == "replicated_job":
+        job = service.spec.replicated_job
+        first_wave = min(job.max_concurrent or job.total_completions, job.total_completions)
+        tasks = [new_task(service, slot) for slot in range(1, first_wave + 1)]
     else:
         tasks = [new_task(service, 0, node_id=n) for n in sorted(cache.nodes)]
     out = control_pb2.PlacementPreview()
@@ -119,10 +125,16 @@ def service_counts(cache: Cache, service: objects_pb2.Service) -> control_pb2.Se
         desired = service.spec.replicated.replicas
     elif mode == "replicated_job":
         desired = service.spec.replicated_job.total_completions
-    elif mode == "global_job":
-        desired = completed + wanted
     else:
-        desired = wanted
+        # Global: one per eligible node, whatever state their tasks are in right now.
+        eligible = sum(
+            1
+            for n in cache.nodes.values()
+            if n.status.state == types_pb2.NODE_STATE_READY
+            and n.spec.availability == types_pb2.NODE_AVAILABILITY_ACTIVE
+            and matches_placement(service, n)
+        )
+        desired = eligible if mode == "global" else max(eligible, completed + wanted)
     return control_pb2.ServiceStatusCounts(running=running, desired=desired, completed=completed)
 
 

@@ -59,14 +59,15 @@ def plan_service(
 
     _scale_down(service, slots, replicas, nodes, plan)
 
-    outdated: list[objects_pb2.Task] = []
+    # (slot, task): the slot may differ from task.slot after a renumbering in this plan.
+    outdated: list[tuple[int, objects_pb2.Task]] = []
     updating = 0
     for slot in range(1, replicas + 1):
         state = slots[slot]
         if state.alive:
             current = state.alive[-1]
             if not runs_current_spec(current, service):
-                outdated.append(current)
+                outdated.append((slot, current))
             elif current.status.state < states.RUNNING and (
                 len(state.alive) > 1
                 or any(not runs_current_spec(t, service) for t in by_slot.get(slot, []))
@@ -90,9 +91,9 @@ def plan_service(
     # Rolling replacement of tasks made from an older spec, `parallelism` slots at a time.
     parallelism = service.spec.update.parallelism
     budget = len(outdated) if parallelism == 0 else max(0, parallelism - updating)
-    for t in sorted(outdated, key=lambda t: t.slot)[:budget]:
+    for slot, t in sorted(outdated, key=lambda pair: pair[0])[:budget]:
         plan.shutdowns.append(ShutdownTask(t.id, states.SHUTDOWN))
-        plan.creates.append(new_task(service, t.slot))
+        plan.creates.append(new_task(service, slot))
 
     if service.rebalance_requested > service.rebalance_done and not outdated and not updating:
         _rebalance(service, tasks, slots, replicas, nodes, plan)
