@@ -243,6 +243,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                 store,
                 dispatcher.close_node,
                 lambda tasks, replacing: scheduler.preview(tasks, without_service=replacing),
+                manager_addrs=lambda: [p.addr for p in peers()],
             )
             reaper = TaskReaper(cache, store)
             health = NodeHealth(
@@ -271,7 +272,12 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                     authz.require(context, cluster_id, (pki.ROLE_ADMIN, pki.ROLE_MANAGER))
 
                 tcp_control = ControlAPI(
-                    cache, store, dispatcher.close_node, control.previewer, admins_only
+                    cache,
+                    store,
+                    dispatcher.close_node,
+                    control.previewer,
+                    admins_only,
+                    control.manager_addrs,
                 )
                 servers.append(
                     await _serve_control_tcp(

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import typer
 from typer.core import TyperGroup
 
-from swarmctl.client import ControlClient, ManagerAddress
+from swarmctl.client import ControlClient, ManagerAddress, TLSFiles
 from swarmctl.errors import EXIT_FAILURE, ManagerUnreachable, SwarmctlError
 from swarmctl.output import OutputFormat, check_format
 from swarmctl.parsing import FlagValueError, parse_filters
@@ -29,6 +29,7 @@ class Settings:
 
     address: ManagerAddress
     debug: bool = False
+    tls: TLSFiles | None = None
     client: ControlClient | None = field(default=None, repr=False)
 
 
@@ -88,7 +89,7 @@ def get_client(ctx: typer.Context) -> ControlClient:
     root = ctx.find_root()
     conf = settings(ctx)
     if conf.client is None:
-        client = ControlClient(conf.address, debug=conf.debug)
+        client = ControlClient(conf.address, debug=conf.debug, tls=conf.tls)
         conf.client = client
         root.call_on_close(client.close)
     return conf.client

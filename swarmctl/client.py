@@ -38,6 +38,35 @@ _CONNECT_FAILURE = re.compile(
 )
 
 
+# Every manager's certificate carries this name (common/pki.py SERVER_NAME).
+SERVER_NAME = "swarmlet-manager"
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """An admin client certificate, for the control API over TCP (mutual TLS)."""
+
+    ca: bytes
+    cert: bytes
+    key: bytes
+
+    @classmethod
+    def load(cls, ca: str, cert: str, key: str) -> TLSFiles | None:
+        """Read the three PEM files; None when none is given. ValueError names what is wrong."""
+        given = [p for p in (ca, cert, key) if p]
+        if not given:
+            return None
+        if len(given) != 3:
+            raise ValueError(
+                "give all of --tlscacert, --tlscert and --tlskey (an admin certificate: a "
+                "manager writes one to <state-dir>/admin/ca.pem, cert.pem and key.pem)"
+            )
+        try:
+            return cls(*(open(p, "rb").read() for p in (ca, cert, key)))
+        except OSError as exc:
+            raise ValueError(f"cannot read {exc.filename}: {exc.strerror}") from None
+
+
 @dataclass(frozen=True)
 class ManagerAddress:
     """Where a manager's control API listens: `display` for messages, `target` for gRPC."""
@@ -108,9 +137,15 @@ class ControlClient:
     """
 
     def __init__(
-        self, address: ManagerAddress, *, call_timeout: float = CALL_TIMEOUT, debug: bool = False
+        self,
+        address: ManagerAddress,
+        *,
+        call_timeout: float = CALL_TIMEOUT,
+        debug: bool = False,
+        tls: TLSFiles | None = None,
     ) -> None:
         self.address = address
+        self.tls = tls
         self.call_timeout = call_timeout
         # Only with --debug: swarmctl configures logging for that case alone.
         self._log = get_logger("swarmctl", manager=address.display) if debug else None
@@ -136,7 +171,7 @@ class ControlClient:
 
     def _call(self, method: str, request: Message) -> Any:
         if self._stub is None:
-            self._channel = grpc.insecure_channel(self.address.target)
+            self._channel = self._open()
             self._stub = control_pb2_grpc.ControlStub(self._channel)
         started = time.monotonic()
         try:
@@ -151,6 +186,24 @@ class ControlClient:
             took = round((time.monotonic() - started) * 1000, 1)
             self._log.debug("call", method=method, ms=took)
         return response
+
+    def _open(self) -> Any:
+        if self.address.socket_path is not None:
+            return grpc.insecure_channel(self.address.target)
+        if self.tls is None:
+            raise SwarmctlError(
+                f"the control API at {self.address.display} is mutual TLS only: give "
+                "--tlscacert, --tlscert and --tlskey (or SWARMCTL_TLSCACERT, SWARMCTL_TLSCERT, "
+                "SWARMCTL_TLSKEY) with an admin certificate from <state-dir>/admin/ on a manager"
+            )
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.tls.ca, private_key=self.tls.key, certificate_chain=self.tls.cert
+        )
+        return grpc.secure_channel(
+            self.address.target,
+            credentials,
+            options=[("grpc.ssl_target_name_override", SERVER_NAME)],
+        )
 
     def _translate(self, exc: Exception) -> SwarmctlError:
         """The user-facing error for a failed call."""
@@ -224,6 +277,13 @@ class ControlClient:
         )
         return resp.service
 
+    def preview_create(self, spec: specs_pb2.ServiceSpec) -> control_pb2.PlacementPreview:
+        """Where the tasks of a new service would go (CreateService with dry_run)."""
+        resp: control_pb2.CreateServiceResponse = self._call(
+            "CreateService", control_pb2.CreateServiceRequest(spec=spec, dry_run=True)
+        )
+        return resp.preview
+
     def get_service(self, ref: str) -> objects_pb2.Service:
         """The service named by id, unique id prefix or name."""
         resp: control_pb2.GetServiceResponse = self._call(
@@ -255,13 +315,66 @@ class ControlClient:
         )
         return resp.service
 
+    def preview_update(
+        self,
+        service_id: str,
+        version: int,
+        spec: specs_pb2.ServiceSpec,
+        *,
+        rollback: bool = False,
+    ) -> control_pb2.PlacementPreview:
+        """Where the tasks of the updated service would go (UpdateService with dry_run)."""
+        resp: control_pb2.UpdateServiceResponse = self._call(
+            "UpdateService",
+            control_pb2.UpdateServiceRequest(
+                service_id=service_id,
+                service_version=version,
+                spec=spec,
+                rollback=rollback,
+                dry_run=True,
+            ),
+        )
+        return resp.preview
+
     def remove_service(self, ref: str) -> None:
         self._call("RemoveService", control_pb2.RemoveServiceRequest(service_id=ref))
+
+    def rebalance_service(self, ref: str) -> objects_pb2.Service:
+        """Ask for the service's tasks to be evened out; returns it, rebalance_requested up."""
+        resp: control_pb2.RebalanceServiceResponse = self._call(
+            "RebalanceService", control_pb2.RebalanceServiceRequest(service_id=ref)
+        )
+        return resp.service
 
     # Cluster
 
     def get_cluster(self) -> objects_pb2.Cluster:
         resp: control_pb2.GetClusterResponse = self._call(
             "GetCluster", control_pb2.GetClusterRequest()
+        )
+        return resp.cluster
+
+    def manager_addrs(self) -> list[str]:
+        resp: control_pb2.GetClusterResponse = self._call(
+            "GetCluster", control_pb2.GetClusterRequest()
+        )
+        return list(resp.manager_addrs)
+
+    def rotate_join_token(self, role: str) -> objects_pb2.Cluster:
+        cluster = self.get_cluster()
+        resp: control_pb2.UpdateClusterResponse = self._call(
+            "UpdateCluster",
+            control_pb2.UpdateClusterRequest(
+                cluster_version=cluster.meta.version,
+                spec=cluster.spec,
+                rotate_worker_token=role == "worker",
+                rotate_manager_token=role == "manager",
+            ),
+        )
+        return resp.cluster
+
+    def update_cluster(self, version: int, spec: specs_pb2.ClusterSpec) -> objects_pb2.Cluster:
+        resp: control_pb2.UpdateClusterResponse = self._call(
+            "UpdateCluster", control_pb2.UpdateClusterRequest(cluster_version=version, spec=spec)
         )
         return resp.cluster

@@ -1,11 +1,15 @@
-"""`swarmctl cluster inspect`: the cluster object (its id and settings) as JSON."""
+"""`swarmctl cluster inspect|update`: the cluster object (its id and settings)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from swarmctl import cli
+from common.api import specs_pb2
+from swarmctl import cli, pretty
 from swarmctl.output import print_json
+from swarmctl.parsing import parse_bool, parse_count, parse_positive_duration
 
 app = cli.new_typer("Manage the cluster.")
 
@@ -14,6 +18,74 @@ app = cli.new_typer("Manage the cluster.")
 def inspect(ctx: typer.Context) -> None:
     """Display the cluster's id and settings (a JSON array of one object)."""
     print_json([cli.get_client(ctx).get_cluster()])
+
+
+def _history_limit(text: str) -> int:
+    return parse_count(text, "task history limit")
+
+
+@app.command("update")
+def update(
+    ctx: typer.Context,
+    *,
+    task_history_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--task-history-limit",
+            metavar="N",
+            help="Tasks kept per slot, the running one included.",
+        ),
+    ] = None,
+    heartbeat_period: Annotated[
+        str | None,
+        typer.Option(
+            "--heartbeat-period",
+            metavar="DURATION",
+            help="How often agents report to the managers, e.g. 5s.",
+        ),
+    ] = None,
+    auto_rebalance: Annotated[
+        str | None,
+        typer.Option(
+            "--auto-rebalance",
+            metavar="BOOL",
+            help="(swarmlet extension) true: rebalance replicated services when a node "
+            "joins or becomes active again; false: leave tasks where they are.",
+        ),
+    ] = None,
+) -> None:
+    """Update the cluster's settings, then print them."""
+    if task_history_limit is None and heartbeat_period is None and auto_rebalance is None:
+        ctx.fail(
+            "nothing to update: give --task-history-limit, --heartbeat-period or --auto-rebalance"
+        )
+    limit = (
+        None
+        if task_history_limit is None
+        else cli.flag_value(_history_limit, task_history_limit, "--task-history-limit")
+    )
+    period = (
+        None
+        if heartbeat_period is None
+        else cli.flag_value(parse_positive_duration, heartbeat_period, "--heartbeat-period")
+    )
+    rebalance = (
+        None
+        if auto_rebalance is None
+        else cli.flag_value(parse_bool, auto_rebalance, "--auto-rebalance")
+    )
+    client = cli.get_client(ctx)
+    cluster = client.get_cluster()
+    spec = specs_pb2.ClusterSpec()
+    spec.CopyFrom(cluster.spec)
+    if limit is not None:
+        spec.orchestration.task_history_retention_limit = limit
+    if period is not None:
+        spec.dispatcher.heartbeat_period.CopyFrom(period)
+    if rebalance is not None:
+        spec.orchestration.auto_rebalance = rebalance
+    updated = client.update_cluster(cluster.meta.version, spec)
+    typer.echo(pretty.cluster_settings(updated))
 
 
 @app.callback()

@@ -1,6 +1,7 @@
 """The `swarmctl` command: its global options and the command groups under it.
 
     swarmctl [-H HOST] service|node|task|cluster COMMAND ...
+    swarmctl join-token worker|manager
 
 `-H/--host` (or SWARMCTL_HOST) names the manager: `unix:///path`, a socket path, or
 `host:port`; by default the local manager's control socket.
@@ -14,8 +15,8 @@ from typing import Annotated
 import typer
 
 from common.log import setup_logging
-from swarmctl import cli, cluster, node, service, task
-from swarmctl.client import DEFAULT_HOST, HOST_ENV, ManagerAddress
+from swarmctl import cli, cluster, jointoken, node, service, task
+from swarmctl.client import DEFAULT_HOST, HOST_ENV, ManagerAddress, TLSFiles
 
 app = cli.new_typer(
     "swarmctl drives a swarmlet cluster the way `docker service` and `docker node` drive "
@@ -25,6 +26,7 @@ app.add_typer(service.app, name="service", help="Manage services.")
 app.add_typer(node.app, name="node", help="Manage nodes.")
 app.add_typer(task.app, name="task", help="Manage tasks.")
 app.add_typer(cluster.app, name="cluster", help="Manage the cluster.")
+app.command("join-token")(jointoken.join_token)
 
 
 def _version(value: bool) -> None:
@@ -53,6 +55,15 @@ def main(
     debug: Annotated[
         bool, typer.Option("-D", "--debug", help="Log each call; show tracebacks.")
     ] = False,
+    tlscacert: Annotated[
+        str, typer.Option(envvar="SWARMCTL_TLSCACERT", help="TCP only: the cluster's CA (PEM).")
+    ] = "",
+    tlscert: Annotated[
+        str, typer.Option(envvar="SWARMCTL_TLSCERT", help="TCP only: admin certificate (PEM).")
+    ] = "",
+    tlskey: Annotated[
+        str, typer.Option(envvar="SWARMCTL_TLSKEY", help="TCP only: admin key (PEM).")
+    ] = "",
     version: Annotated[
         bool,
         typer.Option(
@@ -65,9 +76,13 @@ def main(
         address = ManagerAddress.parse(host)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'-H' / '--host'") from None
+    try:
+        tls = TLSFiles.load(tlscacert, tlscert, tlskey)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--tls*'") from None
     if debug:
         setup_logging("debug", "console")
-    ctx.obj = cli.Settings(address=address, debug=debug)
+    ctx.obj = cli.Settings(address=address, debug=debug, tls=tls)
 
 
 def run() -> None:

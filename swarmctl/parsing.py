@@ -1,4 +1,5 @@
-"""Parsing of flag values: ports, env, labels, durations, counts, filters.
+"""Parsing of flag values: ports, env, labels, durations, counts, filters, resources,
+placement.
 
 Each parser takes the text the user typed and returns API values, or raises
 `FlagValueError` whose message names the value and says what is expected. The command
@@ -12,6 +13,8 @@ import os
 import re
 import shlex
 from collections.abc import Collection, Iterable, Mapping
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 
 from google.protobuf.duration_pb2 import Duration
 
@@ -37,6 +40,25 @@ _AVAILABILITIES = {
     "drain": types_pb2.NODE_AVAILABILITY_DRAIN,
 }
 _ROLES = {"worker": types_pb2.NODE_ROLE_WORKER, "manager": types_pb2.NODE_ROLE_MANAGER}
+# `--mode` values and the ServiceSpec `mode` oneof field each one sets.
+MODES = {
+    "replicated": "replicated",
+    "global": "global",
+    "replicated-job": "replicated_job",
+    "global-job": "global_job",
+}
+_STRATEGIES = {
+    "spread": specs_pb2.PLACEMENT_STRATEGY_SPREAD,
+    "binpack": specs_pb2.PLACEMENT_STRATEGY_BINPACK,
+}
+# strconv.ParseBool's spellings, as Docker's boolean flags take them.
+_TRUE = ("1", "t", "true")
+_FALSE = ("0", "f", "false")
+NANO = 1_000_000_000
+# Docker's RAMInBytes (go-units): an optional unit k, m, g, t or p, in 1024 multiples,
+# optionally followed by "i" and/or "b"; a bare number (or "b") is bytes.
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp]?)(i?)(b?)$", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 _ENV_KEY = re.compile(r"^[^=\s]+$")
 _PORT_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 
@@ -341,9 +363,154 @@ def parse_command(text: str) -> list[str]:
     return words
 
 
-def parse_mode(text: str) -> bool:
-    """`--mode`: replicated or global. Returns whether it is global."""
+def parse_mode(text: str) -> str:
+    """`--mode`: replicated, global, replicated-job or global-job.
+
+    Returns the name of the ServiceSpec `mode` field it sets (`replicated_job`, ...).
+    """
+    try:
+        return MODES[text.strip().lower()]
+    except KeyError:
+        raise FlagValueError(
+            f"invalid mode {text!r}: use replicated, global, replicated-job or global-job"
+        ) from None
+
+
+def mode_flag_name(mode: str) -> str:
+    """The `--mode` value of a ServiceSpec mode field: replicated_job -> replicated-job."""
+    return mode.replace("_", "-")
+
+
+def parse_placement_pref(text: str) -> str:
+    """`--placement-pref spread=node.labels.zone`: the spread descriptor.
+
+    Only the `spread` strategy exists, as in Docker; the descriptor itself is checked by
+    the manager (it takes node.labels.KEY and engine.labels.KEY).
+    """
+    fields = text.split("=")
+    if len(fields) != 2:
+        raise FlagValueError(
+            f"invalid placement preference {text!r}: expected spread=node.labels.KEY"
+        )
+    strategy, descriptor = fields[0].strip(), fields[1].strip()
+    if strategy != "spread":
+        raise FlagValueError(
+            f"invalid placement preference {text!r}: unsupported placement preference "
+            f"{strategy!r} (only spread is supported)"
+        )
+    if not descriptor:
+        raise FlagValueError(
+            f"invalid placement preference {text!r}: expected spread=node.labels.KEY"
+        )
+    return descriptor
+
+
+def parse_nano_cpus(text: str) -> int:
+    """A number of CPUs such as `0.5`, `2` or `1/4`, in billionths of a CPU (nano_cpus).
+
+    Like Docker's NanoCPUs: a rational number, refused when finer than 1e-9 CPU.
+    """
+    value = text.strip()
+    try:
+        cpus = Fraction(value)
+    except (ValueError, ZeroDivisionError):
+        raise FlagValueError(
+            f"invalid CPU value {text!r}: use a number of CPUs, like 0.5 or 2"
+        ) from None
+    if cpus < 0:
+        raise FlagValueError(f"invalid CPU value {text!r}: must not be negative")
+    nanos = cpus * NANO
+    if nanos.denominator != 1:
+        raise FlagValueError(
+            f"invalid CPU value {text!r}: too precise (the unit is a billionth of a CPU)"
+        )
+    return int(nanos)
+
+
+def parse_memory_bytes(text: str) -> int:
+    """A size such as `512m`, `1.5g`, `64MiB` or `1048576`, in bytes.
+
+    Docker's units (RAMInBytes): b, k/kb/kib, m/mb/mib, g, t, p, case-insensitive, each
+    1024 times the one before; a bare number is bytes.
+    """
+    match = _MEMORY.match(text.strip())
+    if match is None or (match.group(3) and not match.group(2)):
+        raise FlagValueError(
+            f"invalid memory size {text!r}: use a number with an optional unit "
+            "(b, k, m, g, t or p, in 1024 multiples), like 512m or 1.5g"
+        )
+    try:
+        number = Decimal(match.group(1))
+    except InvalidOperation:  # pragma: no cover - the pattern only lets numbers through
+        raise FlagValueError(f"invalid memory size {text!r}") from None
+    return int(number * _MEMORY_UNITS[match.group(2).lower()])
+
+
+def format_nano_cpus(nanos: int) -> str:
+    """nano_cpus as a number of CPUs: 500000000 -> 0.5."""
+    whole, frac = divmod(nanos, NANO)
+    return f"{whole}.{frac:09d}".rstrip("0").rstrip(".")
+
+
+def format_bytes(size: int) -> str:
+    """Bytes as Docker shows memory: 512MiB, 1.5GiB, 100B."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    value = float(size)
+    unit = 0
+    while value >= 1024 and unit < len(units) - 1:
+        value /= 1024
+        unit += 1
+    return f"{value:.4g}{units[unit]}"
+
+
+def parse_platform(text: str) -> types_pb2.Platform:
+    """`--platform OS[/ARCH]`, such as linux/amd64 or linux (any architecture)."""
+    parts = text.strip().split("/")
+    if len(parts) > 2 or not any(p.strip() for p in parts):
+        raise FlagValueError(
+            f"invalid platform {text!r}: expected OS[/ARCH], like linux/amd64 or linux"
+        )
+    os_name = parts[0].strip()
+    arch = parts[1].strip() if len(parts) == 2 else ""
+    return types_pb2.Platform(os=os_name, architecture=arch)
+
+
+def format_platform(platform: types_pb2.Platform) -> str:
+    """`linux/amd64`, `linux` or `/arm64`."""
+    if platform.architecture:
+        return f"{platform.os}/{platform.architecture}"
+    return platform.os
+
+
+def parse_placement_strategy(text: str) -> specs_pb2.PlacementStrategy.ValueType:
+    try:
+        return _STRATEGIES[text.strip().lower()]
+    except KeyError:
+        raise FlagValueError(
+            f"invalid placement strategy {text!r}: use spread or binpack"
+        ) from None
+
+
+def placement_strategy_name(strategy: int) -> str:
+    for name, value in _STRATEGIES.items():
+        if value == strategy:
+            return name
+    return str(strategy)
+
+
+def parse_bool(text: str) -> bool:
+    """`true` or `false` (also 1/0, t/f), as Docker's boolean flag values."""
     value = text.strip().lower()
-    if value not in ("replicated", "global"):
-        raise FlagValueError(f"invalid mode {text!r}: use replicated or global")
-    return value == "global"
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise FlagValueError(f"invalid boolean {text!r}: use true or false")
+
+
+def parse_positive_duration(text: str) -> Duration:
+    """A duration that must be more than zero (a heartbeat period)."""
+    value = parse_duration_value(text)
+    if value.seconds <= 0 and value.nanos <= 0:
+        raise FlagValueError(f"invalid duration {text!r}: must be more than 0")
+    return value

@@ -1,4 +1,5 @@
-"""`service inspect --pretty`: a service as aligned `Key: value` lines, like Docker's."""
+"""`service inspect --pretty`: a service as aligned `Key: value` lines, like Docker's; and
+the cluster settings `cluster update` prints."""
 
 from __future__ import annotations
 
@@ -7,14 +8,21 @@ import shlex
 from common.api import objects_pb2, specs_pb2, types_pb2
 from common.timeutil import duration_seconds, format_duration
 from swarmctl.output import enum_word
-from swarmctl.parsing import protocol_name, restart_condition_name
+from swarmctl.parsing import (
+    format_bytes,
+    format_nano_cpus,
+    format_platform,
+    placement_strategy_name,
+    protocol_name,
+    restart_condition_name,
+)
 
 _WIDTH = 16
 
 
 def _kv(key: str, value: object, indent: int = 0) -> str:
     label = " " * indent + key + ":"
-    return f"{label.ljust(_WIDTH)}{value}"
+    return f"{label.ljust(_WIDTH - 1)} {value}"
 
 
 def _duration(d: object) -> str:
@@ -38,13 +46,8 @@ def service(svc: objects_pb2.Service) -> str:
         )
         if status.message:
             lines.append(_kv("Message", status.message, 1))
-    placement = spec.task.placement
-    if placement.constraints or placement.max_replicas:
-        lines.append("Placement:")
-        if placement.constraints:
-            lines.append(_kv("Constraints", ", ".join(placement.constraints), 1))
-        if placement.max_replicas:
-            lines.append(_kv("Max Replicas", placement.max_replicas, 1))
+    lines.extend(_placement(spec.task.placement))
+    lines.extend(_resources(spec.task.resources))
     lines.extend(_restart(spec.task.restart))
     lines.extend(_container(spec.task.container))
     if spec.endpoint.ports:
@@ -74,6 +77,52 @@ def _mode(spec: specs_pb2.ServiceSpec) -> list[str]:
     if mode == "global_job":
         return [_kv("Service Mode", "Global Job")]
     return [_kv("Service Mode", "Global")]
+
+
+def _placement(placement: specs_pb2.Placement) -> list[str]:
+    lines = ["Placement:"]
+    if placement.constraints:
+        lines.append(_kv("Constraints", ", ".join(placement.constraints), 1))
+    if placement.preferences:
+        lines.append(" Preferences:")
+        lines.extend(f"  Spread: {p.spread.spread_descriptor}" for p in placement.preferences)
+    if placement.max_replicas:
+        lines.append(_kv("Max Replicas", placement.max_replicas, 1))
+    if placement.platforms:
+        platforms = ", ".join(format_platform(p) for p in placement.platforms)
+        lines.append(_kv("Platforms", platforms, 1))
+    if placement.strategy:
+        lines.append(_kv("Strategy", placement_strategy_name(placement.strategy), 1))
+    return lines if len(lines) > 1 else []
+
+
+def _resources(resources: types_pb2.ResourceRequirements) -> list[str]:
+    lines = ["Resources:"]
+    for title, res in (("Reservations", resources.reservations), ("Limits", resources.limits)):
+        if res.nano_cpus or res.memory_bytes:
+            lines.append(f" {title}:")
+            if res.nano_cpus:
+                lines.append(_kv("CPU", format_nano_cpus(res.nano_cpus), 2))
+            if res.memory_bytes:
+                lines.append(_kv("Memory", format_bytes(res.memory_bytes), 2))
+    return lines if len(lines) > 1 else []
+
+
+def cluster_settings(cluster: objects_pb2.Cluster) -> str:
+    """The settings `cluster update` changes, as `docker info` shows the swarm's."""
+    spec = cluster.spec
+    period = spec.dispatcher.heartbeat_period
+    heartbeat = _duration(period) if spec.dispatcher.HasField("heartbeat_period") else "default"
+    return "\n".join(
+        [
+            _kv("ID", cluster.id),
+            "Orchestration:",
+            f" Task History Retention Limit: {spec.orchestration.task_history_retention_limit}",
+            f" Auto Rebalance: {str(spec.orchestration.auto_rebalance).lower()}",
+            "Dispatcher:",
+            f" Heartbeat Period: {heartbeat}",
+        ]
+    )
 
 
 def _restart(policy: specs_pb2.RestartPolicy) -> list[str]:

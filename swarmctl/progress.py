@@ -10,6 +10,17 @@ swarmctl polls ListTasks about every 100 ms and looks, per slot, at the newest
 up-to-date task whose desired state is at most RUNNING. All slots running for a second
 is convergence. It gives up at the timeout, or as soon as every slot that is not running
 has failed (or been rejected) twice or more, and then lists the tasks' distinct errors.
+A global service has one line per node (`3f9c0e1a2b4d: running [...]`) instead.
+
+Jobs run to completion, so their display counts completions of the current run of the
+job (the service's job_iteration) instead, and ends when all are done:
+
+    job progress: 3 out of 5 complete [==============================>                    ]
+    active tasks: 2 out of 2 tasks
+    1/5: complete  [==================================================>]
+    ...
+    job complete
+
 On a terminal the block is redrawn in place (rich.live); otherwise a line is printed
 only when it changes, so CI logs stay readable.
 """
@@ -57,8 +68,12 @@ STAGES: Mapping[int, int] = {
     states.RUNNING: 9,
 }
 MAX_STAGE = 9
-STATE_WIDTH = max(len(states.state_name(s)) for s in STAGES)
+# A job's task goes one stage further, to COMPLETE (Docker's maxJobProgress).
+JOB_STAGES: Mapping[int, int] = {**STAGES, states.COMPLETE: 10}
+MAX_JOB_STAGE = 10
+STATE_WIDTH = max(len(states.state_name(s)) for s in JOB_STAGES)
 _FAILED = (states.FAILED, states.REJECTED)
+JOB_MODES = ("replicated_job", "global_job")
 _ROLLBACK_STATES = (
     objects_pb2.UpdateStatus.UPDATE_STATE_ROLLBACK_STARTED,
     objects_pb2.UpdateStatus.UPDATE_STATE_ROLLBACK_PAUSED,
@@ -69,10 +84,21 @@ Line = tuple[str, str]
 """A display line: a key (what it is about, e.g. "1/3") and its text."""
 
 
+def ratio_bar(current: int, total: int) -> str:
+    """`[=====>    ]`, 50 wide, filled `current/total` of the way (as Docker's JSON progress)."""
+    fraction = current / total if total else 1.0
+    filled = max(0, min(BAR_WIDTH, int(fraction * 100) // 2))
+    return "[" + "=" * filled + ">" + " " * (BAR_WIDTH - filled) + "]"
+
+
 def progress_bar(state: int) -> str:
     """`[=====>    ]`, 50 wide, filled as far as the state is along Docker's stages."""
-    filled = min(BAR_WIDTH, int(STAGES.get(state, 0) / MAX_STAGE * 100) // 2)
-    return "[" + "=" * filled + ">" + " " * (BAR_WIDTH - filled) + "]"
+    return ratio_bar(STAGES.get(state, 0), MAX_STAGE)
+
+
+def job_progress_bar(state: int) -> str:
+    """A job task's bar: its stages run on to COMPLETE, which fills it."""
+    return ratio_bar(JOB_STAGES.get(state, 0), MAX_JOB_STAGE)
 
 
 def one_line_error(err: str) -> str:
@@ -117,10 +143,21 @@ class SlotProgress:
     task: objects_pb2.Task | None
     failures: int = 0
     last_failure: objects_pb2.Task | None = None
+    # A job's slot: done once its task completed; its bar runs on to COMPLETE.
+    job: bool = False
 
     @property
     def running(self) -> bool:
         return self.task is not None and self.task.status.state == states.RUNNING
+
+    @property
+    def complete(self) -> bool:
+        return self.job and self.task is not None and self.task.status.state == states.COMPLETE
+
+    @property
+    def done(self) -> bool:
+        """Where this slot should be: running (a service) or complete (a job)."""
+        return self.complete if self.job else self.running
 
     @property
     def declined(self) -> bool:
@@ -130,7 +167,8 @@ class SlotProgress:
     def text(self) -> str:
         """`1/3: running   [=====...>]`, or the state and the task's error."""
         task = self.task
-        if task is not None and not self.running and not task.status.err and self.last_failure:
+        waiting = not self.done and not self.running
+        if task is not None and waiting and not task.status.err and self.last_failure:
             task = self.last_failure
         if task is None:
             return f"{self.label}:"
@@ -138,6 +176,8 @@ class SlotProgress:
         state = states.state_name(status.state).ljust(STATE_WIDTH)
         if status.err:
             return f"{self.label}: {state} {one_line_error(status.err)}"
+        if self.job and status.state in JOB_STAGES:
+            return f"{self.label}: {state} {job_progress_bar(status.state)}"
         if status.state in STAGES:
             return f"{self.label}: {state} {progress_bar(status.state)}"
         return f"{self.label}: {state} {one_line_error(status.message)}".rstrip()
@@ -167,15 +207,21 @@ class Convergence:
             return False
         return all(s.failures >= FAILURES_TO_GIVE_UP or s.declined for s in pending)
 
+    outcome = "did not converge"
+
+    def summary(self) -> str:
+        return f"{self.running} out of {self.desired} tasks running"
+
+    def hopeless_reason(self) -> str:
+        unit = "node" if self.global_mode else "slot"
+        return (
+            f"{self.summary()}, and each {unit} not running has failed {FAILURES_TO_GIVE_UP} "
+            "or more times"
+        )
+
     def notes(self) -> list[str]:
         """The distinct task errors, or else the messages of the slots not running."""
-        if self.errors:
-            return list(self.errors)
-        seen: dict[str, None] = {}
-        for slot in self.slots:
-            if slot.task is not None and not slot.running and slot.task.status.message:
-                seen.setdefault(f"{slot.label}: {slot.task.status.message}", None)
-        return list(seen)
+        return _notes(self.errors, self.slots)
 
     def lines(self, *, rollback: bool = False) -> list[Line]:
         if self.global_mode and self.desired == 0:
@@ -185,6 +231,26 @@ class Convergence:
         if self.desired <= MAX_PROGRESS_BARS:
             out.extend((s.label, s.text()) for s in self.slots)
         return out
+
+
+def _notes(errors: Sequence[str], slots: Iterable[SlotProgress]) -> list[str]:
+    if errors:
+        return list(errors)
+    seen: dict[str, None] = {}
+    for slot in slots:
+        if slot.task is not None and not slot.done and slot.task.status.message:
+            seen.setdefault(f"{slot.label}: {slot.task.status.message}", None)
+    return list(seen)
+
+
+def _awaits_replacement(task: objects_pb2.Task) -> bool:
+    """The task ended and its slot waits for the restart policy's replacement (or, if the
+    policy declined, stays empty): unlike a task shut down on purpose, it still counts."""
+    return (
+        task.HasField("restart_at")
+        or task.restart_declined
+        or (task.status.state in _FAILED and states.is_terminal(task.desired_state))
+    )
 
 
 def compute_convergence(
@@ -225,10 +291,23 @@ def compute_convergence(
 
     slots: list[SlotProgress]
     if global_mode:
-        desired = len(newest)
+        # One task per node: the nodes with a task meant to run, and those whose task
+        # ended and waits for its replacement (a restart delay is no convergence).
+        keys = set(newest)
+        for key, task in latest.items():
+            if key in newest or not _awaits_replacement(task):
+                continue
+            if active_nodes is None or key in active_nodes:
+                keys.add(key)
+        desired = len(keys)
         slots = [
-            SlotProgress(truncate_id(key), newest[key], failures.get(key, 0), last_failure.get(key))
-            for key in sorted(newest)
+            SlotProgress(
+                truncate_id(key),
+                newest.get(key) or latest[key],
+                failures.get(key, 0),
+                last_failure.get(key),
+            )
+            for key in sorted(keys)
         ]
     else:
         desired = service.spec.replicated.replicas
@@ -263,12 +342,182 @@ def compute_convergence(
     )
 
 
+@dataclass(frozen=True)
+class JobProgress:
+    """What one poll shows of a job: completions of its current run, active tasks, slots.
+
+    A replicated job has `total` completions to make, `concurrent` at a time; a global
+    job one per node it has a task on (so `total` is that node count).
+    """
+
+    replicated: bool
+    total: int
+    completed: int
+    active: int
+    concurrent: int
+    slots: tuple[SlotProgress, ...]
+    errors: tuple[str, ...] = ()
+
+    outcome = "did not complete"
+
+    @property
+    def waiting(self) -> bool:
+        """A global job with no task yet: the orchestrator has not made them."""
+        return not self.replicated and self.total == 0
+
+    @property
+    def converged(self) -> bool:
+        """Every completion of the current run is done."""
+        return not self.waiting and self.completed >= self.total
+
+    @property
+    def hopeless(self) -> bool:
+        """Every slot not complete has failed twice or more (or will not restart).
+
+        A slot without a task yet (waiting for a place under max-concurrent) has not.
+        """
+        pending = [s for s in self.slots if not s.complete]
+        if not pending:
+            return False
+        return all(
+            s.task is not None and (s.failures >= FAILURES_TO_GIVE_UP or s.declined)
+            for s in pending
+        )
+
+    def summary(self) -> str:
+        if self.waiting:
+            return "no tasks yet"
+        return f"{self.completed} out of {self.total} complete"
+
+    def hopeless_reason(self) -> str:
+        unit = "slot" if self.replicated else "node"
+        return (
+            f"{self.summary()}, and each {unit} not complete has failed "
+            f"{FAILURES_TO_GIVE_UP} or more times"
+        )
+
+    def notes(self) -> list[str]:
+        return _notes(self.errors, self.slots)
+
+    def lines(self) -> list[Line]:
+        """Docker's: `job progress: N out of M complete [bar]`, `active tasks: ...`, slots."""
+        if self.waiting:
+            return [("job progress", "job progress: waiting for tasks")]
+        digits = len(str(self.total))
+        out = [
+            (
+                "job progress",
+                f"job progress: {self.completed:>{digits}} out of {self.total} complete "
+                + ratio_bar(self.completed, self.total),
+            )
+        ]
+        if self.replicated:
+            # Docker's: the lesser of max-concurrent and the completions still to make.
+            wanted = min(self.total - self.completed, self.concurrent)
+            width = len(str(self.concurrent))
+            out.append(
+                (
+                    "active tasks",
+                    f"active tasks: {self.active:>{width}} out of {wanted:>{width}} tasks",
+                )
+            )
+        if self.total <= MAX_PROGRESS_BARS:
+            out.extend((s.label, s.text()) for s in self.slots)
+        return out
+
+
+def compute_job_progress(
+    service: objects_pb2.Service,
+    tasks: Iterable[objects_pb2.Task],
+    *,
+    active_nodes: set[str] | None = None,
+) -> JobProgress:
+    """The progress of the current run of a job (tasks of other runs do not count).
+
+    Per slot (replicated job) or node (global job): complete once a task of this run
+    completed; otherwise its newest task meant to run is shown, or the failed one that
+    waits for its replacement. Tasks on nodes that are down are skipped.
+    """
+    replicated = service.spec.WhichOneof("mode") == "replicated_job"
+    iteration = service.job_status.job_iteration
+    current = [t for t in tasks if t.job_iteration == iteration]
+    current.sort(key=_age)
+    failures: dict[str, int] = {}
+    last_failure: dict[str, objects_pb2.Task] = {}
+    errors: dict[str, None] = {}
+    latest: dict[str, objects_pb2.Task] = {}
+    newest: dict[str, objects_pb2.Task] = {}
+    complete: dict[str, objects_pb2.Task] = {}
+    for task in current:
+        if active_nodes is not None and task.node_id and task.node_id not in active_nodes:
+            continue
+        key = _slot_key(task)
+        latest[key] = task
+        if task.status.state == states.COMPLETE:
+            complete[key] = task
+        if task.status.state in _FAILED:
+            failures[key] = failures.get(key, 0) + 1
+            last_failure[key] = task
+        if task.status.err and task.status.state != states.COMPLETE:
+            errors.setdefault(" ".join(task.status.err.split()), None)
+        if states.is_runnable(task.desired_state) and not states.is_terminal(task.status.state):
+            newest[key] = task
+
+    def slot(label: str, key: str) -> SlotProgress:
+        shown = complete.get(key) or newest.get(key) or latest.get(key)
+        return SlotProgress(label, shown, failures.get(key, 0), last_failure.get(key), job=True)
+
+    if replicated:
+        job = service.spec.replicated_job
+        total = job.total_completions
+        keys = [str(n) for n in range(1, total + 1)]
+        slots = tuple(slot(f"{key}/{total}", key) for key in keys)
+        concurrent = job.max_concurrent or total
+    else:
+        # The nodes with a task of this run, but not those whose task was only shut
+        # down (the node was drained or stopped matching): they will not complete.
+        keys = sorted(
+            key
+            for key, task in latest.items()
+            if key in complete or key in newest or _awaits_replacement(task)
+        )
+        total = len(keys)
+        slots = tuple(slot(truncate_id(key), key) for key in keys)
+        concurrent = total
+    completed = sum(1 for key in keys if key in complete)
+    active = sum(1 for key in keys if key not in complete and key in newest)
+    return JobProgress(
+        replicated=replicated,
+        total=total,
+        completed=completed,
+        active=active,
+        concurrent=concurrent,
+        slots=slots,
+        errors=tuple(errors),
+    )
+
+
+class Progress(Protocol):
+    """What the wait loop needs of a poll's result: a service's or a job's."""
+
+    outcome: str
+
+    @property
+    def hopeless(self) -> bool: ...
+
+    def summary(self) -> str: ...
+
+    def hopeless_reason(self) -> str: ...
+
+    def notes(self) -> list[str]: ...
+
+
 @dataclass
 class Step:
     """The outcome of one poll: what to show, and whether waiting is over."""
 
     lines: list[Line]
-    convergence: Convergence
+    convergence: Progress
     done: bool = False
     failure: str | None = None
 
@@ -317,6 +566,47 @@ class ConvergenceTracker:
                 lines.append(("verify", "verify: Detected task failure"))
             self.converged_since = None
         return Step(lines, conv)
+
+
+class Tracker(Protocol):
+    def observe(
+        self,
+        service: objects_pb2.Service,
+        tasks: Sequence[objects_pb2.Task],
+        now: float,
+        active_nodes: set[str] | None = None,
+    ) -> Step: ...
+
+
+@dataclass
+class JobTracker:
+    """Follows a job from poll to poll until every completion of its current run is done.
+
+    A job stays done once done, so there is no verify period (as in Docker).
+    """
+
+    service_id: str
+
+    def observe(
+        self,
+        service: objects_pb2.Service,
+        tasks: Sequence[objects_pb2.Task],
+        now: float,
+        active_nodes: set[str] | None = None,
+    ) -> Step:
+        progress = compute_job_progress(service, tasks, active_nodes=active_nodes)
+        lines = progress.lines()
+        if progress.converged:
+            lines.append(("job", "job complete"))
+            return Step(lines, progress, done=True)
+        return Step(lines, progress)
+
+
+def make_tracker(service: objects_pb2.Service) -> Tracker:
+    """A job's tracker for a job, a convergence tracker for a service."""
+    if service.spec.WhichOneof("mode") in JOB_MODES:
+        return JobTracker(service.id)
+    return ConvergenceTracker(service.id, verify_seconds=VERIFY_SECONDS)
 
 
 class ProgressOutput(Protocol):
@@ -385,7 +675,7 @@ def make_output(quiet: bool) -> ProgressOutput:
     return ChangedLinesOutput()
 
 
-def _seconds_text(seconds: float) -> str:
+def seconds_text(seconds: float) -> str:
     """A timeout as the user would have written it: 300ms, 1.5s, 1m30s."""
     if seconds >= 1 and seconds != int(seconds) and seconds < 60:
         return f"{seconds:g}s"
@@ -406,15 +696,13 @@ def wait_for_convergence(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
-    """Show the service converging; raise SwarmctlError if it does not within `timeout`.
+    """Show the service converging (a job: completing its current run); raise
+    SwarmctlError if it does not within `timeout`, or as soon as it clearly will not.
 
     Ctrl-C stops waiting (the service keeps converging) and exits with code 130.
     """
     name = service.spec.annotations.name or service.id
-    mode = service.spec.WhichOneof("mode")
-    if mode not in ("replicated", "global"):
-        return  # jobs run to completion; there is nothing to converge on
-    tracker = ConvergenceTracker(service.id, verify_seconds=VERIFY_SECONDS)
+    tracker = make_tracker(service)
     filters = control_pb2.ListTasksRequest.Filters(service_ids=[service.id])
     out = output or make_output(quiet)
     deadline = clock() + timeout
@@ -429,18 +717,12 @@ def wait_for_convergence(
             conv = step.convergence
             reason = step.failure
             if reason is None and conv.hopeless:
-                reason = (
-                    f"{conv.running} out of {conv.desired} tasks running, and each slot "
-                    f"not running has failed {FAILURES_TO_GIVE_UP} or more times"
-                )
+                reason = conv.hopeless_reason()
             if reason is None and clock() >= deadline:
-                reason = (
-                    f"{conv.running} out of {conv.desired} tasks running "
-                    f"after {_seconds_text(timeout)}"
-                )
+                reason = f"{conv.summary()} after {seconds_text(timeout)}"
             if reason is not None:
                 details = "".join(f"\n  {note}" for note in conv.notes())
-                raise SwarmctlError(f"service {name} did not converge: {reason}{details}")
+                raise SwarmctlError(f"service {name} {conv.outcome}: {reason}{details}")
             sleep(POLL_INTERVAL)
     except KeyboardInterrupt:
         out.close()

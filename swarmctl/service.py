@@ -1,8 +1,13 @@
-"""`swarmctl service create|ls|ps|inspect|scale|update|rollback|rm`, as `docker service`."""
+"""`swarmctl service create|ls|ps|inspect|scale|update|rollback|rm`, as `docker service`,
+and `service rebalance` (a swarmlet extension).
+
+Flags marked "(swarmlet extension)" in --help have no Docker counterpart:
+--placement-strategy, --platform, --dry-run and `service rebalance`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated
 
 import typer
@@ -13,6 +18,7 @@ from swarmctl import cli, pretty
 from swarmctl.client import ControlClient
 from swarmctl.errors import ManagerUnreachable, SwarmctlError
 from swarmctl.output import (
+    OutputFormat,
     format_ports,
     natural_key,
     print_json,
@@ -21,6 +27,7 @@ from swarmctl.output import (
     truncate_id,
 )
 from swarmctl.parsing import (
+    FlagValueError,
     parse_command,
     parse_count,
     parse_duration_value,
@@ -28,19 +35,36 @@ from swarmctl.parsing import (
     parse_env_key,
     parse_label,
     parse_label_key,
+    parse_memory_bytes,
     parse_mode,
+    parse_nano_cpus,
+    parse_placement_pref,
+    parse_placement_strategy,
+    parse_platform,
     parse_port_ref,
     parse_publish,
     parse_replicas,
     parse_restart_condition,
     parse_scale,
 )
+from swarmctl.preview import print_preview
 from swarmctl.progress import wait_for_convergence
+from swarmctl.rebalance import (
+    COUNT_HEADERS,
+    Requested,
+    count_rows,
+    request_rebalance,
+    service_tasks,
+    tasks_per_node,
+    wait_for_rebalance,
+)
 from swarmctl.service_spec import (
     CreateOptions,
+    Resources,
     UpdateOptions,
     apply_update,
     build_spec,
+    mode_conflict,
     set_replicas,
 )
 from swarmctl.task import (
@@ -75,6 +99,59 @@ TimeoutOpt = Annotated[
         "--timeout", metavar="DURATION", help="How long to wait for the service to converge."
     ),
 ]
+ReserveCpuOpt = Annotated[
+    str | None, typer.Option("--reserve-cpu", metavar="CPUS", help="Reserve CPUs, e.g. 0.5.")
+]
+LimitCpuOpt = Annotated[
+    str | None, typer.Option("--limit-cpu", metavar="CPUS", help="Limit CPUs, e.g. 1.5.")
+]
+ReserveMemoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--reserve-memory", metavar="BYTES", help="Reserve memory, e.g. 512M (b, k, m, g)."
+    ),
+]
+LimitMemoryOpt = Annotated[
+    str | None,
+    typer.Option("--limit-memory", metavar="BYTES", help="Limit memory, e.g. 1G (b, k, m, g)."),
+]
+MaxReplicasOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--replicas-max-per-node",
+        metavar="N",
+        help="Maximum number of tasks per node (0: unlimited).",
+    ),
+]
+MaxConcurrentOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--max-concurrent",
+        metavar="N",
+        help="Number of job tasks to run at once (replicated-job; default: --replicas).",
+    ),
+]
+StrategyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--placement-strategy",
+        metavar="STRATEGY",
+        help="(swarmlet extension) spread (default: even the load out) or binpack (fill "
+        "the fullest node that fits first).",
+    ),
+]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="(swarmlet extension) Show where the tasks would be placed and why nodes "
+        "were turned down; change nothing.",
+    ),
+]
+PreviewFormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", metavar="FORMAT", help="With --dry-run: table (default) or json."),
+]
 
 
 def service_mode(spec: specs_pb2.ServiceSpec) -> str:
@@ -84,7 +161,10 @@ def service_mode(spec: specs_pb2.ServiceSpec) -> str:
 def replicas_text(
     service: objects_pb2.Service, counts: control_pb2.ServiceStatusCounts | None
 ) -> str:
-    """`3/3` (running/desired), as `docker service ls` shows it."""
+    """`3/3` (running/desired), as `docker service ls` shows it.
+
+    A job adds its completions: `0/5 (5/5 completed)`.
+    """
     spec = service.spec
     mode = spec.WhichOneof("mode")
     running = counts.running if counts else 0
@@ -92,9 +172,16 @@ def replicas_text(
     if counts is None and mode == "replicated":
         desired = spec.replicated.replicas
     text = f"{running}/{desired}"
+    if counts is None and mode == "replicated_job":
+        desired = spec.replicated_job.total_completions
+        text = f"{running}/{desired}"
     if mode == "replicated_job":
         completed = counts.completed if counts else 0
         text += f" ({completed}/{spec.replicated_job.total_completions} completed)"
+    elif mode == "global_job":
+        # The manager counts a global job's completed tasks into its desired ones.
+        completed = counts.completed if counts else 0
+        text += f" ({completed}/{desired} completed)"
     if spec.task.placement.max_replicas and mode in ("replicated", "global"):
         text += f" (max {spec.task.placement.max_replicas} per node)"
     return text
@@ -135,6 +222,47 @@ def _follow(
     wait_for_convergence(cli.get_client(ctx), service, timeout=timeout, quiet=quiet)
 
 
+def _resources(
+    reserve_cpu: str | None,
+    reserve_memory: str | None,
+    limit_cpu: str | None,
+    limit_memory: str | None,
+) -> Resources:
+    def value(parse: Callable[[str], int], text: str | None, flag: str) -> int | None:
+        return None if text is None else cli.flag_value(parse, text, flag)
+
+    return Resources(
+        reserve_cpu=value(parse_nano_cpus, reserve_cpu, "--reserve-cpu"),
+        reserve_memory=value(parse_memory_bytes, reserve_memory, "--reserve-memory"),
+        limit_cpu=value(parse_nano_cpus, limit_cpu, "--limit-cpu"),
+        limit_memory=value(parse_memory_bytes, limit_memory, "--limit-memory"),
+    )
+
+
+def _max_replicas(text: str) -> int:
+    return parse_count(text, "replicas-max-per-node")
+
+
+def _max_concurrent(text: str) -> int:
+    return parse_count(text, "max-concurrent")
+
+
+def _constraint(text: str) -> str:
+    """A constraint as given: the manager checks it (and explains what is wrong)."""
+    if not text.strip():
+        raise FlagValueError("invalid constraint '': expected KEY==VALUE or KEY!=VALUE")
+    return text
+
+
+def _preview_format(fmt: str | None, dry_run: bool) -> OutputFormat:
+    out_format = cli.output_format(fmt)
+    if fmt is not None and not dry_run:
+        raise typer.BadParameter(
+            "--format can only be used with --dry-run", param_hint="'--format'"
+        )
+    return out_format
+
+
 @app.command("create", context_settings={"allow_interspersed_args": False})
 def create(
     ctx: typer.Context,
@@ -146,11 +274,20 @@ def create(
     ] = None,
     name: Annotated[str, typer.Option("--name", metavar="NAME", help="Service name.")] = "",
     mode: Annotated[
-        str, typer.Option("--mode", metavar="MODE", help="replicated or global.")
+        str,
+        typer.Option(
+            "--mode", metavar="MODE", help="replicated, global, replicated-job or global-job."
+        ),
     ] = "replicated",
     replicas: Annotated[
-        str | None, typer.Option("--replicas", metavar="N", help="Number of tasks (default 1).")
+        str | None,
+        typer.Option(
+            "--replicas",
+            metavar="N",
+            help="Number of tasks, or of completions of a replicated job (default 1).",
+        ),
     ] = None,
+    max_concurrent: MaxConcurrentOpt = None,
     env: Annotated[
         list[str] | None,
         typer.Option("-e", "--env", metavar="KEY=VALUE", help="Set an environment variable."),
@@ -173,9 +310,13 @@ def create(
         ),
     ] = None,
     restart_condition: Annotated[
-        str,
-        typer.Option("--restart-condition", metavar="COND", help="none, on-failure or any."),
-    ] = "any",
+        str | None,
+        typer.Option(
+            "--restart-condition",
+            metavar="COND",
+            help="none, on-failure or any (default any; on-failure for jobs).",
+        ),
+    ] = None,
     restart_delay: Annotated[
         str, typer.Option("--restart-delay", metavar="DURATION", help="Delay between restarts.")
     ] = "5s",
@@ -208,6 +349,40 @@ def create(
     hostname: Annotated[
         str, typer.Option("--hostname", metavar="NAME", help="Container hostname.")
     ] = "",
+    constraint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--constraint",
+            metavar="EXPR",
+            help="Placement constraint, e.g. node.labels.zone==east (repeatable).",
+        ),
+    ] = None,
+    placement_pref: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--placement-pref",
+            metavar="PREF",
+            help="Placement preference spread=node.labels.KEY (repeatable; the first "
+            "one is the top level of the spread).",
+        ),
+    ] = None,
+    reserve_cpu: ReserveCpuOpt = None,
+    reserve_memory: ReserveMemoryOpt = None,
+    limit_cpu: LimitCpuOpt = None,
+    limit_memory: LimitMemoryOpt = None,
+    replicas_max_per_node: MaxReplicasOpt = None,
+    placement_strategy: StrategyOpt = None,
+    platform: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--platform",
+            metavar="OS[/ARCH]",
+            help="(swarmlet extension) Run only on nodes of this platform, e.g. linux/amd64 "
+            "(repeatable: any of them).",
+        ),
+    ] = None,
+    dry_run: DryRunOpt = False,
+    fmt: PreviewFormatOpt = None,
     detach: DetachOpt = False,
     quiet: ProgressQuietOpt = False,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT,
@@ -217,24 +392,40 @@ def create(
     Everything after IMAGE is the container's command and arguments:
     `swarmctl service create busybox sh -c 'echo hi'`.
     """
-    global_mode = cli.flag_value(parse_mode, mode, "--mode")
-    if global_mode and replicas is not None:
-        raise typer.BadParameter(
-            "replicas can only be used with replicated mode", param_hint="'--replicas'"
-        )
+    mode_field = cli.flag_value(parse_mode, mode, "--mode")
+    max_replicas = (
+        0
+        if replicas_max_per_node is None
+        else cli.flag_value(_max_replicas, replicas_max_per_node, "--replicas-max-per-node")
+    )
+    conflict = mode_conflict(
+        mode_field,
+        replicas=replicas is not None,
+        max_concurrent=max_concurrent is not None,
+        max_replicas=max_replicas > 0,
+    )
+    if conflict is not None:
+        flag, message = conflict
+        raise typer.BadParameter(message, param_hint=f"'{flag}'")
+    out_format = _preview_format(fmt, dry_run)
     opts = CreateOptions(
         image=image,
         args=list(command or ()),
         name=name,
-        global_mode=global_mode,
-        replicas=1 if replicas is None else cli.flag_value(parse_replicas, replicas, "--replicas"),
+        mode=mode_field,
+        replicas=None
+        if replicas is None
+        else cli.flag_value(parse_replicas, replicas, "--replicas"),
+        max_concurrent=None
+        if max_concurrent is None
+        else cli.flag_value(_max_concurrent, max_concurrent, "--max-concurrent"),
         env=cli.flag_values(parse_env, env, "--env"),
         labels=dict(cli.flag_values(parse_label, label, "--label")),
         container_labels=dict(cli.flag_values(parse_label, container_label, "--container-label")),
         ports=[p for ps in cli.flag_values(parse_publish, publish, "--publish") for p in ps],
-        restart_condition=cli.flag_value(
-            parse_restart_condition, restart_condition, "--restart-condition"
-        ),
+        restart_condition=None
+        if restart_condition is None
+        else cli.flag_value(parse_restart_condition, restart_condition, "--restart-condition"),
         restart_delay=cli.flag_value(parse_duration_value, restart_delay, "--restart-delay"),
         restart_max_attempts=0
         if restart_max_attempts is None
@@ -251,9 +442,21 @@ def create(
         workdir=workdir,
         user=user,
         hostname=hostname,
+        constraints=cli.flag_values(_constraint, constraint, "--constraint"),
+        preferences=cli.flag_values(parse_placement_pref, placement_pref, "--placement-pref"),
+        max_replicas=max_replicas,
+        platforms=cli.flag_values(parse_platform, platform, "--platform"),
+        strategy=None
+        if placement_strategy is None
+        else cli.flag_value(parse_placement_strategy, placement_strategy, "--placement-strategy"),
+        resources=_resources(reserve_cpu, reserve_memory, limit_cpu, limit_memory),
     )
     wait = _timeout(timeout)
-    service = cli.get_client(ctx).create_service(build_spec(opts))
+    client = cli.get_client(ctx)
+    if dry_run:
+        print_preview(client.preview_create(build_spec(opts)), out_format)
+        return
+    service = client.create_service(build_spec(opts))
     typer.echo(service.id)
     if not detach:
         _follow(ctx, service, timeout=wait, quiet=quiet)
@@ -281,7 +484,7 @@ def list_services(
     for text in grouped.get("label", []):
         key, _, value = text.partition("=")
         filters.labels[key] = value
-    modes = set(grouped.get("mode", []))
+    modes = {m.replace("-", " ") for m in grouped.get("mode", [])}
     for m in modes - set(_MODE_NAMES.values()):
         raise typer.BadParameter(
             f"invalid mode {m!r}: use replicated, global, replicated job or global job",
@@ -470,6 +673,49 @@ def update(
         str | None,
         typer.Option("--stop-grace-period", metavar="DURATION", help="Wait before killing."),
     ] = None,
+    constraint_add: Annotated[
+        list[str] | None,
+        typer.Option("--constraint-add", metavar="EXPR", help="Add a placement constraint."),
+    ] = None,
+    constraint_rm: Annotated[
+        list[str] | None,
+        typer.Option("--constraint-rm", metavar="EXPR", help="Remove a placement constraint."),
+    ] = None,
+    placement_pref_add: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--placement-pref-add",
+            metavar="PREF",
+            help="Add a placement preference spread=node.labels.KEY (as the last level).",
+        ),
+    ] = None,
+    placement_pref_rm: Annotated[
+        list[str] | None,
+        typer.Option("--placement-pref-rm", metavar="PREF", help="Remove a placement preference."),
+    ] = None,
+    reserve_cpu: ReserveCpuOpt = None,
+    reserve_memory: ReserveMemoryOpt = None,
+    limit_cpu: LimitCpuOpt = None,
+    limit_memory: LimitMemoryOpt = None,
+    replicas_max_per_node: MaxReplicasOpt = None,
+    max_concurrent: MaxConcurrentOpt = None,
+    placement_strategy: StrategyOpt = None,
+    platform_add: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--platform-add",
+            metavar="OS[/ARCH]",
+            help="(swarmlet extension) Add a platform the tasks may run on.",
+        ),
+    ] = None,
+    platform_rm: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--platform-rm", metavar="OS[/ARCH]", help="(swarmlet extension) Remove a platform."
+        ),
+    ] = None,
+    dry_run: DryRunOpt = False,
+    fmt: PreviewFormatOpt = None,
     force: Annotated[
         bool, typer.Option("--force", help="Redeploy the tasks even if nothing changed.")
     ] = False,
@@ -522,6 +768,26 @@ def update(
         stop_grace_period=None
         if stop_grace_period is None
         else cli.flag_value(parse_duration_value, stop_grace_period, "--stop-grace-period"),
+        constraint_add=cli.flag_values(_constraint, constraint_add, "--constraint-add"),
+        constraint_rm=cli.flag_values(_constraint, constraint_rm, "--constraint-rm"),
+        placement_pref_add=cli.flag_values(
+            parse_placement_pref, placement_pref_add, "--placement-pref-add"
+        ),
+        placement_pref_rm=cli.flag_values(
+            parse_placement_pref, placement_pref_rm, "--placement-pref-rm"
+        ),
+        resources=_resources(reserve_cpu, reserve_memory, limit_cpu, limit_memory),
+        max_replicas=None
+        if replicas_max_per_node is None
+        else cli.flag_value(_max_replicas, replicas_max_per_node, "--replicas-max-per-node"),
+        strategy=None
+        if placement_strategy is None
+        else cli.flag_value(parse_placement_strategy, placement_strategy, "--placement-strategy"),
+        platform_add=cli.flag_values(parse_platform, platform_add, "--platform-add"),
+        platform_rm=cli.flag_values(parse_platform, platform_rm, "--platform-rm"),
+        max_concurrent=None
+        if max_concurrent is None
+        else cli.flag_value(_max_concurrent, max_concurrent, "--max-concurrent"),
         force=force,
     )
     if rollback and (opts.changes_spec() or force):
@@ -529,9 +795,13 @@ def update(
             "--rollback cannot be combined with flags that change the service",
             param_hint="'--rollback'",
         )
+    out_format = _preview_format(fmt, dry_run)
     wait = _timeout(timeout)
     client = cli.get_client(ctx)
     service = client.get_service(service_ref)
+    if dry_run:
+        _preview_update(client, service, opts, rollback=rollback, fmt=out_format)
+        return
     if rollback:
         updated = _rollback(client, service)
     else:
@@ -542,12 +812,34 @@ def update(
         _follow(ctx, updated if updated.id else service, timeout=wait, quiet=quiet)
 
 
-def _rollback(client: ControlClient, service: objects_pb2.Service) -> objects_pb2.Service:
+def _check_previous_spec(service: objects_pb2.Service) -> None:
     if not service.HasField("previous_spec"):
         raise SwarmctlError(
             f"service {service.spec.annotations.name or service.id} does not have a previous spec"
         )
+
+
+def _rollback(client: ControlClient, service: objects_pb2.Service) -> objects_pb2.Service:
+    _check_previous_spec(service)
     return client.update_service(service.id, service.meta.version, service.spec, rollback=True)
+
+
+def _preview_update(
+    client: ControlClient,
+    service: objects_pb2.Service,
+    opts: UpdateOptions,
+    *,
+    rollback: bool,
+    fmt: OutputFormat,
+) -> None:
+    """`service update --dry-run`: where the updated (or rolled back) service's tasks go."""
+    if rollback:
+        _check_previous_spec(service)
+        spec = service.spec
+    else:
+        spec = apply_update(service.spec, opts, service.spec.annotations.name or service.id)
+    preview = client.preview_update(service.id, service.meta.version, spec, rollback=rollback)
+    print_preview(preview, fmt)
 
 
 @app.command("rollback")
@@ -567,6 +859,62 @@ def rollback_service(
     typer.echo(service_ref)
     if not detach:
         _follow(ctx, updated if updated.id else service, timeout=wait, quiet=quiet)
+
+
+@app.command("rebalance")
+def rebalance(
+    ctx: typer.Context,
+    *,
+    services: Annotated[list[str], typer.Argument(metavar="SERVICE", help="Services.")],
+    detach: Annotated[
+        bool,
+        typer.Option("-d", "--detach", help="Exit immediately instead of waiting for the moves."),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("-q", "--quiet", help="Do not show the tasks per node.")
+    ] = False,
+    timeout: Annotated[
+        str,
+        typer.Option(
+            "--timeout", metavar="DURATION", help="How long to wait for the rebalance to finish."
+        ),
+    ] = DEFAULT_TIMEOUT,
+) -> None:
+    """Even out the tasks of replicated services over their nodes (swarmlet extension).
+
+    Docker Swarm leaves running tasks where they are when nodes join (moby#24103). This
+    asks the manager to move them, one at a time and start-first so that none is lost,
+    until each service is spread as the scheduler would place it now; then it shows how
+    many tasks each node had before and has after.
+    """
+    wait = _timeout(timeout)
+    client = cli.get_client(ctx)
+
+    def request(ref: str) -> Requested:
+        requested = request_rebalance(client, ref)
+        typer.echo(ref)
+        return requested
+
+    requested, ok = cli.fetch_each(services, request)
+    if detach:
+        if not ok:
+            raise typer.Exit(1)
+        return
+    for req in requested:
+        try:
+            done = wait_for_rebalance(client, req, timeout=wait)
+            if not quiet:
+                after = tasks_per_node(service_tasks(client, done.id))
+                if len(services) > 1:
+                    typer.echo(f"{req.name}:")
+                print_table(COUNT_HEADERS, count_rows(req.before, after, client.list_nodes()))
+        except ManagerUnreachable:
+            raise
+        except SwarmctlError as exc:
+            cli.report_error(exc.message)
+            ok = False
+    if not ok:
+        raise typer.Exit(1)
 
 
 @app.command("rm")

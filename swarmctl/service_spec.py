@@ -20,6 +20,33 @@ DEFAULT_RESTART_DELAY = 5.0
 PortKey = tuple[int, types_pb2.PortProtocol.ValueType]
 
 
+JOB_MODES = ("replicated_job", "global_job")
+
+
+@dataclass
+class Resources:
+    """`--reserve-*` and `--limit-*`: CPU in nano_cpus, memory in bytes; None is not given."""
+
+    reserve_cpu: int | None = None
+    reserve_memory: int | None = None
+    limit_cpu: int | None = None
+    limit_memory: int | None = None
+
+    def given(self) -> bool:
+        return any(v is not None for v in vars(self).values())
+
+    def apply(self, resources: types_pb2.ResourceRequirements) -> None:
+        """Set the given values; the others stay as they are."""
+        if self.reserve_cpu is not None:
+            resources.reservations.nano_cpus = self.reserve_cpu
+        if self.reserve_memory is not None:
+            resources.reservations.memory_bytes = self.reserve_memory
+        if self.limit_cpu is not None:
+            resources.limits.nano_cpus = self.limit_cpu
+        if self.limit_memory is not None:
+            resources.limits.memory_bytes = self.limit_memory
+
+
 @dataclass
 class CreateOptions:
     """What `service create` was asked for, parsed."""
@@ -27,13 +54,18 @@ class CreateOptions:
     image: str
     args: list[str] = field(default_factory=list)
     name: str = ""
-    global_mode: bool = False
-    replicas: int = 1
+    # The ServiceSpec mode field: replicated, global, replicated_job or global_job.
+    mode: str = "replicated"
+    # Replicas, or a replicated job's total completions; None is the default (1).
+    replicas: int | None = None
+    # A replicated job's concurrency; None is the default (its total completions).
+    max_concurrent: int | None = None
     env: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     container_labels: dict[str, str] = field(default_factory=dict)
     ports: list[types_pb2.PortConfig] = field(default_factory=list)
-    restart_condition: specs_pb2.RestartCondition.ValueType = specs_pb2.RESTART_CONDITION_ANY
+    # None is the mode's default: any for services, on-failure for jobs (as Docker).
+    restart_condition: specs_pb2.RestartCondition.ValueType | None = None
     restart_delay: Duration = field(default_factory=lambda: duration(DEFAULT_RESTART_DELAY))
     restart_max_attempts: int = 0
     restart_window: Duration | None = None
@@ -42,6 +74,55 @@ class CreateOptions:
     workdir: str = ""
     user: str = ""
     hostname: str = ""
+    constraints: list[str] = field(default_factory=list)
+    # Spread descriptors of the placement preferences, in order.
+    preferences: list[str] = field(default_factory=list)
+    max_replicas: int = 0
+    platforms: list[types_pb2.Platform] = field(default_factory=list)
+    strategy: specs_pb2.PlacementStrategy.ValueType | None = None
+    resources: Resources = field(default_factory=Resources)
+
+
+def mode_conflict(
+    mode: str, *, replicas: bool, max_concurrent: bool, max_replicas: bool
+) -> tuple[str, str] | None:
+    """The flag that does not go with `mode` and why (Docker's rules), or None.
+
+    `replicas`, `max_concurrent` and `max_replicas` say whether each flag was given.
+    """
+    if replicas and mode not in ("replicated", "replicated_job"):
+        return "--replicas", "replicas can only be used with replicated or replicated-job mode"
+    if max_replicas and mode not in ("replicated", "replicated_job"):
+        return (
+            "--replicas-max-per-node",
+            "replicas-max-per-node can only be used with replicated or replicated-job mode",
+        )
+    if max_concurrent and mode != "replicated_job":
+        return "--max-concurrent", "max-concurrent can only be used with replicated-job mode"
+    return None
+
+
+def default_restart_condition(mode: str) -> specs_pb2.RestartCondition.ValueType:
+    """Docker's default: on-failure for jobs (a job's task that exits 0 is done), else any."""
+    if mode in JOB_MODES:
+        return specs_pb2.RESTART_CONDITION_ON_FAILURE
+    return specs_pb2.RESTART_CONDITION_ANY
+
+
+def _set_mode(spec: specs_pb2.ServiceSpec, opts: CreateOptions) -> None:
+    if opts.mode == "replicated":
+        spec.replicated.replicas = 1 if opts.replicas is None else opts.replicas
+    elif opts.mode == "replicated_job":
+        total = 1 if opts.replicas is None else opts.replicas
+        spec.replicated_job.total_completions = total
+        spec.replicated_job.max_concurrent = (
+            total if opts.max_concurrent is None else opts.max_concurrent
+        )
+    elif opts.mode in ("global", "global_job"):
+        # `global` is a Python keyword, so the generated field is only reachable by name.
+        getattr(spec, opts.mode).SetInParent()
+    else:
+        raise SwarmctlError(f"unknown service mode {opts.mode!r}")
 
 
 def build_spec(opts: CreateOptions) -> specs_pb2.ServiceSpec:
@@ -60,7 +141,9 @@ def build_spec(opts: CreateOptions) -> specs_pb2.ServiceSpec:
     if opts.stop_grace_period is not None:
         container.stop_grace_period.CopyFrom(opts.stop_grace_period)
     restart = specs_pb2.RestartPolicy(
-        condition=opts.restart_condition,
+        condition=default_restart_condition(opts.mode)
+        if opts.restart_condition is None
+        else opts.restart_condition,
         delay=opts.restart_delay,
         max_attempts=opts.restart_max_attempts,
     )
@@ -71,11 +154,17 @@ def build_spec(opts: CreateOptions) -> specs_pb2.ServiceSpec:
         task=specs_pb2.TaskSpec(container=container, restart=restart),
         endpoint=specs_pb2.EndpointSpec(ports=opts.ports),
     )
-    if opts.global_mode:
-        # `global` is a Python keyword, so the generated field is only reachable by name.
-        getattr(spec, "global").SetInParent()
-    else:
-        spec.replicated.replicas = opts.replicas
+    placement = spec.task.placement
+    placement.constraints.extend(opts.constraints)
+    for descriptor in opts.preferences:
+        placement.preferences.add().spread.spread_descriptor = descriptor
+    placement.max_replicas = opts.max_replicas
+    placement.platforms.extend(opts.platforms)
+    if opts.strategy is not None:
+        placement.strategy = opts.strategy
+    if opts.resources.given():
+        opts.resources.apply(spec.task.resources)
+    _set_mode(spec, opts)
     return spec
 
 
@@ -103,24 +192,118 @@ class UpdateOptions:
     restart_max_attempts: int | None = None
     restart_window: Duration | None = None
     stop_grace_period: Duration | None = None
+    constraint_add: list[str] = field(default_factory=list)
+    constraint_rm: list[str] = field(default_factory=list)
+    placement_pref_add: list[str] = field(default_factory=list)
+    placement_pref_rm: list[str] = field(default_factory=list)
+    resources: Resources = field(default_factory=Resources)
+    max_replicas: int | None = None
+    strategy: specs_pb2.PlacementStrategy.ValueType | None = None
+    platform_add: list[types_pb2.Platform] = field(default_factory=list)
+    platform_rm: list[types_pb2.Platform] = field(default_factory=list)
+    max_concurrent: int | None = None
     force: bool = False
 
     def changes_spec(self) -> bool:
         """Whether any option edits the spec (--force aside)."""
-        return any(
+        return self.resources.given() or any(
             value is not None and value is not False and value not in ([], {})
             for name, value in vars(self).items()
-            if name != "force"
+            if name not in ("force", "resources")
         )
 
 
 def set_replicas(spec: specs_pb2.ServiceSpec, replicas: int, service_name: str) -> None:
-    if spec.WhichOneof("mode") != "replicated":
+    """Replicas of a replicated service, or total completions of a replicated job."""
+    mode = spec.WhichOneof("mode") or ""
+    if mode == "replicated":
+        spec.replicated.replicas = replicas
+    elif mode == "replicated_job":
+        spec.replicated_job.total_completions = replicas
+    else:
         raise SwarmctlError(
-            f"service {service_name} is not in replicated mode: replicas can only be set "
-            "on a replicated service"
+            f"service {service_name} is in {mode.replace('_', '-')} mode: replicas can only "
+            "be used with replicated or replicated-job mode"
         )
-    spec.replicated.replicas = replicas
+
+
+def set_max_concurrent(spec: specs_pb2.ServiceSpec, count: int, service_name: str) -> None:
+    mode = spec.WhichOneof("mode") or ""
+    if mode != "replicated_job":
+        raise SwarmctlError(
+            f"service {service_name} is in {mode.replace('_', '-')} mode: max-concurrent can "
+            "only be used with replicated-job mode"
+        )
+    spec.replicated_job.max_concurrent = count
+
+
+def _update_constraints(constraints: list[str], add: list[str], remove: list[str]) -> list[str]:
+    """--constraint-add (skipping one already there), then --constraint-rm (exact text)."""
+    out = list(constraints)
+    out.extend(c for c in dict.fromkeys(add) if c not in out)
+    gone = set(remove)
+    return [c for c in out if c not in gone]
+
+
+def _update_preferences(descriptors: list[str], add: list[str], remove: list[str]) -> list[str]:
+    """Docker's order: --placement-pref-rm, then --placement-pref-add appended at the end.
+
+    Order matters (each preference is one level of the spread), so removing and adding
+    the same preference moves it last; adding one that is already there does nothing.
+    """
+    gone = set(remove)
+    out = [d for d in descriptors if d not in gone]
+    out.extend(d for d in dict.fromkeys(add) if d not in out)
+    return out
+
+
+def _platform_key(platform: types_pb2.Platform) -> tuple[str, str]:
+    return platform.os.lower(), platform.architecture.lower()
+
+
+def _update_platforms(
+    platforms: list[types_pb2.Platform],
+    add: list[types_pb2.Platform],
+    remove: list[types_pb2.Platform],
+) -> list[types_pb2.Platform]:
+    """--platform-add (skipping one already there), then --platform-rm."""
+    out = list(platforms)
+    for platform in add:
+        if all(_platform_key(p) != _platform_key(platform) for p in out):
+            out.append(platform)
+    gone = {_platform_key(p) for p in remove}
+    return [p for p in out if _platform_key(p) not in gone]
+
+
+def _apply_placement(task: specs_pb2.TaskSpec, opts: UpdateOptions) -> None:
+    placement = task.placement
+    if opts.constraint_add or opts.constraint_rm:
+        constraints = _update_constraints(
+            list(placement.constraints), opts.constraint_add, opts.constraint_rm
+        )
+        del placement.constraints[:]
+        placement.constraints.extend(constraints)
+    if opts.placement_pref_add or opts.placement_pref_rm:
+        descriptors = _update_preferences(
+            [p.spread.spread_descriptor for p in placement.preferences],
+            opts.placement_pref_add,
+            opts.placement_pref_rm,
+        )
+        del placement.preferences[:]
+        for descriptor in descriptors:
+            placement.preferences.add().spread.spread_descriptor = descriptor
+    if opts.platform_add or opts.platform_rm:
+        platforms = _update_platforms(
+            list(placement.platforms), opts.platform_add, opts.platform_rm
+        )
+        del placement.platforms[:]
+        placement.platforms.extend(platforms)
+    if opts.max_replicas is not None:
+        placement.max_replicas = opts.max_replicas
+    if opts.strategy is not None:
+        placement.strategy = opts.strategy
+    if opts.resources.given():
+        opts.resources.apply(task.resources)
 
 
 def _update_env(env: list[str], add: list[str], remove: list[str]) -> list[str]:
@@ -212,6 +395,9 @@ def apply_update(
         new.endpoint.ports.extend(ports)
     if opts.replicas is not None:
         set_replicas(new, opts.replicas, name)
+    if opts.max_concurrent is not None:
+        set_max_concurrent(new, opts.max_concurrent, name)
+    _apply_placement(new.task, opts)
     restart = new.task.restart
     if opts.restart_condition is not None:
         restart.condition = opts.restart_condition

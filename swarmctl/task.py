@@ -1,8 +1,9 @@
 """`swarmctl task ls|inspect`, and the task table that `service ps` and `node ps` share.
 
 The table has `docker service ps`'s columns: ID NAME IMAGE NODE DESIRED STATE CURRENT
-STATE ERROR PORTS. Tasks of one slot are grouped, newest first, the older ones named
-` \\_ <service>.<slot>` under it.
+STATE ERROR PORTS. Tasks of one slot (of a global service: of one node) are grouped,
+newest first, the older ones named ` \\_ <service>.<slot>` under it. A job's task that
+finished shows `Complete 5 seconds ago`.
 """
 
 from __future__ import annotations
@@ -59,7 +60,11 @@ NoTruncOpt = Annotated[bool, typer.Option("--no-trunc", help="Do not truncate ou
 
 
 def task_name(task: objects_pb2.Task, service_names: Mapping[str, str] | None = None) -> str:
-    """`<service>.<slot>` (or `<service>.<node id>` for a global service's task)."""
+    """`<service>.<slot>`, or `<service>.<node id>` for a global service's (or global
+    job's) task: the name the manager gave it, so that a slot's or a node's tasks group.
+    """
+    if task.annotations.name:
+        return task.annotations.name
     service = task.service_name or (service_names or {}).get(task.service_id) or task.service_id
     return f"{service}.{task.slot}" if task.slot else f"{service}.{task.node_id}"
 

@@ -850,16 +850,22 @@ class GetClusterResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CLUSTER_FIELD_NUMBER: _builtins.int
+    MANAGER_ADDRS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def cluster(self) -> _objects_pb2.Cluster: ...
+    @_builtins.property
+    def manager_addrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """host:port of the managers' dispatchers: where agents connect (and join, at port + 1)."""
+
     def __init__(
         self,
         *,
         cluster: _objects_pb2.Cluster | None = ...,
+        manager_addrs: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "manager_addrs", b"manager_addrs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -21,6 +21,7 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         on_node_removed: Callable[[str], None],
         previewer: services.Previewer,
         authorize: Callable[[Context], None] | None = None,
+        manager_addrs: Callable[[], list[str]] = list,
     ) -> None:
         self.cache = cache
         self.store = store
@@ -28,6 +29,7 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         self.previewer = previewer
         # Set for the TCP listener: only admin or manager certificates of this cluster.
         self.authorize = authorize
+        self.manager_addrs = manager_addrs
 
     # ---- nodes ----
 
@@ -116,7 +118,8 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         self, request: control_pb2.GetClusterRequest, context: Context
     ) -> control_pb2.GetClusterResponse:
         return control_pb2.GetClusterResponse(
-            cluster=cluster.redacted(cluster.get_cluster(self.cache))
+            cluster=cluster.redacted(cluster.get_cluster(self.cache)),
+            manager_addrs=self.manager_addrs(),
         )
 
     @rpc

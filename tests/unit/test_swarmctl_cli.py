@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -39,13 +40,31 @@ def test_no_manager_through_the_environment(tmp_path: Path) -> None:
     assert result.stderr.startswith(f"Error: cannot reach a swarmlet manager at unix://{sock} ")
 
 
-def test_no_manager_over_tcp() -> None:
+def test_tcp_without_an_admin_certificate_says_what_to_give() -> None:
     result = swarmctl("-H", "127.0.0.1:1", "cluster", "inspect")
     assert result.exit_code == 1
-    assert result.stderr == (
-        f"Error: cannot reach a swarmlet manager at tcp://127.0.0.1:1 (connection refused). "
-        f"{HINT}\n"
-    )
+    assert "is mutual TLS only: give --tlscacert, --tlscert and --tlskey" in result.stderr
+
+
+def test_tls_files_must_come_together(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(b"x")
+    result = swarmctl("-H", "127.0.0.1:1", "--tlscacert", str(ca), "cluster", "inspect")
+    assert result.exit_code == 2
+    assert "give all of --tlscacert, --tlscert and --tlskey" in result.stderr
+
+
+def test_no_manager_over_tcp(tmp_path: Path) -> None:
+    files = []
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_bytes(b"-----BEGIN CERTIFICATE-----\n")
+        files.append(str(tmp_path / name))
+    result = swarmctl(
+        "-H", "127.0.0.1:1", "--tlscacert", files[0], "--tlscert", files[1],
+        "--tlskey", files[2], "cluster", "inspect",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "Error: cannot reach a swarmlet manager at tcp://127.0.0.1:1" in result.stderr
 
 
 @pytest.mark.skipif(
@@ -86,7 +105,94 @@ def test_the_default_address_is_the_local_managers_socket() -> None:
         ),
         (
             ["service", "create", "--mode", "global", "--replicas", "2", "busybox"],
-            "Invalid value for '--replicas': replicas can only be used with replicated mode",
+            "Invalid value for '--replicas': replicas can only be used with replicated or "
+            "replicated-job mode",
+        ),
+        (
+            ["service", "create", "--mode", "global-job", "--replicas", "2", "busybox"],
+            "Invalid value for '--replicas': replicas can only be used with replicated or "
+            "replicated-job mode",
+        ),
+        (
+            ["service", "create", "--mode", "global", "--replicas-max-per-node", "1", "x"],
+            "Invalid value for '--replicas-max-per-node': replicas-max-per-node can only be "
+            "used with replicated or replicated-job mode",
+        ),
+        (
+            ["service", "create", "--max-concurrent", "2", "busybox"],
+            "Invalid value for '--max-concurrent': max-concurrent can only be used with "
+            "replicated-job mode",
+        ),
+        (
+            ["service", "create", "--mode", "job", "busybox"],
+            "Invalid value for '--mode': invalid mode 'job': use replicated, global, "
+            "replicated-job or global-job",
+        ),
+        (
+            ["service", "create", "--placement-pref", "binpack=node.labels.zone", "busybox"],
+            "Invalid value for '--placement-pref': invalid placement preference "
+            "'binpack=node.labels.zone': unsupported placement preference 'binpack' "
+            "(only spread is supported)",
+        ),
+        (
+            ["service", "create", "--reserve-cpu", "lots", "busybox"],
+            "Invalid value for '--reserve-cpu': invalid CPU value 'lots'",
+        ),
+        (
+            ["service", "create", "--limit-memory", "12x", "busybox"],
+            "Invalid value for '--limit-memory': invalid memory size '12x'",
+        ),
+        (
+            ["service", "create", "--platform", "linux/arm/v7", "busybox"],
+            "Invalid value for '--platform': invalid platform 'linux/arm/v7'",
+        ),
+        (
+            ["service", "create", "--placement-strategy", "random", "busybox"],
+            "Invalid value for '--placement-strategy': invalid placement strategy 'random'",
+        ),
+        (
+            ["service", "create", "--constraint", "", "busybox"],
+            "Invalid value for '--constraint': invalid constraint ''",
+        ),
+        (
+            ["service", "create", "--format", "json", "busybox"],
+            "Invalid value for '--format': --format can only be used with --dry-run",
+        ),
+        (
+            ["service", "update", "--placement-pref-rm", "zone", "web"],
+            "Invalid value for '--placement-pref-rm': invalid placement preference 'zone'",
+        ),
+        (
+            ["service", "update", "--reserve-memory", "-1", "web"],
+            "Invalid value for '--reserve-memory': invalid memory size '-1'",
+        ),
+        (
+            ["service", "update", "--platform-add", "", "web"],
+            "Invalid value for '--platform-add': invalid platform ''",
+        ),
+        (
+            ["service", "update", "--max-concurrent", "-1", "web"],
+            "Invalid value for '--max-concurrent': invalid max-concurrent value -1",
+        ),
+        (
+            ["service", "rebalance", "--timeout", "soon", "web"],
+            "Invalid value for '--timeout': invalid duration 'soon'",
+        ),
+        (
+            ["cluster", "update"],
+            "nothing to update: give --task-history-limit, --heartbeat-period or --auto-rebalance",
+        ),
+        (
+            ["cluster", "update", "--auto-rebalance", "maybe"],
+            "Invalid value for '--auto-rebalance': invalid boolean 'maybe': use true or false",
+        ),
+        (
+            ["cluster", "update", "--heartbeat-period", "0s"],
+            "Invalid value for '--heartbeat-period': invalid duration '0s': must be more than 0",
+        ),
+        (
+            ["cluster", "update", "--task-history-limit", "-2"],
+            "Invalid value for '--task-history-limit': invalid task history limit value -2",
         ),
         (
             ["service", "create", "--timeout", "forever", "busybox"],
@@ -144,8 +250,33 @@ def test_help_and_version() -> None:
         assert group in result.stdout
     assert swarmctl("--version").stdout.startswith("swarmctl ")
     commands = swarmctl("service", "--help").stdout
-    for command in ("create", "ls", "ps", "inspect", "scale", "update", "rollback", "rm"):
+    for command in (
+        "create",
+        "ls",
+        "ps",
+        "inspect",
+        "scale",
+        "update",
+        "rollback",
+        "rm",
+        "rebalance",
+    ):
         assert f"  {command} " in commands
+    assert "  update " in swarmctl("cluster", "--help").stdout
+
+
+def test_help_says_which_flags_are_swarmlet_extensions() -> None:
+    # Help is wrapped at 80 columns, sometimes after a hyphen: join the words again.
+    create = re.sub(r"- ", "-", " ".join(swarmctl("service", "create", "--help").stdout.split()))
+    for flag in ("--placement-strategy", "--platform", "--dry-run"):
+        assert flag in create
+    assert create.count("(swarmlet extension)") == 3
+    for flag in ("--constraint", "--placement-pref", "--reserve-cpu", "--limit-memory"):
+        assert flag in create
+    assert "replicated, global, replicated-job or global-job" in create
+    rebalance = " ".join(swarmctl("service", "rebalance", "--help").stdout.split())
+    assert "(swarmlet extension)" in rebalance
+    assert "moby#24103" in rebalance
 
 
 def test_an_unexpected_failure_is_one_line_not_a_traceback(

@@ -4,7 +4,10 @@ FakeControl is a test double of the manager's `swarmlet.Control` service: a grpc
 server on a real unix socket (in tmp_path), serving from a background thread, that keeps
 services, tasks and nodes in memory. Its "orchestrator" is a toy: every ListTasks call
 moves each task one state along; a task of an image named `nosuch*` is rejected at
-ACCEPTED and replaced, the way a node without the image would reject it.
+ACCEPTED and replaced, the way a node without the image would reject it. A global
+service gets a task per node; a job's tasks go on from RUNNING to COMPLETE. A dry run
+answers the canned `preview`; a rebalance moves half the tasks of the first node to the
+second on the next GetService.
 """
 
 from __future__ import annotations
@@ -59,6 +62,11 @@ class FakeControl(control_pb2_grpc.ControlServicer):
         # GetService answers this much older a version: a write came in between.
         self.stale_by = 0
         self.requests: list[object] = []
+        self.preview = control_pb2.PlacementPreview()
+        self.cluster = objects_pb2.Cluster(id="cluster1")
+        self.cluster.meta.version = 7
+        self.cluster.spec.orchestration.task_history_retention_limit = 5
+        self.cluster.spec.dispatcher.heartbeat_period.seconds = 5
 
     # helpers
 
@@ -71,50 +79,72 @@ class FakeControl(control_pb2_grpc.ControlServicer):
         by_prefix = [s for s in self.services.values() if s.id.startswith(ref)]
         return by_prefix[0] if len(by_prefix) == 1 else None
 
-    def _new_task(self, svc: objects_pb2.Service, slot: int) -> objects_pb2.Task:
+    def _new_task(self, svc: objects_pb2.Service, slot: int, node_id: str = "") -> objects_pb2.Task:
+        job = svc.spec.WhichOneof("mode") in ("replicated_job", "global_job")
         task = objects_pb2.Task(
             id=new_id(),
             service_id=svc.id,
             service_name=svc.spec.annotations.name,
             slot=slot,
+            node_id=node_id,
             spec=svc.spec.task,
             endpoint=svc.spec.endpoint,
             spec_version=svc.spec_version,
-            desired_state=states.RUNNING,
+            desired_state=states.COMPLETE if job else states.RUNNING,
             status=objects_pb2.TaskStatus(state=states.NEW, timestamp=now_timestamp()),
+            job_iteration=svc.job_status.job_iteration,
         )
+        task.annotations.name = f"{svc.spec.annotations.name}.{slot or node_id}"
         task.meta.created_at.CopyFrom(now_timestamp())
         self.tasks.append(task)
         return task
 
     def _reconcile(self, svc: objects_pb2.Service) -> None:
-        replicas = svc.spec.replicated.replicas
-        live = {}
+        """A task per slot (replicated, replicated job) or per node (global, global job)."""
+        mode = svc.spec.WhichOneof("mode")
+        keys: list[int | str]
+        if mode == "replicated_job":
+            keys = list(range(1, svc.spec.replicated_job.total_completions + 1))
+        elif mode in ("global", "global_job"):
+            keys = [n.id for n in self.nodes]
+        else:
+            keys = list(range(1, svc.spec.replicated.replicas + 1))
+        live: dict[int | str, objects_pb2.Task] = {}
         for task in self.tasks:
-            if task.service_id != svc.id or task.desired_state > states.RUNNING:
+            if task.service_id != svc.id or not states.is_runnable(task.desired_state):
                 continue
+            key = task.slot or task.node_id
             changed = task.spec != svc.spec.task or task.endpoint != svc.spec.endpoint
-            if changed or task.slot > replicas:
+            if changed or key not in keys or task.job_iteration != svc.job_status.job_iteration:
                 task.desired_state = states.SHUTDOWN
                 task.status.state = states.SHUTDOWN
                 continue
-            live[task.slot] = task
-        for slot in range(1, replicas + 1):
-            if slot not in live:
-                self._new_task(svc, slot)
+            live[key] = task
+        for key in keys:
+            if key not in live:
+                if isinstance(key, int):
+                    self._new_task(svc, key)
+                else:
+                    self._new_task(svc, 0, node_id=key)
 
     def _advance(self) -> None:
         for task in list(self.tasks):
-            if task.desired_state > states.RUNNING or task.status.state >= states.RUNNING:
+            if not states.is_runnable(task.desired_state):
+                continue
+            if task.status.state == states.RUNNING and task.desired_state == states.COMPLETE:
+                task.status.state = states.COMPLETE  # a job's task exits 0
+                task.status.timestamp.CopyFrom(now_timestamp())
+                continue
+            if task.status.state >= states.RUNNING:
                 continue
             nxt = _LIFECYCLE[_LIFECYCLE.index(task.status.state) + 1]
-            if nxt >= states.ASSIGNED:
+            if nxt >= states.ASSIGNED and not task.node_id:
                 task.node_id = NODE_ID
             if nxt == states.PREPARING and task.spec.container.image.startswith("nosuch"):
                 task.status.state = states.REJECTED
                 task.status.err = f"No such image: {task.spec.container.image}:latest"
                 task.desired_state = states.SHUTDOWN
-                self._new_task(self.services[task.service_id], task.slot)
+                self._new_task(self.services[task.service_id], task.slot, task.node_id)
                 continue
             task.status.state = nxt
             task.status.timestamp.CopyFrom(now_timestamp())
@@ -131,8 +161,12 @@ class FakeControl(control_pb2_grpc.ControlServicer):
         name = request.spec.annotations.name
         if any(s.spec.annotations.name == name for s in self.services.values()):
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"service {name} already exists")
+        if request.dry_run:
+            return control_pb2.CreateServiceResponse(preview=self.preview)
         svc = objects_pb2.Service(id=new_id(), spec=request.spec, spec_version=1)
         svc.meta.version = 1
+        if request.spec.WhichOneof("mode") in ("replicated_job", "global_job"):
+            svc.job_status.job_iteration = 1
         self.services[svc.id] = svc
         self._reconcile(svc)
         return control_pb2.CreateServiceResponse(service=svc)
@@ -143,6 +177,8 @@ class FakeControl(control_pb2_grpc.ControlServicer):
             await context.abort(
                 grpc.StatusCode.NOT_FOUND, f"service {request.service_id} not found"
             )
+        if svc.rebalance_requested > svc.rebalance_done:
+            self._rebalance(svc)
         resp = control_pb2.GetServiceResponse(service=svc)
         resp.service.meta.version -= self.stale_by
         return resp
@@ -162,7 +198,14 @@ class FakeControl(control_pb2_grpc.ControlServicer):
                 and t.desired_state == states.RUNNING
             )
             resp.statuses[svc.id].running = running
-            resp.statuses[svc.id].desired = svc.spec.replicated.replicas
+            resp.statuses[svc.id].desired = (
+                svc.spec.replicated.replicas or svc.spec.replicated_job.total_completions
+            )
+            resp.statuses[svc.id].completed = sum(
+                1
+                for t in self.tasks
+                if t.service_id == svc.id and t.status.state == states.COMPLETE
+            )
         return resp
 
     async def UpdateService(self, request, context):  # type: ignore[no-untyped-def]
@@ -179,12 +222,47 @@ class FakeControl(control_pb2_grpc.ControlServicer):
                 f"(version {request.service_version}, now {svc.meta.version}); read it again "
                 "and retry",
             )
+        if request.dry_run:
+            return control_pb2.UpdateServiceResponse(preview=self.preview)
         svc.previous_spec.CopyFrom(svc.spec)
         svc.spec.CopyFrom(request.spec)
         svc.meta.version += 1
         svc.spec_version += 1
+        if svc.job_status.job_iteration:
+            svc.job_status.job_iteration += 1  # any change runs a job again
         self._reconcile(svc)
         return control_pb2.UpdateServiceResponse(service=svc)
+
+    async def RebalanceService(self, request, context):  # type: ignore[no-untyped-def]
+        self.requests.append(request)
+        svc = self._find_service(request.service_id)
+        if svc is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"service {request.service_id} not found"
+            )
+        if not svc.spec.HasField("replicated"):
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"service {svc.spec.annotations.name!r} is not replicated",
+            )
+        svc.rebalance_requested += 1
+        svc.meta.version += 1
+        return control_pb2.RebalanceServiceResponse(service=svc)
+
+    def _rebalance(self, svc: objects_pb2.Service) -> None:
+        """Move half the running tasks of the first node to the second, start-first."""
+        first, second = self.nodes[0].id, self.nodes[1].id
+        on_first = [
+            t
+            for t in self.tasks
+            if t.service_id == svc.id and t.node_id == first and t.desired_state == states.RUNNING
+        ]
+        for old in on_first[: len(on_first) // 2]:
+            old.desired_state = states.SHUTDOWN
+            old.status.state = states.SHUTDOWN
+            moved = self._new_task(svc, old.slot, second)
+            moved.status.state = states.RUNNING
+        svc.rebalance_done = svc.rebalance_requested
 
     async def RemoveService(self, request, context):  # type: ignore[no-untyped-def]
         svc = self._find_service(request.service_id)
@@ -239,9 +317,18 @@ class FakeControl(control_pb2_grpc.ControlServicer):
         raise AssertionError("abort raises")
 
     async def GetCluster(self, request, context):  # type: ignore[no-untyped-def]
-        cluster = objects_pb2.Cluster(id="cluster1")
-        cluster.spec.orchestration.task_history_retention_limit = 5
-        return control_pb2.GetClusterResponse(cluster=cluster)
+        return control_pb2.GetClusterResponse(cluster=self.cluster)
+
+    async def UpdateCluster(self, request, context):  # type: ignore[no-untyped-def]
+        self.requests.append(request)
+        if request.cluster_version != self.cluster.meta.version:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "the cluster settings changed since you read them: read them again and retry",
+            )
+        self.cluster.spec.CopyFrom(request.spec)
+        self.cluster.meta.version += 1
+        return control_pb2.UpdateClusterResponse(cluster=self.cluster)
 
 
 @pytest.fixture
@@ -479,3 +566,207 @@ def test_task_ls_inspect_and_cluster_inspect(fake_manager):  # type: ignore[no-u
     (cluster,) = json.loads(swarmctl(address, "cluster", "inspect").stdout)
     assert cluster["id"] == "cluster1"
     assert cluster["spec"]["orchestration"]["task_history_retention_limit"] == 5
+
+
+def second_node(fake: FakeControl) -> str:
+    node = objects_pb2.Node()
+    node.CopyFrom(fake.nodes[0])
+    node.id = "node0000000000000000000002"
+    node.description.hostname = "node-2"
+    fake.nodes.append(node)
+    return node.id
+
+
+def test_service_create_sends_placement_resources_and_mode(fake_manager):  # type: ignore[no-untyped-def]
+    fake, address = fake_manager
+    result = swarmctl(
+        address,
+        "service", "create", "-d", "--name", "web",
+        "--constraint", "node.labels.zone == east", "--constraint", "node.role!=manager",
+        "--placement-pref", "spread=node.labels.zone",
+        "--placement-pref", "spread=node.labels.rack",
+        "--reserve-cpu", "0.5", "--limit-cpu", "2", "--reserve-memory", "512M",
+        "--limit-memory", "1GiB", "--replicas-max-per-node", "2",
+        "--placement-strategy", "binpack", "--platform", "linux/amd64", "--platform", "linux",
+        "nginx",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (request,) = fake.requests
+    assert not request.dry_run
+    placement = request.spec.task.placement
+    assert list(placement.constraints) == ["node.labels.zone == east", "node.role!=manager"]
+    assert [p.spread.spread_descriptor for p in placement.preferences] == [
+        "node.labels.zone",
+        "node.labels.rack",
+    ]
+    assert placement.max_replicas == 2
+    assert placement.strategy == specs_pb2.PLACEMENT_STRATEGY_BINPACK
+    assert [(p.os, p.architecture) for p in placement.platforms] == [
+        ("linux", "amd64"),
+        ("linux", ""),
+    ]
+    res = request.spec.task.resources
+    assert (res.reservations.nano_cpus, res.limits.nano_cpus) == (500_000_000, 2_000_000_000)
+    assert (res.reservations.memory_bytes, res.limits.memory_bytes) == (512 << 20, 1 << 30)
+
+
+def test_dry_run_create_prints_the_preview_and_creates_nothing(fake_manager):  # type: ignore[no-untyped-def]
+    fake, address = fake_manager
+    fake.preview.placements.add(slot=1, node_id=NODE_ID, node_hostname="node-1")
+    fake.preview.placements.add(
+        slot=2, explanation="no suitable node (max replicas per node reached on 1 node)"
+    )
+    fake.preview.rejections.add(
+        node_id="node0000000000000000000009", node_hostname="node-9", reason="node is down"
+    )
+    result = swarmctl(
+        address,
+        "service", "create", "--dry-run", "--name", "web", "--replicas", "2",
+        "--replicas-max-per-node", "1", "nginx",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "SLOT      NODE",
+        "1         node-1",
+        "2         not placed: no suitable node (max replicas per node reached on 1 node)",
+        "node node-9 (node00000000): node is down",
+    ]
+    (request,) = fake.requests
+    assert request.dry_run
+    assert request.spec.replicated.replicas == 2
+    assert not fake.services
+    assert not fake.tasks
+
+    as_json = swarmctl(
+        address, "service", "create", "--dry-run", "--format", "json", "--name", "web", "nginx"
+    )
+    assert as_json.exit_code == 0, as_json.output
+    data = json.loads(as_json.stdout)
+    assert data["placements"][1]["explanation"].startswith("no suitable node")
+    assert data["rejections"][0]["node_hostname"] == "node-9"
+
+
+def test_dry_run_update_previews_the_new_spec(fake_manager):  # type: ignore[no-untyped-def]
+    fake, address = fake_manager
+    swarmctl(address, "service", "create", "-d", "--name", "web", "--constraint", "a==b", "nginx")
+    (svc,) = fake.services.values()
+    before = objects_pb2.Service()
+    before.CopyFrom(svc)
+    fake.preview.placements.add(slot=1, node_id=NODE_ID, node_hostname="node-1")
+    result = swarmctl(
+        address, "service", "update", "--dry-run", "--constraint-rm", "a==b",
+        "--constraint-add", "node.labels.zone==a", "--reserve-memory", "64m", "web",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["SLOT      NODE", "1         node-1"]
+    request = fake.requests[-1]
+    assert request.dry_run
+    assert request.service_version == 1
+    assert list(request.spec.task.placement.constraints) == ["node.labels.zone==a"]
+    assert request.spec.task.resources.reservations.memory_bytes == 64 << 20
+    assert svc == before  # nothing changed
+
+
+def test_a_replicated_job_runs_to_completion(fake_manager):  # type: ignore[no-untyped-def]
+    fake, address = fake_manager
+    result = swarmctl(
+        address, "service", "create", "--name", "batch", "--mode", "replicated-job",
+        "--replicas", "3", "--max-concurrent", "2", "busybox", "true",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[1] == "job progress: 0 out of 3 complete [>" + " " * 50 + "]"
+    # (The fake starts every slot at once, whatever max-concurrent says.)
+    assert lines[2].startswith("active tasks: ")
+    assert lines[2].endswith(" out of 2 tasks")
+    assert "3/3: complete  [" + "=" * 50 + ">]" in lines
+    assert lines[-1] == "job complete"
+    (request,) = fake.requests
+    job = request.spec.replicated_job
+    assert (job.total_completions, job.max_concurrent) == (3, 2)
+    assert request.spec.task.restart.condition == specs_pb2.RESTART_CONDITION_ON_FAILURE
+
+    ls = swarmctl(address, "service", "ls").stdout.splitlines()
+    assert ls[1].split()[2:5] == ["replicated", "job", "0/3"]
+    assert "(3/3 completed)" in ls[1]
+    rows = swarmctl(address, "service", "ps", "batch").stdout.splitlines()[1:]
+    assert [r.split()[1] for r in rows] == ["batch.1", "batch.2", "batch.3"]
+    assert all(r.split()[4:6] == ["Complete", "Complete"] for r in rows)
+
+
+def test_a_global_service_converges_per_node(fake_manager, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(progress, "VERIFY_SECONDS", 0.2)
+    fake, address = fake_manager
+    other = second_node(fake)
+    result = swarmctl(address, "service", "create", "--name", "agents", "--mode", "global", "x")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "overall progress: 2 out of 2 tasks" in lines
+    assert f"{NODE_ID[:12]}: running   [" + "=" * 50 + ">]" in lines
+    assert f"{other[:12]}: running   [" + "=" * 50 + ">]" in lines
+    assert lines[-1].startswith("verify: Service ")
+    rows = swarmctl(address, "service", "ps", "agents").stdout.splitlines()[1:]
+    assert [r.split()[1:4] for r in rows] == [
+        [f"agents.{NODE_ID}", "x", "node-1"],
+        [f"agents.{other}", "x", "node-2"],
+    ]
+    result = swarmctl(address, "service", "create", "--mode", "global", "--replicas", "2", "x")
+    assert result.exit_code == 2
+
+
+def test_service_rebalance_shows_tasks_per_node_before_and_after(fake_manager):  # type: ignore[no-untyped-def]
+    fake, address = fake_manager
+    second_node(fake)
+    swarmctl(address, "service", "create", "-d", "--name", "web", "--replicas", "4", "nginx")
+    fake.auto_advance = False
+    for _ in range(7):
+        fake._advance()
+    result = swarmctl(address, "service", "rebalance", "web")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "web",
+        "NODE      BEFORE    AFTER",
+        "node-1    4         2",
+        "node-2    0         2",
+    ]
+    (svc,) = fake.services.values()
+    assert (svc.rebalance_requested, svc.rebalance_done) == (1, 1)
+
+    detached = swarmctl(address, "service", "rebalance", "-d", "web")
+    assert detached.stdout == "web\n"
+    assert svc.rebalance_requested == 2
+
+    swarmctl(address, "service", "create", "-d", "--name", "agents", "--mode", "global", "x")
+    result = swarmctl(address, "service", "rebalance", "-q", "agents", "web", "nope")
+    assert result.exit_code == 1
+    assert result.stdout == "web\n"
+    assert result.stderr == (
+        "Error: service 'agents' is not replicated\nError: service nope not found\n"
+    )
+
+
+def test_cluster_update_changes_only_what_is_given(fake_manager):  # type: ignore[no-untyped-def]
+    fake, address = fake_manager
+    fake.cluster.spec.annotations.name = "default"
+    result = swarmctl(
+        address, "cluster", "update", "--task-history-limit", "2", "--auto-rebalance", "true"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "ID:             cluster1",
+        "Orchestration:",
+        " Task History Retention Limit: 2",
+        " Auto Rebalance: true",
+        "Dispatcher:",
+        " Heartbeat Period: 5s",
+    ]
+    (request,) = fake.requests
+    assert request.cluster_version == 7
+    assert request.spec.annotations.name == "default"
+    assert request.spec.dispatcher.heartbeat_period.seconds == 5
+    result = swarmctl(address, "cluster", "update", "--heartbeat-period", "1500ms")
+    assert result.exit_code == 0, result.output
+    assert fake.requests[-1].cluster_version == 8
+    (cluster,) = json.loads(swarmctl(address, "cluster", "inspect").stdout)
+    assert cluster["spec"]["dispatcher"]["heartbeat_period"] == "1.500s"
+    assert cluster["spec"]["orchestration"]["auto_rebalance"] is True

@@ -8,9 +8,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from common import states
 from common.api import control_pb2, objects_pb2, specs_pb2, types_pb2
+from swarmctl import pretty
 from swarmctl.node import node_rows
 from swarmctl.output import format_port, render_json, render_table, truncate_id
-from swarmctl.parsing import parse_publish
+from swarmctl.parsing import parse_platform, parse_publish
+from swarmctl.preview import preview_table, rejection_lines, render_preview
+from swarmctl.rebalance import count_rows, tasks_per_node
 from swarmctl.service import replicas_text, service_rows
 from swarmctl.task import current_state, task_error, task_rows
 
@@ -118,6 +121,34 @@ def test_replicas_text_without_counts_and_with_a_max_per_node() -> None:
     assert replicas_text(web, counts) == "5/5 (max 2 per node)"
 
 
+def job(sid: str, name: str, total: int | None) -> objects_pb2.Service:
+    svc = objects_pb2.Service(id=sid)
+    svc.spec.annotations.name = name
+    svc.spec.task.container.image = "batch"
+    if total is None:
+        svc.spec.global_job.SetInParent()
+    else:
+        svc.spec.replicated_job.total_completions = total
+        svc.spec.replicated_job.max_concurrent = total
+    return svc
+
+
+def test_jobs_in_service_ls() -> None:
+    once = job("c" * 25, "once", 5)
+    everywhere = job("d" * 25, "everywhere", None)
+    statuses = {
+        once.id: control_pb2.ServiceStatusCounts(running=0, desired=5, completed=5),
+        everywhere.id: control_pb2.ServiceStatusCounts(running=1, desired=4, completed=3),
+    }
+    assert service_rows([once, everywhere], statuses) == [
+        ["d" * 12, "everywhere", "global job", "1/4 (3/4 completed)", "batch", ""],
+        ["c" * 12, "once", "replicated job", "0/5 (5/5 completed)", "batch", ""],
+    ]
+    assert replicas_text(once, None) == "0/5 (0/5 completed)"
+    running = control_pb2.ServiceStatusCounts(running=2, desired=5, completed=1)
+    assert replicas_text(once, running) == "2/5 (1/5 completed)"
+
+
 # service ps
 
 
@@ -187,6 +218,178 @@ def test_global_task_names_use_the_node_id() -> None:
     rows = task_rows([task("g" * 25, 0, node="nodeid1")], {"nodeid1": "host-1"}, now=NOW)
     assert rows[0][1] == "web.nodeid1"
     assert rows[0][3] == "host-1"
+
+
+def test_a_jobs_completed_tasks() -> None:
+    done = task("j" * 25, 1, state=states.COMPLETE, desired=states.COMPLETE, age=5)
+    row = task_rows([done], {"n1": "node-1"}, now=NOW)[0]
+    assert row[4:6] == ["Complete", "Complete 5 seconds ago"]
+    active = task("k" * 25, 2, state=states.RUNNING, desired=states.COMPLETE, age=3)
+    assert task_rows([active], {}, now=NOW)[0][4:6] == ["Complete", "Running 3 seconds ago"]
+
+
+def test_global_tasks_are_grouped_per_node_under_the_managers_name() -> None:
+    def global_task(tid: str, node_id: str, **kw: object) -> objects_pb2.Task:
+        t = task(tid + "x" * 20, 0, node=node_id, **kw)  # type: ignore[arg-type]
+        t.annotations.name = f"web.{node_id}"
+        return t
+
+    tasks = [
+        global_task("new_b", "nodeB", created=5),
+        global_task("old_a", "nodeA", state=states.FAILED, desired=states.SHUTDOWN, created=50),
+        global_task("new_a", "nodeA", created=5),
+        global_task("old_b", "nodeB", state=states.SHUTDOWN, desired=states.SHUTDOWN, created=60),
+    ]
+    rows = task_rows(tasks, {"nodeA": "host-a", "nodeB": "host-b"}, now=NOW)
+    assert [(r[0][:5], r[1], r[3]) for r in rows] == [
+        ("new_a", "web.nodeA", "host-a"),
+        ("old_a", " \\_ web.nodeA", "host-a"),
+        ("new_b", "web.nodeB", "host-b"),
+        ("old_b", " \\_ web.nodeB", "host-b"),
+    ]
+
+
+# dry-run preview
+
+
+def preview_of(
+    placements: list[tuple[int, str, str, str]], rejections: list[tuple[str, str, str]]
+) -> control_pb2.PlacementPreview:
+    out = control_pb2.PlacementPreview()
+    for slot, node_id, hostname, explanation in placements:
+        out.placements.add(
+            slot=slot, node_id=node_id, node_hostname=hostname, explanation=explanation
+        )
+    for node_id, hostname, reason in rejections:
+        out.rejections.add(node_id=node_id, node_hostname=hostname, reason=reason)
+    return out
+
+
+def test_preview_of_a_replicated_service() -> None:
+    why = "no suitable node (scheduling constraints not satisfied on 2 nodes)"
+    preview = preview_of(
+        [(2, "", "", why), (1, "n1" + "0" * 23, "node-1", ""), (10, "n1" + "0" * 23, "node-1", "")],
+        [
+            ("n3" + "0" * 23, "node-3", "scheduling constraints not satisfied"),
+            ("n2" + "0" * 23, "node-2", "scheduling constraints not satisfied"),
+        ],
+    )
+    assert render_preview(preview).splitlines() == [
+        "SLOT      NODE",
+        "1         node-1",
+        f"2         not placed: {why}",
+        "10        node-1",
+        "node node-2 (n20000000000): scheduling constraints not satisfied",
+        "node node-3 (n30000000000): scheduling constraints not satisfied",
+    ]
+
+
+def test_preview_of_a_global_service_is_per_node() -> None:
+    preview = preview_of(
+        [
+            (0, "b" * 25, "host-b", ""),
+            (0, "a" * 25, "", "no suitable node (insufficient memory on 1 node)"),
+        ],
+        [("a" * 25, "host-a", "insufficient memory")],
+    )
+    headers, rows = preview_table(preview)
+    assert headers == ("NODE ID", "NODE")
+    # Sorted by hostname, the rejected node's name known from its rejection.
+    assert rows == [
+        ["a" * 12, "not placed: no suitable node (insufficient memory on 1 node)"],
+        ["b" * 12, "host-b"],
+    ]
+    assert rejection_lines(preview) == [f"node host-a ({'a' * 12}): insufficient memory"]
+    assert render_preview(control_pb2.PlacementPreview()) == "NODE ID   NODE"
+
+
+# service inspect --pretty, cluster settings
+
+
+def test_pretty_placement_and_resources() -> None:
+    svc = service("s" * 25, "web")
+    placement = svc.spec.task.placement
+    placement.constraints.extend(["node.role==worker", "node.labels.zone==a"])
+    placement.preferences.add().spread.spread_descriptor = "node.labels.zone"
+    placement.platforms.append(parse_platform("linux/amd64"))
+    placement.strategy = specs_pb2.PLACEMENT_STRATEGY_BINPACK
+    placement.max_replicas = 2
+    svc.spec.task.resources.reservations.nano_cpus = 500_000_000
+    svc.spec.task.resources.limits.memory_bytes = 512 * 1024 * 1024
+    svc.spec.task.container.stop_grace_period.seconds = 10
+    lines = pretty.service(svc).splitlines()
+    start = lines.index("Placement:")
+    assert lines[start : start + 13] == [
+        "Placement:",
+        " Constraints:   node.role==worker, node.labels.zone==a",
+        " Preferences:",
+        "  Spread: node.labels.zone",
+        " Max Replicas:  2",
+        " Platforms:     linux/amd64",
+        " Strategy:      binpack",
+        "Resources:",
+        " Reservations:",
+        "  CPU:          0.5",
+        " Limits:",
+        "  Memory:       512MiB",
+        "RestartPolicy:",
+    ]
+    assert " StopGracePeriod: 10s" in lines
+    plain = pretty.service(service("t" * 25, "plain"))
+    assert "Placement:" not in plain
+    assert "Resources:" not in plain
+
+
+def test_cluster_settings() -> None:
+    cluster = objects_pb2.Cluster(id="c1")
+    cluster.spec.orchestration.task_history_retention_limit = 3
+    cluster.spec.orchestration.auto_rebalance = True
+    cluster.spec.dispatcher.heartbeat_period.seconds = 5
+    assert pretty.cluster_settings(cluster).splitlines() == [
+        "ID:             c1",
+        "Orchestration:",
+        " Task History Retention Limit: 3",
+        " Auto Rebalance: true",
+        "Dispatcher:",
+        " Heartbeat Period: 5s",
+    ]
+    assert pretty.cluster_settings(objects_pb2.Cluster(id="c2")).endswith(
+        " Heartbeat Period: default"
+    )
+
+
+# service rebalance
+
+
+def test_rebalance_counts_tasks_meant_to_run_per_node() -> None:
+    tasks = [
+        task("a", 1, node="n1"),
+        task("b", 2, node="n1", state=states.PENDING),
+        task("c", 3, node="n1", state=states.SHUTDOWN, desired=states.SHUTDOWN),
+        task("d", 4, node="n2"),
+        task("e", 5, node="", state=states.PENDING),
+        task("f", 6, node="n2", state=states.FAILED),
+    ]
+    assert dict(tasks_per_node(tasks)) == {"n1": 2, "n2": 1}
+
+
+def test_rebalance_rows_show_every_usable_node() -> None:
+    nodes = [
+        node("n1", "node-1"),
+        node("n2", "node-2"),
+        node("n3", "node-3"),
+        node("n4", "node-10", availability=types_pb2.NODE_AVAILABILITY_DRAIN),
+        node("n5", "node-5", state=types_pb2.NODE_STATE_DOWN),
+    ]
+    before = tasks_per_node([task("a", 1, node="n1"), task("b", 2, node="n1")])
+    after = tasks_per_node([task("a", 1, node="n1"), task("c", 2, node="n3")])
+    assert count_rows(before, after, nodes) == [
+        ["node-1", "2", "1"],
+        ["node-2", "0", "0"],
+        ["node-3", "0", "1"],
+    ]
+    gone = tasks_per_node([task("x", 1, node="gone")])
+    assert count_rows(gone, after, nodes)[0] == ["gone", "1", "0"]
 
 
 # node ls

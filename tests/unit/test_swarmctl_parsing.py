@@ -1,4 +1,5 @@
-"""swarmctl's flag value parsing: ports, env, labels, durations, counts, filters, -H."""
+"""swarmctl's flag value parsing: ports, env, labels, durations, counts, filters, -H,
+modes, placement and resources."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from common.api import specs_pb2, types_pb2
 from swarmctl.client import ManagerAddress
 from swarmctl.parsing import (
     FlagValueError,
+    format_bytes,
+    format_nano_cpus,
+    format_platform,
+    parse_bool,
     parse_command,
     parse_duration_value,
     parse_env,
@@ -17,7 +22,14 @@ from swarmctl.parsing import (
     parse_filters,
     parse_label,
     parse_label_key,
+    parse_memory_bytes,
+    parse_mode,
+    parse_nano_cpus,
+    parse_placement_pref,
+    parse_placement_strategy,
+    parse_platform,
     parse_port_ref,
+    parse_positive_duration,
     parse_publish,
     parse_replicas,
     parse_restart_condition,
@@ -213,3 +225,156 @@ def test_relative_socket_paths_become_absolute(tmp_path, monkeypatch) -> None:  
 def test_bad_manager_addresses(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ManagerAddress.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("replicated", "replicated"),
+        ("global", "global"),
+        ("replicated-job", "replicated_job"),
+        ("Global-Job", "global_job"),
+    ],
+)
+def test_modes_name_the_spec_field_they_set(text: str, field: str) -> None:
+    assert parse_mode(text) == field
+
+
+def test_unknown_mode() -> None:
+    with pytest.raises(FlagValueError) as err:
+        parse_mode("job")
+    assert str(err.value) == (
+        "invalid mode 'job': use replicated, global, replicated-job or global-job"
+    )
+
+
+def test_placement_preferences_are_spread_descriptors() -> None:
+    assert parse_placement_pref("spread=node.labels.zone") == "node.labels.zone"
+    assert parse_placement_pref("spread=engine.labels.rack") == "engine.labels.rack"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("binpack=node.labels.zone", "unsupported placement preference 'binpack' (only spread"),
+        ("node.labels.zone", "expected spread=node.labels.KEY"),
+        ("spread=a=b", "expected spread=node.labels.KEY"),
+        ("spread=", "expected spread=node.labels.KEY"),
+    ],
+)
+def test_bad_placement_preferences(text: str, message: str) -> None:
+    with pytest.raises(FlagValueError) as err:
+        parse_placement_pref(text)
+    assert message in str(err.value)
+    assert repr(text) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "nanos"),
+    [
+        ("0.5", 500_000_000),
+        ("2", 2_000_000_000),
+        (" 1.25 ", 1_250_000_000),
+        ("1/4", 250_000_000),
+        ("0.000000001", 1),
+        ("0", 0),
+        ("1e-3", 1_000_000),
+    ],
+)
+def test_cpus_are_nano_cpus(text: str, nanos: int) -> None:
+    assert parse_nano_cpus(text) == nanos
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0.0000000001", "too precise"),
+        ("-1", "must not be negative"),
+        ("half", "use a number of CPUs"),
+        ("", "use a number of CPUs"),
+        ("1/0", "use a number of CPUs"),
+    ],
+)
+def test_bad_cpus(text: str, message: str) -> None:
+    with pytest.raises(FlagValueError, match=message):
+        parse_nano_cpus(text)
+
+
+MIB = 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("512M", 512 * MIB),
+        ("512m", 512 * MIB),
+        ("512mb", 512 * MIB),
+        ("512MiB", 512 * MIB),
+        ("512 MB", 512 * MIB),
+        ("1.5g", 1536 * MIB),
+        ("1GB", 1024 * MIB),
+        ("64k", 64 * 1024),
+        ("2kib", 2048),
+        ("1t", 1 << 40),
+        ("1p", 1 << 50),
+        ("100", 100),
+        ("100b", 100),
+        ("100B", 100),
+        ("0", 0),
+    ],
+)
+def test_memory_uses_dockers_1024_units(text: str, size: int) -> None:
+    assert parse_memory_bytes(text) == size
+
+
+@pytest.mark.parametrize("text", ["512x", "-1m", "m", "1.5.5g", "512i", "", "1e3m", "12 m b"])
+def test_bad_memory(text: str) -> None:
+    with pytest.raises(FlagValueError) as err:
+        parse_memory_bytes(text)
+    assert str(err.value).startswith(f"invalid memory size {text!r}: use a number")
+
+
+def test_resource_formatting() -> None:
+    assert format_nano_cpus(500_000_000) == "0.5"
+    assert format_nano_cpus(2_000_000_000) == "2"
+    assert format_nano_cpus(1) == "0.000000001"
+    assert format_bytes(512 * MIB) == "512MiB"
+    assert format_bytes(1536 * MIB) == "1.5GiB"
+    assert format_bytes(100) == "100B"
+
+
+def test_platforms() -> None:
+    linux_amd64 = parse_platform("linux/amd64")
+    assert (linux_amd64.os, linux_amd64.architecture) == ("linux", "amd64")
+    linux = parse_platform("linux")
+    assert (linux.os, linux.architecture) == ("linux", "")
+    arm = parse_platform("/arm64")
+    assert (arm.os, arm.architecture) == ("", "arm64")
+    assert [format_platform(p) for p in (linux_amd64, linux, arm)] == [
+        "linux/amd64",
+        "linux",
+        "/arm64",
+    ]
+    for bad in ("linux/arm/v7", "", "/"):
+        with pytest.raises(FlagValueError, match="expected OS\\[/ARCH\\]"):
+            parse_platform(bad)
+
+
+def test_placement_strategy_bool_and_positive_duration() -> None:
+    assert parse_placement_strategy("spread") == specs_pb2.PLACEMENT_STRATEGY_SPREAD
+    assert parse_placement_strategy("BinPack") == specs_pb2.PLACEMENT_STRATEGY_BINPACK
+    with pytest.raises(FlagValueError, match="use spread or binpack"):
+        parse_placement_strategy("random")
+    assert [parse_bool(v) for v in ("true", "1", "T", "false", "0", "F")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
+    with pytest.raises(FlagValueError, match="use true or false"):
+        parse_bool("yes please")
+    assert parse_positive_duration("300ms").nanos == 300_000_000
+    with pytest.raises(FlagValueError, match="must be more than 0"):
+        parse_positive_duration("0s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 
 import pytest
 import typer
@@ -13,10 +14,15 @@ from swarmctl.errors import SwarmctlError
 from swarmctl.progress import (
     ChangedLinesOutput,
     ConvergenceTracker,
+    JobTracker,
     compute_convergence,
+    compute_job_progress,
+    job_progress_bar,
     progress_bar,
+    ratio_bar,
     wait_for_convergence,
 )
+from swarmctl.rebalance import Requested, wait_for_rebalance
 
 _ids = itertools.count(1)
 
@@ -340,4 +346,303 @@ def test_ctrl_c_leaves_the_service_converging(capsys) -> None:  # type: ignore[n
     assert exc.value.exit_code == 130
     assert capsys.readouterr().out == (
         "Operation continuing in background.\nUse 'swarmctl service ps web' to check progress.\n"
+    )
+
+
+# global services
+
+
+def global_service() -> objects_pb2.Service:
+    svc = objects_pb2.Service(id="g", spec_version=1)
+    svc.spec.annotations.name = "agents"
+    getattr(svc.spec, "global").SetInParent()
+    return svc
+
+
+def test_global_services_show_one_line_per_node() -> None:
+    glob = global_service()
+    a, b = "a" * 25, "b" * 25
+    conv = compute_convergence(
+        glob, [task(glob, 0, states.RUNNING, node=b), task(glob, 0, states.STARTING, node=a)]
+    )
+    assert texts(conv.lines()) == [
+        "overall progress: 1 out of 2 tasks",
+        f"{'a' * 12}: starting  " + progress_bar(states.STARTING),
+        f"{'b' * 12}: running   " + progress_bar(states.RUNNING),
+    ]
+    assert not conv.converged
+
+
+def test_a_global_node_waiting_for_a_restart_is_not_converged() -> None:
+    glob = global_service()
+    failed = task(glob, 0, states.FAILED, desired=states.SHUTDOWN, node="n2", err="exit 1")
+    failed.restart_at.seconds = 2000
+    tasks = [task(glob, 0, states.RUNNING, node="n1"), failed]
+    conv = compute_convergence(glob, tasks)
+    assert (conv.running, conv.desired, conv.converged) == (1, 2, False)
+    assert texts(conv.lines())[2] == "n2: failed    exit 1"
+    # A node drained (its task shut down on purpose, no replacement) no longer counts.
+    drained = task(glob, 0, states.SHUTDOWN, desired=states.SHUTDOWN, node="n2")
+    conv = compute_convergence(glob, [tasks[0], drained])
+    assert (conv.running, conv.desired, conv.converged) == (1, 1, True)
+    # Nor does a node that is down.
+    assert compute_convergence(glob, tasks, active_nodes={"n1"}).converged
+
+
+def test_a_global_service_gives_up_per_node() -> None:
+    glob = global_service()
+    err = "No such image: nosuch:latest"
+    tasks = [
+        task(glob, 0, states.RUNNING, node="n1"),
+        task(glob, 0, states.REJECTED, desired=states.SHUTDOWN, node="n2", err=err),
+        task(glob, 0, states.REJECTED, desired=states.SHUTDOWN, node="n2", err=err),
+    ]
+    conv = compute_convergence(glob, tasks)
+    assert conv.hopeless
+    assert conv.hopeless_reason() == (
+        "1 out of 2 tasks running, and each node not running has failed 2 or more times"
+    )
+
+
+# jobs
+
+
+def replicated_job(total: int, concurrent: int, iteration: int = 1) -> objects_pb2.Service:
+    svc = objects_pb2.Service(id="job1", spec_version=iteration)
+    svc.spec.annotations.name = "batch"
+    svc.spec.task.container.image = "batch"
+    svc.spec.replicated_job.total_completions = total
+    svc.spec.replicated_job.max_concurrent = concurrent
+    svc.job_status.job_iteration = iteration
+    return svc
+
+
+def global_job(iteration: int = 1) -> objects_pb2.Service:
+    svc = objects_pb2.Service(id="gjob", spec_version=iteration)
+    svc.spec.annotations.name = "everywhere"
+    svc.spec.global_job.SetInParent()
+    svc.job_status.job_iteration = iteration
+    return svc
+
+
+def job_task(
+    svc: objects_pb2.Service,
+    slot: int,
+    state: int,
+    *,
+    iteration: int | None = None,
+    node: str = "n1",
+    err: str = "",
+) -> objects_pb2.Task:
+    desired = states.SHUTDOWN if state in (states.FAILED, states.REJECTED) else states.COMPLETE
+    t = task(svc, slot, state, desired=desired, node=node, err=err)
+    t.job_iteration = svc.job_status.job_iteration if iteration is None else iteration
+    return t
+
+
+def test_job_bars_run_on_to_complete() -> None:
+    assert job_progress_bar(states.COMPLETE) == "[" + "=" * 50 + ">]"
+    assert job_progress_bar(states.RUNNING) == "[" + "=" * 45 + ">" + " " * 5 + "]"
+    assert ratio_bar(2, 5) == "[" + "=" * 20 + ">" + " " * 30 + "]"
+    assert ratio_bar(0, 0) == "[" + "=" * 50 + ">]"
+
+
+def test_replicated_job_progress_like_docker() -> None:
+    svc = replicated_job(total=5, concurrent=2)
+    tasks = [
+        job_task(svc, 1, states.COMPLETE),
+        job_task(svc, 2, states.COMPLETE),
+        job_task(svc, 3, states.RUNNING),
+        job_task(svc, 4, states.PENDING),
+        # The previous run of the job does not count.
+        job_task(svc, 5, states.COMPLETE, iteration=0),
+    ]
+    progress = compute_job_progress(svc, tasks)
+    assert (progress.completed, progress.active, progress.converged) == (2, 2, False)
+    assert texts(progress.lines()) == [
+        "job progress: 2 out of 5 complete " + ratio_bar(2, 5),
+        "active tasks: 2 out of 2 tasks",
+        "1/5: complete  " + job_progress_bar(states.COMPLETE),
+        "2/5: complete  " + job_progress_bar(states.COMPLETE),
+        "3/5: running   " + job_progress_bar(states.RUNNING),
+        "4/5: pending   " + job_progress_bar(states.PENDING),
+        "5/5:",
+    ]
+
+
+def test_replicated_job_active_tasks_shrink_as_it_ends() -> None:
+    svc = replicated_job(total=12, concurrent=10)
+    tasks = [job_task(svc, n, states.COMPLETE) for n in range(1, 11)]
+    tasks.append(job_task(svc, 11, states.RUNNING))
+    lines = texts(compute_job_progress(svc, tasks).lines())
+    # Both numbers padded to the width of max-concurrent, as Docker does.
+    assert lines[:2] == [
+        "job progress: 10 out of 12 complete " + ratio_bar(10, 12),
+        "active tasks:  1 out of  2 tasks",
+    ]
+    many = replicated_job(total=21, concurrent=21)
+    assert len(compute_job_progress(many, []).lines()) == 2
+
+
+def test_a_job_is_done_when_every_completion_is() -> None:
+    svc = replicated_job(total=2, concurrent=1)
+    failed = job_task(svc, 1, states.FAILED, err="exit status 1")
+    tasks = [failed, job_task(svc, 1, states.COMPLETE), job_task(svc, 2, states.COMPLETE)]
+    step = JobTracker("job1").observe(svc, tasks, now=0)
+    assert step.done
+    assert texts(step.lines)[-1] == "job complete"
+    assert not JobTracker("job1").observe(svc, tasks[:2], now=0).done
+    assert compute_job_progress(replicated_job(total=0, concurrent=0), []).converged
+
+
+def test_a_job_gives_up_when_every_remaining_slot_keeps_failing() -> None:
+    svc = replicated_job(total=3, concurrent=3)
+    err = "exit status 2"
+
+    def failed(slot: int) -> objects_pb2.Task:
+        return job_task(svc, slot, states.FAILED, err=err)
+
+    tasks = [job_task(svc, 1, states.COMPLETE), failed(2), failed(2), failed(3)]
+    assert not compute_job_progress(svc, tasks).hopeless
+    tasks.append(failed(3))
+    progress = compute_job_progress(svc, tasks)
+    assert progress.hopeless
+    assert progress.hopeless_reason() == (
+        "1 out of 3 complete, and each slot not complete has failed 2 or more times"
+    )
+    assert progress.notes() == [err]
+    # A slot shows its failure while the replacement is on its way, not once it runs.
+    lines = texts(compute_job_progress(svc, [*tasks, job_task(svc, 3, states.PENDING)]).lines())
+    assert lines[-1] == f"3/3: failed    {err}"
+    lines = texts(compute_job_progress(svc, [*tasks, job_task(svc, 3, states.RUNNING)]).lines())
+    assert lines[-1] == "3/3: running   " + job_progress_bar(states.RUNNING)
+    # A slot waiting for its turn (max-concurrent) has not failed yet.
+    waiting = replicated_job(total=3, concurrent=1)
+    stuck = [job_task(waiting, 1, states.FAILED, err=err) for _ in range(2)]
+    assert not compute_job_progress(waiting, stuck).hopeless
+    # A task the restart policy will not replace gives up at once.
+    declined = job_task(svc, 2, states.FAILED, err=err)
+    declined.restart_declined = True
+    assert compute_job_progress(
+        svc, [job_task(svc, 1, states.COMPLETE), declined, *[failed(3)] * 2]
+    ).hopeless
+
+
+def test_global_job_progress_counts_the_nodes_of_this_run() -> None:
+    svc = global_job(iteration=2)
+    assert texts(compute_job_progress(svc, []).lines()) == ["job progress: waiting for tasks"]
+    assert not compute_job_progress(svc, []).converged
+    a, b, c = "a" * 25, "b" * 25, "c" * 25
+    tasks = [
+        job_task(svc, 0, states.COMPLETE, node=a),
+        job_task(svc, 0, states.RUNNING, node=b),
+        job_task(svc, 0, states.COMPLETE, node=c, iteration=1),
+        # Shut down on purpose (the node was drained): not expected to complete.
+        job_task(svc, 0, states.SHUTDOWN, node=c),
+    ]
+    tasks[3].desired_state = states.SHUTDOWN
+    progress = compute_job_progress(svc, tasks)
+    assert (progress.completed, progress.total) == (1, 2)
+    # No "active tasks" line for a global job: all its tasks start at once.
+    assert texts(progress.lines()) == [
+        "job progress: 1 out of 2 complete " + ratio_bar(1, 2),
+        f"{'a' * 12}: complete  " + job_progress_bar(states.COMPLETE),
+        f"{'b' * 12}: running   " + job_progress_bar(states.RUNNING),
+    ]
+    tasks[1].status.state = states.COMPLETE
+    assert compute_job_progress(svc, tasks).converged
+    assert not compute_job_progress(svc, tasks, active_nodes={a}).hopeless
+
+
+def test_wait_for_a_job_to_complete() -> None:
+    svc = replicated_job(total=1, concurrent=1)
+    client = FakeClient(
+        svc,
+        [
+            [job_task(svc, 1, states.PENDING)],
+            [job_task(svc, 1, states.RUNNING)],
+            [job_task(svc, 1, states.COMPLETE)],
+        ],
+    )
+    printed = run(client)
+    assert printed[0] == "job progress: 0 out of 1 complete " + ratio_bar(0, 1)
+    assert printed[-2:] == [
+        "1/1: complete  " + job_progress_bar(states.COMPLETE),
+        "job complete",
+    ]
+    assert client.calls == 3  # no verify period for a job
+
+
+def test_wait_for_a_job_times_out_or_gives_up() -> None:
+    svc = replicated_job(total=2, concurrent=2)
+    running = [job_task(svc, 1, states.COMPLETE), job_task(svc, 2, states.RUNNING)]
+    with pytest.raises(SwarmctlError) as err:
+        run(FakeClient(svc, [running]), timeout=0.5)
+    assert str(err.value) == "service batch did not complete: 1 out of 2 complete after 500ms"
+    failing = [job_task(svc, n, states.FAILED, err="exit status 3") for n in (1, 1, 2, 2)]
+    with pytest.raises(SwarmctlError) as err:
+        run(FakeClient(svc, [failing]))
+    assert str(err.value) == (
+        "service batch did not complete: 0 out of 2 complete, and each slot not complete "
+        "has failed 2 or more times\n  exit status 3"
+    )
+
+
+# service rebalance
+
+
+class RebalancingClient:
+    """Answers GetService with rebalance_done catching up after `polls` polls."""
+
+    def __init__(self, polls: int) -> None:
+        self.polls = polls
+        self.calls = 0
+
+    def get_service(self, ref: str) -> objects_pb2.Service:
+        self.calls += 1
+        svc = service(2)
+        svc.rebalance_requested = 3
+        svc.rebalance_done = 3 if self.calls > self.polls else 2
+        return svc
+
+
+def requested() -> Requested:
+    svc = service(2)
+    svc.rebalance_requested = 3
+    return Requested("web", svc, before=Counter())
+
+
+def test_wait_for_rebalance() -> None:
+    clock = Clock()
+    client = RebalancingClient(polls=3)
+    done = wait_for_rebalance(
+        client,  # type: ignore[arg-type]
+        requested(),
+        timeout=10,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    assert done.rebalance_done == 3
+    assert client.calls == 4
+    with pytest.raises(SwarmctlError) as err:
+        wait_for_rebalance(
+            RebalancingClient(polls=100),  # type: ignore[arg-type]
+            requested(),
+            timeout=1,
+            clock=clock,
+            sleep=clock.sleep,
+        )
+    assert str(err.value).startswith("service web was not rebalanced within 1s: ")
+
+
+def test_ctrl_c_leaves_the_rebalance_going(capsys) -> None:  # type: ignore[no-untyped-def]
+    class Interrupting(RebalancingClient):
+        def get_service(self, ref: str) -> objects_pb2.Service:
+            raise KeyboardInterrupt
+
+    with pytest.raises(typer.Exit) as exc:
+        wait_for_rebalance(Interrupting(0), requested(), timeout=1)  # type: ignore[arg-type]
+    assert exc.value.exit_code == 130
+    assert capsys.readouterr().out == (
+        "Rebalancing continues in background.\nUse 'swarmctl service ps web' to check progress.\n"
     )

@@ -7,8 +7,16 @@ import pytest
 from common.api import specs_pb2, types_pb2
 from common.timeutil import duration
 from swarmctl.errors import SwarmctlError
-from swarmctl.parsing import parse_publish
-from swarmctl.service_spec import CreateOptions, UpdateOptions, apply_update, build_spec
+from swarmctl.parsing import parse_platform, parse_publish
+from swarmctl.service_spec import (
+    CreateOptions,
+    Resources,
+    UpdateOptions,
+    apply_update,
+    build_spec,
+    mode_conflict,
+    set_replicas,
+)
 
 
 def test_create_defaults_are_explicit() -> None:
@@ -75,8 +83,119 @@ def test_create_with_every_option() -> None:
 
 
 def test_create_global() -> None:
-    spec = build_spec(CreateOptions(image="agent", global_mode=True))
+    spec = build_spec(CreateOptions(image="agent", mode="global"))
     assert spec.WhichOneof("mode") == "global"
+    assert spec.task.restart.condition == specs_pb2.RESTART_CONDITION_ANY
+
+
+def test_create_replicated_job_defaults_like_docker() -> None:
+    spec = build_spec(CreateOptions(image="batch", mode="replicated_job"))
+    assert spec.WhichOneof("mode") == "replicated_job"
+    assert (spec.replicated_job.total_completions, spec.replicated_job.max_concurrent) == (1, 1)
+    # A job's task that exits 0 is done: Docker's default restart condition for jobs.
+    assert spec.task.restart.condition == specs_pb2.RESTART_CONDITION_ON_FAILURE
+    five = build_spec(CreateOptions(image="batch", mode="replicated_job", replicas=5))
+    assert (five.replicated_job.total_completions, five.replicated_job.max_concurrent) == (5, 5)
+    two_at_a_time = build_spec(
+        CreateOptions(image="batch", mode="replicated_job", replicas=5, max_concurrent=2)
+    )
+    assert two_at_a_time.replicated_job.total_completions == 5
+    assert two_at_a_time.replicated_job.max_concurrent == 2
+
+
+def test_create_global_job_and_an_explicit_restart_condition() -> None:
+    spec = build_spec(CreateOptions(image="batch", mode="global_job"))
+    assert spec.WhichOneof("mode") == "global_job"
+    assert spec.task.restart.condition == specs_pb2.RESTART_CONDITION_ON_FAILURE
+    explicit = build_spec(
+        CreateOptions(
+            image="batch",
+            mode="global_job",
+            restart_condition=specs_pb2.RESTART_CONDITION_NONE,
+        )
+    )
+    assert explicit.task.restart.condition == specs_pb2.RESTART_CONDITION_NONE
+
+
+@pytest.mark.parametrize(
+    ("mode", "flags", "conflict"),
+    [
+        ("replicated", {}, None),
+        ("replicated", {"replicas": True, "max_replicas": True}, None),
+        ("replicated_job", {"replicas": True, "max_concurrent": True, "max_replicas": True}, None),
+        ("global", {}, None),
+        ("global_job", {}, None),
+        (
+            "global",
+            {"replicas": True},
+            ("--replicas", "replicas can only be used with replicated or replicated-job mode"),
+        ),
+        (
+            "global_job",
+            {"replicas": True},
+            ("--replicas", "replicas can only be used with replicated or replicated-job mode"),
+        ),
+        (
+            "global",
+            {"max_replicas": True},
+            (
+                "--replicas-max-per-node",
+                "replicas-max-per-node can only be used with replicated or replicated-job mode",
+            ),
+        ),
+        (
+            "replicated",
+            {"max_concurrent": True},
+            ("--max-concurrent", "max-concurrent can only be used with replicated-job mode"),
+        ),
+        (
+            "global_job",
+            {"max_concurrent": True},
+            ("--max-concurrent", "max-concurrent can only be used with replicated-job mode"),
+        ),
+    ],
+)
+def test_mode_conflicts_are_dockers(
+    mode: str, flags: dict[str, bool], conflict: tuple[str, str] | None
+) -> None:
+    given = {"replicas": False, "max_concurrent": False, "max_replicas": False, **flags}
+    assert mode_conflict(mode, **given) == conflict
+
+
+def test_create_placement_and_resources() -> None:
+    spec = build_spec(
+        CreateOptions(
+            image="nginx",
+            constraints=["node.labels.zone == east", "node.role!=manager"],
+            preferences=["node.labels.zone", "node.labels.rack"],
+            max_replicas=2,
+            platforms=[parse_platform("linux/amd64"), parse_platform("linux/arm64")],
+            strategy=specs_pb2.PLACEMENT_STRATEGY_BINPACK,
+            resources=Resources(reserve_cpu=500_000_000, limit_memory=512 * 1024 * 1024),
+        )
+    )
+    placement = spec.task.placement
+    # Constraints go as written: the manager parses (and explains) them.
+    assert list(placement.constraints) == ["node.labels.zone == east", "node.role!=manager"]
+    assert [p.spread.spread_descriptor for p in placement.preferences] == [
+        "node.labels.zone",
+        "node.labels.rack",
+    ]
+    assert placement.max_replicas == 2
+    assert [(p.os, p.architecture) for p in placement.platforms] == [
+        ("linux", "amd64"),
+        ("linux", "arm64"),
+    ]
+    assert placement.strategy == specs_pb2.PLACEMENT_STRATEGY_BINPACK
+    res = spec.task.resources
+    assert (res.reservations.nano_cpus, res.reservations.memory_bytes) == (500_000_000, 0)
+    assert (res.limits.nano_cpus, res.limits.memory_bytes) == (0, 512 * 1024 * 1024)
+
+
+def test_create_without_resources_leaves_them_unset() -> None:
+    spec = build_spec(CreateOptions(image="nginx"))
+    assert not spec.task.HasField("resources")
+    assert spec.task.placement.strategy == specs_pb2.PLACEMENT_STRATEGY_SPREAD
 
 
 def base_spec() -> specs_pb2.ServiceSpec:
@@ -147,9 +266,109 @@ def test_publish_add_replaces_a_port_on_the_same_node_port() -> None:
 
 
 def test_replicas_of_a_global_service_is_an_error() -> None:
-    spec = build_spec(CreateOptions(image="agent", name="agents", global_mode=True))
-    with pytest.raises(SwarmctlError, match="service agents is not in replicated mode"):
+    spec = build_spec(CreateOptions(image="agent", name="agents", mode="global"))
+    with pytest.raises(SwarmctlError) as err:
         apply_update(spec, UpdateOptions(replicas=2))
+    assert str(err.value) == (
+        "service agents is in global mode: replicas can only be used with replicated or "
+        "replicated-job mode"
+    )
+    job = build_spec(CreateOptions(image="agent", name="once", mode="global_job"))
+    with pytest.raises(SwarmctlError, match="is in global-job mode"):
+        set_replicas(job, 2, "once")
+
+
+def test_replicas_and_max_concurrent_of_a_replicated_job() -> None:
+    job = build_spec(CreateOptions(image="batch", mode="replicated_job", replicas=5))
+    after = apply_update(job, UpdateOptions(replicas=8, max_concurrent=3))
+    assert after.replicated_job.total_completions == 8
+    assert after.replicated_job.max_concurrent == 3
+    with pytest.raises(SwarmctlError) as err:
+        apply_update(base_spec(), UpdateOptions(max_concurrent=2))
+    assert str(err.value) == (
+        "service web is in replicated mode: max-concurrent can only be used with "
+        "replicated-job mode"
+    )
+
+
+def placed_spec() -> specs_pb2.ServiceSpec:
+    return build_spec(
+        CreateOptions(
+            image="nginx",
+            name="web",
+            constraints=["node.role==worker", "node.labels.zone==east"],
+            preferences=["node.labels.zone", "node.labels.rack"],
+            platforms=[parse_platform("linux/amd64")],
+            resources=Resources(reserve_cpu=250_000_000, reserve_memory=64, limit_memory=128),
+        )
+    )
+
+
+def test_constraint_add_and_rm() -> None:
+    after = apply_update(
+        placed_spec(),
+        UpdateOptions(
+            constraint_add=["node.labels.disk==ssd", "node.role==worker", "node.labels.disk==ssd"],
+            constraint_rm=["node.labels.zone==east"],
+        ),
+    )
+    # Kept in order; one already there is not added twice; removal is by exact text.
+    assert list(after.task.placement.constraints) == ["node.role==worker", "node.labels.disk==ssd"]
+    unchanged = apply_update(placed_spec(), UpdateOptions(constraint_rm=["node.role == worker"]))
+    assert unchanged == placed_spec()
+    # Added and removed in one update: Docker adds, then removes.
+    both = apply_update(
+        placed_spec(), UpdateOptions(constraint_add=["a==b"], constraint_rm=["a==b"])
+    )
+    assert list(both.task.placement.constraints) == ["node.role==worker", "node.labels.zone==east"]
+
+
+def test_placement_pref_rm_then_add_keeps_order() -> None:
+    def descriptors(spec: specs_pb2.ServiceSpec) -> list[str]:
+        return [p.spread.spread_descriptor for p in spec.task.placement.preferences]
+
+    added = apply_update(placed_spec(), UpdateOptions(placement_pref_add=["node.labels.row"]))
+    assert descriptors(added) == ["node.labels.zone", "node.labels.rack", "node.labels.row"]
+    removed = apply_update(placed_spec(), UpdateOptions(placement_pref_rm=["node.labels.zone"]))
+    assert descriptors(removed) == ["node.labels.rack"]
+    # Removing and adding the same one moves it to the end (the innermost level).
+    moved = apply_update(
+        placed_spec(),
+        UpdateOptions(
+            placement_pref_rm=["node.labels.zone"], placement_pref_add=["node.labels.zone"]
+        ),
+    )
+    assert descriptors(moved) == ["node.labels.rack", "node.labels.zone"]
+    again = apply_update(placed_spec(), UpdateOptions(placement_pref_add=["node.labels.rack"]))
+    assert descriptors(again) == ["node.labels.zone", "node.labels.rack"]
+
+
+def test_platform_add_and_rm() -> None:
+    after = apply_update(
+        placed_spec(),
+        UpdateOptions(
+            platform_add=[parse_platform("linux/arm64"), parse_platform("Linux/AMD64")],
+            platform_rm=[parse_platform("linux/amd64")],
+        ),
+    )
+    assert [(p.os, p.architecture) for p in after.task.placement.platforms] == [("linux", "arm64")]
+
+
+def test_resources_strategy_and_max_replicas_change_only_what_is_given() -> None:
+    after = apply_update(
+        placed_spec(),
+        UpdateOptions(
+            resources=Resources(reserve_cpu=1_000_000_000, limit_memory=0),
+            max_replicas=3,
+            strategy=specs_pb2.PLACEMENT_STRATEGY_BINPACK,
+        ),
+    )
+    res = after.task.resources
+    assert (res.reservations.nano_cpus, res.reservations.memory_bytes) == (1_000_000_000, 64)
+    assert (res.limits.nano_cpus, res.limits.memory_bytes) == (0, 0)
+    assert after.task.placement.max_replicas == 3
+    assert after.task.placement.strategy == specs_pb2.PLACEMENT_STRATEGY_BINPACK
+    assert list(after.task.placement.constraints) == list(placed_spec().task.placement.constraints)
 
 
 def test_changes_spec() -> None:
@@ -159,3 +378,8 @@ def test_changes_spec() -> None:
     assert UpdateOptions(replicas=0).changes_spec()
     assert UpdateOptions(env_rm=["A"]).changes_spec()
     assert UpdateOptions(restart_condition=specs_pb2.RESTART_CONDITION_NONE).changes_spec()
+    assert UpdateOptions(resources=Resources(limit_cpu=0)).changes_spec()
+    assert UpdateOptions(constraint_rm=["a==b"]).changes_spec()
+    assert UpdateOptions(platform_add=[parse_platform("linux")]).changes_spec()
+    assert UpdateOptions(max_concurrent=1).changes_spec()
+    assert UpdateOptions(strategy=specs_pb2.PLACEMENT_STRATEGY_SPREAD).changes_spec()
