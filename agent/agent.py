@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import credentials
-from agent.credentials import JoinError, NodeCredentials
+from agent.credentials import JoinError, JoinRefusedError, NodeCredentials
 from agent.executor import Executor, ExecutorError
 from agent.reporter import StatusReporter
 from agent.session import NodeRemovedError, SessionLoop
@@ -36,11 +36,17 @@ class Agent:
         self.config = config
         self.executor = executor
         self.credentials = credentials.load(config.state_dir)
-        if self.credentials is None and not config.join_token:
-            raise JoinError(
-                f"this node has not joined a cluster yet (no certificate in {config.state_dir}): "
-                "give --join-token (on a manager: swarmctl join-token worker)"
-            )
+        if self.credentials is None:
+            if not config.join_token:
+                raise JoinError(
+                    f"this node has not joined a cluster yet (no certificate in "
+                    f"{config.state_dir}): give --join-token (on a manager: swarmctl "
+                    "join-token worker)"
+                )
+            try:
+                pki.JoinToken.parse(config.join_token)
+            except pki.PKIError as exc:
+                raise JoinRefusedError(str(exc)) from None
         self.reporter = StatusReporter()
         self.worker: Worker | None = None
         self.session: SessionLoop | None = None
@@ -57,9 +63,9 @@ class Agent:
             for addr in self.config.managers:
                 try:
                     creds = await credentials.join(addr, self.config.join_token)
+                except JoinRefusedError:
+                    raise
                 except JoinError as exc:
-                    if "refused" in str(exc) or "does not match" in str(exc):
-                        raise
                     _log.warning("cannot join yet", manager=addr, error=str(exc))
                     continue
                 credentials.save(self.config.state_dir, creds)

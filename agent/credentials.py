@@ -30,6 +30,10 @@ class JoinError(Exception):
     """The node could not join; the message says why and what to do."""
 
 
+class JoinRefusedError(JoinError):
+    """Joining cannot succeed by trying again: bad token, foreign CA, refused by the CA."""
+
+
 @dataclass(frozen=True)
 class NodeCredentials:
     key_pem: bytes
@@ -105,7 +109,7 @@ def fetch_root_ca(addr: str, token: pki.JoinToken) -> bytes:
         pem = x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
         if pki.ca_digest(pem) == token.digest:
             return pem
-    raise JoinError(
+    raise JoinRefusedError(
         f"the CA served by the manager at {addr} does not match the join token (the token "
         "is for another cluster, or something between you and the manager is impersonating "
         "it): refusing to join"
@@ -129,7 +133,7 @@ async def join(manager: str, token_text: str) -> NodeCredentials:
     try:
         token = pki.JoinToken.parse(token_text)
     except pki.PKIError as exc:
-        raise JoinError(str(exc)) from None
+        raise JoinRefusedError(str(exc)) from None
     addr = pki.ca_address(manager)
     ca_pem = await asyncio.to_thread(fetch_root_ca, addr, token)
     key = pki.new_key()
@@ -142,10 +146,12 @@ async def join(manager: str, token_text: str) -> NodeCredentials:
                 timeout=_TIMEOUT,
             )
         except grpc.aio.AioRpcError as exc:
-            raise JoinError(
-                f"the manager at {addr} refused to let this node join: "
-                f"{exc.details() or exc.code().name}"
-            ) from None
+            message = f"the manager at {addr} refused to let this node join: " + (
+                exc.details() or exc.code().name
+            )
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise JoinError(message) from None
+            raise JoinRefusedError(message) from None
     return NodeCredentials(pki.key_pem(key), response.certificate, ca_pem)
 
 

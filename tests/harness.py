@@ -68,7 +68,7 @@ def wait_until(
     while time.monotonic() < deadline:
         try:
             last = check()
-        except (grpc.RpcError, OSError, AssertionError) as exc:
+        except (grpc.RpcError, OSError, AssertionError, StopIteration) as exc:
             last = exc
         else:
             if last:
@@ -252,10 +252,12 @@ class Agent:
     @property
     def node_id(self) -> str:
         """The node id in the agent's certificate (it has one once it joined)."""
-        cert = self.state_dir / "certificates" / "node.crt"
-        return wait_until(
-            lambda: pki.identity(cert.read_bytes()).node_id, 30, what="the agent to join"
-        )
+
+        def joined() -> str:
+            cert = next(self.state_dir.glob("**/certificates/node.crt"))
+            return pki.identity(cert.read_bytes()).node_id
+
+        return wait_until(joined, 30, what="the agent to join")
 
     def start(self) -> Agent:
         self.process.start()
@@ -265,9 +267,11 @@ class Agent:
         return self.process.stop(sig)
 
     def cleanup(self, docker: Any) -> None:
+        """Stop the agent and remove its containers (`docker` is None for hollow agents)."""
         self.stop()
         for cert in self.state_dir.glob("**/certificates/node.crt"):
-            remove_node_containers(docker, pki.identity(cert.read_bytes()).node_id)
+            if docker is not None:
+                remove_node_containers(docker, pki.identity(cert.read_bytes()).node_id)
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
