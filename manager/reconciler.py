@@ -1,8 +1,9 @@
 """The loop every reconciler runs: level-triggered, fed by a dirty set.
 
 Cache listeners mark keys (service ids, task ids...) dirty; the loop waits for work,
-lets a short debounce gather more, then reconciles the dirty keys in one pass whose
-writes go out in batched transactions. A failed pass puts its keys back and retries
+then reconciles the dirty keys in one pass whose writes go out in batched transactions.
+A change after a quiet spell is handled at once; while changes keep coming, a short
+debounce gathers them into fewer, larger passes. A failed pass puts its keys back and retries
 with backoff. On start every key is dirty, so a reconciler recovers from etcd alone
 (crash-only): nothing it remembers in memory decides anything across restarts.
 """
@@ -87,9 +88,12 @@ class Reconciler:
         backoff = 0.1
         # (Re)started: what happened while no pass ran is unknown, so look at everything.
         self.mark_everything()
+        last_pass = -1e9
         while True:
             await self._sleep_until_work()
-            if self.debounce:
+            # A change after a quiet spell is handled at once; changes that follow on the
+            # heels of a pass are gathered for `debounce` (at most `max_delay`).
+            if self.debounce and loop.time() - last_pass < self.debounce:
                 first = loop.time()
                 while True:
                     self._wake.clear()
@@ -109,6 +113,7 @@ class Reconciler:
                 await self.reconcile(keys)
                 self.passes += 1
                 backoff = 0.1
+                last_pass = loop.time()
             except StoreError as exc:
                 self._dirty.update(keys)
                 self.log.warning(

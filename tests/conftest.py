@@ -69,12 +69,21 @@ class Cluster:
 
 
 def start_cluster(docker_client: Any, docker_host: str, heartbeat: str = "1s") -> Cluster:
-    manager = Manager(heartbeat=heartbeat).start()
-    agent = Agent(
-        [manager.addr], docker_host, hostname="node-1", join_token=manager.join_token()
-    ).start()
-    cluster = Cluster(manager, agent, docker_client)
-    cluster.wait_node_ready()
+    """A manager and an agent; if the cluster does not come up, both are stopped again."""
+    manager = Manager(heartbeat=heartbeat)
+    agent: Agent | None = None
+    try:
+        manager.start()
+        agent = Agent(
+            [manager.addr], docker_host, hostname="node-1", join_token=manager.join_token()
+        ).start()
+        cluster = Cluster(manager, agent, docker_client)
+        cluster.wait_node_ready()
+    except BaseException:
+        if agent is not None:
+            agent.cleanup(docker_client)
+        manager.cleanup()
+        raise
     return cluster
 
 

@@ -160,9 +160,14 @@ class Manager:
         return f"unix://{self.socket}"
 
     def start(self, wait: bool = True) -> Manager:
+        """Start the manager (and wait until it answers); stopped again if it does not."""
         self.process.start()
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.cleanup()
+                raise
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:

@@ -91,11 +91,14 @@ def ports_from_inspect(attrs: dict[str, Any]) -> list[types_pb2.PortConfig]:
 class DockerExecutor:
     """Runs tasks on the Docker engine at `base_url`."""
 
-    def __init__(self, base_url: str, *, hostname: str = "", threads: int = 16) -> None:
+    def __init__(self, base_url: str, *, hostname: str = "", threads: int = 32) -> None:
         self.base_url = base_url
         self.hostname_override = hostname
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="docker")
-        self._client = docker.DockerClient(base_url=base_url, version="auto", timeout=120)
+        # As many pooled connections as threads, so parallel calls do not queue or churn.
+        self._client = docker.DockerClient(
+            base_url=base_url, version="auto", timeout=120, max_pool_size=threads
+        )
         self._exit_waiters: dict[str, list[asyncio.Future[ExitStatus]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events_thread: threading.Thread | None = None
@@ -299,26 +302,27 @@ class DockerController:
         return await self._find() is not None
 
     async def prepare(self) -> None:
-        if await self._find() is not None:
+        # Straight to create, the common case: one engine call. A missing image is pulled
+        # and the create tried again; a name already taken is our earlier attempt.
+        args = self._create_args()
+        for attempt in range(2):
+            try:
+                created = await self.executor.call(self.api.create_container, **args)
+            except docker.errors.ImageNotFound:
+                if attempt:
+                    raise ExecutorError(
+                        f"No such image: {args['image']} (it vanished right after the pull)"
+                    ) from None
+                await self._pull(args["image"])
+                continue
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409 and await self._find() is not None:
+                    return  # created by an earlier attempt
+                raise ExecutorError(f"creating container failed: {_engine_message(exc)}") from exc
+            self.container_id = created["Id"]
             return
-        image = self.task.spec.container.image
-        await self._ensure_image(image)
-        try:
-            created = await self.executor.call(self.api.create_container, **self._create_args())
-        except docker.errors.APIError as exc:
-            if exc.status_code == 409 and await self._find() is not None:
-                return  # created by an earlier attempt
-            raise ExecutorError(f"creating container failed: {_engine_message(exc)}") from exc
-        self.container_id = created["Id"]
 
-    async def _ensure_image(self, image: str) -> None:
-        try:
-            await self.executor.call(self.api.inspect_image, image)
-            return
-        except docker.errors.ImageNotFound:
-            pass
-        except docker.errors.APIError as exc:
-            raise ExecutorError(f"inspecting image {image} failed: {_engine_message(exc)}") from exc
+    async def _pull(self, image: str) -> None:
         repository, tag = parse_repository_tag(image)
 
         def pull() -> None:
@@ -393,6 +397,9 @@ class DockerController:
             await self.executor.call(self.api.start, self.container_id)
         except docker.errors.APIError as exc:
             raise ExecutorError(f"starting container failed: {_engine_message(exc)}") from exc
+        if not self.task.endpoint.ports:
+            return RunningInfo(self.container_id)
+        # Ask which host ports the engine bound (one more call, only when ports are published).
         attrs = await self._find()
         if attrs is None:
             raise ExecutorError("container vanished right after it was started")

@@ -1,10 +1,11 @@
 """Task status reports from agents, written to etcd in batches.
 
-Reports are collected for up to 100 ms (or 10,000 of them), keeping only the most
-advanced state per task, then written as batched transactions. A write never moves a
-task's observed state backwards. Reports that could not be written (etcd unavailable)
-stay queued and are retried; the agent also re-sends every state when it opens a new
-session, so nothing is lost if the manager dies.
+Reports are written as soon as the previous write is done, keeping only the most
+advanced state per task: a lone report goes out at once, and under load the reports
+that arrive during one write go out together in the next (batched transactions). A
+write never moves a task's observed state backwards. Reports that could not be written
+(etcd unavailable) stay queued and are retried; the agent also re-sends every state
+when it opens a new session, so nothing is lost if the manager dies.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from manager.store import Kind, Store, StoreError, Update
 
 _log = get_logger("dispatcher.status")
 
+# First wait before retrying a write that etcd refused (doubling up to 5 s).
 FLUSH_INTERVAL = 0.1
-MAX_BATCH = 10_000
 
 
 def _same_except_time(a: objects_pb2.TaskStatus, b: objects_pb2.TaskStatus) -> bool:
@@ -65,8 +66,9 @@ class TaskStatusWriter:
     async def run(self) -> None:
         backoff = FLUSH_INTERVAL
         while True:
+            # Write whatever is pending as soon as the previous write is done: a lone
+            # report goes out at once, and under load the batches grow by themselves.
             await self._wake.wait()
-            await asyncio.sleep(FLUSH_INTERVAL if len(self._pending) < MAX_BATCH else 0)
             self._wake.clear()
             batch, self._pending = self._pending, {}
             try:

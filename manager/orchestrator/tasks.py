@@ -91,9 +91,7 @@ def restart_verdict(
         window = duration_seconds(policy.window) if policy.HasField("window") else 0.0
         # With a window: the restarts that led to this task and fall inside it (node
         # losses are not restarts and are not recorded).
-        attempts = (
-            len(restarts_within(task, now, window)) if window > 0 else task.restart_attempt
-        )
+        attempts = len(restarts_within(task, now, window)) if window > 0 else task.restart_attempt
         if attempts >= policy.max_attempts:
             return RestartVerdict(False, f"restart max attempts ({policy.max_attempts}) reached")
     return RestartVerdict(True, "")
