@@ -39,6 +39,8 @@ TOKEN_PREFIX = "SWMTKN-1-"
 DIGEST_LENGTH = 50
 SECRET_LENGTH = 25
 DEFAULT_NODE_CERT_LIFETIME = 90 * 24 * 3600.0
+# Certificates are valid from a little before they are issued, for clocks that lag.
+BACKDATE = 60.0
 ROOT_CA_LIFETIME = 20 * 365 * 24 * 3600.0
 
 
@@ -173,7 +175,7 @@ class RootCA:
             .issuer_name(ca_cert.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_before(now - dt.timedelta(seconds=BACKDATE))
             .not_valid_after(min(now + dt.timedelta(seconds=lifetime), ca_cert.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
@@ -294,8 +296,9 @@ def identity(cert_pem: bytes) -> Identity:
 def renewal_time(cert_pem: bytes, rng: random.Random | None = None) -> float:
     """When to renew: a random point between 50% and 80% of the certificate's lifetime."""
     ident = identity(cert_pem)
+    issued = ident.not_before + BACKDATE
     share = (rng or random).uniform(0.5, 0.8)
-    return ident.not_before + share * (ident.not_after - ident.not_before)
+    return issued + share * (ident.not_after - issued)
 
 
 def write_private(path: Path, data: bytes) -> None:
