@@ -92,14 +92,14 @@ def rpc(
 ) -> Callable[[Any, Any, Context], Awaitable[R]]:
     """Decorate a unary servicer method: known errors become status codes, anything
     else INTERNAL (logged with its traceback), never a bare exception to the client.
-    A servicer with an `authorize(context)` method has it called first."""
+    A servicer with an `authorize(context, method name)` method has it called first."""
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Any, context: Context) -> R:
         try:
             authorize = getattr(self, "authorize", None)
             if authorize is not None:
-                authorize(context)
+                authorize(context, handler.__name__)
             return await handler(self, request, context)
         except grpc.aio.AbortError:
             raise

@@ -77,6 +77,17 @@ def main(
         str,
         typer.Option(help="Lifetime of node certificates when this manager creates the cluster."),
     ] = "2160h",
+    join_token: Annotated[
+        str,
+        typer.Option(
+            envvar="SWARMLET_JOIN_TOKEN",
+            help="Manager join token, to join a cluster that already exists in --etcd.",
+        ),
+    ] = "",
+    leader_ttl: Annotated[
+        int,
+        typer.Option(help="Seconds before a dead manager's lease (leadership, sessions) expires."),
+    ] = 2,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str, typer.Option(help="auto (console on a TTY, else JSON), json or console.")
@@ -92,6 +103,8 @@ def main(
     period = _duration(heartbeat_period)
     if period <= 0:
         raise typer.BadParameter("--heartbeat-period must be more than 0")
+    if not 1 <= leader_ttl <= 60:
+        raise typer.BadParameter(f"--leader-ttl {leader_ttl}: use 1 to 60 seconds")
     expiry = _duration(cert_expiry)
     if expiry < 60:
         raise typer.BadParameter(f"--cert-expiry {cert_expiry}: use at least 1m")
@@ -114,6 +127,8 @@ def main(
         heartbeat_period=period,
         control_addr=control_addr,
         cert_expiry=expiry,
+        join_token=join_token,
+        leader_ttl=leader_ttl,
     )
     log = get_logger("manager")
     try:

@@ -1,10 +1,13 @@
-"""Node health: declares down the nodes that no manager holds a session for.
+"""Node health (leader only): declares down the nodes no manager holds a session for.
 
-A node's agent heartbeats to the dispatcher, which declares the node down when the
-heartbeats stop. What the dispatcher cannot see is a node that never came back at all
-after this manager started (or took over): such a node stays as it was stored until
-the grace period runs out (twice the usual heartbeat timeout, so that a manager restart
-or failover never reschedules healthy nodes' tasks), then it is declared down.
+A node's agent heartbeats to the manager it is connected to, which declares the node
+down itself when the heartbeats stop. What no single manager can see is a node that
+has no session anywhere: its manager died (its session keys vanish with its lease) and
+the node did not reconnect elsewhere, or it never came back after a failover. The
+leader reads every manager's session keys from the cache; a node without one for three
+heartbeat periods is declared down. For the first six periods after this manager
+becomes the leader nobody is declared down, so a failover (agents moving to another
+manager) never reschedules healthy nodes' tasks.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from common.api import objects_pb2, types_pb2
 from common.log import get_logger
 from common.timeutil import now_timestamp
 from manager.dispatcher.dispatcher import MISSED_HEARTBEATS
+from manager.scheduler.nodeinfo import runs_tasks
 from manager.store import Cache, Kind, Store, StoreError, Update
 
 _log = get_logger("nodehealth")
@@ -23,34 +27,43 @@ GRACE_FACTOR = 2
 
 
 class NodeHealth:
-    """Marks DOWN the nodes without a session once the grace period has passed."""
+    """Marks DOWN the nodes that have had no session for long enough."""
 
     def __init__(
         self,
         cache: Cache,
         store: Store,
-        has_session: Callable[[str], bool],
         heartbeat_period: float,
         clock: Callable[[], float],
     ) -> None:
         self.cache = cache
         self.store = store
-        self.has_session = has_session
         self.period = heartbeat_period
         self.clock = clock
-        self.grace = GRACE_FACTOR * MISSED_HEARTBEATS * heartbeat_period
+        self.timeout = MISSED_HEARTBEATS * heartbeat_period
+        self.failover_grace = GRACE_FACTOR * self.timeout
+
+    def has_session(self, node_id: str) -> bool:
+        return node_id in self.cache.objects[Kind.SESSION]
 
     async def run(self) -> None:
+        """Run for as long as this manager leads (cancelled when it stops leading)."""
         started = self.clock()
+        missing_since: dict[str, float] = {}
         while True:
-            await asyncio.sleep(self.period)
-            if self.clock() - started < self.grace:
-                continue
-            stale = [
-                n.id
-                for n in self.cache.nodes.values()
-                if n.status.state != types_pb2.NODE_STATE_DOWN and not self.has_session(n.id)
-            ]
+            await asyncio.sleep(self.period / 2)
+            now = self.clock()
+            stale = []
+            for node in self.cache.nodes.values():
+                if not runs_tasks(node) or node.status.state == types_pb2.NODE_STATE_DOWN:
+                    missing_since.pop(node.id, None)
+                    continue
+                if self.has_session(node.id):
+                    missing_since.pop(node.id, None)
+                    continue
+                since = missing_since.setdefault(node.id, now)
+                if now - since > self.timeout and now - started > self.failover_grace:
+                    stale.append(node.id)
             if stale:
                 await self._mark_down(stale)
 
@@ -59,7 +72,7 @@ class NodeHealth:
             if self.has_session(node.id) or node.status.state == types_pb2.NODE_STATE_DOWN:
                 return None
             node.status.state = types_pb2.NODE_STATE_DOWN
-            node.status.message = "node did not reconnect to a manager"
+            node.status.message = "no session with any manager"
             node.status.timestamp.CopyFrom(now_timestamp())
             return node
 

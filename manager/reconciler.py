@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from common.log import get_logger
-from manager.store import StoreError
+from manager.store import NotLeaderError, StoreError
 
 
 class Reconciler:
@@ -114,6 +114,8 @@ class Reconciler:
                 self.passes += 1
                 backoff = 0.1
                 last_pass = loop.time()
+            except NotLeaderError:
+                raise  # leadership is gone: the leader loop stops this reconciler
             except StoreError as exc:
                 self._dirty.update(keys)
                 self.log.warning(

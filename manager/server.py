@@ -1,8 +1,12 @@
 """Wires the manager together and runs it until asked to stop.
 
 Start-up order: state dir (locked, mode 0700) -> etcd (embedded child or --etcd) ->
-store and cache (first list) -> cluster object -> gRPC servers (control API on the
-unix socket, dispatcher on TCP) -> reconcilers. Shutdown runs it backwards.
+store and cache (first list) -> cluster object -> this manager as a node (joining with
+the manager token if the cluster exists) -> gRPC servers (control API on the unix
+socket, dispatcher and CA on TCP) -> the lease, presence, leader election and the
+dispatcher's loops. The reconcilers run only while this manager is the leader.
+Shutdown resigns leadership and revokes the lease first, so another manager takes over
+at once.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import contextlib
 import fcntl
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,20 +34,25 @@ from common.api import (
 from common.ids import new_id
 from common.log import get_logger
 from common.supervise import cancel_all, supervise
-from common.timeutil import duration
+from common.timeutil import duration, duration_seconds
 from manager.ca import authz
 from manager.ca.bootstrap import init_root_ca
 from manager.ca.credentials import ManagerTLS
 from manager.ca.service import NodeCAService
 from manager.controlapi import ControlAPI
 from manager.dispatcher import Dispatcher
+from manager.dispatcher.sessionkeys import SessionKeys
 from manager.etcd_embedded import EmbeddedEtcd
 from manager.grpc_errors import Context
+from manager.leadership import Leadership
+from manager.lease import ManagerLease
+from manager.membership import JoinRefusedError, announce_forever, ensure_manager_node
 from manager.nodehealth import NodeHealth
 from manager.orchestrator.orchestrator import Orchestrator
 from manager.scheduler import Scheduler
-from manager.store import AlreadyExistsError, Cache, Store
+from manager.store import AlreadyExistsError, Cache, Kind, NotLeaderError, Store
 from manager.store.etcd import EtcdConfig, connect
+from manager.store.health import EtcdHealth
 from manager.store.keys import KeySpace
 from manager.taskreaper import DEFAULT_HISTORY_LIMIT, TaskReaper
 
@@ -69,6 +78,10 @@ class ManagerConfig:
     control_addr: str = ""
     # Lifetime of node certificates, set when this manager creates the cluster.
     cert_expiry: float = pki.DEFAULT_NODE_CERT_LIFETIME
+    # The manager join token, for a manager joining an existing cluster.
+    join_token: str = ""
+    # TTL of the manager's etcd lease: how long a dead leader goes unnoticed.
+    leader_ttl: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -87,6 +100,7 @@ class Manager:
     scheduler: Scheduler
     orchestrator: Orchestrator
     dispatcher_port: int
+    leadership: Leadership
 
 
 def _lock_state_dir(state_dir: Path) -> int:
@@ -104,9 +118,10 @@ def _lock_state_dir(state_dir: Path) -> int:
     return fd
 
 
-async def _ensure_cluster(store: Store, cache: Cache, config: ManagerConfig) -> None:
+async def _ensure_cluster(store: Store, cache: Cache, config: ManagerConfig) -> bool:
+    """Create the cluster object (root CA, tokens) if there is none; True if this did."""
     if cache.cluster() is not None:
-        return
+        return False
     cluster = objects_pb2.Cluster(id=new_id())
     cluster.spec.annotations.name = "default"
     cluster.spec.orchestration.task_history_retention_limit = DEFAULT_HISTORY_LIMIT
@@ -117,8 +132,14 @@ async def _ensure_cluster(store: Store, cache: Cache, config: ManagerConfig) -> 
         created = await store.create(cluster, unique_name="default")
         await cache.wait_for(created.meta.version)
         _log.info("cluster initialised", cluster_id=cluster.id)
+        return True
     except AlreadyExistsError:
-        pass  # another manager made it first
+        # Another manager made it first.
+        for _ in range(50):
+            if cache.cluster() is not None:
+                break
+            await asyncio.sleep(0.1)
+        return False
 
 
 async def _serve_control(api: ControlAPI, socket_path: Path) -> grpc.aio.Server:
@@ -214,40 +235,88 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
             embedded = EmbeddedEtcd(config.state_dir / "etcd", config.state_dir / "etcd.log")
             etcd_config = EtcdConfig([await embedded.start()])
         async with connect(etcd_config) as client:
-            store = Store(client, KeySpace(config.etcd_prefix), endpoints=etcd_config.display)
+            keys = KeySpace(config.etcd_prefix)
+            store = Store(client, keys, endpoints=etcd_config.display)
             cache = Cache(client, store)
             store.base_reader = cache.get
             tasks.append(supervise("cache", cache.run))
             await cache.synced.wait()
-            await _ensure_cluster(store, cache, config)
+            created_cluster = await _ensure_cluster(store, cache, config)
             dispatcher_addr = config.advertise_addr or config.listen_addr
             tls = ManagerTLS(config.state_dir, cache, [dispatcher_addr.rpartition(":")[0]])
+            manager_id = tls.node_id
+            try:
+                await ensure_manager_node(
+                    store, cache, manager_id, config.join_token, created_cluster
+                )
+            except JoinRefusedError as exc:
+                raise ManagerError(str(exc)) from None
             admin_dir = tls.write_admin_bundle()
-
+            lease = ManagerLease(client, config.leader_ttl)
+            # Writes only the leader may make carry a compare on the leader key.
+            leader_store = store.guarded(keys.leader_key, manager_id.encode())
+            health = EtcdHealth(client, etcd_config.display, keys.leader_key)
+            session_keys = SessionKeys(store, lease, manager_id)
+            period = _heartbeat_period(cache, config)
             clock = time.time
 
             def peers() -> list[dispatcher_pb2.ManagerPeer]:
-                return [dispatcher_pb2.ManagerPeer(addr=dispatcher_addr)]
+                present = cache.objects[Kind.MANAGER].values()
+                return [
+                    dispatcher_pb2.ManagerPeer(node_id=p.id, addr=p.dispatcher_addr)
+                    for p in sorted(present, key=lambda p: p.id)
+                ]
 
             dispatcher = Dispatcher(
                 cache,
                 store,
-                heartbeat_period=config.heartbeat_period,
+                heartbeat_period=period,
                 peers=peers,
                 clock=time.monotonic,
+                session_keys=session_keys,
             )
-            orchestrator = Orchestrator(cache, store, clock)
-            scheduler = Scheduler(cache, store, clock=clock)
+            orchestrator = Orchestrator(cache, leader_store, clock)
+            scheduler = Scheduler(cache, leader_store, clock=clock)
+            reaper = TaskReaper(cache, leader_store)
+            node_health = NodeHealth(cache, leader_store, period, time.monotonic)
+
+            async def lead() -> None:
+                """What only the leader runs, for as long as it leads."""
+                deposed = asyncio.Event()
+
+                def guarded(run: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+                    async def runner() -> None:
+                        try:
+                            await run()
+                        except NotLeaderError:
+                            deposed.set()
+
+                    return runner
+
+                running = [
+                    supervise(name, guarded(run))
+                    for name, run in [
+                        ("orchestrator", orchestrator.run),
+                        ("scheduler", scheduler.run),
+                        ("taskreaper", reaper.run),
+                        ("nodehealth", node_health.run),
+                    ]
+                ]
+                try:
+                    await deposed.wait()
+                    _log.warning("a leader write was refused: leadership lost")
+                finally:
+                    await cancel_all(running)
+
+            leadership = Leadership(client, keys, manager_id, lease, lead)
             control = ControlAPI(
                 cache,
                 store,
                 dispatcher.close_node,
                 lambda tasks, replacing: scheduler.preview(tasks, without_service=replacing),
                 manager_addrs=lambda: [p.addr for p in peers()],
-            )
-            reaper = TaskReaper(cache, store)
-            health = NodeHealth(
-                cache, store, dispatcher.has_session, config.heartbeat_period, time.monotonic
+                health=health,
+                leader_id=lambda: leadership.leader_id,
             )
 
             servers.append(await _serve_control(control, config.control_socket))
@@ -278,6 +347,8 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                     control.previewer,
                     admins_only,
                     control.manager_addrs,
+                    health,
+                    control.leader_id,
                 )
                 servers.append(
                     await _serve_control_tcp(
@@ -286,20 +357,23 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                         tls.server_credentials(require_client_auth=True),
                     )
                 )
+            advertised = config.advertise_addr or f"{config.listen_addr.rpartition(':')[0]}:{port}"
             for name, run in [
+                ("lease", lease.run),
+                ("presence", lambda: announce_forever(store, lease, manager_id, advertised)),
+                ("leadership", leadership.run),
+                ("etcd.health", health.run),
                 ("ca.renew", tls.renew_forever),
+                ("dispatcher.sessionkeys", session_keys.run),
                 ("dispatcher.heartbeats", dispatcher.expire_sessions),
                 ("dispatcher.status", dispatcher.status_writer.run),
-                ("orchestrator", orchestrator.run),
-                ("scheduler", scheduler.run),
-                ("taskreaper", reaper.run),
-                ("nodehealth", health.run),
             ]:
                 tasks.append(supervise(name, run))
             _log.info(
                 "manager ready",
+                manager_id=manager_id,
                 control_socket=str(config.control_socket),
-                dispatcher=f"{config.listen_addr.rpartition(':')[0]}:{port}",
+                dispatcher=advertised,
                 ca=ca_addr,
                 etcd=etcd_config.display,
                 embedded_etcd=embedded is not None,
@@ -307,13 +381,18 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                 admin_certificates=str(admin_dir),
             )
             try:
-                yield Manager(config, store, cache, dispatcher, scheduler, orchestrator, port)
+                yield Manager(
+                    config, store, cache, dispatcher, scheduler, orchestrator, port, leadership
+                )
             finally:
+                # Hand over at once: resign, and let the lease (sessions, presence) go.
+                await leadership.resign()
                 dispatcher.close_all()
                 await asyncio.gather(*(s.stop(grace=1.0) for s in servers))
                 servers.clear()
                 await cancel_all(tasks)
                 tasks.clear()
+                await lease.revoke()
     finally:
         if servers:
             await asyncio.gather(*(s.stop(grace=0) for s in servers))
@@ -322,6 +401,16 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
             await embedded.stop()
         config.control_socket.unlink(missing_ok=True)
         os.close(lock_fd)
+
+
+def _heartbeat_period(cache: Cache, config: ManagerConfig) -> float:
+    """The cluster's heartbeat period (every manager uses the same one)."""
+    cluster = cache.cluster()
+    if cluster is not None and cluster.spec.dispatcher.HasField("heartbeat_period"):
+        seconds = duration_seconds(cluster.spec.dispatcher.heartbeat_period)
+        if seconds > 0:
+            return seconds
+    return config.heartbeat_period
 
 
 async def serve(config: ManagerConfig, stop: asyncio.Event) -> None:

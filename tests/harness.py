@@ -127,6 +127,60 @@ class Process:
             return ""
 
 
+class EtcdCluster:
+    """A real etcd cluster of `size` members on loopback, for tests of etcd faults."""
+
+    def __init__(self, size: int = 3) -> None:
+        self.dir = short_tmpdir("swl-etcd-")
+        self.names = [f"e{i}" for i in range(1, size + 1)]
+        self.client_ports = {n: free_port() for n in self.names}
+        self.peer_ports = {n: free_port() for n in self.names}
+        initial = ",".join(f"{n}=http://127.0.0.1:{self.peer_ports[n]}" for n in self.names)
+        self.members: dict[str, Process] = {}
+        for n in self.names:
+            args = [
+                "etcd", "--name", n, "--data-dir", str(self.dir / n),
+                "--listen-client-urls", f"http://127.0.0.1:{self.client_ports[n]}",
+                "--advertise-client-urls", f"http://127.0.0.1:{self.client_ports[n]}",
+                "--listen-peer-urls", f"http://127.0.0.1:{self.peer_ports[n]}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_ports[n]}",
+                "--initial-cluster", initial, "--initial-cluster-state", "new",
+                "--initial-cluster-token", self.dir.name, "--log-level", "warn",
+            ]  # fmt: skip
+            self.members[n] = Process(n, args, self.dir / f"{n}.log")
+
+    @property
+    def endpoints(self) -> str:
+        return ",".join(f"http://127.0.0.1:{self.client_ports[n]}" for n in self.names)
+
+    def start(self) -> EtcdCluster:
+        for p in self.members.values():
+            p.start()
+        wait_until(self.healthy, 30, what="the etcd cluster to be healthy")
+        return self
+
+    def healthy(self, names: list[str] | None = None) -> bool:
+        import urllib.request
+
+        for n in names or [n for n, p in self.members.items() if p.running]:
+            url = f"http://127.0.0.1:{self.client_ports[n]}/health"
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if b'"health":"true"' not in resp.read():
+                    return False
+        return True
+
+    def stop_member(self, name: str) -> None:
+        self.members[name].stop(signal.SIGKILL)
+
+    def start_member(self, name: str) -> None:
+        self.members[name].start()
+
+    def cleanup(self) -> None:
+        for p in self.members.values():
+            p.stop(signal.SIGKILL)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class Manager:
     """A swarm-manager with its embedded etcd (or given --etcd), and a control client."""
 
@@ -214,8 +268,10 @@ class Manager:
     def running_tasks(self, service: str) -> list[Any]:
         return [t for t in self.tasks(service) if t.status.state == 512 and t.desired_state == 512]
 
-    def nodes(self) -> list[Any]:
-        return list(self.api().ListNodes(control_pb2.ListNodesRequest()).nodes)
+    def nodes(self, *, managers: bool = False) -> list[Any]:
+        """The nodes agents run on (and the managers' own nodes with managers=True)."""
+        nodes = self.api().ListNodes(control_pb2.ListNodesRequest()).nodes
+        return [n for n in nodes if managers or n.role != 1]
 
     def join_token(self, role: str = "worker") -> str:
         tokens = self.api().GetCluster(control_pb2.GetClusterRequest()).cluster.root_ca.join_tokens

@@ -527,6 +527,77 @@ class Task(_message.Message):
 Global___Task: _TypeAlias = Task  # noqa: Y015
 
 @_typing.final
+class NodeSession(_message.Message):
+    """A node's session with one of the managers. The key lives on that manager's etcd
+    lease: if the manager dies, its sessions vanish with it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    META_FIELD_NUMBER: _builtins.int
+    MANAGER_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    ADDR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The node id."""
+    manager_id: _builtins.str
+    session_id: _builtins.str
+    addr: _builtins.str
+    """The address the node's session came from."""
+    @_builtins.property
+    def meta(self) -> _types_pb2.Meta: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        meta: _types_pb2.Meta | None = ...,
+        manager_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+        addr: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addr", b"addr", "id", b"id", "manager_id", b"manager_id", "meta", b"meta", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeSession: _TypeAlias = NodeSession  # noqa: Y015
+
+@_typing.final
+class ManagerPresence(_message.Message):
+    """A manager that is alive: the key lives on the manager's own etcd lease."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    META_FIELD_NUMBER: _builtins.int
+    DISPATCHER_ADDR_FIELD_NUMBER: _builtins.int
+    HOSTNAME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The manager's node id."""
+    dispatcher_addr: _builtins.str
+    """host:port agents reach its dispatcher at."""
+    hostname: _builtins.str
+    @_builtins.property
+    def meta(self) -> _types_pb2.Meta: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        meta: _types_pb2.Meta | None = ...,
+        dispatcher_addr: _builtins.str = ...,
+        hostname: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dispatcher_addr", b"dispatcher_addr", "hostname", b"hostname", "id", b"id", "meta", b"meta"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ManagerPresence: _TypeAlias = ManagerPresence  # noqa: Y015
+
+@_typing.final
 class JoinTokens(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

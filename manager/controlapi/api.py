@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from common.api import control_pb2, control_pb2_grpc
+from common.api import control_pb2, control_pb2_grpc, objects_pb2
 from manager.controlapi import cluster, nodes, services, tasks
 from manager.grpc_errors import Context, rpc
-from manager.store import Cache, Store
+from manager.store import Cache, Store, StoreUnavailableError
+from manager.store.health import EtcdHealth
+
+_WRITES = ("Create", "Update", "Remove", "Rebalance")
 
 
 class ControlAPI(control_pb2_grpc.ControlServicer):
@@ -22,14 +25,31 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         previewer: services.Previewer,
         authorize: Callable[[Context], None] | None = None,
         manager_addrs: Callable[[], list[str]] = list,
+        health: EtcdHealth | None = None,
+        leader_id: Callable[[], str] = str,
     ) -> None:
         self.cache = cache
         self.store = store
         self.on_node_removed = on_node_removed
         self.previewer = previewer
         # Set for the TCP listener: only admin or manager certificates of this cluster.
-        self.authorize = authorize
+        self._authorize = authorize
         self.manager_addrs = manager_addrs
+        self.health = health
+        self.leader_id = leader_id
+
+    def authorize(self, context: Context, method: str) -> None:
+        """Called before every method (by @rpc): the caller's certificate, then etcd."""
+        if self._authorize is not None:
+            self._authorize(context)
+        if self.health is not None:
+            if self.health.problem:
+                raise StoreUnavailableError(self.health.problem)
+            if self.health.alarm and method.startswith(_WRITES):
+                raise StoreUnavailableError(self.health.alarm)
+
+    def _node(self, node: objects_pb2.Node) -> objects_pb2.Node:
+        return nodes.with_manager_status(node, self.cache, self.leader_id())
 
     # ---- nodes ----
 
@@ -37,13 +57,19 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
     async def GetNode(
         self, request: control_pb2.GetNodeRequest, context: Context
     ) -> control_pb2.GetNodeResponse:
-        return control_pb2.GetNodeResponse(node=nodes.find_node(self.cache, request.node_id))
+        return control_pb2.GetNodeResponse(
+            node=self._node(nodes.find_node(self.cache, request.node_id))
+        )
 
     @rpc
     async def ListNodes(
         self, request: control_pb2.ListNodesRequest, context: Context
     ) -> control_pb2.ListNodesResponse:
-        return nodes.list_nodes(self.cache, request)
+        response = nodes.list_nodes(self.cache, request)
+        decorated = [self._node(n) for n in response.nodes]
+        del response.nodes[:]
+        response.nodes.extend(decorated)
+        return response
 
     @rpc
     async def UpdateNode(

@@ -16,6 +16,29 @@ def find_node(cache: Cache, ref: str) -> objects_pb2.Node:
     return resolve("node", cache.nodes, ref, lambda n: n.description.hostname)
 
 
+def with_manager_status(node: objects_pb2.Node, cache: Cache, leader_id: str) -> objects_pb2.Node:
+    """A manager node as operators see it: Leader / Reachable / Unreachable, from its
+    presence key and the leader key, both current in the cache (nothing stored)."""
+    if node.role != types_pb2.NODE_ROLE_MANAGER:
+        return node
+    presence = cache.objects[Kind.MANAGER].get(node.id)
+    out = objects_pb2.Node()
+    out.CopyFrom(node)
+    out.manager_status.leader = node.id == leader_id
+    if presence is not None:
+        out.manager_status.addr = presence.dispatcher_addr
+        out.manager_status.reachability = objects_pb2.REACHABILITY_REACHABLE
+        if not node.description.engine.engine_version:
+            out.status.state = types_pb2.NODE_STATE_READY
+            out.status.message = ""
+    else:
+        out.manager_status.reachability = objects_pb2.REACHABILITY_UNREACHABLE
+        if not node.description.engine.engine_version:
+            out.status.state = types_pb2.NODE_STATE_DOWN
+            out.status.message = "manager unreachable"
+    return out
+
+
 def list_nodes(
     cache: Cache, request: control_pb2.ListNodesRequest
 ) -> control_pb2.ListNodesResponse:

@@ -22,6 +22,7 @@ from common.ids import new_id
 from common.log import get_logger
 from common.timeutil import duration, now_timestamp
 from manager.ca import authz
+from manager.dispatcher.sessionkeys import SessionKeys
 from manager.dispatcher.status import TaskStatusWriter
 from manager.grpc_errors import (
     Context,
@@ -62,6 +63,8 @@ class AgentSession:
     pending: dict[str, dispatcher_pb2.AssignmentChange] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     streaming: bool = False
+    # Set when the list of managers changed and the agent should hear it.
+    peers_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
@@ -75,12 +78,14 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         heartbeat_period: float,
         peers: Callable[[], list[dispatcher_pb2.ManagerPeer]],
         clock: Callable[[], float],
+        session_keys: SessionKeys | None = None,
     ) -> None:
         self.cache = cache
         self.store = store
         self.heartbeat_period = heartbeat_period
         self.peers = peers
         self.clock = clock
+        self.session_keys = session_keys
         self.sessions: dict[str, AgentSession] = {}  # by node id
         self._by_session_id: dict[str, AgentSession] = {}
         self.status_writer = TaskStatusWriter(store)
@@ -109,15 +114,25 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             self._close(old)
         self.sessions[session.node_id] = session
         self._by_session_id[session.id] = session
+        if self.session_keys is not None:
+            self.session_keys.opened(node_id, session.id, addr)
         log = _log.bind(node_id=session.node_id, session_id=session.id, addr=addr)
         log.info("session opened", hostname=request.description.hostname)
-        yield dispatcher_pb2.SessionMessage(
+        message = dispatcher_pb2.SessionMessage(
             session_id=session.id,
             node=node,
             heartbeat_period=duration(self.heartbeat_period),
             managers=self.peers(),
         )
-        await session.closed.wait()
+        yield message
+        while not session.closed.is_set():
+            # Tell the agent when managers come and go, so it knows where to turn.
+            await session.peers_changed.wait()
+            session.peers_changed.clear()
+            if not session.closed.is_set():
+                del message.managers[:]
+                message.managers.extend(self.peers())
+                yield message
         log.info("session closed")
 
     def _caller(self, context: Context) -> str:
@@ -152,9 +167,12 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         assert updated is not None  # refresh never declines
         return updated  # type: ignore[no-any-return]
 
-    def _close(self, session: AgentSession) -> None:
+    def _close(self, session: AgentSession, *, expired: bool = False) -> None:
         session.closed.set()
         session.changed.set()
+        session.peers_changed.set()
+        if expired and self.session_keys is not None:
+            self.session_keys.closed(session.node_id, session.id)
         if self.sessions.get(session.node_id) is session:
             del self.sessions[session.node_id]
         self._by_session_id.pop(session.id, None)
@@ -204,7 +222,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             limit = MISSED_HEARTBEATS * self.heartbeat_period
             expired = [s for s in self.sessions.values() if now - s.last_heartbeat > limit]
             for s in expired:
-                self._close(s)
+                self._close(s, expired=True)
             if expired:
                 await self._mark_down([s.node_id for s in expired], "heartbeat failure")
 
@@ -255,6 +273,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 )
 
     def _on_event(self, ev: Event) -> None:
+        if ev.kind is Kind.MANAGER:
+            for session in self.sessions.values():
+                session.peers_changed.set()
+            return
         if ev.kind is not Kind.TASK:
             return
         old: objects_pb2.Task | None = ev.old
@@ -309,7 +331,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         """End the session of `node_id` (a removed node)."""
         session = self.sessions.get(node_id)
         if session is not None:
-            self._close(session)
+            self._close(session, expired=True)
 
     def close_all(self) -> None:
         for s in list(self.sessions.values()):

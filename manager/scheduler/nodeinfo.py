@@ -20,6 +20,11 @@ FAILURE_WINDOW = 300.0
 HostPort = tuple[int, int]  # (published port, protocol)
 
 
+def runs_tasks(node: objects_pb2.Node) -> bool:
+    """Agents' nodes run tasks; a manager is a node too (role manager), with no engine."""
+    return node.role != types_pb2.NODE_ROLE_MANAGER or bool(node.description.engine.engine_version)
+
+
 def counts_against_node(task: objects_pb2.Task | None) -> bool:
     """The task occupies its node: assigned, wanted, and not yet ended."""
     return (
@@ -141,7 +146,7 @@ class NodeInfos:
         now: float | None = None,
     ) -> None:
         now = time.time() if now is None else now
-        self.infos = {n.id: NodeInfo(n) for n in nodes.values()}
+        self.infos = {n.id: NodeInfo(n) for n in nodes.values() if runs_tasks(n)}
         self._gone = {}
         failures = []
         for t in tasks:
@@ -155,6 +160,8 @@ class NodeInfos:
             self.infos[node_id].note_failure(service_id, when)
 
     def node_changed(self, old: objects_pb2.Node | None, new: objects_pb2.Node | None) -> None:
+        if new is not None and not runs_tasks(new):
+            return
         if new is None:
             if old is not None:
                 gone = self.infos.pop(old.id, None)

@@ -7,6 +7,7 @@ from manager.store.errors import (
     AlreadyExistsError,
     ConflictError,
     NotFoundError,
+    NotLeaderError,
     StoreError,
     StoreUnavailableError,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "Event",
     "Kind",
     "NotFoundError",
+    "NotLeaderError",
     "Store",
     "StoreError",
     "StoreUnavailableError",

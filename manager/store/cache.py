@@ -16,12 +16,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from etcd3aio import Etcd3Client, prefix_range_end
+import grpc
+from etcd3aio import Etcd3Client, EtcdError
 
 from common.api import objects_pb2
 from common.log import get_logger
 from manager.store.keys import KeySpace, Kind, decode
 from manager.store.store import Store
+from manager.store.watch import WatchCanceledError, open_watch
 
 _log = get_logger("cache")
 
@@ -114,12 +116,30 @@ class Cache:
     # ---- feeding --------------------------------------------------------------------
 
     async def run(self) -> None:
-        """List, then watch; list again whenever the watch falls behind a compaction."""
+        """List, then watch; list again whenever the watch falls behind a compaction.
+
+        A broken watch stream (etcd restarting, a member lost) is reopened from the last
+        revision the cache has applied, so no event is skipped.
+        """
         while True:
             await self._relist()
-            compacted = await self._watch()
-            if not compacted:
-                return
+            backoff = 0.1
+            while True:
+                try:
+                    compacted = await self._watch()
+                except (grpc.aio.AioRpcError, EtcdError) as exc:
+                    _log.warning(
+                        "watch broken; resuming",
+                        revision=self.revision,
+                        error=type(exc).__name__,
+                        retry_in=round(backoff, 2),
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                if compacted:
+                    break
+                backoff = 0.1
             _log.warning("watch revision compacted; listing again", revision=self.revision)
 
     async def _relist(self) -> None:
@@ -145,12 +165,12 @@ class Cache:
         """Apply watch events until the stream ends; True if it ended by compaction."""
         assert self._client.watch is not None
         prefix = self._keys.prefix.encode()
-        stream = self._client.watch.watch(
-            prefix, range_end=prefix_range_end(prefix), start_revision=self.revision + 1
-        )
+        stream = open_watch(self._client, prefix, self.revision + 1)
         async for response in stream:
-            if response.compact_revision > 0 or response.canceled:
+            if response.compact_revision > 0:
                 return True
+            if response.canceled:
+                raise WatchCanceledError(response.cancel_reason or "watch canceled by etcd")
             for ev in response.events:
                 self._apply(ev)
             # Only the events say how far the cache is: a response's header revision can

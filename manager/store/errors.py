@@ -21,3 +21,7 @@ class AlreadyExistsError(StoreError):
 
 class NotFoundError(StoreError):
     """The object does not exist (any more)."""
+
+
+class NotLeaderError(StoreError):
+    """A leader-only write from a manager that is no longer the leader."""

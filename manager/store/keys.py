@@ -23,6 +23,9 @@ class Kind(Enum):
     SERVICE = ("services", objects_pb2.Service)
     TASK = ("tasks", objects_pb2.Task)
     CLUSTER = ("clusters", objects_pb2.Cluster)
+    # Held on a manager's lease: they vanish when that manager dies.
+    SESSION = ("sessions", objects_pb2.NodeSession)
+    MANAGER = ("managers", objects_pb2.ManagerPresence)
 
     def __init__(self, folder: str, message: type[Message]) -> None:
         self.folder = folder
@@ -57,6 +60,11 @@ class KeySpace:
     def name_key(self, kind: Kind, name: str) -> bytes:
         """The key reserving `name` among objects of `kind` (service names, the cluster)."""
         return f"{self.prefix}names/{kind.folder}/{name}".encode()
+
+    @property
+    def leader_key(self) -> bytes:
+        """Held (on its lease) by the manager that is the leader; its value is that id."""
+        return f"{self.prefix}leader".encode()
 
     def service_name_key(self, name: str) -> bytes:
         return self.name_key(Kind.SERVICE, name)

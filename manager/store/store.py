@@ -11,6 +11,7 @@ callers never see a conflict unless they asked to pin a version.
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from manager.store.errors import (
     AlreadyExistsError,
     ConflictError,
     NotFoundError,
+    NotLeaderError,
     StoreError,
 )
 from manager.store.etcd import translate
@@ -112,6 +114,14 @@ class Store:
         self._endpoints = endpoints
         self.base_reader = base_reader
         self._timeout = timeout
+        # (key, value) that must hold for every write: the leader key for leader writes.
+        self.guard: tuple[bytes, bytes] | None = None
+
+    def guarded(self, key: bytes, value: bytes) -> Store:
+        """A store whose every transaction also requires `key` to hold `value`."""
+        clone = copy.copy(self)
+        clone.guard = (key, value)
+        return clone
 
     # ---- single-object conveniences -------------------------------------------------
 
@@ -162,6 +172,33 @@ class Store:
                 return out, revision
             start = resp.kvs[-1].key + b"\x00"
 
+    # ---- ephemeral keys on a lease (sessions, presence) -----------------------------
+
+    async def put_leased(self, objs: Sequence[Any], lease: int) -> int:
+        """Write `objs` attached to `lease` (no version checks: these keys have one
+        writer, the manager whose lease holds them). Returns the last revision."""
+        revision = 0
+        for start in range(0, len(objs), MAX_TXN_OPS):
+            puts = [
+                KVService.txn_op_put(self.keys.key_of(o), _serialize(o), lease=lease)
+                for o in objs[start : start + MAX_TXN_OPS]
+            ]
+            resp = await self._call(self._kv.txn([], puts, timeout=self._timeout))
+            revision = resp.header.revision
+        return revision
+
+    async def delete_if_unchanged(self, obj: Any) -> None:
+        """Delete `obj`'s key if it still holds exactly what was written (not a newer
+        value written since by someone else)."""
+        key = self.keys.key_of(obj)
+        await self._call(
+            self._kv.txn(
+                [KVService.txn_compare_value(key, _serialize(obj))],
+                [KVService.txn_op_delete(key)],
+                timeout=self._timeout,
+            )
+        )
+
     # ---- batched commits --------------------------------------------------------------
 
     async def commit(self, ops: Sequence[Op]) -> BatchResult:
@@ -172,6 +209,7 @@ class Store:
         result = BatchResult()
         chunk: list[_Prepared] = []
         size = 0
+        limit = MAX_TXN_OPS - (1 if self.guard else 0)
         for op in ops:
             prepared = self._prepare(op, base=None)
             if prepared is None:
@@ -179,7 +217,7 @@ class Store:
             if isinstance(prepared, StoreError):
                 result.failed.append((op, prepared))
                 continue
-            if chunk and size + prepared.size > MAX_TXN_OPS:
+            if chunk and size + prepared.size > limit:
                 await self._commit_chunk(chunk, result)
                 chunk, size = [], 0
             chunk.append(prepared)
@@ -259,6 +297,9 @@ class Store:
             success = [r for p in chunk for r in p.requests]
             watched = [k for p in chunk for k in p.watched]
             failure = [KVService.txn_op_get(k) for k in watched]
+            if self.guard is not None:
+                compares.append(KVService.txn_compare_value(*self.guard))
+                failure.append(KVService.txn_op_get(self.guard[0]))
             resp = await self._call(self._kv.txn(compares, success, failure, timeout=self._timeout))
             if resp.succeeded:
                 revision = resp.header.revision
@@ -271,8 +312,12 @@ class Store:
                         result.written.append(p.obj)
                 return
             # Lost a race: re-prepare every op on what etcd holds now.
+            if self.guard is not None:
+                holder = resp.responses[-1].response_range.kvs
+                if not holder or holder[0].value != self.guard[1]:
+                    raise NotLeaderError("this manager is no longer the leader")
             current: dict[bytes, Any] = {}
-            for key, r in zip(watched, resp.responses, strict=True):
+            for key, r in zip(watched, resp.responses[: len(watched)], strict=True):
                 current[key] = r.response_range.kvs[0] if r.response_range.kvs else None
             retry: list[_Prepared] = []
             for p in chunk:

@@ -1,0 +1,78 @@
+"""Is etcd answering? A linearizable read every second (so a lost quorum shows within a
+second or two), and etcd's alarms every few seconds (the space-quota alarm stops all
+writes until an operator acts). The control API refuses calls with UNAVAILABLE and
+this message while etcd is unhealthy, rather than answering from a cache that can no
+longer be trusted."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from etcd3aio import Etcd3Client, EtcdError
+
+from common.log import get_logger
+from manager.store.etcd import describe
+
+_log = get_logger("store.health")
+PROBE_INTERVAL = 1.0
+ALARM_INTERVAL = 5.0
+
+
+class EtcdHealth:
+    """The last known health of etcd, probed in the background."""
+
+    def __init__(self, client: Etcd3Client, endpoints: str, probe_key: bytes) -> None:
+        assert client.kv is not None
+        assert client.maintenance is not None
+        self._kv = client.kv
+        self._maintenance = client.maintenance
+        self.endpoints = endpoints
+        self.probe_key = probe_key
+        self.problem = ""  # empty while healthy
+        self.alarm = ""
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problem
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_alarm_check = 0.0
+        while True:
+            try:
+                await self._kv.get(self.probe_key, timeout=PROBE_INTERVAL * 1.5, max_attempts=1)
+            except (EtcdError, TimeoutError, grpc.aio.AioRpcError) as exc:
+                problem = (
+                    f"etcd at {self.endpoints} does not answer (no quorum, or unreachable: "
+                    f"{describe(exc)}); the cluster's state cannot be read or changed until "
+                    "it is back"
+                )
+                if not self.problem:
+                    _log.error("etcd unhealthy", error=describe(exc))
+                self.problem = problem
+            else:
+                if self.problem:
+                    _log.info("etcd healthy again")
+                self.problem = ""
+            if loop.time() >= next_alarm_check:
+                next_alarm_check = loop.time() + ALARM_INTERVAL
+                await self._check_alarms()
+            await asyncio.sleep(PROBE_INTERVAL)
+
+    async def _check_alarms(self) -> None:
+        try:
+            response = await self._maintenance.alarms(timeout=PROBE_INTERVAL)
+        except (EtcdError, TimeoutError, grpc.aio.AioRpcError):
+            return
+        nospace = any(a.alarm == 1 for a in response.alarms)  # AlarmType.NOSPACE
+        alarm = (
+            f"etcd at {self.endpoints} is over its space quota (NOSPACE alarm): no change can "
+            "be stored until it is compacted and defragmented and the alarm disarmed "
+            "(etcdctl compact, etcdctl defrag, etcdctl alarm disarm)"
+            if nospace
+            else ""
+        )
+        if alarm and not self.alarm:
+            _log.error("etcd space quota alarm", endpoints=self.endpoints)
+        self.alarm = alarm
