@@ -12,6 +12,7 @@ from pathlib import Path
 from agent import credentials
 from agent.credentials import JoinError, JoinRefusedError, NodeCredentials
 from agent.executor import Executor, ExecutorError
+from agent.logs import LogPublisher
 from agent.reporter import StatusReporter
 from agent.session import NodeRemovedError, SessionLoop
 from agent.worker import Worker
@@ -88,6 +89,10 @@ class Agent:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    def _current_credentials(self) -> NodeCredentials:
+        assert self.credentials is not None
+        return self.credentials
+
     async def _renew_forever(self) -> None:
         while True:
             assert self.credentials is not None
@@ -117,6 +122,9 @@ class Agent:
         self.session = SessionLoop(
             self.config.managers, self.credentials, self.executor, self.worker, self.reporter
         )
+        self.session.logs = LogPublisher(
+            lambda: self.worker.runners if self.worker else {}, self._current_credentials
+        )
         await self._adopt(self.worker)
         tasks = [
             supervise("session", self.session.run, restart=False, node_id=node_id),
@@ -131,6 +139,7 @@ class Agent:
             stopped.cancel()
             _log.info("agent stopping; containers keep running")
             await cancel_all(tasks)
+            await self.session.logs.stop()
             await self.worker.stop()
             await self.executor.close()
         if self.failure is not None:

@@ -17,6 +17,7 @@ import grpc
 
 from agent.credentials import NodeCredentials, channel_options
 from agent.executor import Executor, ExecutorError
+from agent.logs import LogPublisher
 from agent.reporter import StatusReporter
 from agent.worker import Worker
 from common.api import dispatcher_pb2, dispatcher_pb2_grpc
@@ -65,6 +66,7 @@ class SessionLoop:
         self.session_id = ""
         self.manager = ""
         self.removed: NodeRemovedError | None = None
+        self.logs: LogPublisher | None = None
         self._current: asyncio.Future[bool] | None = None
         self._switching = False
 
@@ -149,6 +151,7 @@ class SessionLoop:
             parts: list[Awaitable[None]] = [
                 self._heartbeat(stub, session_id, period),
                 self._assignments(stub, session_id),
+                self._subscriptions(stub, session_id),
                 self.reporter.send_forever(stub, session_id, timeout=max(5.0, 3 * period)),
                 self._follow_session(call),
             ]
@@ -182,6 +185,15 @@ class SessionLoop:
         stream = stub.Assignments(dispatcher_pb2.AssignmentsRequest(session_id=session_id))
         async for message in stream:
             self.worker.apply(message)
+
+    async def _subscriptions(
+        self, stub: dispatcher_pb2_grpc.DispatcherAsyncStub, session_id: str
+    ) -> None:
+        stream = stub.Subscriptions(dispatcher_pb2.SubscriptionsRequest(session_id=session_id))
+        async for message in stream:
+            if self.logs is not None:
+                self.logs.handle(message.subscription, message.close)
+        await asyncio.Event().wait()  # the stream ends with the session
 
     async def _follow_session(self, call: grpc.aio.UnaryStreamCall) -> None:  # type: ignore[type-arg]
         # The first message was taken with read(); gRPC forbids mixing it with iteration.

@@ -76,6 +76,10 @@ class TaskRunner:
         self._changed = asyncio.Event()
         self._removed = False
         self._exit: asyncio.Future[ExitStatus] | None = None
+        # Health checks: None until known; the start's info is kept until healthy.
+        self._has_health: bool | None = None
+        self._awaiting_health = False
+        self._info: RunningInfo | None = None
 
     # ---- from the worker ------------------------------------------------------------
 
@@ -178,7 +182,7 @@ class TaskRunner:
             if not states.should_start(desired):
                 await self._wait_for_change()  # prepared, waiting to be told to start
                 continue
-            if state < states.RUNNING:
+            if state < states.RUNNING and not self._awaiting_health:
                 await self._start()
                 continue
             await self._watch_until_change()
@@ -198,22 +202,54 @@ class TaskRunner:
         self._report(states.STARTING, "starting")
         try:
             info = await self.controller.start()
+            health = await self.controller.health()
         except ExecutorError as exc:
             self._report(states.FAILED, "starting failed", err=str(exc))
             return
-        self._report(states.RUNNING, "started", info=info)
+        self._has_health = health is not None
+        if health in (None, "healthy"):
+            self._report(states.RUNNING, "started", info=info)
+        elif health == "unhealthy":
+            await self._unhealthy()
+        else:
+            # A task counts as running only once its health check passes.
+            self._info = info
+            self._awaiting_health = True
+            self._report(states.STARTING, "starting: waiting for the health check", info=info)
+
+    async def _unhealthy(self) -> None:
+        self._awaiting_health = False
+        try:
+            await self.controller.shutdown(self._grace())
+        except ExecutorError as exc:
+            self.log.warning("could not stop the unhealthy container", error=str(exc))
+        self._report(states.FAILED, "unhealthy", err="task: unhealthy container")
 
     async def _watch_until_change(self) -> None:
-        """Wait for the process to end or for news from the manager, whichever is first."""
-        if self.status.state != states.RUNNING:
+        """Wait for the process to end, its health to change, or news from the manager."""
+        if self.status.state != states.RUNNING and not self._awaiting_health:
             await self._wait_for_change()
             return
         if self._exit is None or self._exit.cancelled():
             self._exit = asyncio.ensure_future(self.controller.wait())
+        health: asyncio.Future[str] | None = None
+        if self._has_health is None:  # an adopted container: find out
+            self._has_health = await self.controller.health() is not None
+        if self._has_health:
+            health = self.controller.next_health()
+            # It may have changed before we listened.
+            now = await self.controller.health()
+            if now == "unhealthy" or (now == "healthy" and self._awaiting_health):
+                health.cancel()
+                await self._health_changed(now)
+                return
         changed: asyncio.Future[object] = asyncio.ensure_future(self._changed.wait())
         exited: asyncio.Future[object] = self._exit  # type: ignore[assignment]
+        waiting: set[asyncio.Future[object]] = {exited, changed}
+        if health is not None:
+            waiting.add(health)  # type: ignore[arg-type]
         try:
-            await asyncio.wait({exited, changed}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         finally:
             changed.cancel()
         if self._changed.is_set():
@@ -221,7 +257,23 @@ class TaskRunner:
         if self._exit.done() and not self._exit.cancelled():
             exit_status = self._exit.result()
             self._exit = None
+            self._awaiting_health = False
+            if health is not None:
+                health.cancel()
             self._report(states.COMPLETE, "finished", exit_status=exit_status)
+            return
+        if health is not None:
+            if health.done() and not health.cancelled():
+                await self._health_changed(health.result())
+            else:
+                health.cancel()
+
+    async def _health_changed(self, health: str) -> None:
+        if health == "unhealthy":
+            await self._unhealthy()
+        elif health == "healthy" and self._awaiting_health:
+            self._awaiting_health = False
+            self._report(states.RUNNING, "started", info=self._info)
 
     async def _shut_down(self) -> None:
         if self.status.state >= states.PREPARING:

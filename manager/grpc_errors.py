@@ -80,6 +80,7 @@ async def abort_on_store_errors(context: Context) -> AsyncIterator[None]:
         FailedPreconditionError,
         PermissionDeniedError,
         UnauthenticatedError,
+        NotFoundError,
     ) as exc:
         await abort_with(context, exc)
 

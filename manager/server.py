@@ -29,6 +29,7 @@ from common.api import (
     control_pb2_grpc,
     dispatcher_pb2,
     dispatcher_pb2_grpc,
+    logs_pb2_grpc,
     objects_pb2,
 )
 from common.ids import new_id
@@ -43,9 +44,11 @@ from manager.controlapi import ControlAPI
 from manager.dispatcher import Dispatcher
 from manager.dispatcher.sessionkeys import SessionKeys
 from manager.etcd_embedded import EmbeddedEtcd
+from manager.events import EventLog
 from manager.grpc_errors import Context
 from manager.leadership import Leadership
 from manager.lease import ManagerLease
+from manager.logbroker import LogBroker
 from manager.membership import JoinRefusedError, announce_forever, ensure_manager_node
 from manager.nodehealth import NodeHealth
 from manager.orchestrator.orchestrator import Orchestrator
@@ -194,6 +197,7 @@ async def _serve_ca(
 async def _serve_dispatcher(
     dispatcher: Dispatcher,
     ca: NodeCAService,
+    logs: LogBroker,
     listen_addr: str,
     credentials: grpc.ServerCredentials,
 ) -> tuple[grpc.aio.Server, int]:
@@ -209,6 +213,7 @@ async def _serve_dispatcher(
     )
     dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server)
     ca_pb2_grpc.add_NodeCAServicer_to_server(ca, server)
+    logs_pb2_grpc.add_LogBrokerServicer_to_server(logs, server)
     try:
         port = server.add_secure_port(listen_addr, credentials)
     except RuntimeError as exc:
@@ -309,6 +314,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                     await cancel_all(running)
 
             leadership = Leadership(client, keys, manager_id, lease, lead)
+            events = EventLog(cache)
             control = ControlAPI(
                 cache,
                 store,
@@ -317,17 +323,23 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                 manager_addrs=lambda: [p.addr for p in peers()],
                 health=health,
                 leader_id=lambda: leadership.leader_id,
+                events=events,
             )
 
             servers.append(await _serve_control(control, config.control_socket))
             ca_service = NodeCAService(cache, store)
+            # Log lines come to this manager's dispatcher port from the agents.
+            control.logs = LogBroker(cache, store, lease, publisher_addr="")
             dispatcher_server, port = await _serve_dispatcher(
                 dispatcher,
                 ca_service,
+                control.logs,
                 config.listen_addr,
                 tls.server_credentials(require_client_auth=True),
             )
             servers.append(dispatcher_server)
+            advertised = config.advertise_addr or f"{config.listen_addr.rpartition(':')[0]}:{port}"
+            control.logs.publisher_addr = advertised
             ca_addr = pki.ca_address(f"{config.listen_addr.rpartition(':')[0]}:{port}")
             servers.append(
                 await _serve_ca(
@@ -349,6 +361,8 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                     control.manager_addrs,
                     health,
                     control.leader_id,
+                    control.logs,
+                    events,
                 )
                 servers.append(
                     await _serve_control_tcp(
@@ -357,7 +371,6 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                         tls.server_credentials(require_client_auth=True),
                     )
                 )
-            advertised = config.advertise_addr or f"{config.listen_addr.rpartition(':')[0]}:{port}"
             for name, run in [
                 ("lease", lease.run),
                 ("presence", lambda: announce_forever(store, lease, manager_id, advertised)),

@@ -7,6 +7,7 @@ from agent.executor.base import (
     Executor,
     ExecutorError,
     ExitStatus,
+    LogLine,
     RunningInfo,
 )
 
@@ -16,5 +17,6 @@ __all__ = [
     "Executor",
     "ExecutorError",
     "ExitStatus",
+    "LogLine",
     "RunningInfo",
 ]

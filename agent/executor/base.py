@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,6 +27,15 @@ class RunningInfo:
     container_id: str
     pid: int = 0
     ports: list[types_pb2.PortConfig] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line a task wrote: when (seconds since the epoch), on which stream, what."""
+
+    timestamp: float
+    stderr: bool
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,20 @@ class Controller(Protocol):
 
     async def remove(self) -> None:
         """Remove whatever the task left (its container)."""
+
+    async def health(self) -> str | None:
+        """The health check's verdict so far ("starting", "healthy", "unhealthy"), or None
+        when the task has no health check."""
+        ...
+
+    def next_health(self) -> asyncio.Future[str]:
+        """Resolves with the next health status change."""
+        ...
+
+    def logs(self, *, follow: bool, tail: int, since: float) -> AsyncIterator[LogLine]:
+        """The task's output lines (the last `tail`, -1 for all; after `since` if set);
+        with `follow`, then new lines as they come until cancelled."""
+        ...
 
     async def exists(self) -> bool:
         """Whether the task's container still exists."""

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from agent.executor.base import (
     AdoptedContainer,
     ExecutorError,
     ExitStatus,
+    LogLine,
     RunningInfo,
 )
 from common.api import objects_pb2, types_pb2
@@ -61,6 +63,16 @@ def _engine_message(exc: Exception) -> str:
             explanation = explanation.decode(errors="replace")
         return str(explanation or exc)
     return str(exc) or type(exc).__name__
+
+
+def _parse_log_line(raw: bytes, stderr: bool) -> LogLine:
+    """A line as the engine sends it with timestamps: `<RFC 3339 time> <text>`."""
+    stamp, _, text = raw.partition(b" ")
+    try:
+        when = datetime.datetime.fromisoformat(stamp.decode()[:26].rstrip("Z") + "+00:00")
+        return LogLine(when.timestamp(), stderr, text)
+    except ValueError:
+        return LogLine(time.time(), stderr, raw)
 
 
 def ports_from_inspect(attrs: dict[str, Any]) -> list[types_pb2.PortConfig]:
@@ -100,6 +112,7 @@ class DockerExecutor:
             base_url=base_url, version="auto", timeout=120, max_pool_size=threads
         )
         self._exit_waiters: dict[str, list[asyncio.Future[ExitStatus]]] = {}
+        self._health_waiters: dict[str, list[asyncio.Future[str]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events_thread: threading.Thread | None = None
         self._events_stream: Any = None
@@ -199,6 +212,17 @@ class DockerExecutor:
             if not fut.done():
                 fut.set_result(status)
 
+    def health_future(self, container_id: str) -> asyncio.Future[str]:
+        """Resolves with the container's next health status ("healthy", "unhealthy")."""
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._health_waiters.setdefault(container_id, []).append(fut)
+        return fut
+
+    def _resolve_health(self, container_id: str, status: str) -> None:
+        for fut in self._health_waiters.pop(container_id, []):
+            if not fut.done():
+                fut.set_result(status)
+
     def _start_events(self) -> None:
         if self._events_thread is not None:
             return
@@ -220,7 +244,7 @@ class DockerExecutor:
                     decode=True,
                     filters={
                         "type": "container",
-                        "event": ["die", "destroy"],
+                        "event": ["die", "destroy", "health_status"],
                         "label": [f"{LABEL_NODE_ID}={self._node_id}"],
                     },
                 )
@@ -231,7 +255,12 @@ class DockerExecutor:
                 for event in self._events_stream:
                     cid = event.get("id") or event.get("Actor", {}).get("ID", "")
                     attrs = event.get("Actor", {}).get("Attributes", {})
-                    if event.get("Action") == "die":
+                    action = str(event.get("Action", ""))
+                    if action.startswith("health_status"):
+                        health = action.partition(":")[2].strip()
+                        self._loop.call_soon_threadsafe(self._resolve_health, cid, health)
+                        continue
+                    if action == "die":
                         status = ExitStatus(int(attrs.get("exitCode", "0") or 0))
                     else:
                         status = ExitStatus(-1, "container was removed")
@@ -406,6 +435,68 @@ class DockerController:
         return RunningInfo(
             self.container_id, int(attrs["State"].get("Pid") or 0), ports_from_inspect(attrs)
         )
+
+    async def health(self) -> str | None:
+        """The container's health ("starting", "healthy", "unhealthy"), None without a
+        health check (neither in the spec nor in the image)."""
+        attrs = await self._find()
+        if attrs is None:
+            return None
+        health = attrs["State"].get("Health")
+        return str(health.get("Status")) if health else None
+
+    def next_health(self) -> asyncio.Future[str]:
+        return self.executor.health_future(self.container_id)
+
+    async def logs(self, *, follow: bool, tail: int, since: float) -> AsyncIterator[LogLine]:
+        """The container's lines from the engine, stdout and stderr read side by side."""
+        if not self.container_id and await self._find() is None:
+            return
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[LogLine | None] = asyncio.Queue(10_000)
+        streams: list[Any] = []
+        stopped = threading.Event()
+
+        def read(stderr: bool) -> None:
+            try:
+                stream = self.api.logs(
+                    self.container_id, stdout=not stderr, stderr=stderr, stream=True,
+                    follow=follow, timestamps=True, tail="all" if tail < 0 else tail,
+                    since=int(since) if since else None,
+                )  # fmt: skip
+                streams.append(stream)
+                pending = b""
+                for chunk in stream:
+                    if stopped.is_set():
+                        break
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for raw in lines:
+                        line = _parse_log_line(raw, stderr)
+                        loop.call_soon_threadsafe(queue.put_nowait, line)
+                if pending:
+                    loop.call_soon_threadsafe(queue.put_nowait, _parse_log_line(pending, stderr))
+            except Exception as exc:  # the container went away, or the engine did
+                _log.debug("log stream ended", container=self.container_id, error=str(exc))
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        readers = [loop.run_in_executor(self.executor._pool, read, e) for e in (False, True)]
+        open_streams = 2
+        try:
+            while open_streams:
+                line = await queue.get()
+                if line is None:
+                    open_streams -= 1
+                    continue
+                yield line
+        finally:
+            stopped.set()
+            for s in streams:
+                with contextlib.suppress(Exception):
+                    s.close()
+            for r in readers:
+                r.cancel()
 
     async def wait(self) -> ExitStatus:
         future = self.executor.exit_future(self.container_id)

@@ -12,9 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from agent.executor.base import AdoptedContainer, ExecutorError, ExitStatus, RunningInfo
+from agent.executor.base import (
+    AdoptedContainer,
+    ExecutorError,
+    ExitStatus,
+    LogLine,
+    RunningInfo,
+)
 from common import states
 from common.api import objects_pb2, types_pb2
 from common.ids import new_id
@@ -144,6 +152,25 @@ class HollowController:
         self.exit_code = code
         if self._exited is not None and not self._exited.done():
             self._exited.set_result(ExitStatus(code))
+
+    async def health(self) -> str | None:
+        return None  # hollow tasks have no health checks
+
+    def next_health(self) -> asyncio.Future[str]:
+        return asyncio.get_running_loop().create_future()  # never resolves
+
+    async def logs(self, *, follow: bool, tail: int, since: float) -> AsyncIterator[LogLine]:
+        """Two made-up lines (a hollow task writes nothing), then silence while following."""
+        now = time.time()
+        lines = [
+            LogLine(now, False, f"hollow task {self.task.id}: started".encode()),
+            LogLine(now, True, f"hollow task {self.task.id}: no container behind me".encode()),
+        ]
+        for line in lines[-tail:] if tail >= 0 else lines:
+            if line.timestamp >= since:
+                yield line
+        if follow:
+            await asyncio.Event().wait()
 
     async def wait(self) -> ExitStatus:
         if not self.running or self._exited is None:

@@ -94,6 +94,16 @@ class ControlStub:
                 request_serializer=control__pb2.RebalanceServiceRequest.SerializeToString,
                 response_deserializer=control__pb2.RebalanceServiceResponse.FromString,
                 _registered_method=True)
+        self.ServiceLogs = channel.unary_stream(
+                '/swarmlet.Control/ServiceLogs',
+                request_serializer=control__pb2.ServiceLogsRequest.SerializeToString,
+                response_deserializer=control__pb2.ServiceLogsMessage.FromString,
+                _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/swarmlet.Control/WatchEvents',
+                request_serializer=control__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=control__pb2.EventMessage.FromString,
+                _registered_method=True)
         self.GetCluster = channel.unary_unary(
                 '/swarmlet.Control/GetCluster',
                 request_serializer=control__pb2.GetClusterRequest.SerializeToString,
@@ -181,6 +191,20 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ServiceLogs(self, request, context):
+        """The lines the tasks of services (or single tasks) wrote, from every node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchEvents(self, request, context):
+        """Changes to services, tasks and nodes as they happen (and recent ones with `since`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCluster(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -255,6 +279,16 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.RebalanceService,
                     request_deserializer=control__pb2.RebalanceServiceRequest.FromString,
                     response_serializer=control__pb2.RebalanceServiceResponse.SerializeToString,
+            ),
+            'ServiceLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.ServiceLogs,
+                    request_deserializer=control__pb2.ServiceLogsRequest.FromString,
+                    response_serializer=control__pb2.ServiceLogsMessage.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=control__pb2.WatchEventsRequest.FromString,
+                    response_serializer=control__pb2.EventMessage.SerializeToString,
             ),
             'GetCluster': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCluster,
@@ -591,6 +625,60 @@ class Control:
             '/swarmlet.Control/RebalanceService',
             control__pb2.RebalanceServiceRequest.SerializeToString,
             control__pb2.RebalanceServiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServiceLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/swarmlet.Control/ServiceLogs',
+            control__pb2.ServiceLogsRequest.SerializeToString,
+            control__pb2.ServiceLogsMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/swarmlet.Control/WatchEvents',
+            control__pb2.WatchEventsRequest.SerializeToString,
+            control__pb2.EventMessage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,10 @@ class ControlStub:
     UpdateService: _grpc.UnaryUnaryMultiCallable[_control_pb2.UpdateServiceRequest, _control_pb2.UpdateServiceResponse]
     RemoveService: _grpc.UnaryUnaryMultiCallable[_control_pb2.RemoveServiceRequest, _control_pb2.RemoveServiceResponse]
     RebalanceService: _grpc.UnaryUnaryMultiCallable[_control_pb2.RebalanceServiceRequest, _control_pb2.RebalanceServiceResponse]
+    ServiceLogs: _grpc.UnaryStreamMultiCallable[_control_pb2.ServiceLogsRequest, _control_pb2.ServiceLogsMessage]
+    """The lines the tasks of services (or single tasks) wrote, from every node."""
+    WatchEvents: _grpc.UnaryStreamMultiCallable[_control_pb2.WatchEventsRequest, _control_pb2.EventMessage]
+    """Changes to services, tasks and nodes as they happen (and recent ones with `since`)."""
     GetCluster: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetClusterRequest, _control_pb2.GetClusterResponse]
     UpdateCluster: _grpc.UnaryUnaryMultiCallable[_control_pb2.UpdateClusterRequest, _control_pb2.UpdateClusterResponse]
 
@@ -68,6 +72,10 @@ class ControlAsyncStub(ControlStub):
     UpdateService: _aio.UnaryUnaryMultiCallable[_control_pb2.UpdateServiceRequest, _control_pb2.UpdateServiceResponse]  # type: ignore[assignment]
     RemoveService: _aio.UnaryUnaryMultiCallable[_control_pb2.RemoveServiceRequest, _control_pb2.RemoveServiceResponse]  # type: ignore[assignment]
     RebalanceService: _aio.UnaryUnaryMultiCallable[_control_pb2.RebalanceServiceRequest, _control_pb2.RebalanceServiceResponse]  # type: ignore[assignment]
+    ServiceLogs: _aio.UnaryStreamMultiCallable[_control_pb2.ServiceLogsRequest, _control_pb2.ServiceLogsMessage]  # type: ignore[assignment]
+    """The lines the tasks of services (or single tasks) wrote, from every node."""
+    WatchEvents: _aio.UnaryStreamMultiCallable[_control_pb2.WatchEventsRequest, _control_pb2.EventMessage]  # type: ignore[assignment]
+    """Changes to services, tasks and nodes as they happen (and recent ones with `since`)."""
     GetCluster: _aio.UnaryUnaryMultiCallable[_control_pb2.GetClusterRequest, _control_pb2.GetClusterResponse]  # type: ignore[assignment]
     UpdateCluster: _aio.UnaryUnaryMultiCallable[_control_pb2.UpdateClusterRequest, _control_pb2.UpdateClusterResponse]  # type: ignore[assignment]
 
@@ -155,6 +163,22 @@ class ControlServicer(metaclass=_abc_1.ABCMeta):
         request: _control_pb2.RebalanceServiceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_control_pb2.RebalanceServiceResponse, _abc.Awaitable[_control_pb2.RebalanceServiceResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ServiceLogs(
+        self,
+        request: _control_pb2.ServiceLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_control_pb2.ServiceLogsMessage], _abc.AsyncIterator[_control_pb2.ServiceLogsMessage]]:
+        """The lines the tasks of services (or single tasks) wrote, from every node."""
+
+    @_abc_1.abstractmethod
+    def WatchEvents(
+        self,
+        request: _control_pb2.WatchEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_control_pb2.EventMessage], _abc.AsyncIterator[_control_pb2.EventMessage]]:
+        """Changes to services, tasks and nodes as they happen (and recent ones with `since`)."""
 
     @_abc_1.abstractmethod
     def GetCluster(

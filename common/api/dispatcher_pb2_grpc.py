@@ -54,6 +54,11 @@ class DispatcherStub:
                 request_serializer=dispatcher__pb2.UpdateTaskStatusRequest.SerializeToString,
                 response_deserializer=dispatcher__pb2.UpdateTaskStatusResponse.FromString,
                 _registered_method=True)
+        self.Subscriptions = channel.unary_stream(
+                '/swarmlet.Dispatcher/Subscriptions',
+                request_serializer=dispatcher__pb2.SubscriptionsRequest.SerializeToString,
+                response_deserializer=dispatcher__pb2.SubscriptionMessage.FromString,
+                _registered_method=True)
 
 
 class DispatcherServicer:
@@ -83,6 +88,14 @@ class DispatcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Subscriptions(self, request, context):
+        """The log subscriptions that concern this node's tasks: each one as it starts, and
+        again with `close` set when it ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DispatcherServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +118,11 @@ def add_DispatcherServicer_to_server(servicer, server):
                     servicer.UpdateTaskStatus,
                     request_deserializer=dispatcher__pb2.UpdateTaskStatusRequest.FromString,
                     response_serializer=dispatcher__pb2.UpdateTaskStatusResponse.SerializeToString,
+            ),
+            'Subscriptions': grpc.unary_stream_rpc_method_handler(
+                    servicer.Subscriptions,
+                    request_deserializer=dispatcher__pb2.SubscriptionsRequest.FromString,
+                    response_serializer=dispatcher__pb2.SubscriptionMessage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +233,33 @@ class Dispatcher:
             '/swarmlet.Dispatcher/UpdateTaskStatus',
             dispatcher__pb2.UpdateTaskStatusRequest.SerializeToString,
             dispatcher__pb2.UpdateTaskStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Subscriptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/swarmlet.Dispatcher/Subscriptions',
+            dispatcher__pb2.SubscriptionsRequest.SerializeToString,
+            dispatcher__pb2.SubscriptionMessage.FromString,
             options,
             channel_credentials,
             insecure,

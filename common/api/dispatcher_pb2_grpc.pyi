@@ -42,6 +42,10 @@ class DispatcherStub:
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.HeartbeatRequest, _dispatcher_pb2.HeartbeatResponse]
     Assignments: _grpc.UnaryStreamMultiCallable[_dispatcher_pb2.AssignmentsRequest, _dispatcher_pb2.AssignmentsMessage]
     UpdateTaskStatus: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.UpdateTaskStatusRequest, _dispatcher_pb2.UpdateTaskStatusResponse]
+    Subscriptions: _grpc.UnaryStreamMultiCallable[_dispatcher_pb2.SubscriptionsRequest, _dispatcher_pb2.SubscriptionMessage]
+    """The log subscriptions that concern this node's tasks: each one as it starts, and
+    again with `close` set when it ends.
+    """
 
 @_typing.type_check_only
 class DispatcherAsyncStub(DispatcherStub):
@@ -50,6 +54,10 @@ class DispatcherAsyncStub(DispatcherStub):
     Heartbeat: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.HeartbeatRequest, _dispatcher_pb2.HeartbeatResponse]  # type: ignore[assignment]
     Assignments: _aio.UnaryStreamMultiCallable[_dispatcher_pb2.AssignmentsRequest, _dispatcher_pb2.AssignmentsMessage]  # type: ignore[assignment]
     UpdateTaskStatus: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.UpdateTaskStatusRequest, _dispatcher_pb2.UpdateTaskStatusResponse]  # type: ignore[assignment]
+    Subscriptions: _aio.UnaryStreamMultiCallable[_dispatcher_pb2.SubscriptionsRequest, _dispatcher_pb2.SubscriptionMessage]  # type: ignore[assignment]
+    """The log subscriptions that concern this node's tasks: each one as it starts, and
+    again with `close` set when it ends.
+    """
 
 class DispatcherServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -79,5 +87,15 @@ class DispatcherServicer(metaclass=_abc_1.ABCMeta):
         request: _dispatcher_pb2.UpdateTaskStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_dispatcher_pb2.UpdateTaskStatusResponse, _abc.Awaitable[_dispatcher_pb2.UpdateTaskStatusResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Subscriptions(
+        self,
+        request: _dispatcher_pb2.SubscriptionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_dispatcher_pb2.SubscriptionMessage], _abc.AsyncIterator[_dispatcher_pb2.SubscriptionMessage]]:
+        """The log subscriptions that concern this node's tasks: each one as it starts, and
+        again with `close` set when it ends.
+        """
 
 def add_DispatcherServicer_to_server(servicer: DispatcherServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

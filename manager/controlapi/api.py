@@ -3,11 +3,20 @@ through the store, and answers with a proper status code on every failure."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
-from common.api import control_pb2, control_pb2_grpc, objects_pb2
+from common.api import control_pb2, control_pb2_grpc, logs_pb2, objects_pb2
 from manager.controlapi import cluster, nodes, services, tasks
-from manager.grpc_errors import Context, rpc
+from manager.controlapi.resolve import resolve_task
+from manager.events import EventLog
+from manager.grpc_errors import (
+    Context,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    abort_on_store_errors,
+    rpc,
+)
+from manager.logbroker import LogBroker
 from manager.store import Cache, Store, StoreUnavailableError
 from manager.store.health import EtcdHealth
 
@@ -27,6 +36,8 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         manager_addrs: Callable[[], list[str]] = list,
         health: EtcdHealth | None = None,
         leader_id: Callable[[], str] = str,
+        logs: LogBroker | None = None,
+        events: EventLog | None = None,
     ) -> None:
         self.cache = cache
         self.store = store
@@ -37,6 +48,8 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         self.manager_addrs = manager_addrs
         self.health = health
         self.leader_id = leader_id
+        self.logs = logs
+        self.events = events
 
     def authorize(self, context: Context, method: str) -> None:
         """Called before every method (by @rpc): the caller's certificate, then etcd."""
@@ -136,6 +149,39 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         self, request: control_pb2.RebalanceServiceRequest, context: Context
     ) -> control_pb2.RebalanceServiceResponse:
         return await services.rebalance_service(self.cache, self.store, request)
+
+    # ---- streams: logs and events ----
+
+    async def ServiceLogs(
+        self, request: control_pb2.ServiceLogsRequest, context: Context
+    ) -> AsyncIterator[control_pb2.ServiceLogsMessage]:
+        async with abort_on_store_errors(context):
+            self.authorize(context, "ServiceLogs")
+            if self.logs is None:
+                raise FailedPreconditionError("this manager does not serve logs")
+            if not request.service_ids and not request.task_ids:
+                raise InvalidArgumentError("name at least one service or task")
+            selector = logs_pb2.LogSelector(
+                service_ids=[services.find_service(self.cache, r).id for r in request.service_ids],
+                task_ids=[resolve_task(self.cache.tasks, r).id for r in request.task_ids],
+            )
+        async for batch in self.logs.subscribe(selector, request.options):
+            yield control_pb2.ServiceLogsMessage(messages=batch)
+
+    async def WatchEvents(
+        self, request: control_pb2.WatchEventsRequest, context: Context
+    ) -> AsyncIterator[control_pb2.EventMessage]:
+        async with abort_on_store_errors(context):
+            self.authorize(context, "WatchEvents")
+            unknown = set(request.types) - {"service", "task", "node"}
+            if unknown:
+                raise InvalidArgumentError(
+                    f"unknown event type {sorted(unknown)[0]!r}: use service, task or node"
+                )
+            if self.events is None:
+                raise FailedPreconditionError("this manager does not serve events")
+        async for event in self.events.watch(request):
+            yield event
 
     # ---- cluster ----
 

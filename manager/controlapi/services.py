@@ -178,6 +178,19 @@ async def update_service(
                 # Any change to a job runs it again.
                 service.job_status.job_iteration += 1
                 service.job_status.last_execution.CopyFrom(now_timestamp())
+            elif old_spec.task != spec.task or old_spec.endpoint != spec.endpoint:
+                # The tasks will be replaced: a rollout starts (a paused one resumes).
+                status = service.update_status
+                status.Clear()
+                status.state = (
+                    objects_pb2.UpdateStatus.UPDATE_STATE_ROLLBACK_STARTED
+                    if request.rollback
+                    else objects_pb2.UpdateStatus.UPDATE_STATE_UPDATING
+                )
+                status.message = (
+                    "manually requested rollback" if request.rollback else "update in progress"
+                )
+                status.started_at.CopyFrom(now_timestamp())
         return service
 
     try:

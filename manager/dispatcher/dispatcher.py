@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from common import pki, states
-from common.api import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2, types_pb2
+from common.api import dispatcher_pb2, dispatcher_pb2_grpc, logs_pb2, objects_pb2, types_pb2
 from common.ids import new_id
 from common.log import get_logger
 from common.timeutil import duration, now_timestamp
@@ -65,6 +65,10 @@ class AgentSession:
     streaming: bool = False
     # Set when the list of managers changed and the agent should hear it.
     peers_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Log subscriptions to tell the agent about (subscription, closed).
+    subscriptions: asyncio.Queue[tuple[logs_pb2.LogSubscription, bool]] = field(
+        default_factory=asyncio.Queue
+    )
 
 
 class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
@@ -272,7 +276,31 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                     type=dispatcher_pb2.AssignmentsMessage.TYPE_INCREMENTAL, changes=changes
                 )
 
+    async def Subscriptions(
+        self, request: dispatcher_pb2.SubscriptionsRequest, context: Context
+    ) -> AsyncIterator[dispatcher_pb2.SubscriptionMessage]:
+        session = await self._session(request.session_id, context)
+        for sub in list(self.cache.objects[Kind.LOGSUB].values()):
+            yield dispatcher_pb2.SubscriptionMessage(subscription=sub)
+        closed = asyncio.ensure_future(session.closed.wait())
+        try:
+            while not session.closed.is_set():
+                nxt = asyncio.ensure_future(session.subscriptions.get())
+                await asyncio.wait({nxt, closed}, return_when=asyncio.FIRST_COMPLETED)
+                if not nxt.done():
+                    nxt.cancel()
+                    return
+                sub, ended = nxt.result()
+                yield dispatcher_pb2.SubscriptionMessage(subscription=sub, close=ended)
+        finally:
+            closed.cancel()
+
     def _on_event(self, ev: Event) -> None:
+        if ev.kind is Kind.LOGSUB:
+            # Every agent hears of every subscription; each picks its own tasks.
+            for session in self.sessions.values():
+                session.subscriptions.put_nowait((ev.obj, ev.new is None))
+            return
         if ev.kind is Kind.MANAGER:
             for session in self.sessions.values():
                 session.peers_changed.set()

@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterable
 
 from common import states
 from common.api import objects_pb2, types_pb2
+from common.timeutil import now_timestamp
 from manager.orchestrator.global_mode import plan_global
 from manager.orchestrator.jobs import plan_replicated_job
 from manager.orchestrator.plan import Plan, Renumber, ShutdownTask, node_usable, plan_removal
 from manager.orchestrator.replicated import plan_service
+from manager.orchestrator.updater import US, UpdateDecision
 from manager.reconciler import Reconciler
 from manager.store import Cache, Create, Event, Kind, Store, Update
 
@@ -120,6 +122,15 @@ class Orchestrator(Reconciler):
             ops.extend(Update(Kind.TASK, s.task_id, _shut_down(s)) for s in plan.shutdowns)
             ops.extend(Update(Kind.TASK, r.task_id, _renumber(r)) for r in plan.renumbers)
             late.extend(Create(t) for t in plan.creates)
+            if plan.service_update is not None:
+                service = self.cache.services[service_id]
+                late.append(
+                    Update(
+                        Kind.SERVICE,
+                        service_id,
+                        _update_status(plan.service_update, service.spec_version),
+                    )
+                )
             if plan.rebalance_done:
                 service = self.cache.services[service_id]
                 late.append(
@@ -164,6 +175,33 @@ def _renumber(r: Renumber) -> Callable[[objects_pb2.Task], objects_pb2.Task | No
         task.slot = r.slot
         task.annotations.name = r.name
         return task
+
+    return mutate
+
+
+def _update_status(
+    decision: UpdateDecision, planned_for: int
+) -> Callable[[objects_pb2.Service], objects_pb2.Service | None]:
+    def mutate(service: objects_pb2.Service) -> objects_pb2.Service | None:
+        if service.spec_version != planned_for:
+            return None  # the spec changed since: that update decides
+        if decision.rollback:
+            # Roll the previous spec out, with the rollback settings.
+            current = objects_pb2.Service().spec
+            current.CopyFrom(service.spec)
+            service.spec.CopyFrom(service.previous_spec)
+            service.previous_spec.CopyFrom(current)
+            service.spec_version += 1
+            service.update_status.started_at.CopyFrom(now_timestamp())
+            service.update_status.ClearField("completed_at")
+        elif decision.state in (
+            US.UPDATE_STATE_COMPLETED,
+            US.UPDATE_STATE_ROLLBACK_COMPLETED,
+        ):
+            service.update_status.completed_at.CopyFrom(now_timestamp())
+        service.update_status.state = decision.state  # type: ignore[assignment]
+        service.update_status.message = decision.message
+        return service
 
     return mutate
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from common import states
 from common.api import objects_pb2, types_pb2
@@ -58,9 +59,17 @@ class Plan:
     wake_at: float | None = None
     # Set when a requested rebalance is finished (or given up).
     rebalance_done: bool = False
+    # A change of the service's update status (updater.UpdateDecision).
+    service_update: Any = None
 
     def __bool__(self) -> bool:
-        return bool(self.creates or self.shutdowns or self.renumbers or self.rebalance_done)
+        return bool(
+            self.creates
+            or self.shutdowns
+            or self.renumbers
+            or self.rebalance_done
+            or self.service_update
+        )
 
     def wake(self, when: float) -> None:
         self.wake_at = when if self.wake_at is None else min(self.wake_at, when)

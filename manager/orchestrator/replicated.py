@@ -5,7 +5,7 @@
 - an empty slot in 1..N gets a new task; on scale-down the highest slots go, unless
   the service spreads over label groups, in which case the tasks removed are those that
   keep the groups balanced (swarmkit#2320) and the survivors are renumbered into 1..N;
-- tasks made from an older spec are replaced `update.parallelism` slots at a time;
+- tasks made from an older spec are rolled forward by the updater (updater.py);
 - a start-first replacement (`replaces`) runs beside the task it replaces, which is shut
   down once the replacement runs;
 - rebalancing (requested, or automatic when a node joins): one task at a time moves to
@@ -30,7 +30,8 @@ from manager.orchestrator.plan import (
     plan_removal,
     settle_slot,
 )
-from manager.orchestrator.tasks import new_task, runs_current_spec
+from manager.orchestrator.tasks import new_task
+from manager.orchestrator.updater import plan_rollout
 from manager.scheduler.constraints import parse_all, spread_value
 
 __all__ = ["Plan", "ShutdownTask", "node_usable", "plan_removal", "plan_service"]
@@ -59,22 +60,9 @@ def plan_service(
 
     _scale_down(service, slots, replicas, nodes, plan)
 
-    # (slot, task): the slot may differ from task.slot after a renumbering in this plan.
-    outdated: list[tuple[int, objects_pb2.Task]] = []
-    updating = 0
     for slot in range(1, replicas + 1):
         state = slots[slot]
-        if state.alive:
-            current = state.alive[-1]
-            if not runs_current_spec(current, service):
-                outdated.append((slot, current))
-            elif current.status.state < states.RUNNING and (
-                len(state.alive) > 1
-                or any(not runs_current_spec(t, service) for t in by_slot.get(slot, []))
-            ):
-                updating += 1  # a slot being updated has not reached running yet
-            continue
-        if state.refill is None:
+        if state.alive or state.refill is None:
             continue
         if state.refill.at > now:
             plan.wake(state.refill.at)
@@ -88,14 +76,11 @@ def plan_service(
             )
         )
 
-    # Rolling replacement of tasks made from an older spec, `parallelism` slots at a time.
-    parallelism = service.spec.update.parallelism
-    budget = len(outdated) if parallelism == 0 else max(0, parallelism - updating)
-    for slot, t in sorted(outdated, key=lambda pair: pair[0])[:budget]:
-        plan.shutdowns.append(ShutdownTask(t.id, states.SHUTDOWN))
-        plan.creates.append(new_task(service, slot))
+    # Tasks made from an older spec are rolled forward (updater.py); a slot's number may
+    # differ from its task's after a renumbering in this plan, so slots are passed.
+    rolling = plan_rollout(service, slots, tasks, replicas, now, plan)
 
-    if service.rebalance_requested > service.rebalance_done and not outdated and not updating:
+    if service.rebalance_requested > service.rebalance_done and not rolling:
         _rebalance(service, tasks, slots, replicas, nodes, plan)
     return plan
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from common.api import objects_pb2
+from common.api import logs_pb2, objects_pb2
 
 
 class Kind(Enum):
@@ -26,6 +26,7 @@ class Kind(Enum):
     # Held on a manager's lease: they vanish when that manager dies.
     SESSION = ("sessions", objects_pb2.NodeSession)
     MANAGER = ("managers", objects_pb2.ManagerPresence)
+    LOGSUB = ("logsubs", logs_pb2.LogSubscription)
 
     def __init__(self, folder: str, message: type[Message]) -> None:
         self.folder = folder
