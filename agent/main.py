@@ -17,6 +17,7 @@ from agent.executor.docker import DockerExecutor
 from agent.executor.hollow import HollowConfig
 from agent.farm import hollow_agents, run_farm
 from common.log import get_logger, setup_logging
+from common.metrics import MetricsAddressError, serve_metrics
 from common.timeutil import parse_duration
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -125,6 +126,10 @@ def main(
         list[str] | None,
         typer.Option(help="Hollow: an image whose tasks are rejected as unpullable (repeatable)."),
     ] = None,
+    metrics_addr: Annotated[
+        str,
+        typer.Option(help="Serve Prometheus metrics on this host:port (/metrics). Off by default."),
+    ] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str, typer.Option(help="auto (console on a TTY, else JSON), json or console.")
@@ -150,6 +155,11 @@ def main(
         raise typer.BadParameter(f"--hollow-fail-rate {hollow_fail_rate}: use a number from 0 to 1")
     log = get_logger("agent")
     state = state_dir.absolute()
+    if metrics_addr:
+        try:
+            log.info("serving metrics", port=serve_metrics(metrics_addr))
+        except (MetricsAddressError, OSError) as exc:
+            raise typer.BadParameter(f"--metrics-addr: {exc}") from None
     try:
         if executor == "hollow":
             config = HollowConfig(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+from agent.metrics import REPORT_BATCHES
 from common.api import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
 
 MAX_BATCH = 5000
@@ -48,6 +49,7 @@ class StatusReporter:
                     ],
                 )
                 try:
+                    REPORT_BATCHES.inc()
                     await stub.UpdateTaskStatus(request, timeout=timeout)
                 except BaseException:
                     for tid, status in batch.items():

@@ -18,6 +18,7 @@ import grpc
 from agent.credentials import NodeCredentials, channel_options
 from agent.executor import Executor, ExecutorError
 from agent.logs import LogPublisher
+from agent.metrics import HEARTBEATS_SENT, SESSIONS_UP
 from agent.reporter import StatusReporter
 from agent.worker import Worker
 from common.api import dispatcher_pb2, dispatcher_pb2_grpc
@@ -114,6 +115,8 @@ class SessionLoop:
                     retry_in=round(backoff, 2),
                 )
             finally:
+                if self.connected.is_set():
+                    SESSIONS_UP.dec()
                 self.connected.clear()
                 self.session_id = ""
             if established:
@@ -146,6 +149,7 @@ class SessionLoop:
                 "session established", manager=addr, session_id=session_id, heartbeat_period=period
             )
             self.connected.set()
+            SESSIONS_UP.inc()
             for task_id, status in self.worker.statuses().items():
                 self.reporter.add(task_id, status)
             parts: list[Awaitable[None]] = [
@@ -174,6 +178,7 @@ class SessionLoop:
     ) -> None:
         while True:
             await asyncio.sleep(period * random.uniform(0.8, 1.0))
+            HEARTBEATS_SENT.inc()
             response = await stub.Heartbeat(
                 dispatcher_pb2.HeartbeatRequest(session_id=session_id), timeout=2 * period
             )

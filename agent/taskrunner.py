@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Callable
 
 from agent.executor import AdoptedContainer, Controller, ExecutorError, ExitStatus, RunningInfo
+from agent.metrics import TASK_STATES
 from common import states
 from common.api import objects_pb2
 from common.log import get_logger
@@ -126,6 +127,7 @@ class TaskRunner:
         if exit_status is not None:
             _set_exit(status, exit_status)
         self.status = status
+        TASK_STATES.labels(states.state_name(status.state)).inc()
         self.log.info(
             "task state",
             state=states.state_name(status.state),

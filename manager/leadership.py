@@ -21,6 +21,7 @@ from etcd3aio.kv import KVService
 
 from common.log import get_logger
 from manager.lease import ManagerLease
+from manager.metrics import LEADER
 from manager.store.keys import KeySpace
 
 _log = get_logger("leadership")
@@ -89,6 +90,7 @@ class Leadership:
 
     async def _hold(self) -> None:
         self.is_leader = True
+        LEADER.set(1)
         self.terms += 1
         _log.info("became the leader", manager_id=self.manager_id, term=self.terms)
         leading = asyncio.create_task(self._lead(), name="leader")
@@ -97,6 +99,7 @@ class Leadership:
             await asyncio.wait({leading, lost}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.is_leader = False
+            LEADER.set(0)
             leading.cancel()
             lost.cancel()
             await asyncio.gather(leading, lost, return_exceptions=True)

@@ -88,6 +88,10 @@ def main(
         int,
         typer.Option(help="Seconds before a dead manager's lease (leadership, sessions) expires."),
     ] = 2,
+    metrics_addr: Annotated[
+        str,
+        typer.Option(help="Serve Prometheus metrics on this host:port (/metrics). Off by default."),
+    ] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str, typer.Option(help="auto (console on a TTY, else JSON), json or console.")
@@ -103,6 +107,8 @@ def main(
     period = _duration(heartbeat_period)
     if period <= 0:
         raise typer.BadParameter("--heartbeat-period must be more than 0")
+    if metrics_addr and not metrics_addr.rpartition(":")[2].isdigit():
+        raise typer.BadParameter(f"invalid --metrics-addr {metrics_addr!r}: use HOST:PORT")
     if not 1 <= leader_ttl <= 60:
         raise typer.BadParameter(f"--leader-ttl {leader_ttl}: use 1 to 60 seconds")
     expiry = _duration(cert_expiry)
@@ -129,6 +135,7 @@ def main(
         cert_expiry=expiry,
         join_token=join_token,
         leader_ttl=leader_ttl,
+        metrics_addr=metrics_addr,
     )
     log = get_logger("manager")
     try:

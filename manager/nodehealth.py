@@ -19,6 +19,7 @@ from common.api import objects_pb2, types_pb2
 from common.log import get_logger
 from common.timeutil import now_timestamp
 from manager.dispatcher.dispatcher import MISSED_HEARTBEATS
+from manager.metrics import NODES_DOWN
 from manager.scheduler.nodeinfo import runs_tasks
 from manager.store import Cache, Kind, Store, StoreError, Update
 
@@ -82,4 +83,5 @@ class NodeHealth:
             _log.warning("could not mark nodes down", error=str(exc))
             return
         for node in result.written:
+            NODES_DOWN.inc()
             _log.warning("node down", node_id=node.id, reason=node.status.message)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from common.log import get_logger
+from manager.metrics import RECONCILE
 from manager.store import NotLeaderError, StoreError
 
 
@@ -110,7 +111,8 @@ class Reconciler:
                 self._everything = False
                 keys.update(self.all_keys())
             try:
-                await self.reconcile(keys)
+                with RECONCILE.labels(self.name).time():
+                    await self.reconcile(keys)
                 self.passes += 1
                 backoff = 0.1
                 last_pass = loop.time()

@@ -34,8 +34,10 @@ from common.api import (
 )
 from common.ids import new_id
 from common.log import get_logger
+from common.metrics import serve_metrics
 from common.supervise import cancel_all, supervise
 from common.timeutil import duration, duration_seconds
+from manager import metrics
 from manager.ca import authz
 from manager.ca.bootstrap import init_root_ca
 from manager.ca.credentials import ManagerTLS
@@ -79,6 +81,8 @@ class ManagerConfig:
     heartbeat_period: float = 1.0
     # host:port for the control API over TCP (mutual TLS, admin certificates); off if "".
     control_addr: str = ""
+    # host:port to serve Prometheus metrics on; off if "".
+    metrics_addr: str = ""
     # Lifetime of node certificates, set when this manager creates the cluster.
     cert_expiry: float = pki.DEFAULT_NODE_CERT_LIFETIME
     # The manager join token, for a manager joining an existing cluster.
@@ -242,6 +246,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
         async with connect(etcd_config) as client:
             keys = KeySpace(config.etcd_prefix)
             store = Store(client, keys, endpoints=etcd_config.display)
+            store.txn_observer = metrics.ETCD_TXN.observe
             cache = Cache(client, store)
             store.base_reader = cache.get
             tasks.append(supervise("cache", cache.run))
@@ -315,6 +320,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
 
             leadership = Leadership(client, keys, manager_id, lease, lead)
             events = EventLog(cache)
+            metrics.StateCounts(cache)
             control = ControlAPI(
                 cache,
                 store,
@@ -382,8 +388,10 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                 ("dispatcher.status", dispatcher.status_writer.run),
             ]:
                 tasks.append(supervise(name, run))
+            metrics_port = serve_metrics(config.metrics_addr) if config.metrics_addr else None
             _log.info(
                 "manager ready",
+                metrics_port=metrics_port,
                 manager_id=manager_id,
                 control_socket=str(config.control_socket),
                 dispatcher=advertised,

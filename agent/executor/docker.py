@@ -30,6 +30,7 @@ from agent.executor.base import (
     LogLine,
     RunningInfo,
 )
+from agent.metrics import ENGINE_CALLS
 from common.api import objects_pb2, types_pb2
 from common.log import get_logger
 from common.timeutil import duration_seconds
@@ -128,7 +129,8 @@ class DockerExecutor:
         """Run a blocking SDK call in the pool; connection failures become ExecutorError."""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+            with ENGINE_CALLS.time():
+                return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
         except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
             if isinstance(exc, docker.errors.APIError):
                 raise

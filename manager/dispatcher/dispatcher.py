@@ -32,6 +32,7 @@ from manager.grpc_errors import (
     abort_on_store_errors,
     abort_with,
 )
+from manager.metrics import HEARTBEATS, NODES_DOWN, SESSIONS
 from manager.store import (
     Cache,
     Event,
@@ -118,6 +119,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             self._close(old)
         self.sessions[session.node_id] = session
         self._by_session_id[session.id] = session
+        SESSIONS.set(len(self.sessions))
         if self.session_keys is not None:
             self.session_keys.opened(node_id, session.id, addr)
         log = _log.bind(node_id=session.node_id, session_id=session.id, addr=addr)
@@ -179,6 +181,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             self.session_keys.closed(session.node_id, session.id)
         if self.sessions.get(session.node_id) is session:
             del self.sessions[session.node_id]
+            SESSIONS.set(len(self.sessions))
         self._by_session_id.pop(session.id, None)
 
     async def _session(self, session_id: str, context: Context) -> AgentSession:
@@ -206,6 +209,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         session = await self._session(request.session_id, context)
         session.last_heartbeat = self.clock()
         self.heartbeats += 1
+        HEARTBEATS.inc()
         return dispatcher_pb2.HeartbeatResponse(period=duration(self.heartbeat_period))
 
     async def expire_sessions(self) -> None:
@@ -245,6 +249,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             _log.warning("could not mark nodes down", nodes=node_ids, error=str(exc))
             return
         for node in result.written:
+            NODES_DOWN.inc()
             _log.warning("node down", node_id=node.id, reason=message)
 
     # ---- assignments ------------------------------------------------------------------

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from common.api import objects_pb2
 from common.log import get_logger
+from manager.metrics import STATUS_REPORTS
 from manager.store import Kind, Store, StoreError, Update
 
 _log = get_logger("dispatcher.status")
@@ -86,3 +87,4 @@ class TaskStatusWriter:
                 continue
             backoff = FLUSH_INTERVAL
             self.written += len(result.written)
+            STATUS_REPORTS.inc(len(result.written))

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from common import states
 from common.api import objects_pb2, specs_pb2
 from common.timeutil import now_timestamp, timestamp_seconds
+from manager.metrics import PLACEMENTS, SCHEDULING_LATENCY
 from manager.reconciler import Reconciler
 from manager.scheduler.constraints import spread_value
 from manager.scheduler.nodeinfo import FAILURE_THRESHOLD, NodeInfo, NodeInfos, counts_against_node
@@ -314,6 +315,9 @@ class Scheduler(Reconciler):
             for info, task in placements:
                 info.remove(task)
         self.placed += placed
+        PLACEMENTS.inc(placed)
+        for _info, task in placements:
+            SCHEDULING_LATENCY.observe(max(0.0, now - timestamp_seconds(task.meta.created_at)))
         if placed or result.failed:
             self.log.info(
                 "scheduled", placed=placed, unplaced=len(ops) - placed, failed=len(result.failed)

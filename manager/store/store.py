@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,6 +117,8 @@ class Store:
         self._timeout = timeout
         # (key, value) that must hold for every write: the leader key for leader writes.
         self.guard: tuple[bytes, bytes] | None = None
+        # Told how long each transaction took (the manager's metrics).
+        self.txn_observer: Callable[[float], None] | None = None
 
     def guarded(self, key: bytes, value: bytes) -> Store:
         """A store whose every transaction also requires `key` to hold `value`."""
@@ -300,7 +303,10 @@ class Store:
             if self.guard is not None:
                 compares.append(KVService.txn_compare_value(*self.guard))
                 failure.append(KVService.txn_op_get(self.guard[0]))
+            started = time.monotonic()
             resp = await self._call(self._kv.txn(compares, success, failure, timeout=self._timeout))
+            if self.txn_observer is not None:
+                self.txn_observer(time.monotonic() - started)
             if resp.succeeded:
                 revision = resp.header.revision
                 result.revision = max(result.revision, revision)

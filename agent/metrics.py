@@ -1,0 +1,17 @@
+"""The agent's Prometheus metrics (a hollow farm's agents add up into one set)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+TASK_STATES = Counter(
+    "swarmlet_agent_task_states_total", "Task states reported, by state.", ["state"]
+)
+SESSIONS_UP = Gauge("swarmlet_agent_sessions", "Agents of this process in session with a manager.")
+HEARTBEATS_SENT = Counter("swarmlet_agent_heartbeats_total", "Heartbeats sent to managers.")
+REPORT_BATCHES = Counter("swarmlet_agent_status_batches_total", "Status report batches sent.")
+ENGINE_CALLS = Histogram(
+    "swarmlet_agent_engine_call_seconds",
+    "Duration of Docker engine calls.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
+)
