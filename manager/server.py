@@ -285,8 +285,8 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                 clock=time.monotonic,
                 session_keys=session_keys,
             )
-            orchestrator = Orchestrator(cache, leader_store, clock)
             scheduler = Scheduler(cache, leader_store, clock=clock)
+            orchestrator = Orchestrator(cache, leader_store, clock, scheduler.target_placement)
             reaper = TaskReaper(cache, leader_store)
             node_health = NodeHealth(cache, leader_store, period, time.monotonic)
 

@@ -59,6 +59,8 @@ def count_rows(
         for n in nodes
         if n.status.state == types_pb2.NODE_STATE_READY
         and n.spec.availability == types_pb2.NODE_AVAILABILITY_ACTIVE
+        # A manager is a node too, but it has no engine and runs no tasks.
+        and (n.role != types_pb2.NODE_ROLE_MANAGER or n.description.engine.engine_version)
     }
     node_ids = set(before) | set(after) | usable
     rows = [[names.get(i, i), str(before[i]), str(after[i])] for i in node_ids]

@@ -10,7 +10,7 @@ service to rebalance.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from common import states
 from common.api import objects_pb2, types_pb2
@@ -39,10 +39,18 @@ class Orchestrator(Reconciler):
     debounce = 0.02
     max_delay = 0.5
 
-    def __init__(self, cache: Cache, store: Store, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        cache: Cache,
+        store: Store,
+        clock: Callable[[], float],
+        placement: Callable[[objects_pb2.Service], Mapping[str, int]] | None = None,
+    ) -> None:
         super().__init__(clock)
         self.cache = cache
         self.store = store
+        # Where the scheduler would put a service's tasks now, per node (for rebalancing).
+        self.placement = placement
         self._rebalance_all = False
         cache.add_listener(self._on_event)
         cache.add_resync_listener(self.mark_everything)
@@ -102,7 +110,10 @@ class Orchestrator(Reconciler):
             return plan_global(service, tasks, nodes, now)
         if mode == "replicated_job":
             return plan_replicated_job(service, tasks, lambda n: node_usable(nodes.get(n)), now)
-        return plan_service(service, tasks, lambda n: node_usable(nodes.get(n)), now, nodes)
+        target = None
+        if service.rebalance_requested > service.rebalance_done and self.placement is not None:
+            target = self.placement(service)
+        return plan_service(service, tasks, lambda n: node_usable(nodes.get(n)), now, nodes, target)
 
     async def reconcile(self, keys: set[str]) -> None:
         now = self.clock()

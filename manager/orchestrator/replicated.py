@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 
 from common import states
-from common.api import objects_pb2, types_pb2
+from common.api import objects_pb2
 from manager.orchestrator.plan import (
     Plan,
     Renumber,
@@ -32,7 +32,7 @@ from manager.orchestrator.plan import (
 )
 from manager.orchestrator.tasks import new_task
 from manager.orchestrator.updater import plan_rollout
-from manager.scheduler.constraints import parse_all, spread_value
+from manager.scheduler.constraints import spread_value
 
 __all__ = ["Plan", "ShutdownTask", "node_usable", "plan_removal", "plan_service"]
 
@@ -43,8 +43,12 @@ def plan_service(
     node_ok: Callable[[str], bool],
     now: float,
     nodes: Mapping[str, objects_pb2.Node] | None = None,
+    rebalance_target: Mapping[str, int] | None = None,
 ) -> Plan:
-    """What to change so that `service`'s slots converge to its spec."""
+    """What to change so that `service`'s slots converge to its spec.
+
+    `rebalance_target` (tasks per node, as the scheduler would place them now) is given
+    while a rebalance is requested."""
     plan = Plan()
     nodes = nodes or {}
     replicas = service.spec.replicated.replicas
@@ -81,7 +85,10 @@ def plan_service(
     rolling = plan_rollout(service, slots, tasks, replicas, now, plan)
 
     if service.rebalance_requested > service.rebalance_done and not rolling:
-        _rebalance(service, tasks, slots, replicas, nodes, plan)
+        if rebalance_target is None:
+            plan.rebalance_done = True  # nothing to compare with
+        else:
+            _rebalance(service, tasks, slots, replicas, rebalance_target, plan)
     return plan
 
 
@@ -185,48 +192,51 @@ def _balanced_victims(
     return victims
 
 
-def _eligible_for(service: objects_pb2.Service, node: objects_pb2.Node) -> bool:
-    if node.status.state != types_pb2.NODE_STATE_READY:
-        return False
-    if node.spec.availability != types_pb2.NODE_AVAILABILITY_ACTIVE:
-        return False
-    return all(c.matches(node) for c in parse_all(list(service.spec.task.placement.constraints)))
-
-
 def _rebalance(
     service: objects_pb2.Service,
     tasks: Sequence[objects_pb2.Task],
     slots: dict[int, SlotState],
     replicas: int,
-    nodes: Mapping[str, objects_pb2.Node],
+    target: Mapping[str, int],
     plan: Plan,
 ) -> None:
-    """One start-first move from the most to the least loaded eligible node, or done."""
+    """One start-first move off a node holding more than its share, or done.
+
+    `target` is where the scheduler would put the service's tasks now (its own filters,
+    ranking and spread preferences), counted per node. A task moves from the node most
+    over its share; the scheduler places the replacement, which lands where it is
+    short. If the last move's replacement landed on a node already over its share (the
+    filters allow nothing better), or a move failed, rebalancing stops.
+    """
     if any(len(slots[s].alive) > 1 for s in range(1, replicas + 1)):
         return  # a move is in flight
-    moved_and_failed = any(
-        t.replaces
-        and states.is_terminal(t.status.state)
+    moves = [t for t in tasks if t.replaces]
+    if any(
+        states.is_terminal(t.status.state)
         and t.status.state != states.COMPLETE
         and states.is_runnable(t.desired_state)
-        for t in tasks
-    )
-    eligible = [n for n in nodes.values() if _eligible_for(service, n)]
-    if moved_and_failed or len(eligible) < 2:
-        plan.rebalance_done = True
+        for t in moves
+    ):
+        plan.rebalance_done = True  # a move failed
         return
-    load: Counter[str] = Counter({n.id: 0 for n in eligible})
+    load: Counter[str] = Counter()
     on_node: dict[str, list[objects_pb2.Task]] = defaultdict(list)
     for s in range(1, replicas + 1):
         for t in slots[s].alive:
-            if t.node_id in load:
+            if t.node_id:
                 load[t.node_id] += 1
                 on_node[t.node_id].append(t)
-    busiest = max(load, key=lambda n: (load[n], n))
-    idlest = min(load, key=lambda n: (load[n], n))
-    if load[busiest] - load[idlest] < 2:
+    over = {n: load[n] - target.get(n, 0) for n in load if load[n] > target.get(n, 0)}
+    under = [n for n in target if load[n] < target[n]]
+    latest = max(moves, key=lambda t: t.meta.created_at.ToNanoseconds(), default=None)
+    if latest is not None and latest.node_id in over and latest.status.state >= states.RUNNING:
+        # The last replacement went to a node over its share: nothing better is allowed.
         plan.rebalance_done = True
         return
+    if not over or not under:
+        plan.rebalance_done = True
+        return
+    busiest = max(over, key=lambda n: (over[n], n))
     mover = max(on_node[busiest], key=lambda t: t.slot)
     replacement = new_task(service, mover.slot)
     replacement.replaces = mover.id

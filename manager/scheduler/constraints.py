@@ -44,7 +44,8 @@ class Constraint:
         if actual is None:
             # A missing label never equals anything, and always differs.
             return not self.equal
-        return (actual.lower() == self.value.lower()) == self.equal
+        wanted = normalise_arch(self.value) if self.key == "node.platform.arch" else self.value
+        return (actual.lower() == wanted.lower()) == self.equal
 
     def _ip_matches(self, addr: str) -> bool:
         try:

@@ -33,6 +33,7 @@ from common import states
 from common.api import objects_pb2, specs_pb2
 from common.timeutil import now_timestamp, timestamp_seconds
 from manager.metrics import PLACEMENTS, SCHEDULING_LATENCY
+from manager.orchestrator.tasks import new_task
 from manager.reconciler import Reconciler
 from manager.scheduler.constraints import spread_value
 from manager.scheduler.nodeinfo import FAILURE_THRESHOLD, NodeInfo, NodeInfos, counts_against_node
@@ -322,6 +323,17 @@ class Scheduler(Reconciler):
             self.log.info(
                 "scheduled", placed=placed, unplaced=len(ops) - placed, failed=len(result.failed)
             )
+
+    def target_placement(self, service: objects_pb2.Service) -> dict[str, int]:
+        """Tasks per node if the service's replicas were placed afresh now."""
+        replicas = service.spec.replicated.replicas
+        fresh = [new_task(service, slot) for slot in range(1, replicas + 1)]
+        result = self.preview(fresh, without_service=service.id)
+        counts: dict[str, int] = {}
+        for d in result.decisions:
+            if d.node_id:
+                counts[d.node_id] = counts.get(d.node_id, 0) + 1
+        return counts
 
     def preview(
         self, tasks: Sequence[objects_pb2.Task], *, without_service: str = ""
