@@ -11,13 +11,15 @@ BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 # Image the integration tests run as tasks.
 TEST_IMAGE := swarmlet/demo:latest
+# Hosts of the local multi-host cluster (make cluster NODES=5).
+NODES ?= 3
 # Runs a command with DOCKER_HOST set to a Docker engine that answers (an
 # existing one, else a private dockerd under .run/docker/) and the test images
 # built there.
 WITH_DOCKER = DOCKER_HOST="$$(scripts/dockerd.sh start | tail -n 1)" && export DOCKER_HOST && scripts/build-images.sh &&
 
 .PHONY: help venv protos protos-check lint typecheck vagrant-validate test unit \
-	demo down bench-convergence clean
+	demo down cluster cluster-down bench-convergence bench-scheduler clean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -41,10 +43,19 @@ lint: venv ## ruff check + ruff format --check
 typecheck: venv ## mypy (strict, settings in pyproject.toml)
 	$(BIN)/mypy
 
-vagrant-validate: ## validate the Vagrant cluster definition (not there yet)
-	@echo "vagrant-validate: skip (no Vagrant cluster yet, see vagrant/README.md)"
+vagrant-validate: ## check vagrant/Vagrantfile (vagrant validate; installs Debian's vagrant if missing)
+	@if ! command -v vagrant >/dev/null 2>&1; then \
+		if [[ $$(id -u) -eq 0 ]]; then sudo=(); else sudo=(sudo); fi; \
+		apt-cache policy vagrant 2>/dev/null | grep -q 'Candidate: [0-9]' || \
+			"$${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+		apt-cache policy vagrant 2>/dev/null | grep -q 'Candidate: [0-9]' || \
+			{ echo "vagrant-validate: no vagrant package available from apt" >&2; exit 1; }; \
+		echo "vagrant-validate: installing Debian's vagrant"; \
+		"$${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends vagrant </dev/null; \
+	fi
+	cd vagrant && VAGRANT_CHECKPOINT_DISABLE=1 vagrant validate --ignore-provider
 
-test: venv protos-check lint typecheck ## what CI runs: the checks, then every test, with a Docker engine
+test: venv protos-check lint typecheck vagrant-validate ## what CI runs: the checks, then every test, with a Docker engine
 	$(WITH_DOCKER) SWARMLET_TEST_IMAGE=$(TEST_IMAGE) $(BIN)/pytest -q
 
 unit: venv ## unit tests only (tests/unit, no Docker needed)
@@ -56,9 +67,18 @@ demo: ## manager + embedded etcd + one agent, a 3-replica web service, a page fe
 down: ## remove the demo's services, stop its daemons, delete its state
 	@scripts/demo.sh down
 
+cluster: venv ## local multi-host cluster: NODES (3) namespace hosts with a dockerd and an agent each, a manager, a registry
+	@scripts/cluster.sh up $(NODES)
+
+cluster-down: ## remove everything make cluster created (daemons, containers, namespaces, bridge, state)
+	@scripts/cluster.sh down
+
 bench-convergence: venv ## convergence benchmark (python -m bench.convergence)
 	$(WITH_DOCKER) $(PYTHON) -m bench.convergence
 
-clean: down ## make down, stop the private Docker engines, remove .run/
+bench-scheduler: venv ## scheduler benchmark: placements/s on hollow nodes, no Docker (python -m bench.scheduler)
+	$(PYTHON) -m bench.scheduler
+
+clean: down cluster-down ## make down and cluster-down, stop the private Docker engines, remove .run/
 	@for d in .run/docker/*/; do if [[ -d $$d ]]; then scripts/dockerd.sh stop "$$(basename "$$d")"; fi; done
 	rm -rf --one-file-system .run
