@@ -8,8 +8,9 @@ the tasks a slot has had:
   task so a restarted manager keeps it); otherwise the slot stays empty until the spec
   changes (`restart_declined`);
 - a job's task that completed is done and stays as it is;
-- a task whose node is down, drained or gone is shut down and replaced at once (the
-  task did not fail, so no delay and no attempt counted).
+- a task whose node is down, drained or gone is removed and replaced at once (the
+  task did not fail, so no delay and no attempt counted); its container is removed
+  when its node comes back.
 """
 
 from __future__ import annotations
@@ -155,7 +156,10 @@ def settle_slot(
             else:
                 shutdown = ShutdownTask(t.id, states.SHUTDOWN, declined=True)
         elif t.node_id and not node_ok(t.node_id):
-            shutdown = ShutdownTask(t.id, states.SHUTDOWN)
+            # Removed, not just shut down: its container is of no use, and a node that
+            # comes back must not keep it (the reaper deletes the task, the agent then
+            # removes the container).
+            shutdown = ShutdownTask(t.id, states.REMOVE)
         else:
             alive.append(t)
             continue

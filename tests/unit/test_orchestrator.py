@@ -461,7 +461,7 @@ def test_task_on_unusable_node_is_replaced_at_once(why: str) -> None:
     lost = f.task(svc, 2, node="n2", restart_attempt=1)
     plan = plan_service(svc, [f.task(svc, 1), lost], f.node_ok(table), NOW)
     # Not a failure: no delay, no attempt counted, not declined (max_attempts is 1).
-    assert plan.shutdowns == [ShutdownTask(lost.id, states.SHUTDOWN)]
+    assert plan.shutdowns == [ShutdownTask(lost.id, states.REMOVE)]
     assert [(t.slot, t.restart_attempt) for t in plan.creates] == [(2, 1)]
     assert plan.wake_at is None
 
