@@ -1,5 +1,5 @@
 """Parsing of flag values: ports, env, labels, durations, counts, filters, resources,
-placement.
+placement and update/rollback settings.
 
 Each parser takes the text the user typed and returns API values, or raises
 `FlagValueError` whose message names the value and says what is expected. The command
@@ -514,3 +514,74 @@ def parse_positive_duration(text: str) -> Duration:
     if value.seconds <= 0 and value.nanos <= 0:
         raise FlagValueError(f"invalid duration {text!r}: must be more than 0")
     return value
+
+
+_FAILURE_ACTIONS = {
+    "pause": specs_pb2.UPDATE_FAILURE_ACTION_PAUSE,
+    "continue": specs_pb2.UPDATE_FAILURE_ACTION_CONTINUE,
+    "rollback": specs_pb2.UPDATE_FAILURE_ACTION_ROLLBACK,
+}
+_UPDATE_ORDERS = {
+    "stop-first": specs_pb2.UPDATE_ORDER_STOP_FIRST,
+    "start-first": specs_pb2.UPDATE_ORDER_START_FIRST,
+}
+
+
+def parse_failure_action(text: str) -> specs_pb2.UpdateFailureAction.ValueType:
+    """`--update-failure-action`: pause, continue or rollback."""
+    try:
+        return _FAILURE_ACTIONS[text.strip().lower()]
+    except KeyError:
+        raise FlagValueError(
+            f"invalid failure action {text!r}: use pause, continue or rollback"
+        ) from None
+
+
+def parse_rollback_failure_action(text: str) -> specs_pb2.UpdateFailureAction.ValueType:
+    """`--rollback-failure-action`: pause or continue (a rollback does not roll back)."""
+    value = text.strip().lower()
+    if value not in ("pause", "continue"):
+        raise FlagValueError(f"invalid failure action {text!r}: use pause or continue")
+    return _FAILURE_ACTIONS[value]
+
+
+def failure_action_name(action: int) -> str:
+    for name, value in _FAILURE_ACTIONS.items():
+        if value == action:
+            return name
+    return str(action)
+
+
+def parse_update_order(text: str) -> specs_pb2.UpdateOrder.ValueType:
+    """`--update-order`: stop-first (the old task stops before the new one starts) or
+    start-first (the new one starts beside the old one)."""
+    try:
+        return _UPDATE_ORDERS[text.strip().lower()]
+    except KeyError:
+        raise FlagValueError(
+            f"invalid update order {text!r}: use stop-first or start-first"
+        ) from None
+
+
+def update_order_name(order: int) -> str:
+    for name, value in _UPDATE_ORDERS.items():
+        if value == order:
+            return name
+    return str(order)
+
+
+def parse_failure_ratio(text: str) -> float:
+    """`--update-max-failure-ratio`: the share of failed tasks tolerated, 0 to 1."""
+    try:
+        ratio = float(text.strip())
+    except ValueError:
+        raise FlagValueError(
+            f"invalid failure ratio {text!r}: use a number from 0 to 1, like 0.25"
+        ) from None
+    if not 0 <= ratio <= 1:
+        raise FlagValueError(f"invalid failure ratio {text!r}: use a number from 0 to 1")
+    return ratio
+
+
+def parse_health_retries(text: str) -> int:
+    return parse_count(text, "health retries")

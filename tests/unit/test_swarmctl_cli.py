@@ -203,6 +203,33 @@ def test_the_default_address_is_the_local_managers_socket() -> None:
             "Invalid value for '--rollback': --rollback cannot be combined",
         ),
         (
+            ["service", "create", "--update-failure-action", "retry", "busybox"],
+            "Invalid value for '--update-failure-action': invalid failure action 'retry': "
+            "use pause, continue or rollback",
+        ),
+        (
+            ["service", "update", "--rollback-failure-action", "rollback", "web"],
+            "Invalid value for '--rollback-failure-action': invalid failure action 'rollback': "
+            "use pause or continue",
+        ),
+        (
+            ["service", "update", "--update-max-failure-ratio", "2", "web"],
+            "Invalid value for '--update-max-failure-ratio': invalid failure ratio '2'",
+        ),
+        (
+            ["service", "create", "--update-order", "first", "busybox"],
+            "Invalid value for '--update-order': invalid update order 'first'",
+        ),
+        (
+            ["service", "create", "--no-healthcheck", "--health-cmd", "true", "busybox"],
+            "Invalid value for '--no-healthcheck': --no-healthcheck conflicts with --health-* "
+            "options",
+        ),
+        (
+            ["service", "update", "--health-interval", "often", "web"],
+            "Invalid value for '--health-interval': invalid duration 'often'",
+        ),
+        (
             ["service", "scale", "web"],
             "Invalid value for 'SERVICE=REPLICAS': invalid scale specifier 'web'",
         ),

@@ -378,3 +378,33 @@ def test_placement_strategy_bool_and_positive_duration() -> None:
     assert parse_positive_duration("300ms").nanos == 300_000_000
     with pytest.raises(FlagValueError, match="must be more than 0"):
         parse_positive_duration("0s")
+
+
+def test_update_settings_parse_like_dockers_flags() -> None:
+    from swarmctl.parsing import (
+        failure_action_name,
+        parse_failure_action,
+        parse_failure_ratio,
+        parse_rollback_failure_action,
+        parse_update_order,
+        update_order_name,
+    )
+
+    assert parse_failure_action("rollback") == specs_pb2.UPDATE_FAILURE_ACTION_ROLLBACK
+    assert parse_failure_action(" Continue ") == specs_pb2.UPDATE_FAILURE_ACTION_CONTINUE
+    assert failure_action_name(specs_pb2.UPDATE_FAILURE_ACTION_PAUSE) == "pause"
+    with pytest.raises(FlagValueError, match="use pause, continue or rollback"):
+        parse_failure_action("retry")
+    # A rollback cannot itself be rolled back.
+    assert parse_rollback_failure_action("pause") == specs_pb2.UPDATE_FAILURE_ACTION_PAUSE
+    with pytest.raises(FlagValueError, match="use pause or continue"):
+        parse_rollback_failure_action("rollback")
+    assert parse_update_order("start-first") == specs_pb2.UPDATE_ORDER_START_FIRST
+    assert update_order_name(specs_pb2.UPDATE_ORDER_STOP_FIRST) == "stop-first"
+    with pytest.raises(FlagValueError, match="use stop-first or start-first"):
+        parse_update_order("first")
+    assert parse_failure_ratio("0.25") == 0.25
+    assert parse_failure_ratio("1") == 1.0
+    for bad in ("1.5", "-0.1", "half"):
+        with pytest.raises(FlagValueError, match="from 0 to 1"):
+            parse_failure_ratio(bad)
