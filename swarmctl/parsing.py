@@ -1,5 +1,5 @@
 """Parsing of flag values: ports, env, labels, durations, counts, filters, resources,
-placement and update/rollback settings.
+placement, update/rollback settings and times (`--since`).
 
 Each parser takes the text the user typed and returns API values, or raises
 `FlagValueError` whose message names the value and says what is expected. The command
@@ -9,9 +9,12 @@ modules add the flag's name (see `swarmctl.cli.flag_value`), so a user sees e.g.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
 import re
 import shlex
+import time
 from collections.abc import Collection, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -585,3 +588,46 @@ def parse_failure_ratio(text: str) -> float:
 
 def parse_health_retries(text: str) -> int:
     return parse_count(text, "health retries")
+
+
+def parse_timestamp(text: str, now: float | None = None) -> float:
+    """`--since`/`--until`: seconds since the epoch, from a duration before `now` (10m,
+    1h30m), an RFC 3339 time (2026-11-28T01:02:03Z, with or without a fraction or
+    offset; a date alone is midnight UTC) or a Unix timestamp (1700000000.5)."""
+    value = text.strip()
+    if not value:
+        raise FlagValueError("invalid time '': use a duration like 10m, or an RFC 3339 time")
+    clock = time.time() if now is None else now
+    if _UNIX_TIME.match(value):
+        return float(value)
+    with contextlib.suppress(ValueError):
+        return clock - parse_duration(value)
+    try:
+        when = _parse_rfc3339(value)
+    except ValueError:
+        raise FlagValueError(
+            f"invalid time {text!r}: use a duration like 10m or 1h30m, an RFC 3339 time like "
+            "2026-11-28T01:02:03Z, or a Unix timestamp"
+        ) from None
+    return when
+
+
+_UNIX_TIME = re.compile(r"^\d{9,}(?:\.\d+)?$")
+_FRACTION = re.compile(r"\.(\d+)")
+
+
+def _parse_rfc3339(value: str) -> float:
+    """An RFC 3339 time as seconds; without an offset it is UTC (as Docker reads it)."""
+    text = value.replace("z", "Z")
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    nanos = 0
+    match = _FRACTION.search(text)
+    if match:
+        digits = match.group(1)
+        nanos = int(digits[:9].ljust(9, "0"))
+        text = text[: match.start()] + text[match.end() :]
+    parsed = datetime.datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed.timestamp() + nanos / 1e9

@@ -1,5 +1,5 @@
-"""`swarmctl service create|ls|ps|inspect|scale|update|rollback|rm`, as `docker service`,
-and `service rebalance` (a swarmlet extension).
+"""`swarmctl service create|ls|ps|inspect|logs|scale|update|rollback|rm`, as `docker
+service`, and `service rebalance` (a swarmlet extension).
 
 Flags marked "(swarmlet extension)" in --help have no Docker counterpart:
 --placement-strategy, --platform, --dry-run and `service rebalance`.
@@ -17,6 +17,7 @@ from common.timeutil import parse_duration
 from swarmctl import cli, pretty
 from swarmctl.client import ControlClient
 from swarmctl.errors import ManagerUnreachable, SwarmctlError
+from swarmctl.logs import service_logs
 from swarmctl.output import (
     OutputFormat,
     format_ports,
@@ -1195,3 +1196,4 @@ def remove(
 
 
 app.command("remove", hidden=True)(remove)
+app.command("logs")(service_logs)

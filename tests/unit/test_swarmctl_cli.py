@@ -230,6 +230,10 @@ def test_the_default_address_is_the_local_managers_socket() -> None:
             "Invalid value for '--health-interval': invalid duration 'often'",
         ),
         (
+            ["service", "logs", "--since", "yesterday", "web"],
+            "Invalid value for '--since': invalid time 'yesterday'",
+        ),
+        (
             ["service", "scale", "web"],
             "Invalid value for 'SERVICE=REPLICAS': invalid scale specifier 'web'",
         ),
@@ -285,6 +289,7 @@ def test_help_and_version() -> None:
         "scale",
         "update",
         "rollback",
+        "logs",
         "rm",
         "rebalance",
     ):

@@ -408,3 +408,22 @@ def test_update_settings_parse_like_dockers_flags() -> None:
     for bad in ("1.5", "-0.1", "half"):
         with pytest.raises(FlagValueError, match="from 0 to 1"):
             parse_failure_ratio(bad)
+
+
+def test_times_are_durations_before_now_rfc3339_or_unix() -> None:
+    from swarmctl.parsing import parse_timestamp
+
+    now = 1_800_000_000.0
+    assert parse_timestamp("10m", now) == now - 600
+    assert parse_timestamp("1h30m", now) == now - 5400
+    assert parse_timestamp("1700000000.5", now) == 1_700_000_000.5
+    assert parse_timestamp("2026-11-28T01:02:03Z", now) == 1_795_827_723.0
+    assert parse_timestamp("2026-11-28T01:02:03.123456789Z", now) == pytest.approx(
+        1_795_827_723.123456789
+    )
+    assert parse_timestamp("2026-11-28T02:02:03+01:00", now) == 1_795_827_723.0
+    # Without an offset, a time is UTC (as Docker reads it); a date alone is midnight.
+    assert parse_timestamp("2026-11-28T01:02:03", now) == 1_795_827_723.0
+    assert parse_timestamp("2026-11-28", now) == 1_795_824_000.0
+    with pytest.raises(FlagValueError, match="use a duration like 10m"):
+        parse_timestamp("yesterday", now)
