@@ -383,7 +383,7 @@ class ControlClient:
         )
         return resp.service
 
-    # Logs
+    # Logs and events
 
     def service_logs(
         self,
@@ -398,6 +398,21 @@ class ControlClient:
             service_ids=service_ids, task_ids=task_ids, options=options
         )
         return self._stream("ServiceLogs", request, None)
+
+    def watch_events(
+        self,
+        *,
+        types: list[str],
+        since: float | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[control_pb2.EventMessage]:
+        """Changes to services, tasks and nodes (`types`, none for all) as they happen,
+        after those since `since` (seconds since the epoch) the manager remembers; the
+        stream ends after `timeout` seconds, or never."""
+        request = control_pb2.WatchEventsRequest(types=types)
+        if since is not None:
+            request.since.FromNanoseconds(round(since * 1e9))
+        return self._stream("WatchEvents", request, timeout)
 
     # Cluster
 

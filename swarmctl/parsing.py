@@ -612,6 +612,27 @@ def parse_timestamp(text: str, now: float | None = None) -> float:
     return when
 
 
+def is_duration(text: str) -> bool:
+    """Whether a --since/--until value is a duration (10m) rather than a time."""
+    value = text.strip()
+    if _UNIX_TIME.match(value):
+        return False
+    try:
+        parse_duration(value)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_until(text: str, now: float | None = None) -> float:
+    """`--until`: seconds since the epoch, from a duration after `now` (5s) or a time
+    (RFC 3339 or Unix, as --since takes them)."""
+    clock = time.time() if now is None else now
+    if is_duration(text):
+        return clock + parse_duration(text)
+    return parse_timestamp(text, clock)
+
+
 _UNIX_TIME = re.compile(r"^\d{9,}(?:\.\d+)?$")
 _FRACTION = re.compile(r"\.(\d+)")
 

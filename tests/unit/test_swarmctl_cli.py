@@ -234,6 +234,10 @@ def test_the_default_address_is_the_local_managers_socket() -> None:
             "Invalid value for '--since': invalid time 'yesterday'",
         ),
         (
+            ["events", "--until", "later"],
+            "Invalid value for '--until': invalid time 'later'",
+        ),
+        (
             ["service", "scale", "web"],
             "Invalid value for 'SERVICE=REPLICAS': invalid scale specifier 'web'",
         ),
@@ -277,7 +281,7 @@ def test_options_after_the_image_belong_to_the_container(tmp_path: Path) -> None
 def test_help_and_version() -> None:
     result = swarmctl("--help")
     assert result.exit_code == 0
-    for group in ("service", "node", "task", "cluster"):
+    for group in ("service", "node", "task", "cluster", "events"):
         assert group in result.stdout
     assert swarmctl("--version").stdout.startswith("swarmctl ")
     commands = swarmctl("service", "--help").stdout

@@ -72,6 +72,7 @@ class FakeControl(control_pb2_grpc.ControlServicer):
         self.requests: list[object] = []
         self.preview = control_pb2.PlacementPreview()
         self.log_batches: list[list[logs_pb2.LogMessage]] = []
+        self.events: list[control_pb2.EventMessage] = []
         self.cluster = objects_pb2.Cluster(id="cluster1")
         self.cluster.meta.version = 7
         self.cluster.spec.orchestration.task_history_retention_limit = 5
@@ -332,6 +333,14 @@ class FakeControl(control_pb2_grpc.ControlServicer):
             yield control_pb2.ServiceLogsMessage(messages=batch)
         if request.options.follow:
             await asyncio.sleep(3600)
+
+    async def WatchEvents(self, request, context):  # type: ignore[no-untyped-def]
+        """The canned `events` of the wanted types, then nothing until the deadline."""
+        self.requests.append(request)
+        for event in self.events:
+            if not request.types or event.type in request.types:
+                yield event
+        await asyncio.sleep(3600)
 
     async def GetCluster(self, request, context):  # type: ignore[no-untyped-def]
         return control_pb2.GetClusterResponse(cluster=self.cluster)
@@ -879,3 +888,52 @@ def test_service_logs_follow_ends_quietly_on_ctrl_c(fake_manager, monkeypatch): 
     assert shown == [f"web.1.{task.id[:12]}@node-1    | first"]
     assert "Traceback" not in result.output
     assert fake.requests[-1].options.follow
+
+
+def event(kind: str, action: str, obj_id: str, name: str, detail: str = ""):  # type: ignore[no-untyped-def]
+    message = control_pb2.EventMessage(
+        type=kind, action=action, id=obj_id, name=name, detail=detail
+    )
+    message.time.FromNanoseconds(1_795_827_723_000_000_000)
+    return message
+
+
+def test_events_until_a_deadline_with_filters(fake_manager):  # type: ignore[no-untyped-def]
+    fake, address = fake_manager
+    fake.events = [
+        event("service", "create", "s1", "web"),
+        event("task", "update", "t1", "web.1", "state=running desired=running node=n1"),
+        event("node", "update", "n1", "node-1", "status=ready availability=active"),
+        event("service", "remove", "s1", "web"),
+    ]
+    result = swarmctl(address, "events", "--until", "300ms")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "2026-11-28T01:02:03.000000000Z service create s1 (name=web)",
+        "2026-11-28T01:02:03.000000000Z task update t1 (name=web.1, state=running, "
+        "desired=running, node=n1)",
+        "2026-11-28T01:02:03.000000000Z node update n1 (name=node-1, status=ready, "
+        "availability=active)",
+        "2026-11-28T01:02:03.000000000Z service remove s1 (name=web)",
+    ]
+    result = swarmctl(
+        address, "events", "--until", "200ms", "-f", "type=service", "-f", "event=remove"
+    )
+    assert result.stdout.splitlines() == [
+        "2026-11-28T01:02:03.000000000Z service remove s1 (name=web)"
+    ]
+    assert list(fake.requests[-1].types) == ["service"]
+    result = swarmctl(address, "events", "--since", "10m", "--until", "1s", "--format", "json")
+    assert fake.requests[-1].HasField("since")
+    first = json.loads(result.stdout.splitlines()[0])
+    assert first == {
+        "Type": "service",
+        "Action": "create",
+        "Actor": {"ID": "s1", "Attributes": {"name": "web"}},
+        "scope": "swarm",
+        "time": 1_795_827_723,
+        "timeNano": 1_795_827_723_000_000_000,
+    }
+    bad = swarmctl(address, "events", "-f", "type=volume")
+    assert bad.exit_code == 2
+    assert "use type=service, task, node" in bad.stderr

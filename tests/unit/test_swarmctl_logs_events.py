@@ -1,11 +1,13 @@
-"""`service logs` prefixes and options: the rendering, without a manager."""
+"""`service logs` prefixes and options, and `events` lines: the rendering, without a
+manager."""
 
 from __future__ import annotations
 
 import pytest
 
-from common.api import logs_pb2, objects_pb2
+from common.api import control_pb2, logs_pb2, objects_pb2
 from swarmctl.errors import NotFound
+from swarmctl.events import detail_attributes, event_line
 from swarmctl.logs import Prefixes, format_line, log_options, parse_tail, slot_width
 from swarmctl.parsing import FlagValueError
 
@@ -108,3 +110,22 @@ def test_log_lines_and_options() -> None:
     svc.spec.replicated.replicas = 12
     assert slot_width([svc]) == 2
     assert slot_width([]) == 1
+
+
+def test_event_lines_carry_the_detail_as_attributes() -> None:
+    event = control_pb2.EventMessage(
+        type="task",
+        action="update",
+        id="t1",
+        name="web.1",
+        detail="state=failed desired=running node=n1 err=task: non-zero exit (1) a=b",
+    )
+    event.time.FromNanoseconds(1_795_827_723_000_000_000)
+    assert event_line(event) == (
+        "2026-11-28T01:02:03.000000000Z task update t1 (name=web.1, state=failed, "
+        "desired=running, node=n1, err=task: non-zero exit (1) a=b)"
+    )
+    assert detail_attributes("") == []
+    assert detail_attributes("something odd") == [("detail", "something odd")]
+    bare = control_pb2.EventMessage(type="service", action="remove", id="s1")
+    assert event_line(bare).endswith(" service remove s1")

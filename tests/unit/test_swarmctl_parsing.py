@@ -411,7 +411,7 @@ def test_update_settings_parse_like_dockers_flags() -> None:
 
 
 def test_times_are_durations_before_now_rfc3339_or_unix() -> None:
-    from swarmctl.parsing import parse_timestamp
+    from swarmctl.parsing import parse_timestamp, parse_until
 
     now = 1_800_000_000.0
     assert parse_timestamp("10m", now) == now - 600
@@ -427,3 +427,6 @@ def test_times_are_durations_before_now_rfc3339_or_unix() -> None:
     assert parse_timestamp("2026-11-28", now) == 1_795_824_000.0
     with pytest.raises(FlagValueError, match="use a duration like 10m"):
         parse_timestamp("yesterday", now)
+    # --until: a duration is after now.
+    assert parse_until("5s", now) == now + 5
+    assert parse_until("2026-11-28T01:02:03Z", now) == 1_795_827_723.0
