@@ -221,14 +221,6 @@ def print_logs(
             typer.echo(line, err=message.stream == logs_pb2.LOG_STREAM_STDERR)
 
 
-def _tail(text: str) -> int | None:
-    return parse_tail(text)
-
-
-def _since(text: str) -> float:
-    return parse_timestamp(text)
-
-
 def service_logs(
     ctx: typer.Context,
     *,
@@ -271,8 +263,8 @@ def service_logs(
     ] = False,
 ) -> None:
     """Fetch the logs of a service or a task."""
-    tail_lines = cli.flag_value(_tail, tail, "--tail")
-    since_time = None if since is None else cli.flag_value(_since, since, "--since")
+    tail_lines = cli.flag_value(parse_tail, tail, "--tail")
+    since_time = None if since is None else cli.flag_value(parse_timestamp, since, "--since")
     client = cli.get_client(ctx)
     targets = resolve_target(client, target)
     options, cut = log_options(follow=follow, tail=tail_lines, since=since_time, now=time.time())
