@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -19,9 +20,9 @@ from typing import Any
 import grpc  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf.message import Message
 
-from common.api import control_pb2, control_pb2_grpc, objects_pb2, specs_pb2
+from common.api import control_pb2, control_pb2_grpc, logs_pb2, objects_pb2, specs_pb2
 from common.log import get_logger
-from swarmctl.errors import ManagerUnreachable, SwarmctlError
+from swarmctl.errors import ManagerUnreachable, NotFound, SwarmctlError
 
 DEFAULT_HOST = "unix:///var/lib/swarmlet/manager/control.sock"
 HOST_ENV = "SWARMCTL_HOST"
@@ -187,6 +188,40 @@ class ControlClient:
             self._log.debug("call", method=method, ms=took)
         return response
 
+    def _stream(self, method: str, request: Message, timeout: float | None) -> Iterator[Any]:
+        """The messages of a server stream, until the manager ends it.
+
+        With `timeout` the stream ends quietly after that long (the deadline passing is
+        not an error). Leaving the loop early (or Ctrl-C) cancels the call.
+        """
+        if self._stub is None:
+            self._channel = self._open()
+            self._stub = control_pb2_grpc.ControlStub(self._channel)
+        if self._log is not None:
+            self._log.debug("stream", method=method, timeout=timeout)
+        call = getattr(self._stub, method)(request, timeout=timeout)
+        try:
+            yield from call
+        except grpc.RpcError as exc:
+            if (
+                timeout is not None
+                and isinstance(exc, grpc.Call)
+                and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            ):
+                return
+            if self._log is not None and isinstance(exc, grpc.Call):
+                self._log.debug(
+                    "stream failed", method=method, code=exc.code().name, details=exc.details()
+                )
+            raise self._stream_error(exc) from None
+        finally:
+            call.cancel()
+
+    def _stream_error(self, exc: Exception) -> SwarmctlError:
+        if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.CANCELLED:
+            return SwarmctlError(f"the manager at {self.address.display} ended the stream")
+        return self._translate(exc)
+
     def _open(self) -> Any:
         if self.address.socket_path is not None:
             return grpc.insecure_channel(self.address.target)
@@ -224,6 +259,8 @@ class ControlClient:
             )
         if not details:
             return SwarmctlError(f"the manager answered {code.name}")
+        if code == grpc.StatusCode.NOT_FOUND:
+            return NotFound(details)
         return SwarmctlError(details)
 
     # Nodes
@@ -345,6 +382,37 @@ class ControlClient:
             "RebalanceService", control_pb2.RebalanceServiceRequest(service_id=ref)
         )
         return resp.service
+
+    # Logs and events
+
+    def service_logs(
+        self,
+        *,
+        service_ids: list[str],
+        task_ids: list[str],
+        options: logs_pb2.LogOptions,
+    ) -> Iterator[control_pb2.ServiceLogsMessage]:
+        """Batches of lines of the tasks of the services (and of the tasks), from every
+        node; without options.follow the stream ends once every node sent its lines."""
+        request = control_pb2.ServiceLogsRequest(
+            service_ids=service_ids, task_ids=task_ids, options=options
+        )
+        return self._stream("ServiceLogs", request, None)
+
+    def watch_events(
+        self,
+        *,
+        types: list[str],
+        since: float | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[control_pb2.EventMessage]:
+        """Changes to services, tasks and nodes (`types`, none for all) as they happen,
+        after those since `since` (seconds since the epoch) the manager remembers; the
+        stream ends after `timeout` seconds, or never."""
+        request = control_pb2.WatchEventsRequest(types=types)
+        if since is not None:
+            request.since.FromNanoseconds(round(since * 1e9))
+        return self._stream("WatchEvents", request, timeout)
 
     # Cluster
 

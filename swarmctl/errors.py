@@ -23,6 +23,10 @@ class SwarmctlError(Exception):
         return self.message
 
 
+class NotFound(SwarmctlError):
+    """The manager has no such object (gRPC NOT_FOUND)."""
+
+
 class ManagerUnreachable(SwarmctlError):
     """No manager answered at the address swarmctl was pointed at."""
 

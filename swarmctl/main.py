@@ -2,6 +2,7 @@
 
     swarmctl [-H HOST] service|node|task|cluster COMMAND ...
     swarmctl join-token worker|manager
+    swarmctl events [--filter type=service|task|node] [--since TIME] [--until TIME]
 
 `-H/--host` (or SWARMCTL_HOST) names the manager: `unix:///path`, a socket path, or
 `host:port`; by default the local manager's control socket.
@@ -15,7 +16,7 @@ from typing import Annotated
 import typer
 
 from common.log import setup_logging
-from swarmctl import cli, cluster, jointoken, node, service, task
+from swarmctl import cli, cluster, events, jointoken, node, service, task
 from swarmctl.client import DEFAULT_HOST, HOST_ENV, ManagerAddress, TLSFiles
 
 app = cli.new_typer(
@@ -27,6 +28,7 @@ app.add_typer(node.app, name="node", help="Manage nodes.")
 app.add_typer(task.app, name="task", help="Manage tasks.")
 app.add_typer(cluster.app, name="cluster", help="Manage the cluster.")
 app.command("join-token")(jointoken.join_token)
+app.command("events")(events.events)
 
 
 def _version(value: bool) -> None:

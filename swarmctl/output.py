@@ -7,6 +7,7 @@ width, so that `swarmctl service ls | grep web` sees whole lines.
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -15,6 +16,7 @@ from typing import Any, Literal
 import typer
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from rich.cells import cell_len
 
 from common.api import types_pb2
@@ -123,3 +125,10 @@ def check_format(value: str | None) -> OutputFormat:
     if value.strip().lower() == "json":
         return "json"
     raise ValueError(f"unsupported format {value!r}: use table or json")
+
+
+def rfc3339_nano(ts: Timestamp) -> str:
+    """A time as Docker prints log and event times (RFC3339NanoFixed, in UTC):
+    2026-11-28T01:02:03.000000000Z."""
+    when = datetime.datetime.fromtimestamp(ts.seconds, datetime.UTC)
+    return f"{when:%Y-%m-%dT%H:%M:%S}.{ts.nanos:09d}Z"

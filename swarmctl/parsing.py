@@ -1,5 +1,5 @@
 """Parsing of flag values: ports, env, labels, durations, counts, filters, resources,
-placement.
+placement, update/rollback settings and times (`--since`).
 
 Each parser takes the text the user typed and returns API values, or raises
 `FlagValueError` whose message names the value and says what is expected. The command
@@ -9,9 +9,12 @@ modules add the flag's name (see `swarmctl.cli.flag_value`), so a user sees e.g.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
 import re
 import shlex
+import time
 from collections.abc import Collection, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -514,3 +517,138 @@ def parse_positive_duration(text: str) -> Duration:
     if value.seconds <= 0 and value.nanos <= 0:
         raise FlagValueError(f"invalid duration {text!r}: must be more than 0")
     return value
+
+
+_FAILURE_ACTIONS = {
+    "pause": specs_pb2.UPDATE_FAILURE_ACTION_PAUSE,
+    "continue": specs_pb2.UPDATE_FAILURE_ACTION_CONTINUE,
+    "rollback": specs_pb2.UPDATE_FAILURE_ACTION_ROLLBACK,
+}
+_UPDATE_ORDERS = {
+    "stop-first": specs_pb2.UPDATE_ORDER_STOP_FIRST,
+    "start-first": specs_pb2.UPDATE_ORDER_START_FIRST,
+}
+
+
+def parse_failure_action(text: str) -> specs_pb2.UpdateFailureAction.ValueType:
+    """`--update-failure-action`: pause, continue or rollback."""
+    try:
+        return _FAILURE_ACTIONS[text.strip().lower()]
+    except KeyError:
+        raise FlagValueError(
+            f"invalid failure action {text!r}: use pause, continue or rollback"
+        ) from None
+
+
+def parse_rollback_failure_action(text: str) -> specs_pb2.UpdateFailureAction.ValueType:
+    """`--rollback-failure-action`: pause or continue (a rollback does not roll back)."""
+    value = text.strip().lower()
+    if value not in ("pause", "continue"):
+        raise FlagValueError(f"invalid failure action {text!r}: use pause or continue")
+    return _FAILURE_ACTIONS[value]
+
+
+def failure_action_name(action: int) -> str:
+    for name, value in _FAILURE_ACTIONS.items():
+        if value == action:
+            return name
+    return str(action)
+
+
+def parse_update_order(text: str) -> specs_pb2.UpdateOrder.ValueType:
+    """`--update-order`: stop-first (the old task stops before the new one starts) or
+    start-first (the new one starts beside the old one)."""
+    try:
+        return _UPDATE_ORDERS[text.strip().lower()]
+    except KeyError:
+        raise FlagValueError(
+            f"invalid update order {text!r}: use stop-first or start-first"
+        ) from None
+
+
+def update_order_name(order: int) -> str:
+    for name, value in _UPDATE_ORDERS.items():
+        if value == order:
+            return name
+    return str(order)
+
+
+def parse_failure_ratio(text: str) -> float:
+    """`--update-max-failure-ratio`: the share of failed tasks tolerated, 0 to 1."""
+    try:
+        ratio = float(text.strip())
+    except ValueError:
+        raise FlagValueError(
+            f"invalid failure ratio {text!r}: use a number from 0 to 1, like 0.25"
+        ) from None
+    if not 0 <= ratio <= 1:
+        raise FlagValueError(f"invalid failure ratio {text!r}: use a number from 0 to 1")
+    return ratio
+
+
+def parse_health_retries(text: str) -> int:
+    return parse_count(text, "health retries")
+
+
+def parse_timestamp(text: str, now: float | None = None) -> float:
+    """`--since`/`--until`: seconds since the epoch, from a duration before `now` (10m,
+    1h30m), an RFC 3339 time (2026-11-28T01:02:03Z, with or without a fraction or
+    offset; a date alone is midnight UTC) or a Unix timestamp (1700000000.5)."""
+    value = text.strip()
+    if not value:
+        raise FlagValueError("invalid time '': use a duration like 10m, or an RFC 3339 time")
+    clock = time.time() if now is None else now
+    if _UNIX_TIME.match(value):
+        return float(value)
+    with contextlib.suppress(ValueError):
+        return clock - parse_duration(value)
+    try:
+        when = _parse_rfc3339(value)
+    except ValueError:
+        raise FlagValueError(
+            f"invalid time {text!r}: use a duration like 10m or 1h30m, an RFC 3339 time like "
+            "2026-11-28T01:02:03Z, or a Unix timestamp"
+        ) from None
+    return when
+
+
+def is_duration(text: str) -> bool:
+    """Whether a --since/--until value is a duration (10m) rather than a time."""
+    value = text.strip()
+    if _UNIX_TIME.match(value):
+        return False
+    try:
+        parse_duration(value)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_until(text: str, now: float | None = None) -> float:
+    """`--until`: seconds since the epoch, from a duration after `now` (5s) or a time
+    (RFC 3339 or Unix, as --since takes them)."""
+    clock = time.time() if now is None else now
+    if is_duration(text):
+        return clock + parse_duration(text)
+    return parse_timestamp(text, clock)
+
+
+_UNIX_TIME = re.compile(r"^\d{9,}(?:\.\d+)?$")
+_FRACTION = re.compile(r"\.(\d+)")
+
+
+def _parse_rfc3339(value: str) -> float:
+    """An RFC 3339 time as seconds; without an offset it is UTC (as Docker reads it)."""
+    text = value.replace("z", "Z")
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    nanos = 0
+    match = _FRACTION.search(text)
+    if match:
+        digits = match.group(1)
+        nanos = int(digits[:9].ljust(9, "0"))
+        text = text[: match.start()] + text[match.end() :]
+    parsed = datetime.datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed.timestamp() + nanos / 1e9

@@ -4,20 +4,26 @@ the cluster settings `cluster update` prints."""
 from __future__ import annotations
 
 import shlex
+import time
 
 from common.api import objects_pb2, specs_pb2, types_pb2
-from common.timeutil import duration_seconds, format_duration
-from swarmctl.output import enum_word
+from common.timeutil import duration_seconds, format_duration, human_ago, timestamp_seconds
 from swarmctl.parsing import (
+    failure_action_name,
     format_bytes,
     format_nano_cpus,
     format_platform,
     placement_strategy_name,
     protocol_name,
     restart_condition_name,
+    update_order_name,
 )
 
 _WIDTH = 16
+_DONE_STATES = (
+    objects_pb2.UpdateStatus.UPDATE_STATE_COMPLETED,
+    objects_pb2.UpdateStatus.UPDATE_STATE_ROLLBACK_COMPLETED,
+)
 
 
 def _kv(key: str, value: object, indent: int = 0) -> str:
@@ -30,25 +36,22 @@ def _duration(d: object) -> str:
     return format_duration(seconds)
 
 
-def service(svc: objects_pb2.Service) -> str:
-    """The human-readable description of one service."""
+def service(svc: objects_pb2.Service, now: float | None = None) -> str:
+    """The human-readable description of one service (`now` for how long ago things were)."""
     spec = svc.spec
     lines = [_kv("ID", svc.id), _kv("Name", spec.annotations.name)]
     if spec.annotations.labels:
         lines.append("Labels:")
         lines.extend(f" {k}={v}" for k, v in sorted(spec.annotations.labels.items()))
     lines.extend(_mode(spec))
-    if svc.HasField("update_status") and svc.update_status.state:
-        status = svc.update_status
-        lines.append("UpdateStatus:")
-        lines.append(
-            _kv("State", enum_word(status.UpdateState.Name(status.state), "UPDATE_STATE_"), 1)
-        )
-        if status.message:
-            lines.append(_kv("Message", status.message, 1))
+    lines.extend(update_status(svc.update_status, time.time() if now is None else now))
     lines.extend(_placement(spec.task.placement))
     lines.extend(_resources(spec.task.resources))
     lines.extend(_restart(spec.task.restart))
+    if spec.HasField("update"):
+        lines.extend(_update_config("UpdateConfig", "Update order", spec.update))
+    if spec.HasField("rollback"):
+        lines.extend(_update_config("RollbackConfig", "Rollback order", spec.rollback))
     lines.extend(_container(spec.task.container))
     if spec.endpoint.ports:
         lines.append("Ports:")
@@ -58,6 +61,44 @@ def service(svc: objects_pb2.Service) -> str:
             lines.append(f"  TargetPort = {port.target_port}")
             lines.append(f"  PublishMode = {_publish_mode(port.publish_mode)}")
     return "\n".join(lines)
+
+
+def update_state_name(state: int) -> str:
+    """Docker's name of an update state: updating, paused, rollback_completed..."""
+    name: str = objects_pb2.UpdateStatus.UpdateState.Name(state)  # type: ignore[arg-type]
+    return name.removeprefix("UPDATE_STATE_").lower()
+
+
+def update_status(status: objects_pb2.UpdateStatus, now: float) -> list[str]:
+    """Docker's UpdateStatus block: State, Started, Completed (once done) and Message."""
+    if not status.state:
+        return []
+    lines = ["UpdateStatus:", _kv("State", update_state_name(status.state), 1)]
+    started = timestamp_seconds(status.started_at)
+    if started:
+        lines.append(_kv("Started", _ago(now - started), 1))
+    completed = timestamp_seconds(status.completed_at)
+    if completed and status.state in _DONE_STATES:
+        lines.append(_kv("Completed", _ago(now - completed), 1))
+    lines.append(_kv("Message", status.message, 1))
+    return lines
+
+
+def _ago(seconds: float) -> str:
+    return f"{human_ago(max(0.0, seconds)).lower()} ago"
+
+
+def _update_config(title: str, order_label: str, cfg: specs_pb2.UpdateConfig) -> list[str]:
+    """Docker's UpdateConfig / RollbackConfig blocks."""
+    lines = [f"{title}:", _kv("Parallelism", cfg.parallelism, 1)]
+    if duration_seconds(cfg.delay):
+        lines.append(_kv("Delay", _duration(cfg.delay), 1))
+    lines.append(_kv("On failure", failure_action_name(cfg.failure_action), 1))
+    if duration_seconds(cfg.monitor):
+        lines.append(_kv("Monitoring Period", _duration(cfg.monitor), 1))
+    lines.append(_kv("Max failure ratio", f"{cfg.max_failure_ratio:g}", 1))
+    lines.append(_kv(order_label, update_order_name(cfg.order), 1))
+    return lines
 
 
 def _publish_mode(mode: types_pb2.PublishMode.ValueType) -> str:
@@ -156,4 +197,29 @@ def _container(container: specs_pb2.ContainerSpec) -> list[str]:
     if container.labels:
         lines.append(" Labels:")
         lines.extend(f"  {k}={v}" for k, v in sorted(container.labels.items()))
+    if container.HasField("healthcheck"):
+        lines.extend(_healthcheck(container.healthcheck))
+    return lines
+
+
+def _healthcheck(health: specs_pb2.HealthConfig) -> list[str]:
+    test = list(health.test)
+    if test[:1] == ["NONE"]:
+        return [_kv("Healthcheck", "none (disabled)", 1)]
+    lines = [" Healthcheck:"]
+    if test[:1] == ["CMD-SHELL"]:
+        lines.append(_kv("Command", " ".join(test[1:]), 2))
+    elif test[:1] == ["CMD"]:
+        lines.append(_kv("Command", shlex.join(test[1:]), 2))
+    else:
+        lines.append(_kv("Command", "(the image's)", 2))
+    for label, value in (
+        ("Interval", health.interval),
+        ("Timeout", health.timeout),
+        ("Start Period", health.start_period),
+    ):
+        if duration_seconds(value):
+            lines.append(_kv(label, _duration(value), 2))
+    if health.retries:
+        lines.append(_kv("Retries", health.retries, 2))
     return lines

@@ -12,6 +12,13 @@ is convergence. It gives up at the timeout, or as soon as every slot that is not
 has failed (or been rejected) twice or more, and then lists the tasks' distinct errors.
 A global service has one line per node (`3f9c0e1a2b4d: running [...]`) instead.
 
+A rolling update (the service's update_status) shows through: while the manager
+watches the new tasks for the monitor period, the verify line counts that period down;
+a rollback shows why it started (`rollback: update rolled back due to failure or early
+termination of task ...`), counts `rolling back update: N out of M tasks` with the bars
+running backwards as Docker's do, and ends with `rollback: rollback completed`. An
+update that paused, or that the manager rolled back, is an error (exit code 1).
+
 Jobs run to completion, so their display counts completions of the current run of the
 job (the service's job_iteration) instead, and ends when all are done:
 
@@ -31,7 +38,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import typer
@@ -40,8 +47,8 @@ from rich.live import Live
 from rich.text import Text
 
 from common import states
-from common.api import control_pb2, objects_pb2, types_pb2
-from common.timeutil import format_duration, timestamp_seconds
+from common.api import control_pb2, objects_pb2, specs_pb2, types_pb2
+from common.timeutil import duration_seconds, format_duration, timestamp_seconds
 from swarmctl.client import ControlClient
 from swarmctl.errors import EXIT_INTERRUPTED, SwarmctlError
 from swarmctl.output import truncate_id
@@ -74,11 +81,17 @@ MAX_JOB_STAGE = 10
 STATE_WIDTH = max(len(states.state_name(s)) for s in JOB_STAGES)
 _FAILED = (states.FAILED, states.REJECTED)
 JOB_MODES = ("replicated_job", "global_job")
+_US = objects_pb2.UpdateStatus
 _ROLLBACK_STATES = (
-    objects_pb2.UpdateStatus.UPDATE_STATE_ROLLBACK_STARTED,
-    objects_pb2.UpdateStatus.UPDATE_STATE_ROLLBACK_PAUSED,
-    objects_pb2.UpdateStatus.UPDATE_STATE_ROLLBACK_COMPLETED,
+    _US.UPDATE_STATE_ROLLBACK_STARTED,
+    _US.UPDATE_STATE_ROLLBACK_PAUSED,
+    _US.UPDATE_STATE_ROLLBACK_COMPLETED,
 )
+_IN_PROGRESS = (_US.UPDATE_STATE_UPDATING, _US.UPDATE_STATE_ROLLBACK_STARTED)
+_FINISHED = (_US.UPDATE_STATE_COMPLETED, _US.UPDATE_STATE_ROLLBACK_COMPLETED)
+_ROLLED_BACK_DUE_TO = "update rolled back due to "
+# The manager's default monitor period of a rollout.
+DEFAULT_MONITOR = 5.0
 
 Line = tuple[str, str]
 """A display line: a key (what it is about, e.g. "1/3") and its text."""
@@ -91,9 +104,14 @@ def ratio_bar(current: int, total: int) -> str:
     return "[" + "=" * filled + ">" + " " * (BAR_WIDTH - filled) + "]"
 
 
-def progress_bar(state: int) -> str:
-    """`[=====>    ]`, 50 wide, filled as far as the state is along Docker's stages."""
-    return ratio_bar(STAGES.get(state, 0), MAX_STAGE)
+def progress_bar(state: int, rollback: bool = False) -> str:
+    """`[=====>    ]`, 50 wide, filled as far as the state is along Docker's stages.
+
+    While an update is rolled back the bar runs the other way, as Docker's does: a
+    rolled back task that runs has an empty bar.
+    """
+    stage = STAGES.get(state, 0)
+    return ratio_bar(MAX_STAGE - stage if rollback and stage else stage, MAX_STAGE)
 
 
 def job_progress_bar(state: int) -> str:
@@ -145,6 +163,8 @@ class SlotProgress:
     last_failure: objects_pb2.Task | None = None
     # A job's slot: done once its task completed; its bar runs on to COMPLETE.
     job: bool = False
+    # Shown while an update is rolled back (the bar runs backwards).
+    rollback: bool = False
 
     @property
     def running(self) -> bool:
@@ -179,7 +199,7 @@ class SlotProgress:
         if self.job and status.state in JOB_STAGES:
             return f"{self.label}: {state} {job_progress_bar(status.state)}"
         if status.state in STAGES:
-            return f"{self.label}: {state} {progress_bar(status.state)}"
+            return f"{self.label}: {state} {progress_bar(status.state, self.rollback)}"
         return f"{self.label}: {state} {one_line_error(status.message)}".rstrip()
 
 
@@ -229,7 +249,7 @@ class Convergence:
         what = "rolling back update: " if rollback else ""
         out = [("overall", f"overall progress: {what}{self.running} out of {self.desired} tasks")]
         if self.desired <= MAX_PROGRESS_BARS:
-            out.extend((s.label, s.text()) for s in self.slots)
+            out.extend((s.label, replace(s, rollback=rollback).text()) for s in self.slots)
         return out
 
 
@@ -519,17 +539,63 @@ class Step:
     lines: list[Line]
     convergence: Progress
     done: bool = False
+    # Why the service will not converge, said after "service NAME did not converge: ".
     failure: str | None = None
+    # The whole error to report (the update paused, or failed and was rolled back).
+    error: str | None = None
+    # An update is under way whose failures the manager acts on (pause or roll back):
+    # failing slots are no reason to give up yet.
+    manager_decides: bool = False
+
+
+def rollout_monitor(service: objects_pb2.Service) -> float:
+    """How long the manager watches new tasks before it calls the rollout complete."""
+    rolling_back = service.update_status.state in _ROLLBACK_STATES
+    cfg = service.spec.rollback if rolling_back else service.spec.update
+    if cfg.HasField("monitor"):
+        return duration_seconds(cfg.monitor)
+    return DEFAULT_MONITOR
+
+
+def rolled_back_error(name: str, reason: str) -> str:
+    """What `service update` says when the manager rolled its update back."""
+    text = f"the update of service {name} failed and was rolled back"
+    if reason.startswith(_ROLLED_BACK_DUE_TO):
+        return f"{text} due to {reason.removeprefix(_ROLLED_BACK_DUE_TO)}"
+    return f"{text}: {reason}" if reason else text
 
 
 @dataclass
 class ConvergenceTracker:
-    """Follows a service from poll to poll: stable slot rows, the verify period, failure."""
+    """Follows a service from poll to poll: stable slot rows, the verify period, failure,
+    and the service's rolling update (update_status) as Docker's display shows it.
+
+    Converged means every slot runs a task of the current spec, and no rollout is under
+    way. A rollout the manager finished (it watched the new tasks for the monitor
+    period) needs no verify period of ours; otherwise the slots must stay running for
+    `verify_seconds`.
+    """
 
     service_id: str
     verify_seconds: float = VERIFY_SECONDS
     positions: dict[str, int] = field(default_factory=dict)
     converged_since: float | None = None
+    # An update (not a rollback) was seen under way: if it ends rolled back, it failed.
+    saw_update: bool = False
+    # An update or a rollback was seen under way: the manager verifies its end.
+    saw_rollout: bool = False
+    # Why the rollback started ("update rolled back due to ...", "manually requested
+    # rollback"), shown while it runs and after.
+    rollback_message: str = ""
+
+    def note_status(self, status: objects_pb2.UpdateStatus) -> None:
+        """Remember what the service's update status says (also the one an update got)."""
+        if status.state == _US.UPDATE_STATE_UPDATING:
+            self.saw_update = True
+        if status.state in _IN_PROGRESS:
+            self.saw_rollout = True
+        if status.state == _US.UPDATE_STATE_ROLLBACK_STARTED and status.message:
+            self.rollback_message = status.message
 
     def observe(
         self,
@@ -542,30 +608,54 @@ class ConvergenceTracker:
             service, tasks, active_nodes=active_nodes, positions=self.positions
         )
         update = service.update_status
+        self.note_status(update)
         rollback = update.state in _ROLLBACK_STATES
         lines = conv.lines(rollback=rollback)
-        if rollback and update.message:
-            lines.insert(0, ("rollback", f"rollback: {update.message}"))
-        if update.state == objects_pb2.UpdateStatus.UPDATE_STATE_PAUSED:
-            return Step(lines, conv, failure=f"service update paused: {update.message}")
-        if update.state == objects_pb2.UpdateStatus.UPDATE_STATE_ROLLBACK_PAUSED:
-            return Step(lines, conv, failure=f"service rollback paused: {update.message}")
-        if conv.converged:
-            if self.converged_since is None:
-                self.converged_since = now
-            left = self.verify_seconds - (now - self.converged_since)
-            if left <= 0:
-                lines.append(("verify", f"verify: Service {self.service_id} converged"))
-                return Step(lines, conv, done=True)
+        if rollback and self.rollback_message:
+            lines.insert(0, ("rollback", f"rollback: {self.rollback_message}"))
+        if update.state == _US.UPDATE_STATE_PAUSED:
+            return Step(lines, conv, error=update.message or "update paused")
+        if update.state == _US.UPDATE_STATE_ROLLBACK_PAUSED:
+            return Step(lines, conv, error=update.message or "rollback paused")
+        in_progress = update.state in _IN_PROGRESS
+        manager_decides = in_progress and (
+            rollout_config(service).failure_action != specs_pb2.UPDATE_FAILURE_ACTION_CONTINUE
+        )
+        if not conv.converged:
+            if self.converged_since is not None:
+                lines.append(("verify", "verify: Detected task failure"))
+            self.converged_since = None
+            return Step(lines, conv, manager_decides=manager_decides)
+        if self.converged_since is None:
+            self.converged_since = now
+        elapsed = now - self.converged_since
+        if in_progress:
+            # Every slot runs the new spec: the manager watches it for the monitor period.
+            left = rollout_monitor(service) - elapsed
+        else:
+            verified = self.saw_rollout and update.state in _FINISHED
+            left = (0.0 if verified else self.verify_seconds) - elapsed
+        if in_progress or left > 0:
             seconds = max(1, math.ceil(left))
             lines.append(
                 ("verify", f"verify: Waiting {seconds} seconds to verify that tasks are stable...")
             )
-        else:
-            if self.converged_since is not None:
-                lines.append(("verify", "verify: Detected task failure"))
-            self.converged_since = None
-        return Step(lines, conv)
+            return Step(lines, conv, manager_decides=manager_decides)
+        lines.append(("verify", f"verify: Service {self.service_id} converged"))
+        if update.state != _US.UPDATE_STATE_ROLLBACK_COMPLETED or not self.saw_rollout:
+            return Step(lines, conv, done=True)
+        lines.append(("rollback done", f"rollback: {update.message or 'rollback completed'}"))
+        if not self.saw_update:
+            return Step(lines, conv, done=True)  # the rollback the user asked for
+        name = service.spec.annotations.name or service.id
+        return Step(lines, conv, done=True, error=rolled_back_error(name, self.rollback_message))
+
+
+def rollout_config(service: objects_pb2.Service) -> specs_pb2.UpdateConfig:
+    """The settings of the rollout under way: the rollback's while rolling back."""
+    if service.update_status.state in _ROLLBACK_STATES:
+        return service.spec.rollback
+    return service.spec.update
 
 
 class Tracker(Protocol):
@@ -603,10 +693,16 @@ class JobTracker:
 
 
 def make_tracker(service: objects_pb2.Service) -> Tracker:
-    """A job's tracker for a job, a convergence tracker for a service."""
+    """A job's tracker for a job, a convergence tracker for a service.
+
+    `service` is the one the command wrote (or read): its update status says whether
+    the command started an update.
+    """
     if service.spec.WhichOneof("mode") in JOB_MODES:
         return JobTracker(service.id)
-    return ConvergenceTracker(service.id, verify_seconds=VERIFY_SECONDS)
+    tracker = ConvergenceTracker(service.id, verify_seconds=VERIFY_SECONDS)
+    tracker.note_status(service.update_status)
+    return tracker
 
 
 class ProgressOutput(Protocol):
@@ -712,11 +808,13 @@ def wait_for_convergence(
             tasks = client.list_tasks(filters)
             step = tracker.observe(current, tasks, clock(), _active_nodes(client))
             out.show(step.lines)
+            if step.error is not None:
+                raise SwarmctlError(step.error)
             if step.done:
                 return
             conv = step.convergence
             reason = step.failure
-            if reason is None and conv.hopeless:
+            if reason is None and conv.hopeless and not step.manager_decides:
                 reason = conv.hopeless_reason()
             if reason is None and clock() >= deadline:
                 reason = f"{conv.summary()} after {seconds_text(timeout)}"

@@ -1,5 +1,5 @@
-"""`swarmctl service create|ls|ps|inspect|scale|update|rollback|rm`, as `docker service`,
-and `service rebalance` (a swarmlet extension).
+"""`swarmctl service create|ls|ps|inspect|logs|scale|update|rollback|rm`, as `docker
+service`, and `service rebalance` (a swarmlet extension).
 
 Flags marked "(swarmlet extension)" in --help have no Docker counterpart:
 --placement-strategy, --platform, --dry-run and `service rebalance`.
@@ -8,7 +8,7 @@ Flags marked "(swarmlet extension)" in --help have no Docker counterpart:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -17,6 +17,7 @@ from common.timeutil import parse_duration
 from swarmctl import cli, pretty
 from swarmctl.client import ControlClient
 from swarmctl.errors import ManagerUnreachable, SwarmctlError
+from swarmctl.logs import service_logs
 from swarmctl.output import (
     OutputFormat,
     format_ports,
@@ -33,6 +34,9 @@ from swarmctl.parsing import (
     parse_duration_value,
     parse_env,
     parse_env_key,
+    parse_failure_action,
+    parse_failure_ratio,
+    parse_health_retries,
     parse_label,
     parse_label_key,
     parse_memory_bytes,
@@ -45,7 +49,9 @@ from swarmctl.parsing import (
     parse_publish,
     parse_replicas,
     parse_restart_condition,
+    parse_rollback_failure_action,
     parse_scale,
+    parse_update_order,
 )
 from swarmctl.preview import print_preview
 from swarmctl.progress import wait_for_convergence
@@ -60,7 +66,9 @@ from swarmctl.rebalance import (
 )
 from swarmctl.service_spec import (
     CreateOptions,
+    HealthOptions,
     Resources,
+    UpdateConfigOptions,
     UpdateOptions,
     apply_update,
     build_spec,
@@ -74,6 +82,8 @@ from swarmctl.task import (
     print_tasks,
     task_filters,
 )
+
+T = TypeVar("T")
 
 SERVICE_HEADERS = ("ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS")
 SERVICE_FILTERS = ("id", "label", "mode", "name")
@@ -151,6 +161,113 @@ DryRunOpt = Annotated[
 PreviewFormatOpt = Annotated[
     str | None,
     typer.Option("--format", metavar="FORMAT", help="With --dry-run: table (default) or json."),
+]
+
+
+def _opt(flag: str, metavar: str, help_text: str) -> Any:
+    return typer.Option(flag, metavar=metavar, help=help_text)
+
+
+UpdateParallelismOpt = Annotated[
+    str | None,
+    _opt("--update-parallelism", "N", "Tasks updated at once (0: all at once; default 1)."),
+]
+UpdateDelayOpt = Annotated[
+    str | None,
+    _opt("--update-delay", "DURATION", "Delay between updates of batches (default 0s)."),
+]
+UpdateFailureActionOpt = Annotated[
+    str | None,
+    _opt(
+        "--update-failure-action",
+        "ACTION",
+        "Action on update failure: pause, continue or rollback (default pause).",
+    ),
+]
+UpdateMonitorOpt = Annotated[
+    str | None,
+    _opt(
+        "--update-monitor",
+        "DURATION",
+        "How long to watch each updated task for failure (default 5s).",
+    ),
+]
+UpdateMaxFailureRatioOpt = Annotated[
+    str | None,
+    _opt(
+        "--update-max-failure-ratio",
+        "RATIO",
+        "Share of tasks that may fail during an update, 0 to 1 (default 0).",
+    ),
+]
+UpdateOrderOpt = Annotated[
+    str | None,
+    _opt(
+        "--update-order",
+        "ORDER",
+        "stop-first (default) or start-first: start the new task before stopping the old.",
+    ),
+]
+RollbackParallelismOpt = Annotated[
+    str | None,
+    _opt("--rollback-parallelism", "N", "Tasks rolled back at once (0: all at once; default 1)."),
+]
+RollbackDelayOpt = Annotated[
+    str | None,
+    _opt("--rollback-delay", "DURATION", "Delay between rollbacks of batches (default 0s)."),
+]
+RollbackFailureActionOpt = Annotated[
+    str | None,
+    _opt(
+        "--rollback-failure-action",
+        "ACTION",
+        "Action on rollback failure: pause or continue (default pause).",
+    ),
+]
+RollbackMonitorOpt = Annotated[
+    str | None,
+    _opt(
+        "--rollback-monitor",
+        "DURATION",
+        "How long to watch each rolled back task for failure (default 5s).",
+    ),
+]
+RollbackMaxFailureRatioOpt = Annotated[
+    str | None,
+    _opt(
+        "--rollback-max-failure-ratio",
+        "RATIO",
+        "Share of tasks that may fail during a rollback, 0 to 1 (default 0).",
+    ),
+]
+RollbackOrderOpt = Annotated[
+    str | None,
+    _opt("--rollback-order", "ORDER", "stop-first (default) or start-first."),
+]
+HealthCmdOpt = Annotated[
+    str | None, _opt("--health-cmd", "CMD", "Command to run to check health (in a shell).")
+]
+HealthIntervalOpt = Annotated[
+    str | None, _opt("--health-interval", "DURATION", "Time between running the check.")
+]
+HealthTimeoutOpt = Annotated[
+    str | None, _opt("--health-timeout", "DURATION", "Maximum time to allow one check to run.")
+]
+HealthRetriesOpt = Annotated[
+    str | None,
+    _opt("--health-retries", "N", "Consecutive failures needed to report unhealthy."),
+]
+HealthStartPeriodOpt = Annotated[
+    str | None,
+    _opt(
+        "--health-start-period",
+        "DURATION",
+        "Start period for the container to initialize before failed checks count.",
+    ),
+]
+NoHealthcheckOpt = Annotated[
+    bool,
+    typer.Option("--no-healthcheck", help="Disable any container-specified HEALTHCHECK."),
 ]
 
 
@@ -381,6 +498,24 @@ def create(
             "(repeatable: any of them).",
         ),
     ] = None,
+    update_parallelism: UpdateParallelismOpt = None,
+    update_delay: UpdateDelayOpt = None,
+    update_failure_action: UpdateFailureActionOpt = None,
+    update_monitor: UpdateMonitorOpt = None,
+    update_max_failure_ratio: UpdateMaxFailureRatioOpt = None,
+    update_order: UpdateOrderOpt = None,
+    rollback_parallelism: RollbackParallelismOpt = None,
+    rollback_delay: RollbackDelayOpt = None,
+    rollback_failure_action: RollbackFailureActionOpt = None,
+    rollback_monitor: RollbackMonitorOpt = None,
+    rollback_max_failure_ratio: RollbackMaxFailureRatioOpt = None,
+    rollback_order: RollbackOrderOpt = None,
+    health_cmd: HealthCmdOpt = None,
+    health_interval: HealthIntervalOpt = None,
+    health_timeout: HealthTimeoutOpt = None,
+    health_retries: HealthRetriesOpt = None,
+    health_start_period: HealthStartPeriodOpt = None,
+    no_healthcheck: NoHealthcheckOpt = False,
     dry_run: DryRunOpt = False,
     fmt: PreviewFormatOpt = None,
     detach: DetachOpt = False,
@@ -450,6 +585,32 @@ def create(
         if placement_strategy is None
         else cli.flag_value(parse_placement_strategy, placement_strategy, "--placement-strategy"),
         resources=_resources(reserve_cpu, reserve_memory, limit_cpu, limit_memory),
+        update_config=_update_config(
+            "update",
+            update_parallelism,
+            update_delay,
+            update_failure_action,
+            update_monitor,
+            update_max_failure_ratio,
+            update_order,
+        ),
+        rollback_config=_update_config(
+            "rollback",
+            rollback_parallelism,
+            rollback_delay,
+            rollback_failure_action,
+            rollback_monitor,
+            rollback_max_failure_ratio,
+            rollback_order,
+        ),
+        health=_health(
+            health_cmd,
+            health_interval,
+            health_timeout,
+            health_retries,
+            health_start_period,
+            no_healthcheck,
+        ),
     )
     wait = _timeout(timeout)
     client = cli.get_client(ctx)
@@ -464,6 +625,60 @@ def create(
 
 def _attempts(text: str) -> int:
     return parse_count(text, "restart max attempts")
+
+
+def _parallelism(text: str) -> int:
+    return parse_count(text, "parallelism")
+
+
+def _update_config(
+    prefix: str,
+    parallelism: str | None,
+    delay: str | None,
+    failure_action: str | None,
+    monitor: str | None,
+    max_failure_ratio: str | None,
+    order: str | None,
+) -> UpdateConfigOptions:
+    """The `--update-*` (prefix "update") or `--rollback-*` (prefix "rollback") flags."""
+
+    def value(parse: Callable[[str], T], text: str | None, name: str) -> T | None:
+        return None if text is None else cli.flag_value(parse, text, f"--{prefix}-{name}")
+
+    action_parser = parse_failure_action if prefix == "update" else parse_rollback_failure_action
+    return UpdateConfigOptions(
+        parallelism=value(_parallelism, parallelism, "parallelism"),
+        delay=value(parse_duration_value, delay, "delay"),
+        failure_action=value(action_parser, failure_action, "failure-action"),
+        monitor=value(parse_duration_value, monitor, "monitor"),
+        max_failure_ratio=value(parse_failure_ratio, max_failure_ratio, "max-failure-ratio"),
+        order=value(parse_update_order, order, "order"),
+    )
+
+
+def _health(
+    cmd: str | None,
+    interval: str | None,
+    timeout: str | None,
+    retries: str | None,
+    start_period: str | None,
+    disable: bool,
+) -> HealthOptions:
+    def value(parse: Callable[[str], T], text: str | None, flag: str) -> T | None:
+        return None if text is None else cli.flag_value(parse, text, flag)
+
+    opts = HealthOptions(
+        cmd=cmd,
+        interval=value(parse_duration_value, interval, "--health-interval"),
+        timeout=value(parse_duration_value, timeout, "--health-timeout"),
+        retries=value(parse_health_retries, retries, "--health-retries"),
+        start_period=value(parse_duration_value, start_period, "--health-start-period"),
+        disable=disable,
+    )
+    conflict = opts.conflict()
+    if conflict is not None:
+        raise typer.BadParameter(conflict, param_hint="'--no-healthcheck'")
+    return opts
 
 
 @app.command("ls")
@@ -714,6 +929,24 @@ def update(
             "--platform-rm", metavar="OS[/ARCH]", help="(swarmlet extension) Remove a platform."
         ),
     ] = None,
+    update_parallelism: UpdateParallelismOpt = None,
+    update_delay: UpdateDelayOpt = None,
+    update_failure_action: UpdateFailureActionOpt = None,
+    update_monitor: UpdateMonitorOpt = None,
+    update_max_failure_ratio: UpdateMaxFailureRatioOpt = None,
+    update_order: UpdateOrderOpt = None,
+    rollback_parallelism: RollbackParallelismOpt = None,
+    rollback_delay: RollbackDelayOpt = None,
+    rollback_failure_action: RollbackFailureActionOpt = None,
+    rollback_monitor: RollbackMonitorOpt = None,
+    rollback_max_failure_ratio: RollbackMaxFailureRatioOpt = None,
+    rollback_order: RollbackOrderOpt = None,
+    health_cmd: HealthCmdOpt = None,
+    health_interval: HealthIntervalOpt = None,
+    health_timeout: HealthTimeoutOpt = None,
+    health_retries: HealthRetriesOpt = None,
+    health_start_period: HealthStartPeriodOpt = None,
+    no_healthcheck: NoHealthcheckOpt = False,
     dry_run: DryRunOpt = False,
     fmt: PreviewFormatOpt = None,
     force: Annotated[
@@ -788,6 +1021,32 @@ def update(
         max_concurrent=None
         if max_concurrent is None
         else cli.flag_value(_max_concurrent, max_concurrent, "--max-concurrent"),
+        update_config=_update_config(
+            "update",
+            update_parallelism,
+            update_delay,
+            update_failure_action,
+            update_monitor,
+            update_max_failure_ratio,
+            update_order,
+        ),
+        rollback_config=_update_config(
+            "rollback",
+            rollback_parallelism,
+            rollback_delay,
+            rollback_failure_action,
+            rollback_monitor,
+            rollback_max_failure_ratio,
+            rollback_order,
+        ),
+        health=_health(
+            health_cmd,
+            health_interval,
+            health_timeout,
+            health_retries,
+            health_start_period,
+            no_healthcheck,
+        ),
         force=force,
     )
     if rollback and (opts.changes_spec() or force):
@@ -937,3 +1196,4 @@ def remove(
 
 
 app.command("remove", hidden=True)(remove)
+app.command("logs")(service_logs)

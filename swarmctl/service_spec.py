@@ -16,6 +16,9 @@ from swarmctl.errors import SwarmctlError
 from swarmctl.parsing import env_key
 
 DEFAULT_RESTART_DELAY = 5.0
+# Docker's defaults of --update-* and --rollback-*, written into a new service's spec.
+DEFAULT_PARALLELISM = 1
+DEFAULT_MONITOR = 5.0
 
 PortKey = tuple[int, types_pb2.PortProtocol.ValueType]
 
@@ -45,6 +48,111 @@ class Resources:
             resources.limits.nano_cpus = self.limit_cpu
         if self.limit_memory is not None:
             resources.limits.memory_bytes = self.limit_memory
+
+
+@dataclass
+class UpdateConfigOptions:
+    """`--update-*` (or `--rollback-*`): None is not given."""
+
+    parallelism: int | None = None
+    delay: Duration | None = None
+    failure_action: specs_pb2.UpdateFailureAction.ValueType | None = None
+    monitor: Duration | None = None
+    max_failure_ratio: float | None = None
+    order: specs_pb2.UpdateOrder.ValueType | None = None
+
+    def given(self) -> bool:
+        return any(v is not None for v in vars(self).values())
+
+    def apply(self, cfg: specs_pb2.UpdateConfig) -> None:
+        """Set the given values; the others stay as they are."""
+        if self.parallelism is not None:
+            cfg.parallelism = self.parallelism
+        if self.delay is not None:
+            cfg.delay.CopyFrom(self.delay)
+        if self.failure_action is not None:
+            cfg.failure_action = self.failure_action
+        if self.monitor is not None:
+            cfg.monitor.CopyFrom(self.monitor)
+        if self.max_failure_ratio is not None:
+            cfg.max_failure_ratio = self.max_failure_ratio
+        if self.order is not None:
+            cfg.order = self.order
+
+
+def default_update_config() -> specs_pb2.UpdateConfig:
+    """Docker's: one task at a time, no delay, pause on failure, 5s monitor, stop-first."""
+    return specs_pb2.UpdateConfig(
+        parallelism=DEFAULT_PARALLELISM,
+        delay=duration(0),
+        failure_action=specs_pb2.UPDATE_FAILURE_ACTION_PAUSE,
+        monitor=duration(DEFAULT_MONITOR),
+        max_failure_ratio=0.0,
+        order=specs_pb2.UPDATE_ORDER_STOP_FIRST,
+    )
+
+
+HEALTH_NONE = "NONE"
+HEALTH_SHELL = "CMD-SHELL"
+
+
+@dataclass
+class HealthOptions:
+    """`--health-*` and `--no-healthcheck`: None (False) is not given."""
+
+    cmd: str | None = None
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    retries: int | None = None
+    start_period: Duration | None = None
+    disable: bool = False
+
+    def settings_given(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.cmd, self.interval, self.timeout, self.retries, self.start_period)
+        )
+
+    def given(self) -> bool:
+        return self.disable or self.settings_given()
+
+    def conflict(self) -> str | None:
+        """Docker's rule: --no-healthcheck goes with no --health-* flag."""
+        if self.disable and self.settings_given():
+            return "--no-healthcheck conflicts with --health-* options"
+        return None
+
+    def apply(self, container: specs_pb2.ContainerSpec) -> None:
+        """Edit the container's health check as Docker's `service update` does.
+
+        --no-healthcheck replaces it with ["NONE"]; otherwise the given settings change
+        the existing check (a disabled one becomes the image's again, unless a command
+        is given), and an empty --health-cmd goes back to the image's command.
+        """
+        if not self.given():
+            return
+        conflict = self.conflict()
+        if conflict is not None:
+            raise SwarmctlError(conflict)
+        if self.disable:
+            container.healthcheck.CopyFrom(specs_pb2.HealthConfig(test=[HEALTH_NONE]))
+            return
+        health = container.healthcheck
+        health.SetInParent()
+        if list(health.test[:1]) == [HEALTH_NONE]:
+            del health.test[:]
+        if self.interval is not None:
+            health.interval.CopyFrom(self.interval)
+        if self.timeout is not None:
+            health.timeout.CopyFrom(self.timeout)
+        if self.start_period is not None:
+            health.start_period.CopyFrom(self.start_period)
+        if self.retries is not None:
+            health.retries = self.retries
+        if self.cmd is not None:
+            del health.test[:]
+            if self.cmd:
+                health.test.extend([HEALTH_SHELL, self.cmd])
 
 
 @dataclass
@@ -81,6 +189,9 @@ class CreateOptions:
     platforms: list[types_pb2.Platform] = field(default_factory=list)
     strategy: specs_pb2.PlacementStrategy.ValueType | None = None
     resources: Resources = field(default_factory=Resources)
+    update_config: UpdateConfigOptions = field(default_factory=UpdateConfigOptions)
+    rollback_config: UpdateConfigOptions = field(default_factory=UpdateConfigOptions)
+    health: HealthOptions = field(default_factory=HealthOptions)
 
 
 def mode_conflict(
@@ -164,8 +275,19 @@ def build_spec(opts: CreateOptions) -> specs_pb2.ServiceSpec:
         placement.strategy = opts.strategy
     if opts.resources.given():
         opts.resources.apply(spec.task.resources)
+    # Explicit settings, Docker's defaults where not given (an explicit monitor also
+    # keeps the manager from reading parallelism 0, "all at once", as unset).
+    spec.update.CopyFrom(default_update_config())
+    opts.update_config.apply(spec.update)
+    spec.rollback.CopyFrom(default_update_config())
+    opts.rollback_config.apply(spec.rollback)
+    opts.health.apply(spec.task.container)
     _set_mode(spec, opts)
     return spec
+
+
+# The fields of UpdateOptions that are groups of flags, each with its own given().
+_OPTION_GROUPS = ("resources", "update_config", "rollback_config", "health")
 
 
 @dataclass
@@ -202,14 +324,17 @@ class UpdateOptions:
     platform_add: list[types_pb2.Platform] = field(default_factory=list)
     platform_rm: list[types_pb2.Platform] = field(default_factory=list)
     max_concurrent: int | None = None
+    update_config: UpdateConfigOptions = field(default_factory=UpdateConfigOptions)
+    rollback_config: UpdateConfigOptions = field(default_factory=UpdateConfigOptions)
+    health: HealthOptions = field(default_factory=HealthOptions)
     force: bool = False
 
     def changes_spec(self) -> bool:
         """Whether any option edits the spec (--force aside)."""
-        return self.resources.given() or any(
+        return any(getattr(self, name).given() for name in _OPTION_GROUPS) or any(
             value is not None and value is not False and value not in ([], {})
             for name, value in vars(self).items()
-            if name not in ("force", "resources")
+            if name != "force" and name not in _OPTION_GROUPS
         )
 
 
@@ -407,6 +532,9 @@ def apply_update(
         restart.max_attempts = opts.restart_max_attempts
     if opts.restart_window is not None:
         restart.window.CopyFrom(opts.restart_window)
+    opts.health.apply(container)
+    opts.update_config.apply(new.update)
+    opts.rollback_config.apply(new.rollback)
     if opts.force:
         new.task.force_update += 1
     return new

@@ -203,6 +203,41 @@ def test_the_default_address_is_the_local_managers_socket() -> None:
             "Invalid value for '--rollback': --rollback cannot be combined",
         ),
         (
+            ["service", "create", "--update-failure-action", "retry", "busybox"],
+            "Invalid value for '--update-failure-action': invalid failure action 'retry': "
+            "use pause, continue or rollback",
+        ),
+        (
+            ["service", "update", "--rollback-failure-action", "rollback", "web"],
+            "Invalid value for '--rollback-failure-action': invalid failure action 'rollback': "
+            "use pause or continue",
+        ),
+        (
+            ["service", "update", "--update-max-failure-ratio", "2", "web"],
+            "Invalid value for '--update-max-failure-ratio': invalid failure ratio '2'",
+        ),
+        (
+            ["service", "create", "--update-order", "first", "busybox"],
+            "Invalid value for '--update-order': invalid update order 'first'",
+        ),
+        (
+            ["service", "create", "--no-healthcheck", "--health-cmd", "true", "busybox"],
+            "Invalid value for '--no-healthcheck': --no-healthcheck conflicts with --health-* "
+            "options",
+        ),
+        (
+            ["service", "update", "--health-interval", "often", "web"],
+            "Invalid value for '--health-interval': invalid duration 'often'",
+        ),
+        (
+            ["service", "logs", "--since", "yesterday", "web"],
+            "Invalid value for '--since': invalid time 'yesterday'",
+        ),
+        (
+            ["events", "--until", "later"],
+            "Invalid value for '--until': invalid time 'later'",
+        ),
+        (
             ["service", "scale", "web"],
             "Invalid value for 'SERVICE=REPLICAS': invalid scale specifier 'web'",
         ),
@@ -246,7 +281,7 @@ def test_options_after_the_image_belong_to_the_container(tmp_path: Path) -> None
 def test_help_and_version() -> None:
     result = swarmctl("--help")
     assert result.exit_code == 0
-    for group in ("service", "node", "task", "cluster"):
+    for group in ("service", "node", "task", "cluster", "events"):
         assert group in result.stdout
     assert swarmctl("--version").stdout.startswith("swarmctl ")
     commands = swarmctl("service", "--help").stdout
@@ -258,6 +293,7 @@ def test_help_and_version() -> None:
         "scale",
         "update",
         "rollback",
+        "logs",
         "rm",
         "rebalance",
     ):

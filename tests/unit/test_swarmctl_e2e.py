@@ -20,10 +20,18 @@ from pathlib import Path
 
 import grpc
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from common import states
-from common.api import control_pb2, control_pb2_grpc, objects_pb2, specs_pb2, types_pb2
+from common.api import (
+    control_pb2,
+    control_pb2_grpc,
+    logs_pb2,
+    objects_pb2,
+    specs_pb2,
+    types_pb2,
+)
 from common.ids import new_id
 from common.timeutil import now_timestamp
 from swarmctl import progress
@@ -63,6 +71,8 @@ class FakeControl(control_pb2_grpc.ControlServicer):
         self.stale_by = 0
         self.requests: list[object] = []
         self.preview = control_pb2.PlacementPreview()
+        self.log_batches: list[list[logs_pb2.LogMessage]] = []
+        self.events: list[control_pb2.EventMessage] = []
         self.cluster = objects_pb2.Cluster(id="cluster1")
         self.cluster.meta.version = 7
         self.cluster.spec.orchestration.task_history_retention_limit = 5
@@ -311,10 +321,26 @@ class FakeControl(control_pb2_grpc.ControlServicer):
 
     async def GetTask(self, request, context):  # type: ignore[no-untyped-def]
         for task in self.tasks:
-            if task.id.startswith(request.task_id):
+            if task.id.startswith(request.task_id) or task.annotations.name == request.task_id:
                 return control_pb2.GetTaskResponse(task=task)
         await context.abort(grpc.StatusCode.NOT_FOUND, f"task {request.task_id} not found")
         raise AssertionError("abort raises")
+
+    async def ServiceLogs(self, request, context):  # type: ignore[no-untyped-def]
+        """The canned `log_batches`; with follow, then nothing until the client hangs up."""
+        self.requests.append(request)
+        for batch in self.log_batches:
+            yield control_pb2.ServiceLogsMessage(messages=batch)
+        if request.options.follow:
+            await asyncio.sleep(3600)
+
+    async def WatchEvents(self, request, context):  # type: ignore[no-untyped-def]
+        """The canned `events` of the wanted types, then nothing until the deadline."""
+        self.requests.append(request)
+        for event in self.events:
+            if not request.types or event.type in request.types:
+                yield event
+        await asyncio.sleep(3600)
 
     async def GetCluster(self, request, context):  # type: ignore[no-untyped-def]
         return control_pb2.GetClusterResponse(cluster=self.cluster)
@@ -770,3 +796,144 @@ def test_cluster_update_changes_only_what_is_given(fake_manager):  # type: ignor
     (cluster,) = json.loads(swarmctl(address, "cluster", "inspect").stdout)
     assert cluster["spec"]["dispatcher"]["heartbeat_period"] == "1.500s"
     assert cluster["spec"]["orchestration"]["auto_rebalance"] is True
+
+
+def log_message(task: objects_pb2.Task, text: str, *, stderr: bool = False, at: int = 0):  # type: ignore[no-untyped-def]
+    message = logs_pb2.LogMessage(
+        context=logs_pb2.LogContext(service_id=task.service_id, node_id=NODE_ID, task_id=task.id),
+        stream=logs_pb2.LOG_STREAM_STDERR if stderr else logs_pb2.LOG_STREAM_STDOUT,
+        data=text.encode(),
+    )
+    message.timestamp.FromSeconds(1_795_827_723 + at)
+    return message
+
+
+def test_service_logs_prefixes_lines_and_splits_stdout_and_stderr(fake_manager, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(progress, "VERIFY_SECONDS", 0.05)
+    fake, address = fake_manager
+    swarmctl(address, "service", "create", "--name", "web", "--replicas", "2", "busybox")
+    one, two = sorted(
+        (t for t in fake.tasks if t.desired_state == states.RUNNING), key=lambda t: t.slot
+    )
+    fake.log_batches = [
+        [log_message(one, "hello from 1"), log_message(two, "oops", stderr=True)],
+        [log_message(two, "hello from 2", at=1)],
+    ]
+    result = swarmctl(address, "service", "logs", "web")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"web.1.{one.id[:12]}@node-1    | hello from 1",
+        f"web.2.{two.id[:12]}@node-1    | hello from 2",
+    ]
+    assert result.stderr.splitlines() == [f"web.2.{two.id[:12]}@node-1    | oops"]
+    request = fake.requests[-1]
+    assert list(request.service_ids) == [one.service_id]
+    assert request.options == logs_pb2.LogOptions(follow=False, tail=-1)
+
+    result = swarmctl(
+        address, "service", "logs", "-t", "--no-task-ids", "--since", "2026-11-28T01:02:04Z", "web"
+    )
+    # Engines count --since in whole seconds: the exact cut is swarmctl's.
+    assert result.stdout == "2026-11-28T01:02:04.000000000Z web.2@node-1    | hello from 2\n"
+    assert fake.requests[-1].options.since.seconds == 1_795_827_724
+    result = swarmctl(address, "service", "logs", "--raw", "-n", "1", "web")
+    assert result.stdout.splitlines() == ["hello from 1", "hello from 2"]
+    assert fake.requests[-1].options.tail == 1
+
+
+def test_service_logs_of_a_task_by_name_and_of_nothing(fake_manager, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(progress, "VERIFY_SECONDS", 0.05)
+    fake, address = fake_manager
+    swarmctl(address, "service", "create", "--name", "web", "--replicas", "2", "busybox")
+    two = next(t for t in fake.tasks if t.slot == 2 and t.desired_state == states.RUNNING)
+    fake.log_batches = [[log_message(two, "hi")]]
+    result = swarmctl(address, "service", "logs", "web.2")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"web.2.{two.id[:12]}@node-1    | hi\n"
+    request = fake.requests[-1]
+    assert (list(request.service_ids), list(request.task_ids)) == ([], [two.id])
+    result = swarmctl(address, "service", "logs", "nothing")
+    assert result.exit_code == 1
+    assert result.stderr == "Error: no such service or task: nothing\n"
+    # --tail 0 without --follow: no line to show, nothing to ask.
+    asked = len(fake.requests)
+    assert swarmctl(address, "service", "logs", "-n", "0", "web").stdout == ""
+    assert len(fake.requests) == asked
+    result = swarmctl(address, "service", "logs", "-n", "many", "web")
+    assert result.exit_code == 2
+    assert "Invalid value for '--tail'" in result.stderr
+
+
+def test_service_logs_follow_ends_quietly_on_ctrl_c(fake_manager, monkeypatch):  # type: ignore[no-untyped-def]
+    fake, address = fake_manager
+    monkeypatch.setattr(progress, "VERIFY_SECONDS", 0.05)
+    swarmctl(address, "service", "create", "--name", "web", "busybox")
+    task = next(t for t in fake.tasks if t.desired_state == states.RUNNING)
+    fake.log_batches = [[log_message(task, "first")]]
+
+    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    real_echo = typer.echo
+    shown: list[str] = []
+
+    def echo_then_interrupt(message: str, err: bool = False) -> None:
+        shown.append(message)
+        real_echo(message, err=err)
+        interrupted()
+
+    monkeypatch.setattr("swarmctl.logs.typer.echo", echo_then_interrupt)
+    result = swarmctl(address, "service", "logs", "-f", "web")
+    assert result.exit_code == 130
+    assert shown == [f"web.1.{task.id[:12]}@node-1    | first"]
+    assert "Traceback" not in result.output
+    assert fake.requests[-1].options.follow
+
+
+def event(kind: str, action: str, obj_id: str, name: str, detail: str = ""):  # type: ignore[no-untyped-def]
+    message = control_pb2.EventMessage(
+        type=kind, action=action, id=obj_id, name=name, detail=detail
+    )
+    message.time.FromNanoseconds(1_795_827_723_000_000_000)
+    return message
+
+
+def test_events_until_a_deadline_with_filters(fake_manager):  # type: ignore[no-untyped-def]
+    fake, address = fake_manager
+    fake.events = [
+        event("service", "create", "s1", "web"),
+        event("task", "update", "t1", "web.1", "state=running desired=running node=n1"),
+        event("node", "update", "n1", "node-1", "status=ready availability=active"),
+        event("service", "remove", "s1", "web"),
+    ]
+    result = swarmctl(address, "events", "--until", "300ms")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "2026-11-28T01:02:03.000000000Z service create s1 (name=web)",
+        "2026-11-28T01:02:03.000000000Z task update t1 (name=web.1, state=running, "
+        "desired=running, node=n1)",
+        "2026-11-28T01:02:03.000000000Z node update n1 (name=node-1, status=ready, "
+        "availability=active)",
+        "2026-11-28T01:02:03.000000000Z service remove s1 (name=web)",
+    ]
+    result = swarmctl(
+        address, "events", "--until", "200ms", "-f", "type=service", "-f", "event=remove"
+    )
+    assert result.stdout.splitlines() == [
+        "2026-11-28T01:02:03.000000000Z service remove s1 (name=web)"
+    ]
+    assert list(fake.requests[-1].types) == ["service"]
+    result = swarmctl(address, "events", "--since", "10m", "--until", "1s", "--format", "json")
+    assert fake.requests[-1].HasField("since")
+    first = json.loads(result.stdout.splitlines()[0])
+    assert first == {
+        "Type": "service",
+        "Action": "create",
+        "Actor": {"ID": "s1", "Attributes": {"name": "web"}},
+        "scope": "swarm",
+        "time": 1_795_827_723,
+        "timeNano": 1_795_827_723_000_000_000,
+    }
+    bad = swarmctl(address, "events", "-f", "type=volume")
+    assert bad.exit_code == 2
+    assert "use type=service, task, node" in bad.stderr

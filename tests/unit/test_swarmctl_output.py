@@ -8,6 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from common import states
 from common.api import control_pb2, objects_pb2, specs_pb2, types_pb2
+from common.timeutil import duration
 from swarmctl import pretty
 from swarmctl.node import node_rows
 from swarmctl.output import format_port, render_json, render_table, truncate_id
@@ -18,6 +19,7 @@ from swarmctl.service import replicas_text, service_rows
 from swarmctl.task import current_state, task_error, task_rows
 
 NOW = 1_700_000_000.0
+UPDATE_NOW = 1_795_827_723.0
 
 
 def ts(seconds_ago: float) -> Timestamp:
@@ -430,3 +432,70 @@ def test_node_rows() -> None:
         ["id5", "worker-3", "Disconnected", "Active", "", "20.10.24"],
         ["id3", "worker-10", "Down", "Active", "", "20.10.24"],
     ]
+
+
+def test_pretty_shows_the_update_status_and_settings_like_docker() -> None:
+    svc = objects_pb2.Service(id="s1")
+    svc.spec.annotations.name = "web"
+    svc.spec.replicated.replicas = 2
+    svc.spec.task.container.image = "busybox"
+    svc.spec.update.CopyFrom(
+        specs_pb2.UpdateConfig(
+            parallelism=2,
+            delay=duration(10),
+            failure_action=specs_pb2.UPDATE_FAILURE_ACTION_ROLLBACK,
+            monitor=duration(3),
+            max_failure_ratio=0.25,
+            order=specs_pb2.UPDATE_ORDER_START_FIRST,
+        )
+    )
+    svc.spec.rollback.CopyFrom(specs_pb2.UpdateConfig(parallelism=1))
+    svc.spec.task.container.healthcheck.CopyFrom(
+        specs_pb2.HealthConfig(
+            test=["CMD-SHELL", "test -f /tmp/ready"], interval=duration(0.5), retries=1
+        )
+    )
+    status = svc.update_status
+    status.state = objects_pb2.UpdateStatus.UPDATE_STATE_ROLLBACK_COMPLETED
+    status.started_at.FromSeconds(int(UPDATE_NOW) - 120)
+    status.completed_at.FromSeconds(int(UPDATE_NOW) - 8)
+    status.message = "rollback completed"
+    lines = pretty.service(svc, now=UPDATE_NOW).splitlines()
+    start = lines.index("UpdateStatus:")
+    assert lines[start : start + 5] == [
+        "UpdateStatus:",
+        " State:         rollback_completed",
+        " Started:       2 minutes ago",
+        " Completed:     8 seconds ago",
+        " Message:       rollback completed",
+    ]
+    start = lines.index("UpdateConfig:")
+    assert lines[start : start + 7] == [
+        "UpdateConfig:",
+        " Parallelism:   2",
+        " Delay:         10s",
+        " On failure:    rollback",
+        " Monitoring Period: 3s",
+        " Max failure ratio: 0.25",
+        " Update order:  start-first",
+    ]
+    start = lines.index("RollbackConfig:")
+    assert lines[start : start + 5] == [
+        "RollbackConfig:",
+        " Parallelism:   1",
+        " On failure:    pause",
+        " Max failure ratio: 0",
+        " Rollback order: stop-first",
+    ]
+    assert lines[-4:] == [
+        " Healthcheck:",
+        "  Command:      test -f /tmp/ready",
+        "  Interval:     500ms",
+        "  Retries:      1",
+    ]
+    # While it runs there is no completion time yet.
+    status.state = objects_pb2.UpdateStatus.UPDATE_STATE_UPDATING
+    status.message = "update in progress"
+    text = pretty.service(svc, now=UPDATE_NOW)
+    assert " State:         updating" in text
+    assert "Completed:" not in text

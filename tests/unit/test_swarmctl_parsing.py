@@ -378,3 +378,55 @@ def test_placement_strategy_bool_and_positive_duration() -> None:
     assert parse_positive_duration("300ms").nanos == 300_000_000
     with pytest.raises(FlagValueError, match="must be more than 0"):
         parse_positive_duration("0s")
+
+
+def test_update_settings_parse_like_dockers_flags() -> None:
+    from swarmctl.parsing import (
+        failure_action_name,
+        parse_failure_action,
+        parse_failure_ratio,
+        parse_rollback_failure_action,
+        parse_update_order,
+        update_order_name,
+    )
+
+    assert parse_failure_action("rollback") == specs_pb2.UPDATE_FAILURE_ACTION_ROLLBACK
+    assert parse_failure_action(" Continue ") == specs_pb2.UPDATE_FAILURE_ACTION_CONTINUE
+    assert failure_action_name(specs_pb2.UPDATE_FAILURE_ACTION_PAUSE) == "pause"
+    with pytest.raises(FlagValueError, match="use pause, continue or rollback"):
+        parse_failure_action("retry")
+    # A rollback cannot itself be rolled back.
+    assert parse_rollback_failure_action("pause") == specs_pb2.UPDATE_FAILURE_ACTION_PAUSE
+    with pytest.raises(FlagValueError, match="use pause or continue"):
+        parse_rollback_failure_action("rollback")
+    assert parse_update_order("start-first") == specs_pb2.UPDATE_ORDER_START_FIRST
+    assert update_order_name(specs_pb2.UPDATE_ORDER_STOP_FIRST) == "stop-first"
+    with pytest.raises(FlagValueError, match="use stop-first or start-first"):
+        parse_update_order("first")
+    assert parse_failure_ratio("0.25") == 0.25
+    assert parse_failure_ratio("1") == 1.0
+    for bad in ("1.5", "-0.1", "half"):
+        with pytest.raises(FlagValueError, match="from 0 to 1"):
+            parse_failure_ratio(bad)
+
+
+def test_times_are_durations_before_now_rfc3339_or_unix() -> None:
+    from swarmctl.parsing import parse_timestamp, parse_until
+
+    now = 1_800_000_000.0
+    assert parse_timestamp("10m", now) == now - 600
+    assert parse_timestamp("1h30m", now) == now - 5400
+    assert parse_timestamp("1700000000.5", now) == 1_700_000_000.5
+    assert parse_timestamp("2026-11-28T01:02:03Z", now) == 1_795_827_723.0
+    assert parse_timestamp("2026-11-28T01:02:03.123456789Z", now) == pytest.approx(
+        1_795_827_723.123456789
+    )
+    assert parse_timestamp("2026-11-28T02:02:03+01:00", now) == 1_795_827_723.0
+    # Without an offset, a time is UTC (as Docker reads it); a date alone is midnight.
+    assert parse_timestamp("2026-11-28T01:02:03", now) == 1_795_827_723.0
+    assert parse_timestamp("2026-11-28", now) == 1_795_824_000.0
+    with pytest.raises(FlagValueError, match="use a duration like 10m"):
+        parse_timestamp("yesterday", now)
+    # --until: a duration is after now.
+    assert parse_until("5s", now) == now + 5
+    assert parse_until("2026-11-28T01:02:03Z", now) == 1_795_827_723.0

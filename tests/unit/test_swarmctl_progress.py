@@ -9,7 +9,7 @@ import pytest
 import typer
 
 from common import states
-from common.api import objects_pb2
+from common.api import objects_pb2, specs_pb2
 from swarmctl.errors import SwarmctlError
 from swarmctl.progress import (
     ChangedLinesOutput,
@@ -225,19 +225,134 @@ def test_tracker_verifies_for_a_second_then_reports_convergence() -> None:
     assert final.lines[-1] == ("verify", "verify: Service svc1 converged")
 
 
-def test_tracker_reports_paused_updates_and_rollbacks() -> None:
-    svc = service(1)
-    svc.update_status.state = objects_pb2.UpdateStatus.UPDATE_STATE_ROLLBACK_STARTED
-    svc.update_status.message = "update rolled back due to failure"
-    step = ConvergenceTracker("svc1").observe(svc, [task(svc, 1, states.PENDING)], now=0)
-    assert texts(step.lines)[:2] == [
-        "rollback: update rolled back due to failure",
-        "overall progress: rolling back update: 0 out of 1 tasks",
+US = objects_pb2.UpdateStatus
+
+
+def updating(svc: objects_pb2.Service, state: int, message: str = "") -> objects_pb2.Service:
+    out = objects_pb2.Service()
+    out.CopyFrom(svc)
+    out.update_status.state = state  # type: ignore[assignment]
+    out.update_status.message = message
+    return out
+
+
+def test_a_paused_update_is_an_error_with_the_managers_message() -> None:
+    svc = updating(service(1), US.UPDATE_STATE_PAUSED, "update paused due to failure of task t1")
+    step = ConvergenceTracker("svc1").observe(svc, [task(svc, 1, states.FAILED)], now=0)
+    assert step.error == "update paused due to failure of task t1"
+    svc = updating(svc, US.UPDATE_STATE_ROLLBACK_PAUSED, "rollback paused due to failure")
+    assert ConvergenceTracker("svc1").observe(svc, [], now=0).error == (
+        "rollback paused due to failure"
+    )
+
+
+def test_an_update_converges_once_the_manager_completes_it() -> None:
+    svc = updating(service(2), US.UPDATE_STATE_UPDATING, "update in progress")
+    svc.spec.update.monitor.seconds = 3
+    running = [task(svc, 1, states.RUNNING), task(svc, 2, states.RUNNING)]
+    tracker = ConvergenceTracker("svc1", verify_seconds=1.0)
+    tracker.note_status(svc.update_status)
+    # Every slot runs the new spec: the manager watches it for the monitor period.
+    step = tracker.observe(svc, running, now=10.0)
+    assert step.lines[-1] == (
+        "verify",
+        "verify: Waiting 3 seconds to verify that tasks are stable...",
+    )
+    step = tracker.observe(svc, running, now=20.0)
+    assert not step.done  # as long as the manager says the update runs
+    assert step.lines[-1][1] == "verify: Waiting 1 seconds to verify that tasks are stable..."
+    done = updating(svc, US.UPDATE_STATE_COMPLETED, "update completed")
+    step = tracker.observe(done, running, now=20.1)
+    assert step.done
+    assert step.error is None
+    assert step.lines[-1] == ("verify", "verify: Service svc1 converged")
+
+
+def test_a_completed_status_left_from_an_earlier_update_needs_the_verify_period() -> None:
+    svc = updating(service(1), US.UPDATE_STATE_COMPLETED, "update completed")
+    tracker = ConvergenceTracker("svc1", verify_seconds=1.0)
+    tracker.note_status(svc.update_status)
+    running = [task(svc, 1, states.RUNNING)]
+    assert not tracker.observe(svc, running, now=0.0).done
+    assert tracker.observe(svc, running, now=1.0).done
+
+
+def test_an_update_rolled_back_by_the_manager_is_an_error() -> None:
+    svc = service(2)
+    tracker = ConvergenceTracker("svc1")
+    tracker.note_status(updating(svc, US.UPDATE_STATE_UPDATING).update_status)
+    reason = "update rolled back due to failure or early termination of task t9"
+    rolling = updating(svc, US.UPDATE_STATE_ROLLBACK_STARTED, reason)
+    rolling.spec.rollback.monitor.seconds = 2
+    tasks = [task(rolling, 1, states.RUNNING), task(rolling, 2, states.STARTING)]
+    step = tracker.observe(rolling, tasks, now=0.0)
+    assert texts(step.lines) == [
+        f"rollback: {reason}",
+        "overall progress: rolling back update: 1 out of 2 tasks",
+        # Docker's bars run backwards while rolling back.
+        "1/2: running   " + progress_bar(states.RUNNING, rollback=True),
+        "2/2: starting  " + progress_bar(states.STARTING, rollback=True),
     ]
-    svc.update_status.state = objects_pb2.UpdateStatus.UPDATE_STATE_PAUSED
-    svc.update_status.message = "update paused due to failure"
-    step = ConvergenceTracker("svc1").observe(svc, [], now=0)
-    assert step.failure == "service update paused: update paused due to failure"
+    assert progress_bar(states.RUNNING, rollback=True) == "[>" + " " * 50 + "]"
+    assert step.manager_decides
+    tasks = [task(rolling, 1, states.RUNNING), task(rolling, 2, states.RUNNING)]
+    step = tracker.observe(rolling, tasks, now=1.0)
+    assert step.lines[-1][1] == "verify: Waiting 2 seconds to verify that tasks are stable..."
+    done = updating(rolling, US.UPDATE_STATE_ROLLBACK_COMPLETED, "rollback completed")
+    step = tracker.observe(done, tasks, now=3.0)
+    assert step.done
+    assert texts(step.lines)[0] == f"rollback: {reason}"
+    assert texts(step.lines)[-2:] == [
+        "verify: Service svc1 converged",
+        "rollback: rollback completed",
+    ]
+    assert step.error == (
+        "the update of service web failed and was rolled back due to failure or early "
+        "termination of task t9"
+    )
+
+
+def test_a_rollback_the_user_asked_for_succeeds() -> None:
+    svc = service(1)
+    rolling = updating(svc, US.UPDATE_STATE_ROLLBACK_STARTED, "manually requested rollback")
+    tracker = ConvergenceTracker("svc1")
+    tracker.note_status(rolling.update_status)
+    step = tracker.observe(rolling, [task(svc, 1, states.RUNNING)], now=0.0)
+    assert texts(step.lines)[0] == "rollback: manually requested rollback"
+    done = updating(svc, US.UPDATE_STATE_ROLLBACK_COMPLETED, "rollback completed")
+    step = tracker.observe(done, [task(svc, 1, states.RUNNING)], now=0.1)
+    assert step.done
+    assert step.error is None
+    assert texts(step.lines)[-1] == "rollback: rollback completed"
+
+
+def test_failing_slots_of_an_update_are_left_to_the_managers_failure_action() -> None:
+    svc = updating(service(1, spec_version=2), US.UPDATE_STATE_UPDATING, "update in progress")
+    failed = [task(svc, 1, states.FAILED, err="exit 1") for _ in range(3)]
+    step = ConvergenceTracker("svc1").observe(svc, failed, now=0.0)
+    assert step.convergence.hopeless
+    assert step.manager_decides
+    svc.spec.update.failure_action = specs_pb2.UPDATE_FAILURE_ACTION_CONTINUE
+    assert not ConvergenceTracker("svc1").observe(svc, failed, now=0.0).manager_decides
+
+
+def test_wait_reports_a_rolled_back_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    svc = service(1)
+    wrote = updating(svc, US.UPDATE_STATE_UPDATING, "update in progress")
+    rolled = updating(svc, US.UPDATE_STATE_ROLLBACK_COMPLETED, "rollback completed")
+    client = FakeClient(rolled, [[task(svc, 1, states.RUNNING)]])
+    printed: list[str] = []
+    clock = Clock()
+    with pytest.raises(SwarmctlError, match="the update of service web failed and was rolled"):
+        wait_for_convergence(
+            client,  # type: ignore[arg-type]
+            wrote,
+            timeout=10,
+            output=ChangedLinesOutput(printed.append),
+            clock=clock,
+            sleep=clock.sleep,
+        )
+    assert printed[-2:] == ["verify: Service svc1 converged", "rollback: rollback completed"]
 
 
 def test_changed_lines_output_prints_only_changes() -> None:

@@ -383,3 +383,120 @@ def test_changes_spec() -> None:
     assert UpdateOptions(platform_add=[parse_platform("linux")]).changes_spec()
     assert UpdateOptions(max_concurrent=1).changes_spec()
     assert UpdateOptions(strategy=specs_pb2.PLACEMENT_STRATEGY_SPREAD).changes_spec()
+
+
+def test_create_writes_dockers_update_and_rollback_defaults() -> None:
+    from swarmctl.service_spec import UpdateConfigOptions
+
+    spec = build_spec(CreateOptions(image="busybox"))
+    for cfg in (spec.update, spec.rollback):
+        assert cfg.parallelism == 1
+        assert cfg.delay == duration(0)
+        assert cfg.failure_action == specs_pb2.UPDATE_FAILURE_ACTION_PAUSE
+        assert cfg.monitor == duration(5)
+        assert cfg.max_failure_ratio == 0
+        assert cfg.order == specs_pb2.UPDATE_ORDER_STOP_FIRST
+    assert not spec.task.container.HasField("healthcheck")
+
+    spec = build_spec(
+        CreateOptions(
+            image="busybox",
+            update_config=UpdateConfigOptions(
+                parallelism=0,
+                delay=duration(2),
+                failure_action=specs_pb2.UPDATE_FAILURE_ACTION_ROLLBACK,
+                monitor=duration(3),
+                max_failure_ratio=0.5,
+                order=specs_pb2.UPDATE_ORDER_START_FIRST,
+            ),
+            rollback_config=UpdateConfigOptions(parallelism=4),
+        )
+    )
+    # parallelism 0 is "all at once", kept so by the explicit monitor.
+    assert spec.update == specs_pb2.UpdateConfig(
+        parallelism=0,
+        delay=duration(2),
+        failure_action=specs_pb2.UPDATE_FAILURE_ACTION_ROLLBACK,
+        monitor=duration(3),
+        max_failure_ratio=0.5,
+        order=specs_pb2.UPDATE_ORDER_START_FIRST,
+    )
+    assert spec.rollback.parallelism == 4
+    assert spec.rollback.monitor == duration(5)
+
+
+def test_update_settings_change_only_what_is_given() -> None:
+    from swarmctl.service_spec import UpdateConfigOptions
+
+    spec = build_spec(CreateOptions(image="busybox"))
+    opts = UpdateOptions(
+        update_config=UpdateConfigOptions(order=specs_pb2.UPDATE_ORDER_START_FIRST),
+        rollback_config=UpdateConfigOptions(monitor=duration(1)),
+    )
+    assert opts.changes_spec()
+    new = apply_update(spec, opts)
+    assert new.update.order == specs_pb2.UPDATE_ORDER_START_FIRST
+    assert new.update.parallelism == 1
+    assert new.rollback.monitor == duration(1)
+    assert new.task == spec.task  # no rollout for a change of settings
+    assert not UpdateOptions().changes_spec()
+
+
+def test_health_flags_on_create() -> None:
+    from swarmctl.service_spec import HealthOptions
+
+    spec = build_spec(
+        CreateOptions(
+            image="busybox",
+            health=HealthOptions(
+                cmd="test -f /tmp/ready",
+                interval=duration(0.5),
+                timeout=duration(2),
+                retries=1,
+                start_period=duration(10),
+            ),
+        )
+    )
+    assert spec.task.container.healthcheck == specs_pb2.HealthConfig(
+        test=["CMD-SHELL", "test -f /tmp/ready"],
+        interval=duration(0.5),
+        timeout=duration(2),
+        retries=1,
+        start_period=duration(10),
+    )
+    # Settings without a command keep the image's command (an empty test).
+    spec = build_spec(CreateOptions(image="busybox", health=HealthOptions(retries=5)))
+    assert spec.task.container.healthcheck == specs_pb2.HealthConfig(retries=5)
+    spec = build_spec(CreateOptions(image="busybox", health=HealthOptions(disable=True)))
+    assert list(spec.task.container.healthcheck.test) == ["NONE"]
+    conflicting = HealthOptions(disable=True, cmd="true")
+    assert conflicting.conflict() == "--no-healthcheck conflicts with --health-* options"
+    with pytest.raises(SwarmctlError, match="conflicts"):
+        build_spec(CreateOptions(image="busybox", health=conflicting))
+
+
+def test_health_flags_on_update_edit_the_existing_check() -> None:
+    from swarmctl.service_spec import HealthOptions
+
+    spec = build_spec(
+        CreateOptions(
+            image="busybox",
+            health=HealthOptions(cmd="true", interval=duration(1), retries=3),
+        )
+    )
+    new = apply_update(spec, UpdateOptions(health=HealthOptions(retries=1)))
+    assert new.task.container.healthcheck == specs_pb2.HealthConfig(
+        test=["CMD-SHELL", "true"], interval=duration(1), retries=1
+    )
+    new = apply_update(new, UpdateOptions(health=HealthOptions(cmd="false")))
+    assert list(new.task.container.healthcheck.test) == ["CMD-SHELL", "false"]
+    assert new.task.container.healthcheck.retries == 1
+    # An empty command goes back to the image's.
+    new = apply_update(new, UpdateOptions(health=HealthOptions(cmd="")))
+    assert list(new.task.container.healthcheck.test) == []
+    disabled = apply_update(new, UpdateOptions(health=HealthOptions(disable=True)))
+    assert disabled.task.container.healthcheck == specs_pb2.HealthConfig(test=["NONE"])
+    # A setting given to a disabled check turns the image's back on.
+    again = apply_update(disabled, UpdateOptions(health=HealthOptions(interval=duration(2))))
+    assert again.task.container.healthcheck == specs_pb2.HealthConfig(interval=duration(2))
+    assert UpdateOptions(health=HealthOptions(disable=True)).changes_spec()
