@@ -61,6 +61,13 @@ def _check_labels(labels: Mapping[str, str], where: str) -> None:
             )
 
 
+def _check_enum(value: int, enum: object, what: str, accepted: str) -> None:
+    """Refuse a number the enum does not name (proto3 enums are open: protobuf keeps any
+    int32 a client sends, so an unknown one reaches us and would be stored)."""
+    if value not in enum.values():  # type: ignore[attr-defined]
+        raise InvalidArgumentError(f"invalid {what} {value}: use {accepted}")
+
+
 def _check_duration(d: object, field: str, *, allow_zero: bool = True) -> None:
     seconds = duration_seconds(d)  # type: ignore[arg-type]
     if seconds < 0 or (not allow_zero and seconds == 0):
@@ -104,6 +111,13 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
         for d in ("delay", "monitor"):
             if cfg.HasField(d):
                 _check_duration(getattr(cfg, d), f"{name} {d}")
+        _check_enum(
+            cfg.failure_action,
+            specs_pb2.UpdateFailureAction,
+            f"{name} failure action",
+            "pause, continue or rollback",
+        )
+        _check_enum(cfg.order, specs_pb2.UpdateOrder, f"{name} order", "stop-first or start-first")
         if not 0 <= cfg.max_failure_ratio <= 1:
             raise InvalidArgumentError(
                 f"invalid {name} max failure ratio {cfg.max_failure_ratio}: "
@@ -150,6 +164,8 @@ def _validate_placement(task: specs_pb2.TaskSpec) -> None:
 def _validate_ports(ports: object) -> None:
     seen: set[tuple[int, int]] = set()
     for port in ports:  # type: ignore[attr-defined]
+        _check_enum(port.protocol, types_pb2.PortProtocol, "port protocol", "tcp, udp or sctp")
+        _check_enum(port.publish_mode, types_pb2.PublishMode, "publish mode", "host")
         proto = types_pb2.PortProtocol.Name(port.protocol).removeprefix("PORT_PROTOCOL_").lower()
         if not 1 <= port.target_port <= 65535:
             raise InvalidArgumentError(

@@ -290,6 +290,31 @@ def test_published_port_twice() -> None:
     invalid(lambda: validate_service_spec(s), "published port 8080/tcp is given twice")
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("protocol", -1, "invalid port protocol -1"),
+        ("protocol", 99, "invalid port protocol 99"),
+        ("publish_mode", 7, "invalid publish mode 7"),
+    ],
+)
+def test_unknown_port_enums(field: str, value: int, words: str) -> None:
+    # Found by the fuzz test: an unknown protocol number was an INTERNAL error (ValueError
+    # from PortProtocol.Name) instead of INVALID_ARGUMENT.
+    s = spec()
+    add_port(s, 80)
+    setattr(s.endpoint.ports[0], field, value)
+    invalid(lambda: validate_service_spec(s), words)
+
+
+@pytest.mark.parametrize("cfg", ["update", "rollback"])
+def test_unknown_update_enums(cfg: str) -> None:
+    for field, words in (("failure_action", "failure action 12345"), ("order", "order 12345")):
+        s = spec()
+        setattr(getattr(s, cfg), field, 12345)
+        invalid(lambda: validate_service_spec(s), f"invalid {cfg} {words}")  # noqa: B023
+
+
 def test_same_published_port_on_two_protocols_is_fine() -> None:
     s = spec()
     add_port(s, 53, 5353)
