@@ -17,6 +17,7 @@ from manager.store import (
     NotFoundError,
     StoreError,
     StoreUnavailableError,
+    TooLargeError,
 )
 
 _log = get_logger("grpc")
@@ -49,6 +50,7 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
     (ConflictError, grpc.StatusCode.FAILED_PRECONDITION),
     (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (TooLargeError, grpc.StatusCode.INVALID_ARGUMENT),
     (StoreError, grpc.StatusCode.INTERNAL),
 ]
 
