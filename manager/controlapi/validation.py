@@ -29,6 +29,11 @@ _IMAGE = re.compile(
 _ENV_KEY = re.compile(r"^[^=\s][^=]*$")
 _LABEL_KEY = re.compile(r"^\S+$")
 
+# A stored service holds its spec and the previous one, and each of its tasks a copy:
+# bounded, so that every object stays far below what etcd takes in one request
+# (1.5 MiB by default).
+MAX_SPEC_BYTES = 128 * 1024
+
 DEFAULT_STOP_GRACE = 10.0
 DEFAULT_RESTART_DELAY = 5.0
 DEFAULT_MONITOR = 5.0
@@ -76,6 +81,12 @@ def _check_duration(d: object, field: str, *, allow_zero: bool = True) -> None:
 
 def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
     """Raise InvalidArgumentError for the first thing wrong with `spec`."""
+    size = spec.ByteSize()
+    if size > MAX_SPEC_BYTES:
+        raise InvalidArgumentError(
+            f"the service spec is too large ({size} bytes; at most {MAX_SPEC_BYTES} are "
+            "accepted): keep big data out of environment variables, labels and arguments"
+        )
     validate_name(spec.annotations.name)
     _check_labels(spec.annotations.labels, "service")
     container = spec.task.container

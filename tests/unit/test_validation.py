@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from common.api import specs_pb2, types_pb2
 from common.timeutil import duration, duration_seconds
 from manager.controlapi.validation import (
+    MAX_SPEC_BYTES,
     check_service_update,
     complete_service_spec,
     validate_image,
@@ -208,6 +209,16 @@ def test_negative_durations(field: str, words: str) -> None:
     getattr(target, name).CopyFrom(duration(-1))
     invalid(lambda: validate_service_spec(s), f"invalid {words} -1.0s")
     getattr(target, name).CopyFrom(duration(0))
+    validate_service_spec(s)
+
+
+def test_spec_too_large() -> None:
+    # Found by the fuzz test: a 1.6 MB environment variable reached etcd, which refused
+    # the request (an INTERNAL error then).
+    s = spec()
+    s.task.container.env.append("BIG=" + "x" * MAX_SPEC_BYTES)
+    invalid(lambda: validate_service_spec(s), "the service spec is too large")
+    s.task.container.env[-1] = "BIG=" + "x" * (MAX_SPEC_BYTES - 1000)
     validate_service_spec(s)
 
 
