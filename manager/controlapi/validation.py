@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from google.protobuf.duration_pb2 import Duration
+
 from common.api import objects_pb2, specs_pb2, types_pb2
 from common.timeutil import duration, duration_seconds
 from manager.controlapi.names import random_name
@@ -73,10 +75,31 @@ def _check_enum(value: int, enum: object, what: str, accepted: str) -> None:
         raise InvalidArgumentError(f"invalid {what} {value}: use {accepted}")
 
 
-def _check_duration(d: object, field: str, *, allow_zero: bool = True) -> None:
-    seconds = duration_seconds(d)  # type: ignore[arg-type]
+# Docker and SwarmKit keep durations as int64 nanoseconds (Go's time.Duration): about
+# 292 years at most. Longer ones would also push times computed from them (a restart
+# due at now + delay) past what a protobuf Timestamp can hold.
+MAX_DURATION_NANOS = 2**63 - 1
+_MAX_NANOS_FIELD = 999_999_999
+
+
+def check_duration(d: Duration, field: str, *, allow_zero: bool = True) -> None:
+    """Refuse a Duration that is malformed (nanos out of range, or of the other sign than
+    the seconds), negative, or longer than Docker's durations go."""
+    if not -_MAX_NANOS_FIELD <= d.nanos <= _MAX_NANOS_FIELD or (
+        d.seconds and d.nanos and (d.seconds < 0) != (d.nanos < 0)
+    ):
+        raise InvalidArgumentError(
+            f"invalid {field} ({d.seconds} s and {d.nanos} ns): not a valid duration (nanos "
+            "from -999999999 to 999999999, with the sign of the seconds)"
+        )
+    seconds = duration_seconds(d)
     if seconds < 0 or (not allow_zero and seconds == 0):
         raise InvalidArgumentError(f"invalid {field} {seconds}s: it must not be negative")
+    if d.seconds * 10**9 + d.nanos > MAX_DURATION_NANOS:
+        raise InvalidArgumentError(
+            f"invalid {field} {d.seconds}s: at most {MAX_DURATION_NANOS // 10**9}s (about 292 "
+            "years, as Docker's durations)"
+        )
 
 
 def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
@@ -97,7 +120,16 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
             raise InvalidArgumentError(f"invalid environment variable {entry!r}: use KEY=VALUE")
     _check_labels(container.labels, "container")
     if container.HasField("stop_grace_period"):
-        _check_duration(container.stop_grace_period, "stop grace period")
+        check_duration(container.stop_grace_period, "stop grace period")
+    if container.HasField("healthcheck"):
+        health = container.healthcheck
+        for part in ("interval", "timeout", "start_period"):
+            if health.HasField(part):
+                check_duration(getattr(health, part), f"health check {part.replace('_', ' ')}")
+        if health.retries < 0:
+            raise InvalidArgumentError(
+                f"invalid health check retries {health.retries}: it must not be negative"
+            )
     restart = spec.task.restart
     if restart.condition not in specs_pb2.RestartCondition.values():
         raise InvalidArgumentError(
@@ -105,7 +137,7 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
         )
     for name in ("delay", "window"):
         if restart.HasField(name):
-            _check_duration(getattr(restart, name), f"restart {name}")
+            check_duration(getattr(restart, name), f"restart {name}")
     mode = spec.WhichOneof("mode")
     if mode not in (None, "replicated", "global", "replicated_job", "global_job"):
         raise InvalidArgumentError(
@@ -121,7 +153,7 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
         cfg = getattr(spec, name)
         for d in ("delay", "monitor"):
             if cfg.HasField(d):
-                _check_duration(getattr(cfg, d), f"{name} {d}")
+                check_duration(getattr(cfg, d), f"{name} {d}")
         _check_enum(
             cfg.failure_action,
             specs_pb2.UpdateFailureAction,

@@ -222,6 +222,48 @@ def test_spec_too_large() -> None:
     validate_service_spec(s)
 
 
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "words"),
+    [
+        (0, 1_310_535_959, "not a valid duration"),
+        (0, -(2**31), "not a valid duration"),
+        (5, -1, "not a valid duration"),
+        (-5, 1, "not a valid duration"),
+        (2**63 - 1, 0, "about 292 years"),
+        (315_576_000_001, 0, "about 292 years"),
+        (-(2**63), 0, "must not be negative"),
+    ],
+)
+def test_malformed_or_absurd_durations(seconds: int, nanos: int, words: str) -> None:
+    # Found by the fuzz test: such durations were stored, and `swarmctl service inspect
+    # --format json` (protobuf's JSON conversion) failed on them; restart times computed
+    # from huge ones did not fit a Timestamp.
+    for owner in ("stop_grace_period", "restart.delay", "update.monitor", "healthcheck"):
+        s = spec()
+        if owner == "stop_grace_period":
+            d = s.task.container.stop_grace_period
+        elif owner == "restart.delay":
+            d = s.task.restart.delay
+        elif owner == "update.monitor":
+            d = s.update.monitor
+        else:
+            d = s.task.container.healthcheck.interval
+        d.seconds, d.nanos = seconds, nanos
+        invalid(lambda: validate_service_spec(s), words)  # noqa: B023
+
+
+def test_longest_duration_is_fine() -> None:
+    s = spec()
+    s.task.restart.window.seconds = (2**63 - 1) // 10**9
+    validate_service_spec(s)
+
+
+def test_negative_health_check_retries() -> None:
+    s = spec()
+    s.task.container.healthcheck.retries = -1
+    invalid(lambda: validate_service_spec(s), "invalid health check retries -1")
+
+
 def test_unknown_restart_condition() -> None:
     s = spec()
     s.task.restart.condition = 7  # type: ignore[assignment]
