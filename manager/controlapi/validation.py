@@ -36,6 +36,11 @@ _LABEL_KEY = re.compile(r"^\S+$")
 # (1.5 MiB by default).
 MAX_SPEC_BYTES = 128 * 1024
 
+# Replicas (and a job's completions) at most: every slot is planned in one pass of the
+# orchestrator, on the manager's event loop, and gets a task in etcd. A typo'd count of
+# billions used to freeze the manager for good.
+MAX_REPLICAS = 100_000
+
 DEFAULT_STOP_GRACE = 10.0
 DEFAULT_RESTART_DELAY = 5.0
 DEFAULT_MONITOR = 5.0
@@ -143,6 +148,16 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
         raise InvalidArgumentError(
             f"unknown service mode {mode!r}: use replicated, global, replicated-job or global-job"
         )
+    counts = {
+        "replicas": spec.replicated.replicas,
+        "total completions": spec.replicated_job.total_completions,
+        "max concurrent": spec.replicated_job.max_concurrent,
+    }
+    for what, count in counts.items():
+        if count > MAX_REPLICAS:
+            raise InvalidArgumentError(
+                f"invalid {what} value {count}: at most {MAX_REPLICAS} tasks per service"
+            )
     if mode in ("global", "global_job") and spec.task.placement.max_replicas:
         raise InvalidArgumentError(
             "--replicas-max-per-node does not apply to global services (one task per node)"

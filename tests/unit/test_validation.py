@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from common.api import specs_pb2, types_pb2
 from common.timeutil import duration, duration_seconds
 from manager.controlapi.validation import (
+    MAX_REPLICAS,
     MAX_SPEC_BYTES,
     check_service_update,
     complete_service_spec,
@@ -262,6 +263,27 @@ def test_negative_health_check_retries() -> None:
     s = spec()
     s.task.container.healthcheck.retries = -1
     invalid(lambda: validate_service_spec(s), "invalid health check retries -1")
+
+
+@pytest.mark.parametrize(
+    ("field", "words"),
+    [
+        ("replicated.replicas", "invalid replicas value"),
+        ("replicated_job.total_completions", "invalid total completions value"),
+        ("replicated_job.max_concurrent", "invalid max concurrent value"),
+    ],
+)
+def test_counts_beyond_the_limit(field: str, words: str) -> None:
+    # Found by the fuzz test: 453116288 replicas were accepted, and planning them froze
+    # the manager's event loop (no call was answered any more).
+    owner, _, name = field.partition(".")
+    for count, ok in ((MAX_REPLICAS, True), (MAX_REPLICAS + 1, False), (2**64 - 1, False)):
+        s = spec()
+        setattr(getattr(s, owner), name, count)
+        if ok:
+            validate_service_spec(s)
+        else:
+            invalid(lambda: validate_service_spec(s), words, f"at most {MAX_REPLICAS}")  # noqa: B023
 
 
 def test_unknown_restart_condition() -> None:
