@@ -73,6 +73,10 @@ async def update_node(
         raise InvalidArgumentError(
             f"invalid availability {spec.availability}: use active, pause or drain"
         )
+    if spec.desired_role not in types_pb2.NodeRole.values():
+        raise InvalidArgumentError(
+            f"invalid desired role {spec.desired_role}: use worker or manager"
+        )
     for key in spec.annotations.labels:
         if not key or any(c in key for c in _LABEL_KEY_FORBIDDEN):
             raise InvalidArgumentError(f"invalid node label key {key!r}: non-empty, no spaces")
