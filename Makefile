@@ -17,7 +17,7 @@ TEST_IMAGE := swarmlet/demo:latest
 WITH_DOCKER = DOCKER_HOST="$$(scripts/dockerd.sh start | tail -n 1)" && export DOCKER_HOST && scripts/build-images.sh &&
 
 .PHONY: help venv protos protos-check lint typecheck vagrant-validate test unit \
-	demo down bench-convergence clean
+	demo down bench-convergence bench-failover clean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -58,6 +58,9 @@ down: ## remove the demo's services, stop its daemons, delete its state
 
 bench-convergence: venv ## convergence benchmark (python -m bench.convergence)
 	$(WITH_DOCKER) $(PYTHON) -m bench.convergence
+
+bench-failover: venv ## leader failover benchmark, no Docker needed (python -m bench.failover)
+	$(PYTHON) -m bench.failover
 
 clean: down ## make down, stop the private Docker engines, remove .run/
 	@for d in .run/docker/*/; do if [[ -d $$d ]]; then scripts/dockerd.sh stop "$$(basename "$$d")"; fi; done
