@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -17,6 +18,7 @@ from manager.store import (
     NotFoundError,
     StoreError,
     StoreUnavailableError,
+    TooLargeError,
 )
 
 _log = get_logger("grpc")
@@ -49,6 +51,7 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
     (ConflictError, grpc.StatusCode.FAILED_PRECONDITION),
     (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (TooLargeError, grpc.StatusCode.INVALID_ARGUMENT),
     (StoreError, grpc.StatusCode.INTERNAL),
 ]
 
@@ -108,3 +111,88 @@ def rpc(
             await abort_with(context, exc)
 
     return wrapper
+
+
+class _Undecodable:
+    """What a request that did not decode is handed to the interceptor's wrapper as."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def run(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # DecodeError, or whatever a deserializer raises
+            return _Undecodable(exc)
+
+    return run
+
+
+class UndecodableIsInvalidArgument(grpc.aio.ServerInterceptor):
+    """Answer a request whose bytes are not a message of the method's type with
+    INVALID_ARGUMENT. grpc.aio itself answers it with UNKNOWN ("Unexpected DecodeError
+    raised by servicer method") and logs an error, as if the servicer had failed."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None or handler.request_streaming:
+            return handler
+        method = handler_call_details.method
+        deserialize = _tolerant(handler.request_deserializer)
+
+        async def refuse(request: _Undecodable, context: Context) -> NoReturn:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request to {method} is not a valid message: {request.error}",
+            )
+            raise AssertionError("abort returned")  # pragma: no cover
+
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
+
+            async def checked_unary(request: Any, context: Context) -> Any:
+                if isinstance(request, _Undecodable):
+                    await refuse(request, context)
+                return await unary(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                checked_unary,
+                request_deserializer=deserialize,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            stream = handler.unary_stream
+            if inspect.isasyncgenfunction(stream):
+
+                async def checked_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+                    if isinstance(request, _Undecodable):
+                        await refuse(request, context)
+                    async for message in stream(request, context):
+                        yield message
+
+                behaviour: Any = checked_stream
+            else:  # a coroutine that writes with context.write()
+
+                async def checked_writer(request: Any, context: Context) -> Any:
+                    if isinstance(request, _Undecodable):
+                        await refuse(request, context)
+                    return await stream(request, context)
+
+                behaviour = checked_writer
+            return grpc.unary_stream_rpc_method_handler(
+                behaviour,
+                request_deserializer=deserialize,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
+    """What every gRPC server of the manager is created with."""
+    return [UndecodableIsInvalidArgument()]

@@ -27,7 +27,10 @@ class ManagerLease:
     def __init__(self, client: Etcd3Client, ttl: int) -> None:
         assert client.lease is not None
         self._lease = client.lease
-        self.ttl = max(1, int(ttl))
+        # What was asked for; `ttl` is what etcd granted (it raises a TTL below its
+        # minimum, 1.5 election timeouts: 2 s with etcd's defaults).
+        self.requested_ttl = max(1, int(ttl))
+        self.ttl = self.requested_ttl
         self.id = 0
         self.granted = asyncio.Event()
         self.lost = asyncio.Event()
@@ -41,11 +44,23 @@ class ManagerLease:
     async def run(self) -> None:
         while True:
             try:
-                response = await self._lease.grant(self.ttl, timeout=self.ttl)
+                response = await self._lease.grant(self.requested_ttl, timeout=self.requested_ttl)
             except (EtcdError, TimeoutError, grpc.aio.AioRpcError) as exc:
                 _log.warning("cannot get an etcd lease yet", error=str(exc))
                 await asyncio.sleep(0.5)
                 continue
+            granted = int(response.TTL) or self.requested_ttl
+            if granted != self.ttl:
+                _log.warning(
+                    "etcd granted another lease TTL than asked; keeping that one alive",
+                    asked=self.requested_ttl,
+                    granted=granted,
+                    hint="etcd's minimum lease TTL is 1.5 election timeouts (--election-timeout)",
+                )
+            # Keep-alives go every TTL/3 of the TTL etcd counts. (Timed on a TTL of 1 s
+            # that etcd had raised to 2 s, they went every 0.33 s, and a dead leader's
+            # lease outlived it by 1.67-2 s instead of 1.33-2 s.)
+            self.ttl = granted
             self.id = int(response.ID)
             self._generation += 1
             self.lost.clear()

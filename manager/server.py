@@ -47,7 +47,7 @@ from manager.dispatcher import Dispatcher
 from manager.dispatcher.sessionkeys import SessionKeys
 from manager.etcd_embedded import EmbeddedEtcd
 from manager.events import EventLog
-from manager.grpc_errors import Context
+from manager.grpc_errors import Context, server_interceptors
 from manager.leadership import Leadership
 from manager.lease import ManagerLease
 from manager.logbroker import LogBroker
@@ -156,7 +156,7 @@ async def _serve_control(api: ControlAPI, socket_path: Path) -> grpc.aio.Server:
             "socket allows: use a shorter --state-dir"
         )
     socket_path.unlink(missing_ok=True)  # noqa: ASYNC240 - start-up, nothing else runs yet
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=server_interceptors())
     control_pb2_grpc.add_ControlServicer_to_server(api, server)
     server.add_insecure_port(f"unix:{socket_path}")
     await server.start()
@@ -167,7 +167,7 @@ async def _serve_control(api: ControlAPI, socket_path: Path) -> grpc.aio.Server:
 async def _serve_control_tcp(
     api: ControlAPI, addr: str, credentials: grpc.ServerCredentials
 ) -> grpc.aio.Server:
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=server_interceptors())
     control_pb2_grpc.add_ControlServicer_to_server(api, server)
     try:
         port = server.add_secure_port(addr, credentials)
@@ -183,7 +183,7 @@ async def _serve_ca(
     ca: NodeCAService, addr: str, credentials: grpc.ServerCredentials
 ) -> grpc.aio.Server:
     """The CA for joining nodes: TLS without client certificates (they have none yet)."""
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=server_interceptors())
     ca_pb2_grpc.add_NodeCAServicer_to_server(ca, server)
     try:
         port = server.add_secure_port(addr, credentials)
@@ -206,6 +206,7 @@ async def _serve_dispatcher(
     credentials: grpc.ServerCredentials,
 ) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(
+        interceptors=server_interceptors(),
         options=[
             # Agents ping to notice a dead manager quickly; let them.
             ("grpc.keepalive_permit_without_calls", 1),
@@ -213,7 +214,7 @@ async def _serve_dispatcher(
             ("grpc.http2.max_ping_strikes", 0),
             ("grpc.keepalive_time_ms", 5000),
             ("grpc.keepalive_timeout_ms", 5000),
-        ]
+        ],
     )
     dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server)
     ca_pb2_grpc.add_NodeCAServicer_to_server(ca, server)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from common.api import control_pb2, objects_pb2, types_pb2
 from common.timeutil import duration_seconds
 from manager.ca.bootstrap import rotate_token
+from manager.controlapi.validation import check_duration
 from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
 from manager.store import Cache, ConflictError, Kind, NotFoundError, Store
 
@@ -36,15 +37,23 @@ async def update_cluster(
     limit = spec.orchestration.task_history_retention_limit
     if limit < 0:
         raise InvalidArgumentError(f"invalid task history limit {limit}: use 0 or more")
-    period = duration_seconds(spec.dispatcher.heartbeat_period)
-    if spec.dispatcher.HasField("heartbeat_period") and period <= 0:
-        raise InvalidArgumentError(f"invalid heartbeat period {period}s: it must be more than 0")
+    if spec.dispatcher.HasField("heartbeat_period"):
+        check_duration(spec.dispatcher.heartbeat_period, "heartbeat period")
+        period = duration_seconds(spec.dispatcher.heartbeat_period)
+        if period <= 0:
+            raise InvalidArgumentError(
+                f"invalid heartbeat period {period}s: it must be more than 0"
+            )
     if spec.annotations.name != current.spec.annotations.name:
         raise InvalidArgumentError("the cluster cannot be renamed")
 
-    expiry = duration_seconds(spec.ca_config.node_cert_expiry)
-    if spec.ca_config.HasField("node_cert_expiry") and expiry < 60:
-        raise InvalidArgumentError(f"invalid certificate expiry {expiry}s: use at least 1 minute")
+    if spec.ca_config.HasField("node_cert_expiry"):
+        check_duration(spec.ca_config.node_cert_expiry, "certificate expiry")
+        expiry = duration_seconds(spec.ca_config.node_cert_expiry)
+        if expiry < 60:
+            raise InvalidArgumentError(
+                f"invalid certificate expiry {expiry}s: use at least 1 minute"
+            )
 
     def apply(cluster: objects_pb2.Cluster) -> objects_pb2.Cluster:
         cluster.spec.CopyFrom(spec)

@@ -73,6 +73,10 @@ async def update_node(
         raise InvalidArgumentError(
             f"invalid availability {spec.availability}: use active, pause or drain"
         )
+    if spec.desired_role not in types_pb2.NodeRole.values():
+        raise InvalidArgumentError(
+            f"invalid desired role {spec.desired_role}: use worker or manager"
+        )
     for key in spec.annotations.labels:
         if not key or any(c in key for c in _LABEL_KEY_FORBIDDEN):
             raise InvalidArgumentError(f"invalid node label key {key!r}: non-empty, no spaces")
@@ -102,6 +106,13 @@ async def remove_node(
     on_removed: Callable[[str], None],
 ) -> control_pb2.RemoveNodeResponse:
     node = find_node(cache, request.node_id)
+    if node.role == types_pb2.NODE_ROLE_MANAGER and node.id in cache.objects[Kind.MANAGER]:
+        # Not even with force: the manager would be locked out of its own cluster (it
+        # could not start again without a join token) and vanish from node ls.
+        raise FailedPreconditionError(
+            f"node {node.id} ({node.description.hostname}) is a running manager: stop that "
+            "swarm-manager first, then remove its node"
+        )
     if node.status.state == types_pb2.NODE_STATE_READY and not request.force:
         raise FailedPreconditionError(
             f"node {node.id} ({node.description.hostname}) is ready: stop its agent first, or "

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from google.protobuf.duration_pb2 import Duration
+
 from common.api import objects_pb2, specs_pb2, types_pb2
 from common.timeutil import duration, duration_seconds
 from manager.controlapi.names import random_name
@@ -28,6 +30,16 @@ _IMAGE = re.compile(
 )
 _ENV_KEY = re.compile(r"^[^=\s][^=]*$")
 _LABEL_KEY = re.compile(r"^\S+$")
+
+# A stored service holds its spec and the previous one, and each of its tasks a copy:
+# bounded, so that every object stays far below what etcd takes in one request
+# (1.5 MiB by default).
+MAX_SPEC_BYTES = 128 * 1024
+
+# Replicas (and a job's completions) at most: every slot is planned in one pass of the
+# orchestrator, on the manager's event loop, and gets a task in etcd. A typo'd count of
+# billions used to freeze the manager for good.
+MAX_REPLICAS = 100_000
 
 DEFAULT_STOP_GRACE = 10.0
 DEFAULT_RESTART_DELAY = 5.0
@@ -61,14 +73,48 @@ def _check_labels(labels: Mapping[str, str], where: str) -> None:
             )
 
 
-def _check_duration(d: object, field: str, *, allow_zero: bool = True) -> None:
-    seconds = duration_seconds(d)  # type: ignore[arg-type]
+def _check_enum(value: int, enum: object, what: str, accepted: str) -> None:
+    """Refuse a number the enum does not name (proto3 enums are open: protobuf keeps any
+    int32 a client sends, so an unknown one reaches us and would be stored)."""
+    if value not in enum.values():  # type: ignore[attr-defined]
+        raise InvalidArgumentError(f"invalid {what} {value}: use {accepted}")
+
+
+# Docker and SwarmKit keep durations as int64 nanoseconds (Go's time.Duration): about
+# 292 years at most. Longer ones would also push times computed from them (a restart
+# due at now + delay) past what a protobuf Timestamp can hold.
+MAX_DURATION_NANOS = 2**63 - 1
+_MAX_NANOS_FIELD = 999_999_999
+
+
+def check_duration(d: Duration, field: str, *, allow_zero: bool = True) -> None:
+    """Refuse a Duration that is malformed (nanos out of range, or of the other sign than
+    the seconds), negative, or longer than Docker's durations go."""
+    if not -_MAX_NANOS_FIELD <= d.nanos <= _MAX_NANOS_FIELD or (
+        d.seconds and d.nanos and (d.seconds < 0) != (d.nanos < 0)
+    ):
+        raise InvalidArgumentError(
+            f"invalid {field} ({d.seconds} s and {d.nanos} ns): not a valid duration (nanos "
+            "from -999999999 to 999999999, with the sign of the seconds)"
+        )
+    seconds = duration_seconds(d)
     if seconds < 0 or (not allow_zero and seconds == 0):
         raise InvalidArgumentError(f"invalid {field} {seconds}s: it must not be negative")
+    if d.seconds * 10**9 + d.nanos > MAX_DURATION_NANOS:
+        raise InvalidArgumentError(
+            f"invalid {field} {d.seconds}s: at most {MAX_DURATION_NANOS // 10**9}s (about 292 "
+            "years, as Docker's durations)"
+        )
 
 
 def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
     """Raise InvalidArgumentError for the first thing wrong with `spec`."""
+    size = spec.ByteSize()
+    if size > MAX_SPEC_BYTES:
+        raise InvalidArgumentError(
+            f"the service spec is too large ({size} bytes; at most {MAX_SPEC_BYTES} are "
+            "accepted): keep big data out of environment variables, labels and arguments"
+        )
     validate_name(spec.annotations.name)
     _check_labels(spec.annotations.labels, "service")
     container = spec.task.container
@@ -79,7 +125,16 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
             raise InvalidArgumentError(f"invalid environment variable {entry!r}: use KEY=VALUE")
     _check_labels(container.labels, "container")
     if container.HasField("stop_grace_period"):
-        _check_duration(container.stop_grace_period, "stop grace period")
+        check_duration(container.stop_grace_period, "stop grace period")
+    if container.HasField("healthcheck"):
+        health = container.healthcheck
+        for part in ("interval", "timeout", "start_period"):
+            if health.HasField(part):
+                check_duration(getattr(health, part), f"health check {part.replace('_', ' ')}")
+        if health.retries < 0:
+            raise InvalidArgumentError(
+                f"invalid health check retries {health.retries}: it must not be negative"
+            )
     restart = spec.task.restart
     if restart.condition not in specs_pb2.RestartCondition.values():
         raise InvalidArgumentError(
@@ -87,12 +142,22 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
         )
     for name in ("delay", "window"):
         if restart.HasField(name):
-            _check_duration(getattr(restart, name), f"restart {name}")
+            check_duration(getattr(restart, name), f"restart {name}")
     mode = spec.WhichOneof("mode")
     if mode not in (None, "replicated", "global", "replicated_job", "global_job"):
         raise InvalidArgumentError(
             f"unknown service mode {mode!r}: use replicated, global, replicated-job or global-job"
         )
+    counts = {
+        "replicas": spec.replicated.replicas,
+        "total completions": spec.replicated_job.total_completions,
+        "max concurrent": spec.replicated_job.max_concurrent,
+    }
+    for what, count in counts.items():
+        if count > MAX_REPLICAS:
+            raise InvalidArgumentError(
+                f"invalid {what} value {count}: at most {MAX_REPLICAS} tasks per service"
+            )
     if mode in ("global", "global_job") and spec.task.placement.max_replicas:
         raise InvalidArgumentError(
             "--replicas-max-per-node does not apply to global services (one task per node)"
@@ -103,7 +168,14 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
         cfg = getattr(spec, name)
         for d in ("delay", "monitor"):
             if cfg.HasField(d):
-                _check_duration(getattr(cfg, d), f"{name} {d}")
+                check_duration(getattr(cfg, d), f"{name} {d}")
+        _check_enum(
+            cfg.failure_action,
+            specs_pb2.UpdateFailureAction,
+            f"{name} failure action",
+            "pause, continue or rollback",
+        )
+        _check_enum(cfg.order, specs_pb2.UpdateOrder, f"{name} order", "stop-first or start-first")
         if not 0 <= cfg.max_failure_ratio <= 1:
             raise InvalidArgumentError(
                 f"invalid {name} max failure ratio {cfg.max_failure_ratio}: "
@@ -150,6 +222,8 @@ def _validate_placement(task: specs_pb2.TaskSpec) -> None:
 def _validate_ports(ports: object) -> None:
     seen: set[tuple[int, int]] = set()
     for port in ports:  # type: ignore[attr-defined]
+        _check_enum(port.protocol, types_pb2.PortProtocol, "port protocol", "tcp, udp or sctp")
+        _check_enum(port.publish_mode, types_pb2.PublishMode, "publish mode", "host")
         proto = types_pb2.PortProtocol.Name(port.protocol).removeprefix("PORT_PROTOCOL_").lower()
         if not 1 <= port.target_port <= 65535:
             raise InvalidArgumentError(

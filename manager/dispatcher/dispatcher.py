@@ -23,7 +23,7 @@ from common.log import get_logger
 from common.timeutil import duration, now_timestamp
 from manager.ca import authz
 from manager.dispatcher.sessionkeys import SessionKeys
-from manager.dispatcher.status import TaskStatusWriter
+from manager.dispatcher.status import TaskStatusWriter, status_problem, trimmed
 from manager.grpc_errors import (
     Context,
     InvalidArgumentError,
@@ -350,12 +350,20 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self, request: dispatcher_pb2.UpdateTaskStatusRequest, context: Context
     ) -> dispatcher_pb2.UpdateTaskStatusResponse:
         session = await self._session(request.session_id, context)
+        for update in request.updates:
+            problem = status_problem(update.status)
+            if problem:
+                # Nothing of the request is taken: an agent never sends such a report.
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"status report for task {update.task_id!r}: {problem}",
+                )
         tasks = self.cache.tasks
         for update in request.updates:
             task = tasks.get(update.task_id)
             # A node may only report on its own tasks.
             if task is not None and task.node_id == session.node_id:
-                self.status_writer.add(update.task_id, update.status)
+                self.status_writer.add(update.task_id, trimmed(update.status))
         return dispatcher_pb2.UpdateTaskStatusResponse()
 
     # ---- shutdown ---------------------------------------------------------------------

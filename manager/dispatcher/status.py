@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from common.api import objects_pb2
+from common import states
+from common.api import objects_pb2, types_pb2
 from common.log import get_logger
 from manager.metrics import STATUS_REPORTS
 from manager.store import Kind, Store, StoreError, Update
@@ -22,6 +23,50 @@ _log = get_logger("dispatcher.status")
 
 # First wait before retrying a write that etcd refused (doubling up to 5 s).
 FLUSH_INTERVAL = 0.1
+# Longer messages from an agent are cut to this many characters before they are stored.
+MAX_STATUS_TEXT = 4096
+# What a protobuf Timestamp may hold: 0001-01-01 to 9999-12-31 (JSON refuses the rest).
+_TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
+# What an agent may report: not the desired-only REMOVE, nor ORPHANED (manager-made).
+_REPORTABLE = {s for s in types_pb2.TaskState.values() if s <= states.REJECTED}
+
+
+def status_problem(status: objects_pb2.TaskStatus) -> str:
+    """Why an agent's status report cannot be stored as it is ("" if it can)."""
+    if status.state not in _REPORTABLE:
+        known = status.state in types_pb2.TaskState.values()
+        return (
+            f"task state {states.state_name(status.state)} is not one an agent reports"
+            if known
+            else f"unknown task state {status.state}"
+        )
+    ts = status.timestamp
+    low, high = _TIMESTAMP_SECONDS
+    if not (low <= ts.seconds <= high and 0 <= ts.nanos <= 999_999_999):
+        return f"invalid timestamp ({ts.seconds} s, {ts.nanos} ns)"
+    for port in status.port_status.ports:
+        if port.protocol not in types_pb2.PortProtocol.values():
+            return f"unknown port protocol {port.protocol}"
+        if port.publish_mode not in types_pb2.PublishMode.values():
+            return f"unknown publish mode {port.publish_mode}"
+    return ""
+
+
+def trimmed(status: objects_pb2.TaskStatus) -> objects_pb2.TaskStatus:
+    """`status` with its free text cut to MAX_STATUS_TEXT characters."""
+    texts = (status.message, status.err, status.container_status.container_id)
+    if all(len(t) <= MAX_STATUS_TEXT for t in texts):
+        return status
+    out = objects_pb2.TaskStatus()
+    out.CopyFrom(status)
+    out.message = _cut(out.message)
+    out.err = _cut(out.err)
+    out.container_status.container_id = _cut(out.container_status.container_id)
+    return out
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_STATUS_TEXT else text[: MAX_STATUS_TEXT - 1] + "…"
 
 
 def _same_except_time(a: objects_pb2.TaskStatus, b: objects_pb2.TaskStatus) -> bool:

@@ -10,6 +10,7 @@ from manager.store.errors import (
     NotLeaderError,
     StoreError,
     StoreUnavailableError,
+    TooLargeError,
 )
 from manager.store.keys import Kind
 from manager.store.store import BatchResult, Create, Delete, Store, Update
@@ -28,5 +29,6 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailableError",
+    "TooLargeError",
     "Update",
 ]

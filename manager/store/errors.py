@@ -25,3 +25,7 @@ class NotFoundError(StoreError):
 
 class NotLeaderError(StoreError):
     """A leader-only write from a manager that is no longer the leader."""
+
+
+class TooLargeError(StoreError):
+    """etcd refused a request as too large (an object bigger than it takes)."""

@@ -20,7 +20,7 @@ from etcd3aio import (
     EtcdUnauthenticatedError,
 )
 
-from manager.store.errors import StoreError, StoreUnavailableError
+from manager.store.errors import StoreError, StoreUnavailableError, TooLargeError
 
 # Watch responses and paginated lists of many tasks exceed gRPC's 4 MiB default.
 _MAX_MESSAGE = 64 * 1024 * 1024
@@ -107,6 +107,10 @@ def translate(exc: BaseException, endpoints: str) -> StoreError:
         return StoreUnavailableError(f"etcd at {endpoints} is unavailable: {describe(exc)}")
     if isinstance(exc, EtcdUnauthenticatedError | EtcdPermissionDeniedError):
         return StoreError(f"etcd at {endpoints} refused the request: {describe(exc)}")
+    text = describe(exc)
+    if "request is too large" in text or "larger than max" in text:
+        # Not the space quota (gRPC's own size limit is RESOURCE_EXHAUSTED too).
+        return TooLargeError(f"etcd at {endpoints} refused a request as too large ({text})")
     if isinstance(exc, grpc.aio.AioRpcError):
         details = exc.details() or ""
         if "database space exceeded" in details or exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:

@@ -35,6 +35,9 @@ from manager.store.keys import KeySpace, Kind, decode
 
 # etcd's default --max-txn-ops.
 MAX_TXN_OPS = 128
+# etcd refuses a request over --max-request-bytes (1.5 MiB by default; its gRPC server
+# takes 2 MiB): transactions are also split by size, well below that.
+MAX_TXN_BYTES = 1024 * 1024
 _MAX_ATTEMPTS = 8
 
 Mutator = Callable[[Any], Any | None]
@@ -211,7 +214,7 @@ class Store:
         """
         result = BatchResult()
         chunk: list[_Prepared] = []
-        size = 0
+        size = nbytes = 0
         limit = MAX_TXN_OPS - (1 if self.guard else 0)
         for op in ops:
             prepared = self._prepare(op, base=None)
@@ -220,11 +223,12 @@ class Store:
             if isinstance(prepared, StoreError):
                 result.failed.append((op, prepared))
                 continue
-            if chunk and size + prepared.size > limit:
+            if chunk and (size + prepared.size > limit or nbytes + prepared.nbytes > MAX_TXN_BYTES):
                 await self._commit_chunk(chunk, result)
-                chunk, size = [], 0
+                chunk, size, nbytes = [], 0, 0
             chunk.append(prepared)
             size += prepared.size
+            nbytes += prepared.nbytes
         if chunk:
             await self._commit_chunk(chunk, result)
         return result
@@ -381,6 +385,12 @@ class _Prepared:
     @property
     def size(self) -> int:
         return max(len(self.compares), len(self.requests), len(self.watched))
+
+    @property
+    def nbytes(self) -> int:
+        """About what the op adds to a transaction request (its puts dominate)."""
+        ops = [*self.requests, *self.compares]
+        return sum(int(op.ByteSize()) for op in ops)
 
 
 def _serialize(obj: Any) -> bytes:

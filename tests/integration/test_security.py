@@ -180,6 +180,21 @@ def test_removed_node_is_refused_with_its_old_certificate(manager: Manager) -> N
         agent.cleanup(None)
 
 
+def test_a_running_manager_node_is_not_removed(manager: Manager) -> None:
+    # Found by the fuzz test: `node rm` of a running manager's node (its stored state is
+    # not READY) went through, and that manager could not start again ("not part of"
+    # the cluster) and vanished from node ls.
+    manager_id = (manager.state_dir / "manager_id").read_text().strip()
+    for force in (False, True):
+        with pytest.raises(grpc.RpcError) as err:
+            manager.api().RemoveNode(control_pb2.RemoveNodeRequest(node_id=manager_id, force=force))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "is a running manager" in (err.value.details() or "")
+    assert manager_id in {n.id for n in manager.nodes(managers=True)}
+    manager.stop()
+    manager.start()  # it is still a member of its cluster
+
+
 def test_control_api_over_tcp_needs_an_admin_certificate() -> None:
     port = free_port_pair()
     m = Manager(extra=["--control-addr", f"127.0.0.1:{port}"]).start()

@@ -197,3 +197,50 @@ async def test_failed_write_is_retried(
     assert store.tasks["t1"].status.state == states.COMPLETE
     assert store.tasks["t2"].status.state == states.RUNNING
     assert store.commits[0] == 1
+
+
+# ---- what an agent may report (found by the dispatcher fuzz test) ----------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [
+        (report(12345), "unknown task state 12345"),
+        (report(states.REMOVE), "not one an agent reports"),
+        (report(states.ORPHANED), "not one an agent reports"),
+    ],
+)
+def test_reports_that_cannot_be_stored(status: objects_pb2.TaskStatus, words: str) -> None:
+    assert words in status_mod.status_problem(status)
+
+
+def test_reports_with_bad_times_or_ports() -> None:
+    s = report(states.RUNNING)
+    s.timestamp.seconds = 2**62
+    assert "invalid timestamp" in status_mod.status_problem(s)
+    s = report(states.RUNNING)
+    s.timestamp.nanos = -1
+    assert "invalid timestamp" in status_mod.status_problem(s)
+    s = report(states.RUNNING)
+    s.port_status.ports.add(protocol=99)  # type: ignore[arg-type]
+    assert "unknown port protocol 99" in status_mod.status_problem(s)
+    s = report(states.RUNNING)
+    s.port_status.ports.add(publish_mode=-1)  # type: ignore[arg-type]
+    assert "unknown publish mode -1" in status_mod.status_problem(s)
+
+
+@pytest.mark.parametrize("state", ALL_STATES)
+def test_every_state_an_agent_reports_is_fine(state: int) -> None:
+    assert status_mod.status_problem(report(state)) == ""
+    assert status_mod.status_problem(objects_pb2.TaskStatus(state=state)) == ""  # type: ignore[arg-type]
+
+
+def test_long_texts_are_cut() -> None:
+    long = "e" * 2_000_000
+    s = report(states.FAILED, message=long, err=long)
+    cut = status_mod.trimmed(s)
+    assert len(cut.err) == len(cut.message) == status_mod.MAX_STATUS_TEXT
+    assert cut.err.endswith("…")
+    assert s.err == long  # the report itself is left alone
+    short = report(states.REJECTED, err="no such image")
+    assert status_mod.trimmed(short) is short

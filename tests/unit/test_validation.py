@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from common.api import specs_pb2, types_pb2
 from common.timeutil import duration, duration_seconds
 from manager.controlapi.validation import (
+    MAX_REPLICAS,
+    MAX_SPEC_BYTES,
     check_service_update,
     complete_service_spec,
     validate_image,
@@ -211,6 +213,79 @@ def test_negative_durations(field: str, words: str) -> None:
     validate_service_spec(s)
 
 
+def test_spec_too_large() -> None:
+    # Found by the fuzz test: a 1.6 MB environment variable reached etcd, which refused
+    # the request (an INTERNAL error then).
+    s = spec()
+    s.task.container.env.append("BIG=" + "x" * MAX_SPEC_BYTES)
+    invalid(lambda: validate_service_spec(s), "the service spec is too large")
+    s.task.container.env[-1] = "BIG=" + "x" * (MAX_SPEC_BYTES - 1000)
+    validate_service_spec(s)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "words"),
+    [
+        (0, 1_310_535_959, "not a valid duration"),
+        (0, -(2**31), "not a valid duration"),
+        (5, -1, "not a valid duration"),
+        (-5, 1, "not a valid duration"),
+        (2**63 - 1, 0, "about 292 years"),
+        (315_576_000_001, 0, "about 292 years"),
+        (-(2**63), 0, "must not be negative"),
+    ],
+)
+def test_malformed_or_absurd_durations(seconds: int, nanos: int, words: str) -> None:
+    # Found by the fuzz test: such durations were stored, and `swarmctl service inspect
+    # --format json` (protobuf's JSON conversion) failed on them; restart times computed
+    # from huge ones did not fit a Timestamp.
+    for owner in ("stop_grace_period", "restart.delay", "update.monitor", "healthcheck"):
+        s = spec()
+        if owner == "stop_grace_period":
+            d = s.task.container.stop_grace_period
+        elif owner == "restart.delay":
+            d = s.task.restart.delay
+        elif owner == "update.monitor":
+            d = s.update.monitor
+        else:
+            d = s.task.container.healthcheck.interval
+        d.seconds, d.nanos = seconds, nanos
+        invalid(lambda: validate_service_spec(s), words)  # noqa: B023
+
+
+def test_longest_duration_is_fine() -> None:
+    s = spec()
+    s.task.restart.window.seconds = (2**63 - 1) // 10**9
+    validate_service_spec(s)
+
+
+def test_negative_health_check_retries() -> None:
+    s = spec()
+    s.task.container.healthcheck.retries = -1
+    invalid(lambda: validate_service_spec(s), "invalid health check retries -1")
+
+
+@pytest.mark.parametrize(
+    ("field", "words"),
+    [
+        ("replicated.replicas", "invalid replicas value"),
+        ("replicated_job.total_completions", "invalid total completions value"),
+        ("replicated_job.max_concurrent", "invalid max concurrent value"),
+    ],
+)
+def test_counts_beyond_the_limit(field: str, words: str) -> None:
+    # Found by the fuzz test: 453116288 replicas were accepted, and planning them froze
+    # the manager's event loop (no call was answered any more).
+    owner, _, name = field.partition(".")
+    for count, ok in ((MAX_REPLICAS, True), (MAX_REPLICAS + 1, False), (2**64 - 1, False)):
+        s = spec()
+        setattr(getattr(s, owner), name, count)
+        if ok:
+            validate_service_spec(s)
+        else:
+            invalid(lambda: validate_service_spec(s), words, f"at most {MAX_REPLICAS}")  # noqa: B023
+
+
 def test_unknown_restart_condition() -> None:
     s = spec()
     s.task.restart.condition = 7  # type: ignore[assignment]
@@ -288,6 +363,31 @@ def test_published_port_twice() -> None:
     add_port(s, 80, 8080)
     add_port(s, 81, 8080)
     invalid(lambda: validate_service_spec(s), "published port 8080/tcp is given twice")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("protocol", -1, "invalid port protocol -1"),
+        ("protocol", 99, "invalid port protocol 99"),
+        ("publish_mode", 7, "invalid publish mode 7"),
+    ],
+)
+def test_unknown_port_enums(field: str, value: int, words: str) -> None:
+    # Found by the fuzz test: an unknown protocol number was an INTERNAL error (ValueError
+    # from PortProtocol.Name) instead of INVALID_ARGUMENT.
+    s = spec()
+    add_port(s, 80)
+    setattr(s.endpoint.ports[0], field, value)
+    invalid(lambda: validate_service_spec(s), words)
+
+
+@pytest.mark.parametrize("cfg", ["update", "rollback"])
+def test_unknown_update_enums(cfg: str) -> None:
+    for field, words in (("failure_action", "failure action 12345"), ("order", "order 12345")):
+        s = spec()
+        setattr(getattr(s, cfg), field, 12345)
+        invalid(lambda: validate_service_spec(s), f"invalid {cfg} {words}")  # noqa: B023
 
 
 def test_same_published_port_on_two_protocols_is_fine() -> None:
