@@ -13,6 +13,7 @@ from agent.metrics import REPORT_BATCHES
 from common.api import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
 
 MAX_BATCH = 5000
+MAX_BATCH_BYTES = 1024 * 1024
 
 
 class StatusReporter:
@@ -39,8 +40,15 @@ class StatusReporter:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                ids = list(self._pending)[:MAX_BATCH]
-                batch = {tid: self._pending.pop(tid) for tid in ids}
+                batch: dict[str, objects_pb2.TaskStatus] = {}
+                size = 0
+                # Bounded in count and in bytes: gRPC refuses messages over 4 MiB.
+                for tid in list(self._pending)[:MAX_BATCH]:
+                    status = self._pending.pop(tid)
+                    batch[tid] = status
+                    size += status.ByteSize() + len(tid) + 8
+                    if size > MAX_BATCH_BYTES:
+                        break
                 request = dispatcher_pb2.UpdateTaskStatusRequest(
                     session_id=session_id,
                     updates=[

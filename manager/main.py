@@ -12,6 +12,7 @@ import typer
 
 from common.log import get_logger, setup_logging
 from common.timeutil import parse_duration
+from manager.controlapi.cluster import MAX_HEARTBEAT_PERIOD, MIN_HEARTBEAT_PERIOD
 from manager.etcd_embedded import EmbeddedEtcdError
 from manager.server import ManagerConfig, ManagerError, serve
 from manager.store import StoreError
@@ -105,8 +106,11 @@ def main(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     period = _duration(heartbeat_period)
-    if period <= 0:
-        raise typer.BadParameter("--heartbeat-period must be more than 0")
+    if not MIN_HEARTBEAT_PERIOD <= period <= MAX_HEARTBEAT_PERIOD:
+        raise typer.BadParameter(
+            f"--heartbeat-period {heartbeat_period}: use {MIN_HEARTBEAT_PERIOD}s to "
+            f"{MAX_HEARTBEAT_PERIOD:.0f}s"
+        )
     if metrics_addr and not metrics_addr.rpartition(":")[2].isdigit():
         raise typer.BadParameter(f"invalid --metrics-addr {metrics_addr!r}: use HOST:PORT")
     if not 1 <= leader_ttl <= 60:

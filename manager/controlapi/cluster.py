@@ -10,6 +10,12 @@ from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
 from manager.store import Cache, ConflictError, Kind, NotFoundError, Store
 
 
+# Below this agents' heartbeats alone would keep a manager busy; above it a dead node
+# goes unnoticed for minutes.
+MIN_HEARTBEAT_PERIOD = 0.1
+MAX_HEARTBEAT_PERIOD = 60.0
+
+
 def get_cluster(cache: Cache) -> objects_pb2.Cluster:
     cluster = cache.cluster()
     if cluster is None:
@@ -40,9 +46,10 @@ async def update_cluster(
     if spec.dispatcher.HasField("heartbeat_period"):
         check_duration(spec.dispatcher.heartbeat_period, "heartbeat period")
         period = duration_seconds(spec.dispatcher.heartbeat_period)
-        if period <= 0:
+        if period < MIN_HEARTBEAT_PERIOD or period > MAX_HEARTBEAT_PERIOD:
             raise InvalidArgumentError(
-                f"invalid heartbeat period {period}s: it must be more than 0"
+                f"invalid heartbeat period {period}s: use {MIN_HEARTBEAT_PERIOD}s to "
+                f"{MAX_HEARTBEAT_PERIOD:.0f}s"
             )
     if spec.annotations.name != current.spec.annotations.name:
         raise InvalidArgumentError("the cluster cannot be renamed")
