@@ -9,7 +9,6 @@ from manager.controlapi.validation import check_duration
 from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
 from manager.store import Cache, ConflictError, Kind, NotFoundError, Store
 
-
 # Below this agents' heartbeats alone would keep a manager busy; above it a dead node
 # goes unnoticed for minutes.
 MIN_HEARTBEAT_PERIOD = 0.1
