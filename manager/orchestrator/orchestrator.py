@@ -19,7 +19,7 @@ from manager.orchestrator.global_mode import plan_global
 from manager.orchestrator.jobs import plan_replicated_job
 from manager.orchestrator.plan import Plan, Renumber, ShutdownTask, node_usable, plan_removal
 from manager.orchestrator.replicated import plan_service
-from manager.orchestrator.updater import US, UpdateDecision
+from manager.orchestrator.updater import ROLLING, US, UpdateDecision
 from manager.reconciler import Reconciler
 from manager.store import Cache, Create, Event, Kind, Store, Update
 
@@ -70,13 +70,17 @@ class Orchestrator(Reconciler):
             self.mark(ev.obj.id)
         elif ev.kind is Kind.TASK:
             old, new = ev.old, ev.new
+            if old is None:
+                return  # tasks are created by this orchestrator; nothing to re-plan
             if (
-                old is None
-                or new is None
+                new is None
                 or old.desired_state != new.desired_state
                 or (
                     old.status.state != new.status.state
-                    and (states.is_terminal(new.status.state) or new.status.state == states.RUNNING)
+                    and (
+                        states.is_terminal(new.status.state)
+                        or (new.status.state == states.RUNNING and self._waits_for_running(new))
+                    )
                 )
             ):
                 self.mark(ev.obj.service_id)
@@ -95,6 +99,18 @@ class Orchestrator(Reconciler):
             ):
                 self._rebalance_all = True
                 self._wake.set()
+
+    def _waits_for_running(self, task: objects_pb2.Task) -> bool:
+        """Whether the task reaching RUNNING lets the plan of its service move on (a
+        rollout, a start-first replacement or a rebalance); otherwise, with thousands of
+        tasks starting, re-planning their services for each would be wasted work."""
+        if task.replaces:
+            return True
+        service = self.cache.services.get(task.service_id)
+        return service is not None and (
+            service.update_status.state in ROLLING
+            or service.rebalance_requested > service.rebalance_done
+        )
 
     def all_keys(self) -> Iterable[str]:
         return set(self.cache.services) | set(self.cache.tasks_by_service)
