@@ -6,8 +6,7 @@ from __future__ import annotations
 import copy
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 
 from common import states
 from common.api import objects_pb2, types_pb2
@@ -52,18 +51,67 @@ def failed_on_node(task: objects_pb2.Task | None) -> bool:
     )
 
 
-@dataclass
 class NodeInfo:
-    """A node with what its tasks occupy."""
+    """A node with what its tasks occupy.
 
-    node: objects_pb2.Node
-    total: int = 0
-    by_service: Counter[str] = field(default_factory=Counter)
-    reserved_cpu: int = 0
-    reserved_memory: int = 0
-    ports: Counter[HostPort] = field(default_factory=Counter)
-    # Times of recent task failures on this node, per service.
-    failures: dict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
+    What the filters and the ranking read of the node object is kept as plain attributes
+    (`id`, `usable`, `cpu_capacity`, `memory_capacity`), refreshed whenever `node` is set:
+    replace the node object, do not change it in place.
+    """
+
+    __slots__ = (
+        "_node",
+        "by_service",
+        "cpu_capacity",
+        "failures",
+        "id",
+        "memory_capacity",
+        "ports",
+        "reserved_cpu",
+        "reserved_memory",
+        "total",
+        "usable",
+    )
+
+    def __init__(
+        self,
+        node: objects_pb2.Node,
+        total: int = 0,
+        by_service: Counter[str] | None = None,
+        reserved_cpu: int = 0,
+        reserved_memory: int = 0,
+        ports: Counter[HostPort] | None = None,
+        failures: dict[str, deque[float]] | None = None,
+    ) -> None:
+        self.node = node
+        self.total = total
+        self.by_service: Counter[str] = Counter() if by_service is None else by_service
+        self.reserved_cpu = reserved_cpu
+        self.reserved_memory = reserved_memory
+        self.ports: Counter[HostPort] = Counter() if ports is None else ports
+        # Times of recent task failures on this node, per service.
+        self.failures: dict[str, deque[float]] = defaultdict(deque)
+        if failures:
+            self.failures.update(failures)
+
+    @property
+    def node(self) -> objects_pb2.Node:
+        return self._node
+
+    @node.setter
+    def node(self, node: objects_pb2.Node) -> None:
+        self._node = node
+        self.id: str = node.id
+        self.usable: bool = (
+            node.status.state == types_pb2.NODE_STATE_READY
+            and node.spec.availability == types_pb2.NODE_AVAILABILITY_ACTIVE
+        )
+        resources = node.description.resources
+        self.cpu_capacity: int = resources.nano_cpus
+        self.memory_capacity: int = resources.memory_bytes
+
+    def __repr__(self) -> str:
+        return f"NodeInfo({self.id!r}, total={self.total})"
 
     def add(self, task: objects_pb2.Task) -> None:
         self._count(task, 1)
@@ -73,35 +121,33 @@ class NodeInfo:
 
     def _count(self, task: objects_pb2.Task, sign: int) -> None:
         self.total += sign
-        self.by_service[task.service_id] += sign
-        if self.by_service[task.service_id] <= 0:
-            del self.by_service[task.service_id]
+        service_id = task.service_id
+        count = self.by_service.get(service_id, 0) + sign
+        if count > 0:
+            self.by_service[service_id] = count
+        else:
+            self.by_service.pop(service_id, None)
         reservations = task.spec.resources.reservations
         self.reserved_cpu += sign * reservations.nano_cpus
         self.reserved_memory += sign * reservations.memory_bytes
-        for hp in host_ports(task):
-            self.ports[hp] += sign
-            if self.ports[hp] <= 0:
-                del self.ports[hp]
+        if task.endpoint.ports:
+            for hp in host_ports(task):
+                self.ports[hp] += sign
+                if self.ports[hp] <= 0:
+                    del self.ports[hp]
 
     @property
     def free_cpu(self) -> int:
-        return self.node.description.resources.nano_cpus - self.reserved_cpu
+        return self.cpu_capacity - self.reserved_cpu
 
     @property
     def free_memory(self) -> int:
-        return self.node.description.resources.memory_bytes - self.reserved_memory
+        return self.memory_capacity - self.reserved_memory
 
     def free_share(self, task: objects_pb2.Task) -> float:
         """The smallest free fraction among the resources `task` reserves (1.0 if none)."""
         wanted = task.spec.resources.reservations
-        res = self.node.description.resources
-        shares = []
-        if wanted.nano_cpus and res.nano_cpus:
-            shares.append(self.free_cpu / res.nano_cpus)
-        if wanted.memory_bytes and res.memory_bytes:
-            shares.append(self.free_memory / res.memory_bytes)
-        return min(shares) if shares else 1.0
+        return share_function(bool(wanted.nano_cpus), bool(wanted.memory_bytes))(self)
 
     def recent_failures(self, service_id: str, now: float) -> int:
         times = self.failures.get(service_id)
@@ -125,6 +171,47 @@ class NodeInfo:
             Counter(self.ports),
             copy.deepcopy(self.failures),
         )
+
+
+def _share_none(info: NodeInfo) -> float:
+    return 1.0
+
+
+def _share_cpu(info: NodeInfo) -> float:
+    capacity = info.cpu_capacity
+    if not capacity:
+        return 1.0
+    return (capacity - info.reserved_cpu) / capacity
+
+
+def _share_memory(info: NodeInfo) -> float:
+    capacity = info.memory_capacity
+    if not capacity:
+        return 1.0
+    return (capacity - info.reserved_memory) / capacity
+
+
+def _share_both(info: NodeInfo) -> float:
+    cpu, memory = info.cpu_capacity, info.memory_capacity
+    if cpu and memory:
+        return min((cpu - info.reserved_cpu) / cpu, (memory - info.reserved_memory) / memory)
+    if cpu:
+        return (cpu - info.reserved_cpu) / cpu
+    if memory:
+        return (memory - info.reserved_memory) / memory
+    return 1.0
+
+
+def share_function(cpu: bool, memory: bool) -> Callable[[NodeInfo], float]:
+    """`NodeInfo.free_share` for a task that reserves CPU and/or memory: the smallest free
+    fraction among those resources the node has a capacity for (1.0 if none)."""
+    if cpu and memory:
+        return _share_both
+    if cpu:
+        return _share_cpu
+    if memory:
+        return _share_memory
+    return _share_none
 
 
 class NodeInfos:

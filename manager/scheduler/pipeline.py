@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
+from typing import cast
 
 from common.api import objects_pb2
-from manager.scheduler.filters import Filter, default_filters
+from manager.scheduler.filters import Filter, StaticFilter, default_filters
 from manager.scheduler.nodeinfo import NodeInfo
+
+Check = Callable[[NodeInfo], bool]
+
+
+def _bind(f: Filter, task: objects_pb2.Task) -> Check:
+    """The filter's check for this task, with what it reads of the task bound once."""
+    matcher: Callable[[objects_pb2.Task], Check] | None = getattr(f, "matcher", None)
+    if matcher is not None:
+        return matcher(task)
+    check = f.check
+    return lambda info: check(task, info)
+
+
+def is_static(f: Filter) -> bool:
+    """The filter reads nothing of a node but its object (see filters.py)."""
+    return bool(getattr(f, "static", False)) and hasattr(f, "signature")
 
 
 class Pipeline:
@@ -17,11 +34,36 @@ class Pipeline:
         self.filters = filters if filters is not None else default_filters()
         self.failures: Counter[str] = Counter()
         self._active: list[Filter] = []
+        self._task: objects_pb2.Task | None = None
+        # The active filters' checks bound to `_task` (the group's first task).
+        self._bound: list[tuple[Filter, Check]] = []
+        self._dynamic: list[Filter] = []
 
     def set_task(self, task: objects_pb2.Task) -> None:
         """Prepare for the tasks of one group (same service and spec)."""
         self._active = [f for f in self.filters if f.enabled(task)]
+        self._task = task
+        self._bound = [(f, _bind(f, task)) for f in self._active]
+        self._dynamic = [f for f in self._active if not is_static(f)]
         self.failures = Counter()
+
+    def static_signature(self) -> Hashable:
+        """What the active static filters read of the set task: groups with the same
+        signature accept the same nodes on those filters."""
+        assert self._task is not None
+        task = self._task
+        return tuple(
+            (type(f), cast(StaticFilter, f).signature(task)) for f in self._active if is_static(f)
+        )
+
+    def static_check(self) -> Check:
+        """Whether a node passes the active static filters, for the set task."""
+        checks = [check for f, check in self._bound if is_static(f)]
+        if not checks:
+            return lambda info: True
+        if len(checks) == 1:
+            return checks[0]
+        return lambda info: all(check(info) for check in checks)
 
     def eligible(self, task: objects_pb2.Task, infos: Iterable[NodeInfo]) -> list[NodeInfo]:
         out = []
@@ -42,7 +84,17 @@ class Pipeline:
         """Whether `info` passes (a re-check after placements; nothing counted)."""
         return self.first_failure(task, info) is None
 
+    def fits_dynamic(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
+        """Whether `info` passes the filters that look at what the node's tasks occupy
+        (the re-check before a placement on a node that passed the static ones)."""
+        return all(f.check(task, info) for f in self._dynamic)
+
     def first_failure(self, task: objects_pb2.Task, info: NodeInfo) -> Filter | None:
+        if task is self._task:
+            for f, check in self._bound:
+                if not check(info):
+                    return f
+            return None
         for f in self._active:
             if not f.check(task, info):
                 return f

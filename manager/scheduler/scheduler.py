@@ -34,7 +34,13 @@ from common.api import objects_pb2, specs_pb2
 from common.timeutil import now_timestamp, timestamp_seconds
 from manager.reconciler import Reconciler
 from manager.scheduler.constraints import spread_value
-from manager.scheduler.nodeinfo import FAILURE_THRESHOLD, NodeInfo, NodeInfos, counts_against_node
+from manager.scheduler.nodeinfo import (
+    FAILURE_THRESHOLD,
+    NodeInfo,
+    NodeInfos,
+    counts_against_node,
+    share_function,
+)
 from manager.scheduler.pipeline import Pipeline
 from manager.store import Cache, Event, Kind, Store, Update
 
@@ -69,31 +75,41 @@ class GroupResult:
     rejections: list[Rejection] = field(default_factory=list)
 
 
-def rank_key(task: objects_pb2.Task, info: NodeInfo, now: float) -> tuple[object, ...]:
-    """Lower is better; ends with the node id so that ties break the same way every time."""
+Key = tuple[object, ...]
+
+
+def ranker(task: objects_pb2.Task, now: float) -> Callable[[NodeInfo], Key]:
+    """`rank_key` for the tasks of one group, with what it reads of the task bound once."""
     service_id = task.service_id
-    failing = info.recent_failures(service_id, now) >= FAILURE_THRESHOLD
-    placement = task.spec.placement
-    reserves = bool(
-        task.spec.resources.reservations.nano_cpus or task.spec.resources.reservations.memory_bytes
-    )
-    if placement.strategy == specs_pb2.PLACEMENT_STRATEGY_BINPACK:
-        return (
-            failing,
-            info.free_share(task),
-            -info.by_service[service_id],
+    reservations = task.spec.resources.reservations
+    cpu, memory = bool(reservations.nano_cpus), bool(reservations.memory_bytes)
+    share = share_function(cpu, memory)
+
+    def failing(info: NodeInfo) -> bool:
+        return bool(info.failures) and info.recent_failures(service_id, now) >= FAILURE_THRESHOLD
+
+    if task.spec.placement.strategy == specs_pb2.PLACEMENT_STRATEGY_BINPACK:
+        return lambda info: (
+            failing(info),
+            share(info),
+            -info.by_service.get(service_id, 0),
             -info.total,
-            info.node.id,
+            info.id,
         )
-    if reserves:
-        return (
-            failing,
-            info.by_service[service_id],
-            -info.free_share(task),
+    if cpu or memory:
+        return lambda info: (
+            failing(info),
+            info.by_service.get(service_id, 0),
+            -share(info),
             info.total,
-            info.node.id,
+            info.id,
         )
-    return (failing, info.by_service[service_id], info.total, info.node.id)
+    return lambda info: (failing(info), info.by_service.get(service_id, 0), info.total, info.id)
+
+
+def rank_key(task: objects_pb2.Task, info: NodeInfo, now: float) -> Key:
+    """Lower is better; ends with the node id so that ties break the same way every time."""
+    return ranker(task, now)(info)
 
 
 def schedule_group(
@@ -127,7 +143,7 @@ def place_group(
             failed = pipeline.first_failure(first, info)
             if failed is not None:
                 result.rejections.append(Rejection(info.node, failed.reason))
-    by_id = {i.node.id: i for i in all_infos}
+    by_id: dict[str, NodeInfo] | None = None
 
     free = []
     for task in tasks:
@@ -135,6 +151,8 @@ def place_group(
             free.append(task)
             continue
         # Bound to a node already (a global service's task): only that node will do.
+        if by_id is None:
+            by_id = {i.id: i for i in all_infos}
         bound = by_id.get(task.node_id)
         if bound is not None and pipeline.fits(task, bound):
             bound.add(task)
@@ -166,7 +184,8 @@ def _place_ranked(
     now: float,
     result: GroupResult,
 ) -> None:
-    heap = [(rank_key(tasks[0], i, now), i) for i in eligible]
+    key = ranker(tasks[0], now)
+    heap = [(key(i), i) for i in eligible]
     heapq.heapify(heap)
     for task in tasks:
         while heap:
@@ -176,7 +195,7 @@ def _place_ranked(
                 continue
             info.add(task)
             result.decisions.append(Decision(task.id, info.node.id))
-            heapq.heappush(heap, (rank_key(task, info, now), info))
+            heapq.heappush(heap, (key(info), info))
             break
         else:
             result.decisions.append(Decision(task.id, explanation=pipeline.explain()))
@@ -201,6 +220,7 @@ def _place_spread_over(
         for level in levels:
             counts[level][path[: level + 1]] += n
     candidates = list(eligible)
+    key = ranker(tasks[0], now)
     for task in tasks:
         best: tuple[tuple[object, ...], NodeInfo] | None = None
         for info in list(candidates):
@@ -209,9 +229,9 @@ def _place_spread_over(
                 candidates.remove(info)
                 continue
             path = paths[info.node.id]
-            key = (tuple(counts[lv][path[: lv + 1]] for lv in levels), rank_key(task, info, now))
-            if best is None or key < best[0]:
-                best = (key, info)
+            k = (tuple(counts[lv][path[: lv + 1]] for lv in levels), key(info))
+            if best is None or k < best[0]:
+                best = (k, info)
         if best is None:
             result.decisions.append(Decision(task.id, explanation=pipeline.explain()))
             continue
