@@ -147,11 +147,11 @@ class ConstraintFilter:
         return all(c.matches(info.node) for c in constraints)
 
     def matcher(self, task: objects_pb2.Task) -> Matcher:
-        constraints = _parsed(tuple(task.spec.placement.constraints))
-        if len(constraints) == 1:
-            matches = constraints[0].matches
-            return lambda info: matches(info.node)
-        return lambda info: all(c.matches(info.node) for c in constraints)
+        matchers = [c.matcher() for c in _parsed(tuple(task.spec.placement.constraints))]
+        if len(matchers) == 1:
+            (match,) = matchers
+            return lambda info: match(info.node)
+        return lambda info: all(m(info.node) for m in matchers)
 
     def signature(self, task: objects_pb2.Task) -> Hashable:
         return tuple(task.spec.placement.constraints)

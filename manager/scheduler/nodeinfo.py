@@ -4,9 +4,11 @@ and per service), what they reserve, the host ports they publish, and recent fai
 from __future__ import annotations
 
 import copy
+import heapq
 import time
-from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections import Counter, OrderedDict, defaultdict, deque
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Protocol
 
 from common import states
 from common.api import objects_pb2, types_pb2
@@ -66,11 +68,14 @@ class NodeInfo:
         "failures",
         "id",
         "memory_capacity",
+        "node_version",
+        "owner",
         "ports",
         "reserved_cpu",
         "reserved_memory",
         "total",
         "usable",
+        "version",
     )
 
     def __init__(
@@ -83,6 +88,12 @@ class NodeInfo:
         ports: Counter[HostPort] | None = None,
         failures: dict[str, deque[float]] | None = None,
     ) -> None:
+        # Bumped on every change of the counts or the node (node_version: of the node).
+        self.version = 0
+        self.node_version = 0
+        # The NodeInfos that keeps this info's pools and indexes up to date (None for a
+        # copy, or an info made on its own).
+        self.owner: NodeInfos | None = None
         self.node = node
         self.total = total
         self.by_service: Counter[str] = Counter() if by_service is None else by_service
@@ -109,6 +120,10 @@ class NodeInfo:
         resources = node.description.resources
         self.cpu_capacity: int = resources.nano_cpus
         self.memory_capacity: int = resources.memory_bytes
+        self.version += 1
+        self.node_version += 1
+        if self.owner is not None:
+            self.owner._touched(self)
 
     def __repr__(self) -> str:
         return f"NodeInfo({self.id!r}, total={self.total})"
@@ -122,19 +137,31 @@ class NodeInfo:
     def _count(self, task: objects_pb2.Task, sign: int) -> None:
         self.total += sign
         service_id = task.service_id
-        count = self.by_service.get(service_id, 0) + sign
+        by_service = self.by_service
+        before = by_service.get(service_id, 0)
+        count = before + sign
         if count > 0:
-            self.by_service[service_id] = count
+            by_service[service_id] = count
         else:
-            self.by_service.pop(service_id, None)
+            by_service.pop(service_id, None)
         reservations = task.spec.resources.reservations
-        self.reserved_cpu += sign * reservations.nano_cpus
-        self.reserved_memory += sign * reservations.memory_bytes
+        cpu, memory = reservations.nano_cpus, reservations.memory_bytes
+        if cpu:
+            self.reserved_cpu += sign * cpu
+        if memory:
+            self.reserved_memory += sign * memory
         if task.endpoint.ports:
             for hp in host_ports(task):
                 self.ports[hp] += sign
                 if self.ports[hp] <= 0:
                     del self.ports[hp]
+        self.version += 1
+        owner = self.owner
+        if owner is not None:
+            if (before > 0) != (count > 0):
+                owner._running_changed(self, service_id, count > 0)
+            for pool in owner._pool_list:
+                pool.dirty.add(self)
 
     @property
     def free_cpu(self) -> int:
@@ -159,6 +186,8 @@ class NodeInfo:
 
     def note_failure(self, service_id: str, when: float) -> None:
         self.failures[service_id].append(when)
+        if self.owner is not None:
+            self.owner._failed(self, service_id)
 
     def copy(self) -> NodeInfo:
         """A copy to try placements on without touching this one."""
@@ -214,14 +243,214 @@ def share_function(cpu: bool, memory: bool) -> Callable[[NodeInfo], float]:
     return _share_none
 
 
+Path = tuple[str, ...]
+# A pool's heap entry: the pool's order key (ending with the node id), then the info's
+# version when pushed (an entry is current while it still equals info.version), then
+# the info. Ids are unique and versions differ, so the info itself is never compared.
+Entry = tuple[Any, ...]
+
+
+class Pool:
+    """The nodes that pass one set of static filters (see filters.py), kept in heaps
+    ordered for one kind of ranking, one heap per spread path (one path, (), without
+    placement preferences).
+
+    Kept by NodeInfos between groups and passes: a change to a node (its object or
+    its counts) bumps its version, which makes its entries stale (dropped when they
+    come to the top), and marks it dirty; `flush` pushes the dirty nodes again, with
+    their current key, and re-checks the static filters of those whose node object
+    changed. So a group starts with the heaps right at the cost of what changed since
+    the last one, not of the cluster's size. Built from a plain list for one group
+    when the nodes are not a NodeInfos (preview, tests).
+    """
+
+    def __init__(
+        self,
+        accepts: Callable[[NodeInfo], bool],
+        entry: Callable[[NodeInfo], Entry],
+        path: Callable[[NodeInfo], Path],
+    ) -> None:
+        self.accepts = accepts
+        self.entry = entry
+        self.path = path
+        # node id -> (its info, the node_version the static filters saw, its path)
+        self.members: dict[str, tuple[NodeInfo, int, Path]] = {}
+        self.heaps: dict[Path, list[Entry]] = {}
+        self.dirty: set[NodeInfo] = set()
+
+    def fill(self, infos: Iterable[NodeInfo]) -> None:
+        accepts, path = self.accepts, self.path
+        self.members = {}
+        for info in infos:
+            if accepts(info):
+                self.members[info.id] = (info, info.node_version, path(info))
+        self.dirty.clear()
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        entry = self.entry
+        heaps: dict[Path, list[Entry]] = {}
+        for info, _, path in self.members.values():
+            heap = heaps.get(path)
+            if heap is None:
+                heaps[path] = heap = []
+            heap.append(entry(info))
+        for heap in heaps.values():
+            heapq.heapify(heap)
+        self.heaps = heaps
+
+    def flush(self, live: dict[str, NodeInfo]) -> None:
+        """Bring the heaps up to date with what changed since the last group."""
+        members, heaps = self.members, self.heaps
+        for info in self.dirty:
+            member = members.get(info.id)
+            if live.get(info.id) is not info:
+                if member is not None and member[0] is info:
+                    del members[info.id]
+                continue
+            if member is None or member[0] is not info or member[1] != info.node_version:
+                if not self.accepts(info):
+                    members.pop(info.id, None)
+                    continue
+                member = (info, info.node_version, self.path(info))
+                members[info.id] = member
+            heap = heaps.get(member[2])
+            if heap is None:
+                heaps[member[2]] = heap = []
+            heapq.heappush(heap, self.entry(info))
+        self.dirty.clear()
+        if sum(len(heap) for heap in heaps.values()) > 2 * len(members) + 64:
+            self._rebuild()  # mostly stale entries: start again from the members
+
+
+class NodeIndex(Protocol):
+    """What place_group needs to know of the nodes."""
+
+    def all(self) -> Iterable[NodeInfo]:
+        """Every node (for explanations)."""
+        ...
+
+    def get(self, node_id: str) -> NodeInfo | None: ...
+
+    def running(self, service_id: str) -> list[NodeInfo]:
+        """The nodes that run tasks of the service or failed it (a superset is fine)."""
+        ...
+
+    def pool(self, key: Hashable, make: Callable[[], Pool]) -> Pool:
+        """The pool for `key`, up to date; `make` creates an empty one."""
+        ...
+
+
+class ListedNodes:
+    """A NodeIndex over a plain list of infos, for one group: built in time
+    proportional to the nodes."""
+
+    def __init__(self, infos: Iterable[NodeInfo]) -> None:
+        self.infos = list(infos)
+        self._by_id: dict[str, NodeInfo] | None = None
+
+    def all(self) -> Iterable[NodeInfo]:
+        return self.infos
+
+    def get(self, node_id: str) -> NodeInfo | None:
+        if self._by_id is None:
+            self._by_id = {i.id: i for i in self.infos}
+        return self._by_id.get(node_id)
+
+    def running(self, service_id: str) -> list[NodeInfo]:
+        return [i for i in self.infos if i.by_service.get(service_id) or i.failures.get(service_id)]
+
+    def pool(self, key: Hashable, make: Callable[[], Pool]) -> Pool:
+        pool = make()
+        pool.fill(self.infos)
+        return pool
+
+
 class NodeInfos:
-    """NodeInfo for every node, updated incrementally from cache events."""
+    """NodeInfo for every node, updated incrementally from cache events, with an index
+    of the nodes running each service and the pools of ready nodes the scheduler draws
+    from (a NodeIndex)."""
+
+    # Pools kept (one per static filter signature, ranking kind and spread
+    # preferences); the least recently used goes first.
+    POOLS = 32
 
     def __init__(self) -> None:
         self.infos: dict[str, NodeInfo] = {}
         # Removed nodes whose tasks still count (until those end): if the node comes
         # back with the same id, its counts are still right.
         self._gone: dict[str, NodeInfo] = {}
+        # service id -> the infos with tasks of it (also of removed nodes: `running`
+        # looks only at those in `infos`).
+        self._running: dict[str, set[NodeInfo]] = defaultdict(set)
+        # service id -> the infos where it failed (a superset of the recent ones).
+        self._failures: dict[str, set[NodeInfo]] = defaultdict(set)
+        self._pools: OrderedDict[Hashable, Pool] = OrderedDict()
+        self._pool_list: list[Pool] = []
+
+    def _adopt(self, info: NodeInfo) -> NodeInfo:
+        info.owner = self
+        for service_id in info.by_service:
+            self._running[service_id].add(info)
+        for service_id in info.failures:
+            self._failures[service_id].add(info)
+        self._touched(info)
+        return info
+
+    def _touched(self, info: NodeInfo) -> None:
+        for pool in self._pool_list:
+            pool.dirty.add(info)
+
+    def _running_changed(self, info: NodeInfo, service_id: str, runs: bool) -> None:
+        if runs:
+            self._running[service_id].add(info)
+        else:
+            running = self._running.get(service_id)
+            if running is not None:
+                running.discard(info)
+                if not running:
+                    del self._running[service_id]
+
+    def _failed(self, info: NodeInfo, service_id: str) -> None:
+        self._failures[service_id].add(info)
+
+    # -- NodeIndex --
+
+    def all(self) -> Iterable[NodeInfo]:
+        return self.infos.values()
+
+    def get(self, node_id: str) -> NodeInfo | None:
+        return self.infos.get(node_id)
+
+    def running(self, service_id: str) -> list[NodeInfo]:
+        live = self.infos
+        out = [i for i in self._running.get(service_id, ()) if live.get(i.id) is i]
+        failed = self._failures.get(service_id)
+        if failed:
+            for info in list(failed):
+                if not info.failures.get(service_id) or self._info(info.id) is not info:
+                    failed.discard(info)  # no failures left, or the node is gone
+                elif live.get(info.id) is info and not info.by_service.get(service_id):
+                    out.append(info)
+            if not failed:
+                del self._failures[service_id]
+        return out
+
+    def pool(self, key: Hashable, make: Callable[[], Pool]) -> Pool:
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = make()
+            pool.fill(self.infos.values())
+            self._pools[key] = pool
+            if len(self._pools) > self.POOLS:
+                self._pools.popitem(last=False)
+            self._pool_list = list(self._pools.values())
+        else:
+            self._pools.move_to_end(key)
+            pool.flush(self.infos)
+        return pool
+
+    # -- updates --
 
     def _info(self, node_id: str) -> NodeInfo | None:
         return self.infos.get(node_id) or self._gone.get(node_id)
@@ -233,7 +462,11 @@ class NodeInfos:
         now: float | None = None,
     ) -> None:
         now = time.time() if now is None else now
-        self.infos = {n.id: NodeInfo(n) for n in nodes.values() if runs_tasks(n)}
+        self._running.clear()
+        self._failures.clear()
+        self._pools.clear()
+        self._pool_list = []
+        self.infos = {n.id: self._adopt(NodeInfo(n)) for n in nodes.values() if runs_tasks(n)}
         self._gone = {}
         failures = []
         for t in tasks:
@@ -252,32 +485,52 @@ class NodeInfos:
         if new is None:
             if old is not None:
                 gone = self.infos.pop(old.id, None)
-                if gone is not None and gone.total > 0:
-                    self._gone[old.id] = gone
+                if gone is not None:
+                    gone.version += 1  # out of the pools
+                    self._touched(gone)
+                    if gone.total > 0:
+                        self._gone[old.id] = gone
             return
         info = self.infos.get(new.id) or self._gone.pop(new.id, None)
         if info is None:
-            info = NodeInfo(new)
-        info.node = new
+            info = self._adopt(NodeInfo(new))
+        else:
+            info.node = new
         self.infos[new.id] = info
 
     def task_changed(
         self, old: objects_pb2.Task | None, new: objects_pb2.Task | None, now: float | None = None
     ) -> None:
-        if counts_against_node(old):
-            assert old is not None
-            info = self._info(old.node_id)
-            if info is not None:
-                info.remove(old)
-                if info.total <= 0 and old.node_id in self._gone:
-                    del self._gone[old.node_id]
-        if counts_against_node(new):
-            assert new is not None
-            info = self._info(new.node_id)
-            if info is not None:
-                info.add(new)
+        counted_old, counted_new = counts_against_node(old), counts_against_node(new)
+        if counted_old and counted_new and _same_load(old, new):
+            pass  # a state change that occupies the node just as before
+        else:
+            if counted_old:
+                assert old is not None
+                info = self._info(old.node_id)
+                if info is not None:
+                    info.remove(old)
+                    if info.total <= 0 and old.node_id in self._gone:
+                        del self._gone[old.node_id]
+            if counted_new:
+                assert new is not None
+                info = self._info(new.node_id)
+                if info is not None:
+                    info.add(new)
         if failed_on_node(new) and not failed_on_node(old):
             assert new is not None
             info = self.infos.get(new.node_id)
             if info is not None:
                 info.note_failure(new.service_id, time.time() if now is None else now)
+
+
+def _same_load(old: objects_pb2.Task | None, new: objects_pb2.Task | None) -> bool:
+    """Both tasks count the same against the same node."""
+    return (
+        old is not None
+        and new is not None
+        and old.node_id == new.node_id
+        and old.service_id == new.service_id
+        and old.spec.resources.reservations == new.spec.resources.reservations
+        and old.endpoint.ports == new.endpoint.ports
+    )

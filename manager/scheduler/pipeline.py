@@ -27,6 +27,18 @@ def is_static(f: Filter) -> bool:
     return bool(getattr(f, "static", False)) and hasattr(f, "signature")
 
 
+def _all(checks: list[Check]) -> Check | None:
+    """One check that passes when all of `checks` pass (None for none)."""
+    if not checks:
+        return None
+    if len(checks) == 1:
+        return checks[0]
+    if len(checks) == 2:
+        one, two = checks
+        return lambda info: one(info) and two(info)
+    return lambda info: all(check(info) for check in checks)
+
+
 class Pipeline:
     """The filters in order; a node is eligible when every enabled filter accepts it."""
 
@@ -37,14 +49,12 @@ class Pipeline:
         self._task: objects_pb2.Task | None = None
         # The active filters' checks bound to `_task` (the group's first task).
         self._bound: list[tuple[Filter, Check]] = []
-        self._dynamic: list[Filter] = []
 
     def set_task(self, task: objects_pb2.Task) -> None:
         """Prepare for the tasks of one group (same service and spec)."""
         self._active = [f for f in self.filters if f.enabled(task)]
         self._task = task
         self._bound = [(f, _bind(f, task)) for f in self._active]
-        self._dynamic = [f for f in self._active if not is_static(f)]
         self.failures = Counter()
 
     def static_signature(self) -> Hashable:
@@ -58,12 +68,7 @@ class Pipeline:
 
     def static_check(self) -> Check:
         """Whether a node passes the active static filters, for the set task."""
-        checks = [check for f, check in self._bound if is_static(f)]
-        if not checks:
-            return lambda info: True
-        if len(checks) == 1:
-            return checks[0]
-        return lambda info: all(check(info) for check in checks)
+        return _all([check for f, check in self._bound if is_static(f)]) or (lambda info: True)
 
     def eligible(self, task: objects_pb2.Task, infos: Iterable[NodeInfo]) -> list[NodeInfo]:
         out = []
@@ -84,10 +89,10 @@ class Pipeline:
         """Whether `info` passes (a re-check after placements; nothing counted)."""
         return self.first_failure(task, info) is None
 
-    def fits_dynamic(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
-        """Whether `info` passes the filters that look at what the node's tasks occupy
-        (the re-check before a placement on a node that passed the static ones)."""
-        return all(f.check(task, info) for f in self._dynamic)
+    def dynamic_check(self) -> Check | None:
+        """Whether a node passes the active filters that look at what its tasks occupy,
+        for the set task (None: there are none)."""
+        return _all([check for f, check in self._bound if not is_static(f)])
 
     def first_failure(self, task: objects_pb2.Task, info: NodeInfo) -> Filter | None:
         if task is self._task:

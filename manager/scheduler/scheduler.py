@@ -36,8 +36,13 @@ from manager.reconciler import Reconciler
 from manager.scheduler.constraints import spread_value
 from manager.scheduler.nodeinfo import (
     FAILURE_THRESHOLD,
+    Entry,
+    ListedNodes,
+    NodeIndex,
     NodeInfo,
     NodeInfos,
+    Path,
+    Pool,
     counts_against_node,
     share_function,
 )
@@ -85,26 +90,28 @@ def ranker(task: objects_pb2.Task, now: float) -> Callable[[NodeInfo], Key]:
     cpu, memory = bool(reservations.nano_cpus), bool(reservations.memory_bytes)
     share = share_function(cpu, memory)
 
-    def failing(info: NodeInfo) -> bool:
-        return bool(info.failures) and info.recent_failures(service_id, now) >= FAILURE_THRESHOLD
-
     if task.spec.placement.strategy == specs_pb2.PLACEMENT_STRATEGY_BINPACK:
-        return lambda info: (
-            failing(info),
-            share(info),
-            -info.by_service.get(service_id, 0),
-            -info.total,
-            info.id,
+        return lambda i: (
+            bool(i.failures) and i.recent_failures(service_id, now) >= FAILURE_THRESHOLD,
+            share(i),
+            -i.by_service.get(service_id, 0),
+            -i.total,
+            i.id,
         )
     if cpu or memory:
-        return lambda info: (
-            failing(info),
-            info.by_service.get(service_id, 0),
-            -share(info),
-            info.total,
-            info.id,
+        return lambda i: (
+            bool(i.failures) and i.recent_failures(service_id, now) >= FAILURE_THRESHOLD,
+            i.by_service.get(service_id, 0),
+            -share(i),
+            i.total,
+            i.id,
         )
-    return lambda info: (failing(info), info.by_service.get(service_id, 0), info.total, info.id)
+    return lambda i: (
+        bool(i.failures) and i.recent_failures(service_id, now) >= FAILURE_THRESHOLD,
+        i.by_service.get(service_id, 0),
+        i.total,
+        i.id,
+    )
 
 
 def rank_key(task: objects_pb2.Task, info: NodeInfo, now: float) -> Key:
@@ -114,17 +121,20 @@ def rank_key(task: objects_pb2.Task, info: NodeInfo, now: float) -> Key:
 
 def schedule_group(
     tasks: Sequence[objects_pb2.Task],
-    infos: Iterable[NodeInfo],
+    infos: NodeInfos | Iterable[NodeInfo],
     pipeline: Pipeline,
     now: float | None = None,
 ) -> list[Decision]:
-    """Place tasks of one service and spec; `infos` are updated as tasks are placed."""
+    """Place tasks of one service and spec; the infos are updated as tasks are placed.
+
+    Give the NodeInfos itself where there is one: its pools make a group's work follow
+    the group's tasks; a plain list of infos costs a pass over them per group."""
     return place_group(tasks, infos, pipeline, now).decisions
 
 
 def place_group(
     tasks: Sequence[objects_pb2.Task],
-    infos: Iterable[NodeInfo],
+    infos: NodeInfos | Iterable[NodeInfo],
     pipeline: Pipeline,
     now: float | None = None,
     *,
@@ -134,16 +144,14 @@ def place_group(
     if not tasks:
         return result
     now = time.time() if now is None else now
-    all_infos = list(infos)
+    index: NodeIndex = infos if isinstance(infos, NodeInfos) else ListedNodes(infos)
     first = tasks[0]
     pipeline.set_task(first)
-    eligible = pipeline.eligible(first, all_infos)
     if explain_nodes:
-        for info in all_infos:
+        for info in index.all():
             failed = pipeline.first_failure(first, info)
             if failed is not None:
                 result.rejections.append(Rejection(info.node, failed.reason))
-    by_id: dict[str, NodeInfo] | None = None
 
     free = []
     for task in tasks:
@@ -151,9 +159,7 @@ def place_group(
             free.append(task)
             continue
         # Bound to a node already (a global service's task): only that node will do.
-        if by_id is None:
-            by_id = {i.id: i for i in all_infos}
-        bound = by_id.get(task.node_id)
+        bound = index.get(task.node_id)
         if bound is not None and pipeline.fits(task, bound):
             bound.add(task)
             result.decisions.append(Decision(task.id, task.node_id))
@@ -163,84 +169,264 @@ def place_group(
             if bound is not None:
                 one.accepts(task, bound)
             result.decisions.append(Decision(task.id, explanation=one.explain()))
-    if not free:
-        return result
-    preferences = [
-        p.spread.spread_descriptor
-        for p in first.spec.placement.preferences
-        if p.spread.spread_descriptor
-    ]
-    if preferences:
-        _place_spread_over(free, eligible, all_infos, preferences, pipeline, now, result)
-    else:
-        _place_ranked(free, eligible, pipeline, now, result)
+    if free:
+        preferences = tuple(
+            p.spread.spread_descriptor
+            for p in first.spec.placement.preferences
+            if p.spread.spread_descriptor
+        )
+        _place_free(free, index, pipeline, now, preferences, result)
     return result
 
 
-def _place_ranked(
+def _order(task: objects_pb2.Task) -> tuple[str, bool, bool]:
+    """The kind of ranking, as far as it orders nodes not running the service: spread
+    by total tasks, spread by free share then total, or binpack."""
+    reservations = task.spec.resources.reservations
+    cpu, memory = bool(reservations.nano_cpus), bool(reservations.memory_bytes)
+    if task.spec.placement.strategy == specs_pb2.PLACEMENT_STRATEGY_BINPACK:
+        return ("binpack", cpu, memory)
+    if cpu or memory:
+        return ("spread-share", cpu, memory)
+    return ("spread", False, False)
+
+
+def _entry_function(kind: str, cpu: bool, memory: bool) -> Callable[[NodeInfo], Entry]:
+    """A pool's order: `ranker`'s key for a node without tasks or failures of the
+    service (failing False and the service's count 0 are the same for all of them)."""
+    share = share_function(cpu, memory)
+    if kind == "binpack":
+        return lambda i: (share(i), -i.total, i.id, i.version, i)
+    if kind == "spread-share":
+        return lambda i: (-share(i), i.total, i.id, i.version, i)
+    return lambda i: (i.total, i.id, i.version, i)
+
+
+def _path_function(descriptors: tuple[str, ...]) -> Callable[[NodeInfo], Path]:
+    if not descriptors:
+        return lambda info: ()
+    return lambda info: tuple(spread_value(info.node, d) for d in descriptors)
+
+
+def _place_free(
     tasks: list[objects_pb2.Task],
-    eligible: list[NodeInfo],
+    index: NodeIndex,
     pipeline: Pipeline,
     now: float,
+    descriptors: tuple[str, ...],
     result: GroupResult,
 ) -> None:
-    key = ranker(tasks[0], now)
-    heap = [(key(i), i) for i in eligible]
-    heapq.heapify(heap)
+    """Place tasks not bound to a node, each on the best node that passes the filters.
+
+    The candidates are the nodes of the pool for the group's static filters (ready,
+    constraints, platform) and ranking. The nodes that run the service (or failed it)
+    rank by their own counts: they go into small heaps of the group's own, keyed by
+    `ranker`; every other node ranks by the pool's order, which is the same ranking
+    for them, and is drawn from the pool's heap only when it comes to the top. Each
+    node is checked against the other filters (resources, host ports, max replicas)
+    when it is the best left; one that fails is out for the rest of the group, as its
+    counts only grow. So the work follows the tasks placed and the nodes turned down,
+    not the cluster's size. With spread preferences each spread path has its heaps,
+    and the path with the fewest tasks of the service (level by level) wins, then the
+    best node's key decides between paths.
+
+    A task that fits nowhere gets the explanation of a pass of the full pipeline over
+    every node, as the nodes are then (every node turned down by the filter that turns
+    it down now); the rest of the group gets the same.
+    """
+    first = tasks[0]
+    service_id = first.service_id
+    key = ranker(first, now)
+    order = _order(first)
+    pool = index.pool(
+        (pipeline.static_signature(), order, descriptors),
+        lambda: Pool(pipeline.static_check(), _entry_function(*order), _path_function(descriptors)),
+    )
+    members = pool.members
+    levels = range(len(descriptors))
+    counts: list[Counter[Path]] = [Counter() for _ in levels]
+    # The nodes ranked in `own`, not to be drawn from the pool. A node drawn from the
+    # pool needs no mark: its entry was the only current one there.
+    skip: set[str] = set()
+    own: dict[Path, list[tuple[Key, NodeInfo]]] = {}
+    for info in index.running(service_id):
+        skip.add(info.id)
+        if descriptors:
+            n = info.by_service.get(service_id, 0)
+            if n:
+                path = tuple(spread_value(info.node, d) for d in descriptors)
+                for lv in levels:
+                    counts[lv][path[: lv + 1]] += n
+        member = members.get(info.id)
+        if member is not None and member[0] is info:
+            own.setdefault(member[2], []).append((key(info), info))
+    for ranked in own.values():
+        heapq.heapify(ranked)
+    # Pool entries popped and not placed on, pushed back at the group's end.
+    held: list[tuple[list[Entry], Entry]] = []
+    # The re-check before a placement, on what the node's tasks occupy. The checks are
+    # bound to the group's first task, as the eligibility of every node always was: the
+    # tasks of a group have the same spec.
+    fits = pipeline.dynamic_check()
+
+    def explain() -> str:
+        pipeline.set_task(first)
+        for info in index.all():
+            pipeline.accepts(first, info)
+        return pipeline.explain()
+
+    if descriptors:
+        _draw_by_path(tasks, pool, own, skip, held, counts, key, fits, explain, result)
+    else:
+        _draw(
+            tasks,
+            pool.heaps.get((), []),
+            own.get((), []),
+            skip,
+            held,
+            key,
+            order,
+            fits,
+            explain,
+            result,
+        )
+    for heap, entry in held:
+        if entry[-2] == entry[-1].version:
+            heapq.heappush(heap, entry)
+
+
+def _draw(
+    tasks: list[objects_pb2.Task],
+    heap: list[Entry],
+    mine: list[tuple[Key, NodeInfo]],
+    skip: set[str],
+    held: list[tuple[list[Entry], Entry]],
+    key: Callable[[NodeInfo], Key],
+    order: tuple[str, bool, bool],
+    fits: Callable[[NodeInfo], bool] | None,
+    explain: Callable[[], str],
+    result: GroupResult,
+) -> None:
+    """_place_free without spread preferences: one pool heap and one heap of our own."""
+    # With spread, a pool node's key starts (False, 0): a node of our own whose key
+    # starts higher (more tasks of the service, or failing) ranks after it, with no
+    # need to compute the pool node's key.
+    spread = order[0] != "binpack"
+    decisions = result.decisions
+    pop, push = heapq.heappop, heapq.heappush
+    explanation = ""
     for task in tasks:
-        while heap:
-            _, info = heapq.heappop(heap)
-            if not pipeline.fits(task, info):
-                pipeline.count_failure(task, info)  # full now: out for the rest of the group
-                continue
+        while not explanation:
+            top = _top(heap, skip, held) if heap else None
+            if top is not None:
+                info = top[-1]
+                k = mine[0][0] if mine else None
+                if k is not None and (not spread or (not k[0] and k[1] == 0)) and k < key(info):
+                    info = pop(mine)[1]
+                    if fits is not None and not fits(info):
+                        continue  # full now: out for the rest of the group
+                else:
+                    pop(heap)
+                    if fits is not None and not fits(info):
+                        held.append((heap, top))
+                        continue
+            elif mine:
+                info = pop(mine)[1]
+                if fits is not None and not fits(info):
+                    continue
+            else:
+                explanation = explain()
+                continue  # ends the loop: the task gets the explanation
             info.add(task)
-            result.decisions.append(Decision(task.id, info.node.id))
-            heapq.heappush(heap, (key(info), info))
+            push(mine, (key(info), info))
+            decisions.append(Decision(task.id, info.id))
             break
         else:
-            result.decisions.append(Decision(task.id, explanation=pipeline.explain()))
+            decisions.append(Decision(task.id, explanation=explanation))
 
 
-def _place_spread_over(
+def _draw_by_path(
     tasks: list[objects_pb2.Task],
-    eligible: list[NodeInfo],
-    all_infos: list[NodeInfo],
-    descriptors: list[str],
-    pipeline: Pipeline,
-    now: float,
+    pool: Pool,
+    own: dict[Path, list[tuple[Key, NodeInfo]]],
+    skip: set[str],
+    held: list[tuple[list[Entry], Entry]],
+    counts: list[Counter[Path]],
+    key: Callable[[NodeInfo], Key],
+    fits: Callable[[NodeInfo], bool] | None,
+    explain: Callable[[], str],
     result: GroupResult,
 ) -> None:
-    service_id = tasks[0].service_id
-    levels = range(len(descriptors))
-    paths = {i.node.id: tuple(spread_value(i.node, d) for d in descriptors) for i in all_infos}
-    counts: list[Counter[tuple[str, ...]]] = [Counter() for _ in levels]
-    for info in all_infos:
-        n = info.by_service[service_id]
-        path = paths[info.node.id]
-        for level in levels:
-            counts[level][path[: level + 1]] += n
-    candidates = list(eligible)
-    key = ranker(tasks[0], now)
+    """_place_free with spread preferences: per task, the path with the fewest tasks of
+    the service (level by level), then the best node key, among paths with candidates."""
+    heaps = pool.heaps
+    levels = range(len(counts))
+    paths = sorted(set(heaps) | set(own))
+    explanation = ""
     for task in tasks:
-        best: tuple[tuple[object, ...], NodeInfo] | None = None
-        for info in list(candidates):
-            if not pipeline.fits(task, info):
-                pipeline.count_failure(task, info)
-                candidates.remove(info)
-                continue
-            path = paths[info.node.id]
-            k = (tuple(counts[lv][path[: lv + 1]] for lv in levels), key(info))
-            if best is None or k < best[0]:
-                best = (k, info)
-        if best is None:
-            result.decisions.append(Decision(task.id, explanation=pipeline.explain()))
-            continue
-        info = best[1]
-        info.add(task)
-        path = paths[info.node.id]
-        for level in levels:
-            counts[level][path[: level + 1]] += 1
-        result.decisions.append(Decision(task.id, info.node.id))
+        while not explanation:
+            best: Key | None = None
+            best_path: Path = ()
+            best_top: Entry | None = None
+            exhausted = False
+            for path in paths:
+                heap = heaps.get(path)
+                top = _top(heap, skip, held) if heap else None
+                mine = own.get(path)
+                if top is None:
+                    if not mine:
+                        exhausted = True
+                        continue
+                    k = mine[0][0]
+                else:
+                    k = key(top[-1])
+                    if mine and mine[0][0] < k:
+                        k, top = mine[0][0], None
+                rank = (tuple(counts[lv][path[: lv + 1]] for lv in levels), k)
+                if best is None or rank < best:
+                    best, best_path, best_top = rank, path, top
+            if exhausted:
+                paths = [p for p in paths if heaps.get(p) or own.get(p)]
+            if best is None:
+                explanation = explain()
+                continue  # ends the loop: the task gets the explanation
+            if best_top is not None:
+                heap = heaps[best_path]
+                heapq.heappop(heap)
+                info = best_top[-1]
+                if fits is not None and not fits(info):
+                    held.append((heap, best_top))
+                    continue
+            else:
+                info = heapq.heappop(own[best_path])[1]
+                if fits is not None and not fits(info):
+                    continue
+            info.add(task)
+            mine = own.get(best_path)
+            if mine is None:
+                own[best_path] = mine = []
+            heapq.heappush(mine, (key(info), info))
+            for lv in levels:
+                counts[lv][best_path[: lv + 1]] += 1
+            result.decisions.append(Decision(task.id, info.id))
+            break
+        else:
+            result.decisions.append(Decision(task.id, explanation=explanation))
+
+
+def _top(heap: list[Entry], skip: set[str], held: list[tuple[list[Entry], Entry]]) -> Entry | None:
+    """The pool heap's best current entry not skipped; stale entries are dropped and
+    skipped ones held (to be pushed back after the group)."""
+    while heap:
+        entry = heap[0]
+        info = entry[-1]
+        if entry[-2] != info.version:
+            heapq.heappop(heap)
+        elif info.id in skip:
+            held.append((heap, heapq.heappop(heap)))
+        else:
+            return entry
+    return None
 
 
 class Scheduler(Reconciler):
@@ -317,7 +503,7 @@ class Scheduler(Reconciler):
         placements: list[tuple[NodeInfo, objects_pb2.Task]] = []
         for group in groups.values():
             group.sort(key=lambda t: (t.slot, timestamp_seconds(t.meta.created_at)))
-            for d in schedule_group(group, infos.values(), self.pipeline, now):
+            for d in schedule_group(group, self.nodes, self.pipeline, now):
                 task = self.cache.tasks[d.task_id]
                 if d.node_id:
                     ops.append(Update(Kind.TASK, d.task_id, _assign(d.node_id), base=task))
