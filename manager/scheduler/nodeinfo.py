@@ -4,7 +4,7 @@ and per service), what they reserve, the host ports they publish, and recent fai
 from __future__ import annotations
 
 import copy
-import heapq
+import operator
 import time
 from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable, Hashable, Iterable
@@ -43,6 +43,22 @@ def host_ports(task: objects_pb2.Task) -> list[HostPort]:
         for p in task.endpoint.ports
         if p.publish_mode == types_pb2.PUBLISH_MODE_HOST and p.published_port
     ]
+
+
+# What a task occupies on its node: service id, reserved nano CPUs and memory bytes,
+# host ports.
+Load = tuple[str, int, int, tuple[HostPort, ...]]
+
+
+def task_load(task: objects_pb2.Task) -> Load:
+    reservations = task.spec.resources.reservations
+    ports = task.endpoint.ports
+    return (
+        task.service_id,
+        reservations.nano_cpus,
+        reservations.memory_bytes,
+        tuple(host_ports(task)) if ports else (),
+    )
 
 
 def failed_on_node(task: objects_pb2.Task | None) -> bool:
@@ -129,14 +145,15 @@ class NodeInfo:
         return f"NodeInfo({self.id!r}, total={self.total})"
 
     def add(self, task: objects_pb2.Task) -> None:
-        self._count(task, 1)
+        self.apply(task_load(task), 1)
 
     def remove(self, task: objects_pb2.Task) -> None:
-        self._count(task, -1)
+        self.apply(task_load(task), -1)
 
-    def _count(self, task: objects_pb2.Task, sign: int) -> None:
+    def apply(self, load: Load, sign: int) -> None:
+        """Count a task's load in (sign 1) or out (-1)."""
+        service_id, cpu, memory, ports = load
         self.total += sign
-        service_id = task.service_id
         by_service = self.by_service
         before = by_service.get(service_id, 0)
         count = before + sign
@@ -144,17 +161,14 @@ class NodeInfo:
             by_service[service_id] = count
         else:
             by_service.pop(service_id, None)
-        reservations = task.spec.resources.reservations
-        cpu, memory = reservations.nano_cpus, reservations.memory_bytes
         if cpu:
             self.reserved_cpu += sign * cpu
         if memory:
             self.reserved_memory += sign * memory
-        if task.endpoint.ports:
-            for hp in host_ports(task):
-                self.ports[hp] += sign
-                if self.ports[hp] <= 0:
-                    del self.ports[hp]
+        for hp in ports:
+            self.ports[hp] += sign
+            if self.ports[hp] <= 0:
+                del self.ports[hp]
         self.version += 1
         owner = self.owner
         if owner is not None:
@@ -244,83 +258,159 @@ def share_function(cpu: bool, memory: bool) -> Callable[[NodeInfo], float]:
 
 
 Path = tuple[str, ...]
-# A pool's heap entry: the pool's order key (ending with the node id), then the info's
-# version when pushed (an entry is current while it still equals info.version), then
-# the info. Ids are unique and versions differ, so the info itself is never compared.
+# A pool's entry: the pool's order key (ending with the node id), then the info's
+# version when made (an entry is current while it still equals info.version), then
+# the info. (id, version) is unique in a pool, so the info itself is never compared.
 Entry = tuple[Any, ...]
 
 
 class Pool:
-    """The nodes that pass one set of static filters (see filters.py), kept in heaps
-    ordered for one kind of ranking, one heap per spread path (one path, (), without
+    """The nodes that pass one set of static filters (see filters.py), kept in order
+    for one kind of ranking, one lane per spread path (one path, (), without
     placement preferences).
 
-    Kept by NodeInfos between groups and passes: a change to a node (its object or
-    its counts) bumps its version, which makes its entries stale (dropped when they
-    come to the top), and marks it dirty; `flush` pushes the dirty nodes again, with
-    their current key, and re-checks the static filters of those whose node object
-    changed. So a group starts with the heaps right at the cost of what changed since
-    the last one, not of the cluster's size. Built from a plain list for one group
-    when the nodes are not a NodeInfos (preview, tests).
+    A lane is a list of entries sorted best last: drawing the best node is a pop from
+    its end. Kept by NodeInfos between groups and passes: a change to a node (its
+    object or its counts) bumps its version, which makes its entries stale (dropped
+    when they come to the end), and marks it dirty; `flush` queues the dirty nodes
+    again, with their current key (re-checking the static filters of those whose
+    object changed), and merges what is queued into the lanes. So a group starts with
+    the lanes right at the cost of what changed since the last one, not of the
+    cluster's size. Built from a plain list for one group when the nodes are not a
+    NodeInfos (preview, tests).
     """
+
+    # Up to this many queued entries go in one by one (a binary search and an insert);
+    # more are sorted and merged.
+    INSERT_AT_MOST = 64
 
     def __init__(
         self,
         accepts: Callable[[NodeInfo], bool],
         entry: Callable[[NodeInfo], Entry],
-        path: Callable[[NodeInfo], Path],
+        path: Callable[[NodeInfo], Path] | None,
+        primary: int,
     ) -> None:
         self.accepts = accepts
         self.entry = entry
+        # None: one path, () (no spread preferences).
         self.path = path
+        # How many fields of an entry come before the node id. Entries are sorted by
+        # node id, then by each of those fields from the last to the first, in stable
+        # passes on one field each: cheaper than comparing the tuples.
+        self._primary = [operator.itemgetter(i) for i in reversed(range(primary))]
         # node id -> (its info, the node_version the static filters saw, its path)
         self.members: dict[str, tuple[NodeInfo, int, Path]] = {}
-        self.heaps: dict[Path, list[Entry]] = {}
+        self.lanes: dict[Path, list[Entry]] = {}
+        self.queued: dict[Path, list[Entry]] = {}
         self.dirty: set[NodeInfo] = set()
 
+    def _sort(self, entries: list[Entry]) -> None:
+        """Sort entries best last: the same order as comparing them, for entries of
+        distinct nodes (a fill, or one flush's queue: one entry per node)."""
+        entries.sort(key=_ID)
+        for get in self._primary:
+            entries.sort(key=get)
+        entries.reverse()
+
     def fill(self, infos: Iterable[NodeInfo]) -> None:
-        accepts, path = self.accepts, self.path
-        self.members = {}
-        for info in infos:
-            if accepts(info):
-                self.members[info.id] = (info, info.node_version, path(info))
+        accepted = [info for info in infos if self.accepts(info)]
+        path = self.path
+        if path is None:
+            self.members = {info.id: (info, info.node_version, ()) for info in accepted}
+        else:
+            self.members = {info.id: (info, info.node_version, path(info)) for info in accepted}
         self.dirty.clear()
         self._rebuild()
 
     def _rebuild(self) -> None:
         entry = self.entry
-        heaps: dict[Path, list[Entry]] = {}
+        self.queued = {}
+        if self.path is None:
+            single = [entry(info) for info, _, _ in self.members.values()]
+            self._sort(single)
+            self.lanes = {(): single}
+            return
+        lanes: dict[Path, list[Entry]] = {}
         for info, _, path in self.members.values():
-            heap = heaps.get(path)
-            if heap is None:
-                heaps[path] = heap = []
-            heap.append(entry(info))
-        for heap in heaps.values():
-            heapq.heapify(heap)
-        self.heaps = heaps
+            lane = lanes.get(path)
+            if lane is None:
+                lanes[path] = lane = []
+            lane.append(entry(info))
+        for lane in lanes.values():
+            self._sort(lane)
+        self.lanes = lanes
+
+    def requeue(self, path: Path, entry: Entry) -> None:
+        """Put back an entry taken from a lane (merged at the next flush)."""
+        queued = self.queued.get(path)
+        if queued is None:
+            self.queued[path] = queued = []
+        queued.append(entry)
 
     def flush(self, live: dict[str, NodeInfo]) -> None:
-        """Bring the heaps up to date with what changed since the last group."""
-        members, heaps = self.members, self.heaps
-        for info in self.dirty:
-            member = members.get(info.id)
-            if live.get(info.id) is not info:
-                if member is not None and member[0] is info:
-                    del members[info.id]
-                continue
-            if member is None or member[0] is not info or member[1] != info.node_version:
-                if not self.accepts(info):
-                    members.pop(info.id, None)
-                    continue
-                member = (info, info.node_version, self.path(info))
-                members[info.id] = member
-            heap = heaps.get(member[2])
-            if heap is None:
-                heaps[member[2]] = heap = []
-            heapq.heappush(heap, self.entry(info))
-        self.dirty.clear()
-        if sum(len(heap) for heap in heaps.values()) > 2 * len(members) + 64:
+        """Bring the lanes up to date with what changed since the last group."""
+        dirty = self.dirty
+        if dirty:
+            members, entry, queued = self.members, self.entry, self.queued
+            for info in dirty:
+                member = members.get(info.id)
+                if member is None or member[0] is not info or member[1] != info.node_version:
+                    # A new node, or its object changed (a removal changes node_version).
+                    if live.get(info.id) is not info:
+                        if member is not None and member[0] is info:
+                            del members[info.id]
+                        continue
+                    if not self.accepts(info):
+                        members.pop(info.id, None)
+                        continue
+                    path = () if self.path is None else self.path(info)
+                    member = members[info.id] = (info, info.node_version, path)
+                waiting = queued.get(member[2])
+                if waiting is None:
+                    queued[member[2]] = waiting = []
+                waiting.append(entry(info))
+            dirty.clear()
+        if not self.queued:
+            return
+        lanes = self.lanes
+        for path, waiting in self.queued.items():
+            lane = lanes.get(path)
+            if lane is None:
+                lanes[path] = lane = []
+            if len(waiting) <= self.INSERT_AT_MOST:
+                for e in waiting:
+                    lane.insert(_after_worse(lane, e), e)
+            else:
+                self._sort(waiting)
+                # The lane's entries worse than all of the queue's stay as they are; the
+                # rest and the queue, two sorted runs, are merged.
+                at = _after_worse(lane, waiting[0])
+                if at == len(lane):
+                    lane.extend(waiting)
+                else:
+                    tail = lane[at:]
+                    tail.extend(waiting)
+                    tail.sort(reverse=True)
+                    lane[at:] = tail
+        self.queued = {}
+        if sum(len(lane) for lane in lanes.values()) > 2 * len(self.members) + 64:
             self._rebuild()  # mostly stale entries: start again from the members
+
+
+_ID = operator.itemgetter(-3)
+
+
+def _after_worse(lane: list[Entry], entry: Entry) -> int:
+    """Where `entry` goes in `lane` (sorted best last): after the entries worse than it."""
+    lo, hi = 0, len(lane)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if lane[mid] > entry:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 class NodeIndex(Protocol):
@@ -486,7 +576,10 @@ class NodeInfos:
             if old is not None:
                 gone = self.infos.pop(old.id, None)
                 if gone is not None:
-                    gone.version += 1  # out of the pools
+                    # Out of the pools: its entries are stale, and the next flush sees
+                    # a changed node that is no longer there.
+                    gone.version += 1
+                    gone.node_version += 1
                     self._touched(gone)
                     if gone.total > 0:
                         self._gone[old.id] = gone

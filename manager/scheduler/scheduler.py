@@ -38,6 +38,7 @@ from manager.scheduler.nodeinfo import (
     FAILURE_THRESHOLD,
     Entry,
     ListedNodes,
+    Load,
     NodeIndex,
     NodeInfo,
     NodeInfos,
@@ -45,6 +46,7 @@ from manager.scheduler.nodeinfo import (
     Pool,
     counts_against_node,
     share_function,
+    task_load,
 )
 from manager.scheduler.pipeline import Pipeline
 from manager.store import Cache, Event, Kind, Store, Update
@@ -202,9 +204,9 @@ def _entry_function(kind: str, cpu: bool, memory: bool) -> Callable[[NodeInfo], 
     return lambda i: (i.total, i.id, i.version, i)
 
 
-def _path_function(descriptors: tuple[str, ...]) -> Callable[[NodeInfo], Path]:
+def _path_function(descriptors: tuple[str, ...]) -> Callable[[NodeInfo], Path] | None:
     if not descriptors:
-        return lambda info: ()
+        return None
     return lambda info: tuple(spread_value(info.node, d) for d in descriptors)
 
 
@@ -240,7 +242,12 @@ def _place_free(
     order = _order(first)
     pool = index.pool(
         (pipeline.static_signature(), order, descriptors),
-        lambda: Pool(pipeline.static_check(), _entry_function(*order), _path_function(descriptors)),
+        lambda: Pool(
+            pipeline.static_check(),
+            _entry_function(*order),
+            _path_function(descriptors),
+            1 if order[0] == "spread" else 2,
+        ),
     )
     members = pool.members
     levels = range(len(descriptors))
@@ -262,8 +269,10 @@ def _place_free(
             own.setdefault(member[2], []).append((key(info), info))
     for ranked in own.values():
         heapq.heapify(ranked)
-    # Pool entries popped and not placed on, pushed back at the group's end.
-    held: list[tuple[list[Entry], Entry]] = []
+    # Pool entries taken and not placed on, put back at the group's end.
+    held: list[tuple[Path, Entry]] = []
+    # What each task of the group occupies (the tasks of a group have the same spec).
+    load = task_load(first)
     # The re-check before a placement, on what the node's tasks occupy. The checks are
     # bound to the group's first task, as the eligibility of every node always was: the
     # tasks of a group have the same spec.
@@ -276,48 +285,64 @@ def _place_free(
         return pipeline.explain()
 
     if descriptors:
-        _draw_by_path(tasks, pool, own, skip, held, counts, key, fits, explain, result)
+        _draw_by_path(tasks, pool, own, skip, held, counts, key, load, fits, explain, result)
     else:
         _draw(
             tasks,
-            pool.heaps.get((), []),
+            pool.lanes.get((), []),
             own.get((), []),
             skip,
             held,
             key,
+            load,
             order,
             fits,
             explain,
             result,
         )
-    for heap, entry in held:
+    for path, entry in held:
         if entry[-2] == entry[-1].version:
-            heapq.heappush(heap, entry)
+            pool.requeue(path, entry)
 
 
 def _draw(
     tasks: list[objects_pb2.Task],
-    heap: list[Entry],
+    lane: list[Entry],
     mine: list[tuple[Key, NodeInfo]],
     skip: set[str],
-    held: list[tuple[list[Entry], Entry]],
+    held: list[tuple[Path, Entry]],
     key: Callable[[NodeInfo], Key],
+    load: Load,
     order: tuple[str, bool, bool],
     fits: Callable[[NodeInfo], bool] | None,
     explain: Callable[[], str],
     result: GroupResult,
 ) -> None:
-    """_place_free without spread preferences: one pool heap and one heap of our own."""
+    """_place_free without spread preferences: one pool lane and one heap of our own."""
     # With spread, a pool node's key starts (False, 0): a node of our own whose key
     # starts higher (more tasks of the service, or failing) ranks after it, with no
     # need to compute the pool node's key.
     spread = order[0] != "binpack"
+    # With spread, a node placed on from the pool has a task of the service now, so it
+    # ranks after every pool node: it joins `mine` only once the pool has none left.
+    later: list[NodeInfo] = []
     decisions = result.decisions
     pop, push = heapq.heappop, heapq.heappush
     explanation = ""
     for task in tasks:
         while not explanation:
-            top = _top(heap, skip, held) if heap else None
+            # The pool's best current entry not ranked in `mine` (_best, inlined).
+            top = None
+            while lane:
+                entry = lane[-1]
+                info = entry[-1]
+                if entry[-2] != info.version:
+                    lane.pop()
+                elif info.id in skip:
+                    held.append(((), lane.pop()))
+                else:
+                    top = entry
+                    break
             if top is not None:
                 info = top[-1]
                 k = mine[0][0] if mine else None
@@ -326,10 +351,20 @@ def _draw(
                     if fits is not None and not fits(info):
                         continue  # full now: out for the rest of the group
                 else:
-                    pop(heap)
+                    lane.pop()
                     if fits is not None and not fits(info):
-                        held.append((heap, top))
+                        held.append(((), top))
                         continue
+                    if spread:
+                        info.apply(load, 1)
+                        later.append(info)
+                        decisions.append(Decision(task.id, info.id))
+                        break
+            elif later:
+                for info in later:
+                    push(mine, (key(info), info))
+                later.clear()
+                continue
             elif mine:
                 info = pop(mine)[1]
                 if fits is not None and not fits(info):
@@ -337,7 +372,7 @@ def _draw(
             else:
                 explanation = explain()
                 continue  # ends the loop: the task gets the explanation
-            info.add(task)
+            info.apply(load, 1)
             push(mine, (key(info), info))
             decisions.append(Decision(task.id, info.id))
             break
@@ -350,18 +385,19 @@ def _draw_by_path(
     pool: Pool,
     own: dict[Path, list[tuple[Key, NodeInfo]]],
     skip: set[str],
-    held: list[tuple[list[Entry], Entry]],
+    held: list[tuple[Path, Entry]],
     counts: list[Counter[Path]],
     key: Callable[[NodeInfo], Key],
+    load: Load,
     fits: Callable[[NodeInfo], bool] | None,
     explain: Callable[[], str],
     result: GroupResult,
 ) -> None:
     """_place_free with spread preferences: per task, the path with the fewest tasks of
     the service (level by level), then the best node key, among paths with candidates."""
-    heaps = pool.heaps
+    lanes = pool.lanes
     levels = range(len(counts))
-    paths = sorted(set(heaps) | set(own))
+    paths = sorted(set(lanes) | set(own))
     explanation = ""
     for task in tasks:
         while not explanation:
@@ -370,8 +406,8 @@ def _draw_by_path(
             best_top: Entry | None = None
             exhausted = False
             for path in paths:
-                heap = heaps.get(path)
-                top = _top(heap, skip, held) if heap else None
+                lane = lanes.get(path)
+                top = _best(lane, path, skip, held) if lane else None
                 mine = own.get(path)
                 if top is None:
                     if not mine:
@@ -386,22 +422,21 @@ def _draw_by_path(
                 if best is None or rank < best:
                     best, best_path, best_top = rank, path, top
             if exhausted:
-                paths = [p for p in paths if heaps.get(p) or own.get(p)]
+                paths = [p for p in paths if lanes.get(p) or own.get(p)]
             if best is None:
                 explanation = explain()
                 continue  # ends the loop: the task gets the explanation
             if best_top is not None:
-                heap = heaps[best_path]
-                heapq.heappop(heap)
+                lanes[best_path].pop()
                 info = best_top[-1]
                 if fits is not None and not fits(info):
-                    held.append((heap, best_top))
+                    held.append((best_path, best_top))
                     continue
             else:
                 info = heapq.heappop(own[best_path])[1]
                 if fits is not None and not fits(info):
                     continue
-            info.add(task)
+            info.apply(load, 1)
             mine = own.get(best_path)
             if mine is None:
                 own[best_path] = mine = []
@@ -414,16 +449,18 @@ def _draw_by_path(
             result.decisions.append(Decision(task.id, explanation=explanation))
 
 
-def _top(heap: list[Entry], skip: set[str], held: list[tuple[list[Entry], Entry]]) -> Entry | None:
-    """The pool heap's best current entry not skipped; stale entries are dropped and
-    skipped ones held (to be pushed back after the group)."""
-    while heap:
-        entry = heap[0]
+def _best(
+    lane: list[Entry], path: Path, skip: set[str], held: list[tuple[Path, Entry]]
+) -> Entry | None:
+    """The lane's best current entry not skipped; stale entries are dropped and
+    skipped ones held (to be put back after the group)."""
+    while lane:
+        entry = lane[-1]
         info = entry[-1]
         if entry[-2] != info.version:
-            heapq.heappop(heap)
+            lane.pop()
         elif info.id in skip:
-            held.append((heap, heapq.heappop(heap)))
+            held.append((path, lane.pop()))
         else:
             return entry
     return None
