@@ -19,6 +19,8 @@ FAILURE_THRESHOLD = 5
 FAILURE_WINDOW = 300.0
 
 HostPort = tuple[int, int]  # (published port, protocol)
+_NO_PORTS: Counter[HostPort] = Counter()
+_NO_FAILURES: dict[str, deque[float]] = {}
 
 
 def runs_tasks(node: objects_pb2.Node) -> bool:
@@ -115,11 +117,11 @@ class NodeInfo:
         self.by_service: Counter[str] = Counter() if by_service is None else by_service
         self.reserved_cpu = reserved_cpu
         self.reserved_memory = reserved_memory
-        self.ports: Counter[HostPort] = Counter() if ports is None else ports
+        # Most nodes have no host ports and no failures: they share empty ones (never
+        # written; replaced on the first write).
+        self.ports: Counter[HostPort] = _NO_PORTS if ports is None else ports
         # Times of recent task failures on this node, per service.
-        self.failures: dict[str, deque[float]] = defaultdict(deque)
-        if failures:
-            self.failures.update(failures)
+        self.failures: dict[str, deque[float]] = dict(failures) if failures else _NO_FAILURES
 
     @property
     def node(self) -> objects_pb2.Node:
@@ -165,10 +167,13 @@ class NodeInfo:
             self.reserved_cpu += sign * cpu
         if memory:
             self.reserved_memory += sign * memory
-        for hp in ports:
-            self.ports[hp] += sign
-            if self.ports[hp] <= 0:
-                del self.ports[hp]
+        if ports:
+            if self.ports is _NO_PORTS:
+                self.ports = Counter()
+            for hp in ports:
+                self.ports[hp] += sign
+                if self.ports[hp] <= 0:
+                    del self.ports[hp]
         self.version += 1
         owner = self.owner
         if owner is not None:
@@ -199,7 +204,12 @@ class NodeInfo:
         return len(times)
 
     def note_failure(self, service_id: str, when: float) -> None:
-        self.failures[service_id].append(when)
+        if self.failures is _NO_FAILURES:
+            self.failures = {}
+        times = self.failures.get(service_id)
+        if times is None:
+            self.failures[service_id] = times = deque()
+        times.append(when)
         if self.owner is not None:
             self.owner._failed(self, service_id)
 
