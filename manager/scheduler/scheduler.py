@@ -537,14 +537,15 @@ class Scheduler(Reconciler):
         infos = self.nodes.infos
         now = self.clock()
         ops: list[Update] = []
-        placements: list[tuple[NodeInfo, objects_pb2.Task]] = []
+        placements: list[tuple[NodeInfo, Load]] = []
         for group in groups.values():
             group.sort(key=lambda t: (t.slot, timestamp_seconds(t.meta.created_at)))
+            load = task_load(group[0])  # the same for every task of the group
             for d in schedule_group(group, self.nodes, self.pipeline, now):
                 task = self.cache.tasks[d.task_id]
                 if d.node_id:
                     ops.append(Update(Kind.TASK, d.task_id, _assign(d.node_id), base=task))
-                    placements.append((infos[d.node_id], task))
+                    placements.append((infos[d.node_id], load))
                 elif task.status.err != d.explanation:
                     ops.append(Update(Kind.TASK, d.task_id, _explain(d.explanation), base=task))
         placed = len(placements)
@@ -554,8 +555,8 @@ class Scheduler(Reconciler):
         finally:
             # The placements were counted into the node infos ahead of the writes so that
             # the ranking saw them; the watch counts what was stored, so take them out.
-            for info, task in placements:
-                info.remove(task)
+            for info, load in placements:
+                info.apply(load, -1)
         self.placed += placed
         if placed or result.failed:
             self.log.info(

@@ -34,7 +34,7 @@ from manager.scheduler.nodeinfo import (
     host_ports,
 )
 from manager.scheduler.pipeline import Pipeline
-from manager.scheduler.scheduler import Decision, _assign, schedule_group
+from manager.scheduler.scheduler import Decision, Scheduler, _assign, schedule_group
 from tests.unit import factories as f
 from tests.unit.factories import NOW
 
@@ -531,3 +531,44 @@ def test_a_node_turned_down_in_a_spread_path_is_a_candidate_for_the_next_group()
         svc.spec.task.placement.preferences.add().spread.spread_descriptor = "node.labels.zone"
     assert _place(table, big, 1) == ["n2"]
     assert _place(table, small, 1) == ["n1"]
+
+
+class _Cache:
+    """What Scheduler.preview reads of the cache."""
+
+    def __init__(self, tasks: list[objects_pb2.Task]) -> None:
+        self.tasks_by_service: dict[str, dict[str, objects_pb2.Task]] = {}
+        for t in tasks:
+            self.tasks_by_service.setdefault(t.service_id, {})[t.id] = t
+
+    def add_listener(self, listener: object) -> None:
+        pass
+
+    def add_resync_listener(self, listener: object) -> None:
+        pass
+
+
+def test_preview_places_as_a_pass_would_and_leaves_the_infos_alone() -> None:
+    nodes = f.nodes(_node("n1"), _node("n2", cpus=1), _node("n3", availability="drain"))
+    web = _service("web", cpus=0.5)
+    running = [f.task(web, 1, node="n1"), f.task(web, 2, node="n1")]
+    scheduler = Scheduler(_Cache(running), None, clock=lambda: NOW)  # type: ignore[arg-type]
+    scheduler.nodes.rebuild(nodes, running, NOW)
+    _place(scheduler.nodes, _service("other", cpus=0.5), 1)  # a pool exists
+    before = snapshot(list(scheduler.nodes.infos.values()))
+    lanes = {k: list(v) for k, v in next(iter(scheduler.nodes._pools.values())).lanes.items()}
+    pending = [f.task(web, s, state=states.PENDING) for s in (3, 4, 5)]
+    preview = scheduler.preview(pending)
+    # n2 (1 CPU, 0.5 held by "other") runs no web task: first; then it is full.
+    assert [d.node_id for d in preview.decisions] == ["n2", "n1", "n1"]
+    assert [(r.node.id, r.reason) for r in preview.rejections] == [
+        ("n3", "not available for new tasks (down, paused or drained)")
+    ]
+    # Replacing the service's tasks (a dry-run update): n1 is free of them.
+    replaced = scheduler.preview(pending, without_service="web")
+    assert [d.node_id for d in replaced.decisions] == ["n1", "n2", "n1"]
+    assert snapshot(list(scheduler.nodes.infos.values())) == before
+    assert next(iter(scheduler.nodes._pools.values())).lanes == lanes
+    # And the same placements for real.
+    real = schedule_group(pending, scheduler.nodes, Pipeline(), NOW)
+    assert real == preview.decisions
