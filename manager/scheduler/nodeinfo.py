@@ -180,7 +180,7 @@ class NodeInfo:
             if (before > 0) != (count > 0):
                 owner._running_changed(self, service_id, count > 0)
             for pool in owner._pool_list:
-                pool.dirty.add(self)
+                pool.dirty[self] = None
 
     @property
     def free_cpu(self) -> int:
@@ -313,7 +313,9 @@ class Pool:
         self.members: dict[str, tuple[NodeInfo, int, Path]] = {}
         self.lanes: dict[Path, list[Entry]] = {}
         self.queued: dict[Path, list[Entry]] = {}
-        self.dirty: set[NodeInfo] = set()
+        # The nodes changed since the last flush, in the order they changed (those a
+        # group placed on in the order it drew them: their queue is mostly sorted).
+        self.dirty: dict[NodeInfo, None] = {}
 
     def _sort(self, entries: list[Entry]) -> None:
         """Sort entries best last: the same order as comparing them, for entries of
@@ -499,7 +501,7 @@ class NodeInfos:
 
     def _touched(self, info: NodeInfo) -> None:
         for pool in self._pool_list:
-            pool.dirty.add(info)
+            pool.dirty[info] = None
 
     def _running_changed(self, info: NodeInfo, service_id: str, runs: bool) -> None:
         if runs:
