@@ -51,7 +51,7 @@ class Constraint:
         """`matches`, with the key's look-up and the value's case folded once."""
         if self.key == "node.ip":
             return self.matches
-        get = _getter(self.key)
+        get = attribute_getter(self.key)
         want, equal = self.value.lower(), self.equal
 
         def match(node: objects_pb2.Node) -> bool:
@@ -97,8 +97,8 @@ def node_attribute(node: objects_pb2.Node, key: str) -> str | None:
     return None
 
 
-def _getter(key: str) -> Callable[[objects_pb2.Node], str | None]:
-    """node_attribute(node, key) for one key."""
+def attribute_getter(key: str) -> Callable[[objects_pb2.Node], str | None]:
+    """node_attribute(node, key) for one key, with the key's look-up chosen once."""
     if key.startswith("node.labels."):
         label = key[len("node.labels.") :]
         return lambda node: node.spec.annotations.labels.get(label)

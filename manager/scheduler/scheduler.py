@@ -33,7 +33,7 @@ from common import states
 from common.api import objects_pb2, specs_pb2
 from common.timeutil import now_timestamp, timestamp_seconds
 from manager.reconciler import Reconciler
-from manager.scheduler.constraints import spread_value
+from manager.scheduler.constraints import attribute_getter
 from manager.scheduler.nodeinfo import (
     FAILURE_THRESHOLD,
     Entry,
@@ -205,9 +205,15 @@ def _entry_function(kind: str, cpu: bool, memory: bool) -> Callable[[NodeInfo], 
 
 
 def _path_function(descriptors: tuple[str, ...]) -> Callable[[NodeInfo], Path] | None:
+    """A node's spread path: its value for each descriptor ("" without the label, as
+    spread_value has it)."""
     if not descriptors:
         return None
-    return lambda info: tuple(spread_value(info.node, d) for d in descriptors)
+    getters = [attribute_getter(d) for d in descriptors]
+    if len(getters) == 1:
+        (get,) = getters
+        return lambda info: (get(info.node) or "",)
+    return lambda info: tuple(get(info.node) or "" for get in getters)
 
 
 def _place_free(
@@ -240,12 +246,13 @@ def _place_free(
     service_id = first.service_id
     key = ranker(first, now)
     order = _order(first)
+    path_of = _path_function(descriptors)
     pool = index.pool(
         (pipeline.static_signature(), order, descriptors),
         lambda: Pool(
             pipeline.static_check(),
             _entry_function(*order),
-            _path_function(descriptors),
+            path_of,
             1 if order[0] == "spread" else 2,
         ),
     )
@@ -258,10 +265,10 @@ def _place_free(
     own: dict[Path, list[tuple[Key, NodeInfo]]] = {}
     for info in index.running(service_id):
         skip.add(info.id)
-        if descriptors:
+        if path_of is not None:
             n = info.by_service.get(service_id, 0)
             if n:
-                path = tuple(spread_value(info.node, d) for d in descriptors)
+                path = path_of(info)
                 for lv in levels:
                     counts[lv][path[: lv + 1]] += n
         member = members.get(info.id)
@@ -398,6 +405,11 @@ def _draw_by_path(
     lanes = pool.lanes
     levels = range(len(counts))
     paths = sorted(set(lanes) | set(own))
+    # Each path's top pool entry and its key: the same entry is the same node in the
+    # same state (its version unchanged), so the key holds while it stays on top.
+    top_keys: dict[Path, tuple[Entry, Key]] = {}
+    # One level (a single preference): a path is its own first-level prefix.
+    single = counts[0] if len(counts) == 1 else None
     explanation = ""
     for task in tasks:
         while not explanation:
@@ -415,10 +427,19 @@ def _draw_by_path(
                         continue
                     k = mine[0][0]
                 else:
-                    k = key(top[-1])
+                    cached = top_keys.get(path)
+                    if cached is not None and cached[0] is top:
+                        k = cached[1]
+                    else:
+                        k = key(top[-1])
+                        top_keys[path] = (top, k)
                     if mine and mine[0][0] < k:
                         k, top = mine[0][0], None
-                rank = (tuple(counts[lv][path[: lv + 1]] for lv in levels), k)
+                rank: Key
+                if single is not None:
+                    rank = (single[path], k)
+                else:
+                    rank = (tuple(counts[lv][path[: lv + 1]] for lv in levels), k)
                 if best is None or rank < best:
                     best, best_path, best_top = rank, path, top
             if exhausted:
