@@ -156,7 +156,7 @@ def place_in_memory(
     decided = []
     start = time.perf_counter()
     for group in work.groups:
-        decided.extend(schedule_group(group, infos.infos.values(), pipeline, now))
+        decided.extend(schedule_group(group, infos, pipeline, now))
     seconds = time.perf_counter() - start
     per_node = Counter(d.node_id for d in decided if d.node_id)
     explanations = sorted({d.explanation for d in decided if not d.node_id})

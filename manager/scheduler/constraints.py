@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from common.api import objects_pb2, types_pb2
@@ -47,6 +48,21 @@ class Constraint:
         wanted = normalise_arch(self.value) if self.key == "node.platform.arch" else self.value
         return (actual.lower() == wanted.lower()) == self.equal
 
+    def matcher(self) -> Callable[[objects_pb2.Node], bool]:
+        """`matches`, with the key's look-up and the value's case folded once."""
+        if self.key == "node.ip":
+            return self.matches
+        get = attribute_getter(self.key)
+        want, equal = self.value.lower(), self.equal
+
+        def match(node: objects_pb2.Node) -> bool:
+            actual = get(node)
+            if actual is None:
+                return not equal
+            return (actual.lower() == want) == equal
+
+        return match
+
     def _ip_matches(self, addr: str) -> bool:
         try:
             ip = ipaddress.ip_address(addr)
@@ -80,6 +96,17 @@ def node_attribute(node: objects_pb2.Node, key: str) -> str | None:
         engine: str | None = node.description.engine.labels.get(key[len("engine.labels.") :])
         return engine
     return None
+
+
+def attribute_getter(key: str) -> Callable[[objects_pb2.Node], str | None]:
+    """node_attribute(node, key) for one key, with the key's look-up chosen once."""
+    if key.startswith("node.labels."):
+        label = key[len("node.labels.") :]
+        return lambda node: node.spec.annotations.labels.get(label)
+    if key.startswith("engine.labels."):
+        label = key[len("engine.labels.") :]
+        return lambda node: node.description.engine.labels.get(label)
+    return lambda node: node_attribute(node, key)
 
 
 def parse(expr: str) -> Constraint:

@@ -3,11 +3,40 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
+from typing import cast
 
 from common.api import objects_pb2
-from manager.scheduler.filters import Filter, default_filters
+from manager.scheduler.filters import Filter, StaticFilter, default_filters
 from manager.scheduler.nodeinfo import NodeInfo
+
+Check = Callable[[NodeInfo], bool]
+
+
+def _bind(f: Filter, task: objects_pb2.Task) -> Check:
+    """The filter's check for this task, with what it reads of the task bound once."""
+    matcher: Callable[[objects_pb2.Task], Check] | None = getattr(f, "matcher", None)
+    if matcher is not None:
+        return matcher(task)
+    check = f.check
+    return lambda info: check(task, info)
+
+
+def is_static(f: Filter) -> bool:
+    """The filter reads nothing of a node but its object (see filters.py)."""
+    return bool(getattr(f, "static", False)) and hasattr(f, "signature")
+
+
+def _all(checks: list[Check]) -> Check | None:
+    """One check that passes when all of `checks` pass (None for none)."""
+    if not checks:
+        return None
+    if len(checks) == 1:
+        return checks[0]
+    if len(checks) == 2:
+        one, two = checks
+        return lambda info: one(info) and two(info)
+    return lambda info: all(check(info) for check in checks)
 
 
 class Pipeline:
@@ -17,11 +46,29 @@ class Pipeline:
         self.filters = filters if filters is not None else default_filters()
         self.failures: Counter[str] = Counter()
         self._active: list[Filter] = []
+        self._task: objects_pb2.Task | None = None
+        # The active filters' checks bound to `_task` (the group's first task).
+        self._bound: list[tuple[Filter, Check]] = []
 
     def set_task(self, task: objects_pb2.Task) -> None:
         """Prepare for the tasks of one group (same service and spec)."""
         self._active = [f for f in self.filters if f.enabled(task)]
+        self._task = task
+        self._bound = [(f, _bind(f, task)) for f in self._active]
         self.failures = Counter()
+
+    def static_signature(self) -> Hashable:
+        """What the active static filters read of the set task: groups with the same
+        signature accept the same nodes on those filters."""
+        assert self._task is not None
+        task = self._task
+        return tuple(
+            (type(f), cast(StaticFilter, f).signature(task)) for f in self._active if is_static(f)
+        )
+
+    def static_check(self) -> Check:
+        """Whether a node passes the active static filters, for the set task."""
+        return _all([check for f, check in self._bound if is_static(f)]) or (lambda info: True)
 
     def eligible(self, task: objects_pb2.Task, infos: Iterable[NodeInfo]) -> list[NodeInfo]:
         out = []
@@ -42,7 +89,17 @@ class Pipeline:
         """Whether `info` passes (a re-check after placements; nothing counted)."""
         return self.first_failure(task, info) is None
 
+    def dynamic_check(self) -> Check | None:
+        """Whether a node passes the active filters that look at what its tasks occupy,
+        for the set task (None: there are none)."""
+        return _all([check for f, check in self._bound if not is_static(f)])
+
     def first_failure(self, task: objects_pb2.Task, info: NodeInfo) -> Filter | None:
+        if task is self._task:
+            for f, check in self._bound:
+                if not check(info):
+                    return f
+            return None
         for f in self._active:
             if not f.check(task, info):
                 return f

@@ -35,8 +35,21 @@ from common.timeutil import now_timestamp, timestamp_seconds
 from manager.metrics import PLACEMENTS, SCHEDULING_LATENCY
 from manager.orchestrator.tasks import new_task
 from manager.reconciler import Reconciler
-from manager.scheduler.constraints import spread_value
-from manager.scheduler.nodeinfo import FAILURE_THRESHOLD, NodeInfo, NodeInfos, counts_against_node
+from manager.scheduler.constraints import attribute_getter
+from manager.scheduler.nodeinfo import (
+    FAILURE_THRESHOLD,
+    Entry,
+    ListedNodes,
+    Load,
+    NodeIndex,
+    NodeInfo,
+    NodeInfos,
+    Path,
+    Pool,
+    counts_against_node,
+    share_function,
+    task_load,
+)
 from manager.scheduler.pipeline import Pipeline
 from manager.store import Cache, Event, Kind, Store, Update
 
@@ -71,46 +84,61 @@ class GroupResult:
     rejections: list[Rejection] = field(default_factory=list)
 
 
-def rank_key(task: objects_pb2.Task, info: NodeInfo, now: float) -> tuple[object, ...]:
-    """Lower is better; ends with the node id so that ties break the same way every time."""
+Key = tuple[object, ...]
+
+
+def ranker(task: objects_pb2.Task, now: float) -> Callable[[NodeInfo], Key]:
+    """`rank_key` for the tasks of one group, with what it reads of the task bound once."""
     service_id = task.service_id
-    failing = info.recent_failures(service_id, now) >= FAILURE_THRESHOLD
-    placement = task.spec.placement
-    reserves = bool(
-        task.spec.resources.reservations.nano_cpus or task.spec.resources.reservations.memory_bytes
+    reservations = task.spec.resources.reservations
+    cpu, memory = bool(reservations.nano_cpus), bool(reservations.memory_bytes)
+    share = share_function(cpu, memory)
+
+    if task.spec.placement.strategy == specs_pb2.PLACEMENT_STRATEGY_BINPACK:
+        return lambda i: (
+            bool(i.failures) and i.recent_failures(service_id, now) >= FAILURE_THRESHOLD,
+            share(i),
+            -i.by_service.get(service_id, 0),
+            -i.total,
+            i.id,
+        )
+    if cpu or memory:
+        return lambda i: (
+            bool(i.failures) and i.recent_failures(service_id, now) >= FAILURE_THRESHOLD,
+            i.by_service.get(service_id, 0),
+            -share(i),
+            i.total,
+            i.id,
+        )
+    return lambda i: (
+        bool(i.failures) and i.recent_failures(service_id, now) >= FAILURE_THRESHOLD,
+        i.by_service.get(service_id, 0),
+        i.total,
+        i.id,
     )
-    if placement.strategy == specs_pb2.PLACEMENT_STRATEGY_BINPACK:
-        return (
-            failing,
-            info.free_share(task),
-            -info.by_service[service_id],
-            -info.total,
-            info.node.id,
-        )
-    if reserves:
-        return (
-            failing,
-            info.by_service[service_id],
-            -info.free_share(task),
-            info.total,
-            info.node.id,
-        )
-    return (failing, info.by_service[service_id], info.total, info.node.id)
+
+
+def rank_key(task: objects_pb2.Task, info: NodeInfo, now: float) -> Key:
+    """Lower is better; ends with the node id so that ties break the same way every time."""
+    return ranker(task, now)(info)
 
 
 def schedule_group(
     tasks: Sequence[objects_pb2.Task],
-    infos: Iterable[NodeInfo],
+    infos: NodeInfos | Iterable[NodeInfo],
     pipeline: Pipeline,
     now: float | None = None,
 ) -> list[Decision]:
-    """Place tasks of one service and spec; `infos` are updated as tasks are placed."""
+    """Place tasks of one service and spec; the infos are updated as tasks are placed.
+
+    Give the NodeInfos itself where there is one: its pools make a group's work follow
+    the group's tasks; a plain list of infos costs a pass over them per group."""
     return place_group(tasks, infos, pipeline, now).decisions
 
 
 def place_group(
     tasks: Sequence[objects_pb2.Task],
-    infos: Iterable[NodeInfo],
+    infos: NodeInfos | Iterable[NodeInfo],
     pipeline: Pipeline,
     now: float | None = None,
     *,
@@ -120,16 +148,14 @@ def place_group(
     if not tasks:
         return result
     now = time.time() if now is None else now
-    all_infos = list(infos)
+    index: NodeIndex = infos if isinstance(infos, NodeInfos) else ListedNodes(infos)
     first = tasks[0]
     pipeline.set_task(first)
-    eligible = pipeline.eligible(first, all_infos)
     if explain_nodes:
-        for info in all_infos:
+        for info in index.all():
             failed = pipeline.first_failure(first, info)
             if failed is not None:
                 result.rejections.append(Rejection(info.node, failed.reason))
-    by_id = {i.node.id: i for i in all_infos}
 
     free = []
     for task in tasks:
@@ -137,7 +163,7 @@ def place_group(
             free.append(task)
             continue
         # Bound to a node already (a global service's task): only that node will do.
-        bound = by_id.get(task.node_id)
+        bound = index.get(task.node_id)
         if bound is not None and pipeline.fits(task, bound):
             bound.add(task)
             result.decisions.append(Decision(task.id, task.node_id))
@@ -147,82 +173,320 @@ def place_group(
             if bound is not None:
                 one.accepts(task, bound)
             result.decisions.append(Decision(task.id, explanation=one.explain()))
-    if not free:
-        return result
-    preferences = [
-        p.spread.spread_descriptor
-        for p in first.spec.placement.preferences
-        if p.spread.spread_descriptor
-    ]
-    if preferences:
-        _place_spread_over(free, eligible, all_infos, preferences, pipeline, now, result)
-    else:
-        _place_ranked(free, eligible, pipeline, now, result)
+    if free:
+        preferences = tuple(
+            p.spread.spread_descriptor
+            for p in first.spec.placement.preferences
+            if p.spread.spread_descriptor
+        )
+        _place_free(free, index, pipeline, now, preferences, result)
     return result
 
 
-def _place_ranked(
+def _order(task: objects_pb2.Task) -> tuple[str, bool, bool]:
+    """The kind of ranking, as far as it orders nodes not running the service: spread
+    by total tasks, spread by free share then total, or binpack."""
+    reservations = task.spec.resources.reservations
+    cpu, memory = bool(reservations.nano_cpus), bool(reservations.memory_bytes)
+    if task.spec.placement.strategy == specs_pb2.PLACEMENT_STRATEGY_BINPACK:
+        return ("binpack", cpu, memory)
+    if cpu or memory:
+        return ("spread-share", cpu, memory)
+    return ("spread", False, False)
+
+
+def _entry_function(kind: str, cpu: bool, memory: bool) -> Callable[[NodeInfo], Entry]:
+    """A pool's order: `ranker`'s key for a node without tasks or failures of the
+    service (failing False and the service's count 0 are the same for all of them)."""
+    share = share_function(cpu, memory)
+    if kind == "binpack":
+        return lambda i: (share(i), -i.total, i.id, i.version, i)
+    if kind == "spread-share":
+        return lambda i: (-share(i), i.total, i.id, i.version, i)
+    return lambda i: (i.total, i.id, i.version, i)
+
+
+def _path_function(descriptors: tuple[str, ...]) -> Callable[[NodeInfo], Path] | None:
+    """A node's spread path: its value for each descriptor ("" without the label, as
+    spread_value has it)."""
+    if not descriptors:
+        return None
+    getters = [attribute_getter(d) for d in descriptors]
+    if len(getters) == 1:
+        (get,) = getters
+        return lambda info: (get(info.node) or "",)
+    return lambda info: tuple(get(info.node) or "" for get in getters)
+
+
+def _place_free(
     tasks: list[objects_pb2.Task],
-    eligible: list[NodeInfo],
+    index: NodeIndex,
     pipeline: Pipeline,
     now: float,
+    descriptors: tuple[str, ...],
     result: GroupResult,
 ) -> None:
-    heap = [(rank_key(tasks[0], i, now), i) for i in eligible]
-    heapq.heapify(heap)
+    """Place tasks not bound to a node, each on the best node that passes the filters.
+
+    The candidates are the nodes of the pool for the group's static filters (ready,
+    constraints, platform) and ranking. The nodes that run the service (or failed it)
+    rank by their own counts: they go into small heaps of the group's own, keyed by
+    `ranker`; every other node ranks by the pool's order, which is the same ranking
+    for them, and is drawn from the pool's heap only when it comes to the top. Each
+    node is checked against the other filters (resources, host ports, max replicas)
+    when it is the best left; one that fails is out for the rest of the group, as its
+    counts only grow. So the work follows the tasks placed and the nodes turned down,
+    not the cluster's size. With spread preferences each spread path has its heaps,
+    and the path with the fewest tasks of the service (level by level) wins, then the
+    best node's key decides between paths.
+
+    A task that fits nowhere gets the explanation of a pass of the full pipeline over
+    every node, as the nodes are then (every node turned down by the filter that turns
+    it down now); the rest of the group gets the same.
+    """
+    first = tasks[0]
+    service_id = first.service_id
+    key = ranker(first, now)
+    order = _order(first)
+    path_of = _path_function(descriptors)
+    pool = index.pool(
+        (pipeline.static_signature(), order, descriptors),
+        lambda: Pool(
+            pipeline.static_check(),
+            _entry_function(*order),
+            path_of,
+            1 if order[0] == "spread" else 2,
+        ),
+    )
+    members = pool.members
+    levels = range(len(descriptors))
+    counts: list[Counter[Path]] = [Counter() for _ in levels]
+    # The nodes ranked in `own`, not to be drawn from the pool. A node drawn from the
+    # pool needs no mark: its entry was the only current one there.
+    skip: set[str] = set()
+    own: dict[Path, list[tuple[Key, NodeInfo]]] = {}
+    for info in index.running(service_id):
+        skip.add(info.id)
+        if path_of is not None:
+            n = info.by_service.get(service_id, 0)
+            if n:
+                path = path_of(info)
+                for lv in levels:
+                    counts[lv][path[: lv + 1]] += n
+        member = members.get(info.id)
+        if member is not None and member[0] is info:
+            own.setdefault(member[2], []).append((key(info), info))
+    for ranked in own.values():
+        heapq.heapify(ranked)
+    # Pool entries taken and not placed on, put back at the group's end.
+    held: list[tuple[Path, Entry]] = []
+    # What each task of the group occupies (the tasks of a group have the same spec).
+    load = task_load(first)
+    # The re-check before a placement, on what the node's tasks occupy. The checks are
+    # bound to the group's first task, as the eligibility of every node always was: the
+    # tasks of a group have the same spec.
+    fits = pipeline.dynamic_check()
+
+    def explain() -> str:
+        pipeline.set_task(first)
+        for info in index.all():
+            pipeline.accepts(first, info)
+        return pipeline.explain()
+
+    if descriptors:
+        _draw_by_path(tasks, pool, own, skip, held, counts, key, load, fits, explain, result)
+    else:
+        _draw(
+            tasks,
+            pool.lanes.get((), []),
+            own.get((), []),
+            skip,
+            held,
+            key,
+            load,
+            order,
+            fits,
+            explain,
+            result,
+        )
+    for path, entry in held:
+        if entry[-2] == entry[-1].version:
+            pool.requeue(path, entry)
+
+
+def _draw(
+    tasks: list[objects_pb2.Task],
+    lane: list[Entry],
+    mine: list[tuple[Key, NodeInfo]],
+    skip: set[str],
+    held: list[tuple[Path, Entry]],
+    key: Callable[[NodeInfo], Key],
+    load: Load,
+    order: tuple[str, bool, bool],
+    fits: Callable[[NodeInfo], bool] | None,
+    explain: Callable[[], str],
+    result: GroupResult,
+) -> None:
+    """_place_free without spread preferences: one pool lane and one heap of our own."""
+    # With spread, a pool node's key starts (False, 0): a node of our own whose key
+    # starts higher (more tasks of the service, or failing) ranks after it, with no
+    # need to compute the pool node's key.
+    spread = order[0] != "binpack"
+    # With spread, a node placed on from the pool has a task of the service now, so it
+    # ranks after every pool node: it joins `mine` only once the pool has none left.
+    later: list[NodeInfo] = []
+    decisions = result.decisions
+    pop, push = heapq.heappop, heapq.heappush
+    explanation = ""
     for task in tasks:
-        while heap:
-            _, info = heapq.heappop(heap)
-            if not pipeline.fits(task, info):
-                pipeline.count_failure(task, info)  # full now: out for the rest of the group
+        while not explanation:
+            # The pool's best current entry not ranked in `mine` (_best, inlined).
+            top = None
+            while lane:
+                entry = lane[-1]
+                info = entry[-1]
+                if entry[-2] != info.version:
+                    lane.pop()
+                elif info.id in skip:
+                    held.append(((), lane.pop()))
+                else:
+                    top = entry
+                    break
+            if top is not None:
+                info = top[-1]
+                k = mine[0][0] if mine else None
+                if k is not None and (not spread or (not k[0] and k[1] == 0)) and k < key(info):
+                    info = pop(mine)[1]
+                    if fits is not None and not fits(info):
+                        continue  # full now: out for the rest of the group
+                else:
+                    lane.pop()
+                    if fits is not None and not fits(info):
+                        held.append(((), top))
+                        continue
+                    if spread:
+                        info.apply(load, 1)
+                        later.append(info)
+                        decisions.append(Decision(task.id, info.id))
+                        break
+            elif later:
+                for info in later:
+                    push(mine, (key(info), info))
+                later.clear()
                 continue
-            info.add(task)
-            result.decisions.append(Decision(task.id, info.node.id))
-            heapq.heappush(heap, (rank_key(task, info, now), info))
+            elif mine:
+                info = pop(mine)[1]
+                if fits is not None and not fits(info):
+                    continue
+            else:
+                explanation = explain()
+                continue  # ends the loop: the task gets the explanation
+            info.apply(load, 1)
+            push(mine, (key(info), info))
+            decisions.append(Decision(task.id, info.id))
             break
         else:
-            result.decisions.append(Decision(task.id, explanation=pipeline.explain()))
+            decisions.append(Decision(task.id, explanation=explanation))
 
 
-def _place_spread_over(
+def _draw_by_path(
     tasks: list[objects_pb2.Task],
-    eligible: list[NodeInfo],
-    all_infos: list[NodeInfo],
-    descriptors: list[str],
-    pipeline: Pipeline,
-    now: float,
+    pool: Pool,
+    own: dict[Path, list[tuple[Key, NodeInfo]]],
+    skip: set[str],
+    held: list[tuple[Path, Entry]],
+    counts: list[Counter[Path]],
+    key: Callable[[NodeInfo], Key],
+    load: Load,
+    fits: Callable[[NodeInfo], bool] | None,
+    explain: Callable[[], str],
     result: GroupResult,
 ) -> None:
-    service_id = tasks[0].service_id
-    levels = range(len(descriptors))
-    paths = {i.node.id: tuple(spread_value(i.node, d) for d in descriptors) for i in all_infos}
-    counts: list[Counter[tuple[str, ...]]] = [Counter() for _ in levels]
-    for info in all_infos:
-        n = info.by_service[service_id]
-        path = paths[info.node.id]
-        for level in levels:
-            counts[level][path[: level + 1]] += n
-    candidates = list(eligible)
+    """_place_free with spread preferences: per task, the path with the fewest tasks of
+    the service (level by level), then the best node key, among paths with candidates."""
+    lanes = pool.lanes
+    levels = range(len(counts))
+    paths = sorted(set(lanes) | set(own))
+    # Each path's top pool entry and its key: the same entry is the same node in the
+    # same state (its version unchanged), so the key holds while it stays on top.
+    top_keys: dict[Path, tuple[Entry, Key]] = {}
+    # One level (a single preference): a path is its own first-level prefix.
+    single = counts[0] if len(counts) == 1 else None
+    explanation = ""
     for task in tasks:
-        best: tuple[tuple[object, ...], NodeInfo] | None = None
-        for info in list(candidates):
-            if not pipeline.fits(task, info):
-                pipeline.count_failure(task, info)
-                candidates.remove(info)
-                continue
-            path = paths[info.node.id]
-            key = (tuple(counts[lv][path[: lv + 1]] for lv in levels), rank_key(task, info, now))
-            if best is None or key < best[0]:
-                best = (key, info)
-        if best is None:
-            result.decisions.append(Decision(task.id, explanation=pipeline.explain()))
-            continue
-        info = best[1]
-        info.add(task)
-        path = paths[info.node.id]
-        for level in levels:
-            counts[level][path[: level + 1]] += 1
-        result.decisions.append(Decision(task.id, info.node.id))
+        while not explanation:
+            best: Key | None = None
+            best_path: Path = ()
+            best_top: Entry | None = None
+            exhausted = False
+            for path in paths:
+                lane = lanes.get(path)
+                top = _best(lane, path, skip, held) if lane else None
+                mine = own.get(path)
+                if top is None:
+                    if not mine:
+                        exhausted = True
+                        continue
+                    k = mine[0][0]
+                else:
+                    cached = top_keys.get(path)
+                    if cached is not None and cached[0] is top:
+                        k = cached[1]
+                    else:
+                        k = key(top[-1])
+                        top_keys[path] = (top, k)
+                    if mine and mine[0][0] < k:
+                        k, top = mine[0][0], None
+                rank: Key
+                if single is not None:
+                    rank = (single[path], k)
+                else:
+                    rank = (tuple(counts[lv][path[: lv + 1]] for lv in levels), k)
+                if best is None or rank < best:
+                    best, best_path, best_top = rank, path, top
+            if exhausted:
+                paths = [p for p in paths if lanes.get(p) or own.get(p)]
+            if best is None:
+                explanation = explain()
+                continue  # ends the loop: the task gets the explanation
+            if best_top is not None:
+                lanes[best_path].pop()
+                info = best_top[-1]
+                if fits is not None and not fits(info):
+                    held.append((best_path, best_top))
+                    continue
+            else:
+                info = heapq.heappop(own[best_path])[1]
+                if fits is not None and not fits(info):
+                    continue
+            info.apply(load, 1)
+            mine = own.get(best_path)
+            if mine is None:
+                own[best_path] = mine = []
+            heapq.heappush(mine, (key(info), info))
+            for lv in levels:
+                counts[lv][best_path[: lv + 1]] += 1
+            result.decisions.append(Decision(task.id, info.id))
+            break
+        else:
+            result.decisions.append(Decision(task.id, explanation=explanation))
+
+
+def _best(
+    lane: list[Entry], path: Path, skip: set[str], held: list[tuple[Path, Entry]]
+) -> Entry | None:
+    """The lane's best current entry not skipped; stale entries are dropped and
+    skipped ones held (to be put back after the group)."""
+    while lane:
+        entry = lane[-1]
+        info = entry[-1]
+        if entry[-2] != info.version:
+            lane.pop()
+        elif info.id in skip:
+            held.append((path, lane.pop()))
+        else:
+            return entry
+    return None
 
 
 class Scheduler(Reconciler):
@@ -296,14 +560,17 @@ class Scheduler(Reconciler):
         infos = self.nodes.infos
         now = self.clock()
         ops: list[Update] = []
-        placements: list[tuple[NodeInfo, objects_pb2.Task]] = []
+        placements: list[tuple[NodeInfo, Load]] = []
+        waited: list[float] = []  # how long each placed task waited for a node
         for group in groups.values():
             group.sort(key=lambda t: (t.slot, timestamp_seconds(t.meta.created_at)))
-            for d in schedule_group(group, infos.values(), self.pipeline, now):
+            load = task_load(group[0])  # the same for every task of the group
+            for d in schedule_group(group, self.nodes, self.pipeline, now):
                 task = self.cache.tasks[d.task_id]
                 if d.node_id:
                     ops.append(Update(Kind.TASK, d.task_id, _assign(d.node_id), base=task))
-                    placements.append((infos[d.node_id], task))
+                    placements.append((infos[d.node_id], load))
+                    waited.append(now - timestamp_seconds(task.meta.created_at))
                 elif task.status.err != d.explanation:
                     ops.append(Update(Kind.TASK, d.task_id, _explain(d.explanation), base=task))
         placed = len(placements)
@@ -313,12 +580,12 @@ class Scheduler(Reconciler):
         finally:
             # The placements were counted into the node infos ahead of the writes so that
             # the ranking saw them; the watch counts what was stored, so take them out.
-            for info, task in placements:
-                info.remove(task)
+            for info, load in placements:
+                info.apply(load, -1)
         self.placed += placed
         PLACEMENTS.inc(placed)
-        for _info, task in placements:
-            SCHEDULING_LATENCY.observe(max(0.0, now - timestamp_seconds(task.meta.created_at)))
+        for seconds in waited:
+            SCHEDULING_LATENCY.observe(max(0.0, seconds))
         if placed or result.failed:
             self.log.info(
                 "scheduled", placed=placed, unplaced=len(ops) - placed, failed=len(result.failed)

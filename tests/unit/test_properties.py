@@ -138,7 +138,7 @@ class Sim:
         changed = False
         for group in groups.values():
             group.sort(key=lambda t: (t.slot, timestamp_seconds(t.meta.created_at)))
-            decisions = schedule_group(group, self.infos.infos.values(), Pipeline(), self.now)
+            decisions = schedule_group(group, self.infos, Pipeline(), self.now)
             # As Scheduler.reconcile does: take the provisional counts out once the writes
             # are made; the writes count them again through the watch.
             for d in decisions:
