@@ -41,24 +41,20 @@ class Constraint:
     def matches(self, node: objects_pb2.Node) -> bool:
         if self.key == "node.ip":
             return self._ip_matches(node.status.addr) == self.equal
-        actual = node_attribute(node, self.key)
-        if actual is None:
-            # A missing label never equals anything, and always differs.
-            return not self.equal
-        wanted = normalise_arch(self.value) if self.key == "node.platform.arch" else self.value
-        return (actual.lower() == wanted.lower()) == self.equal
+        return self.matcher()(node)
 
     def matcher(self) -> Callable[[objects_pb2.Node], bool]:
         """`matches`, with the key's look-up and the value's case folded once."""
         if self.key == "node.ip":
             return self.matches
         get = attribute_getter(self.key)
-        want, equal = self.value.lower(), self.equal
+        value = normalise_arch(self.value) if self.key == "node.platform.arch" else self.value
+        want, equal = value.lower(), self.equal
 
         def match(node: objects_pb2.Node) -> bool:
             actual = get(node)
             if actual is None:
-                return not equal
+                return not equal  # a missing label never equals anything, always differs
             return (actual.lower() == want) == equal
 
         return match
