@@ -210,7 +210,12 @@ class LocalCluster:
     def tasks(self, service: str = "") -> list[objects_pb2.Task]:
         filters = control_pb2.ListTasksRequest.Filters(service_ids=[service] if service else [])
         req = control_pb2.ListTasksRequest(filters=filters)
-        return list(self.api().ListTasks(req, timeout=20).tasks)
+        try:
+            return list(self.api().ListTasks(req, timeout=20).tasks)
+        except grpc.RpcError as exc:
+            if service and exc.code() == grpc.StatusCode.NOT_FOUND:
+                return []  # the service is gone, and so are its tasks
+            raise
 
     def services(self) -> list[objects_pb2.Service]:
         req = control_pb2.ListServicesRequest()
@@ -360,12 +365,20 @@ def container_problems(
 ) -> list[str]:
     """No container on the hosts' engines that no running task owns: each swarmlet
     container belongs to a task that runs (desired and observed) on that host's node.
-    With running_only, stopped containers are not looked at."""
+    With running_only, stopped containers are not looked at. And the other way round:
+    every task running on a host's node has its container running there."""
     by_id = {t.id: t for t in tasks}
     node_ids = cluster.node_ids()
     problems = []
     for n in hosts or cluster.hosts:
-        for c in cluster.containers(n, all=not running_only):
+        containers = cluster.containers(n, all=not running_only)
+        up = {c.labels.get(LABEL_TASK, "") for c in containers if c.status == "running"}
+        for t in tasks:
+            if running(t) and t.node_id == node_ids.get(f"h{n}") and t.id not in up:
+                problems.append(
+                    f"h{n}: task {t.annotations.name} ({t.id}) runs without a container"
+                )
+        for c in containers:
             tid = c.labels.get(LABEL_TASK, "")
             task = by_id.get(tid)
             what = f"h{n}: container {c.name} ({c.status})"
