@@ -19,7 +19,7 @@ NODES ?= 3
 WITH_DOCKER = DOCKER_HOST="$$(scripts/dockerd.sh start | tail -n 1)" && export DOCKER_HOST && scripts/build-images.sh &&
 
 .PHONY: help venv protos protos-check lint typecheck vagrant-validate test unit \
-	demo down cluster cluster-down bench-convergence bench-scheduler chaos clean
+	demo down cluster cluster-down bench-convergence bench-scheduler bench-recovery chaos clean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -78,6 +78,9 @@ bench-convergence: venv ## convergence benchmark (python -m bench.convergence)
 
 bench-scheduler: venv ## scheduler benchmark: placements/s on hollow nodes, no Docker (python -m bench.scheduler)
 	$(PYTHON) -m bench.scheduler
+
+bench-recovery: venv ## recovery benchmark on the local 3-host cluster: swarmlet vs Docker Swarm (python -m bench.recovery)
+	$(PYTHON) -m bench.recovery
 
 chaos: venv ## the long chaos suite on the local cluster (make test runs a short one); SWARMLET_CHAOS_MINUTES bounds it
 	SWARMLET_CHAOS=long $(BIN)/pytest -q tests/chaos
