@@ -19,7 +19,8 @@ NODES ?= 3
 WITH_DOCKER = DOCKER_HOST="$$(scripts/dockerd.sh start | tail -n 1)" && export DOCKER_HOST && scripts/build-images.sh &&
 
 .PHONY: help venv protos protos-check lint typecheck vagrant-validate test unit \
-	demo down cluster cluster-down bench-convergence bench-scheduler bench-failover clean
+	demo down cluster cluster-down bench-convergence bench-scheduler bench-failover \
+	bench-recovery chaos clean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -81,6 +82,12 @@ bench-scheduler: venv ## scheduler benchmark: placements/s on hollow nodes, no D
 
 bench-failover: venv ## leader failover benchmark, no Docker needed (python -m bench.failover)
 	$(PYTHON) -m bench.failover
+
+bench-recovery: venv ## recovery benchmark on the local 3-host cluster: swarmlet vs Docker Swarm (python -m bench.recovery)
+	$(PYTHON) -m bench.recovery
+
+chaos: venv ## the long chaos suite on the local cluster (make test runs a short one); SWARMLET_CHAOS_MINUTES bounds it
+	SWARMLET_CHAOS=long $(BIN)/pytest -q tests/chaos
 
 clean: down cluster-down ## make down and cluster-down, stop the private Docker engines, remove .run/
 	@for d in .run/docker/*/; do if [[ -d $$d ]]; then scripts/dockerd.sh stop "$$(basename "$$d")"; fi; done

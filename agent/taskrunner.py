@@ -69,6 +69,7 @@ class TaskRunner:
         self.log = get_logger("taskrunner", task_id=task.id, service_id=task.service_id)
         # Until the manager has sent the task, an adopted container is only watched.
         self.assigned = adopted is None
+        self._adopted = adopted is not None
         self.status = objects_pb2.TaskStatus()
         if adopted is not None:
             self.status = status_from_adopted(adopted)
@@ -86,9 +87,15 @@ class TaskRunner:
 
     def update(self, task: objects_pb2.Task) -> None:
         """The manager sent a newer version of the task."""
+        first = not self.assigned
         self.task = task
         self.controller.task = task
         self.assigned = True
+        if first and self._adopted:
+            # What the container was found in at start (exited, say, because the engine
+            # stopped while the agent was away) has not been reported: the manager may
+            # still think the task runs.
+            self._report_fn(task.id, self.status)
         self._changed.set()
 
     def remove(self) -> None:

@@ -13,11 +13,12 @@ manager) never reschedules healthy nodes' tasks.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from common.api import objects_pb2, types_pb2
 from common.log import get_logger
-from common.timeutil import now_timestamp
+from common.timeutil import now_timestamp, timestamp_seconds
 from manager.dispatcher.dispatcher import MISSED_HEARTBEATS
 from manager.metrics import NODES_DOWN
 from manager.scheduler.nodeinfo import runs_tasks
@@ -51,6 +52,9 @@ class NodeHealth:
         """Run for as long as this manager leads (cancelled when it stops leading)."""
         started = self.clock()
         missing_since: dict[str, float] = {}
+        # Wall-clock time each was first seen without a session, to compare with the
+        # status timestamp a manager writes when it registers the node.
+        missing_wall: dict[str, float] = {}
         while True:
             await asyncio.sleep(self.period / 2)
             now = self.clock()
@@ -58,27 +62,35 @@ class NodeHealth:
             for node in self.cache.nodes.values():
                 if not runs_tasks(node) or node.status.state == types_pb2.NODE_STATE_DOWN:
                     missing_since.pop(node.id, None)
+                    missing_wall.pop(node.id, None)
                     continue
                 if self.has_session(node.id):
                     missing_since.pop(node.id, None)
+                    missing_wall.pop(node.id, None)
                     continue
+                missing_wall.setdefault(node.id, time.time())
                 since = missing_since.setdefault(node.id, now)
                 if now - since > self.timeout and now - started > self.failover_grace:
                     stale.append(node.id)
             if stale:
-                await self._mark_down(stale)
+                await self._mark_down({n: missing_wall[n] for n in stale})
 
-    async def _mark_down(self, node_ids: list[str]) -> None:
+    async def _mark_down(self, missing_wall: dict[str, float]) -> None:
         def down(node: objects_pb2.Node) -> objects_pb2.Node | None:
             if self.has_session(node.id) or node.status.state == types_pb2.NODE_STATE_DOWN:
                 return None
+            if (
+                node.status.state == types_pb2.NODE_STATE_READY
+                and timestamp_seconds(node.status.timestamp) > missing_wall[node.id]
+            ):
+                return None  # a manager registered it since: its session key is on the way
             node.status.state = types_pb2.NODE_STATE_DOWN
             node.status.message = "no session with any manager"
             node.status.timestamp.CopyFrom(now_timestamp())
             return node
 
         try:
-            result = await self.store.commit([Update(Kind.NODE, n, down) for n in node_ids])
+            result = await self.store.commit([Update(Kind.NODE, n, down) for n in missing_wall])
         except StoreError as exc:
             _log.warning("could not mark nodes down", error=str(exc))
             return

@@ -9,6 +9,11 @@
 #   scripts/cluster.sh restore-host N  start host N's dockerd and agent again, wait until Ready
 #   scripts/cluster.sh cut-link N      take host N's link to the bridge down
 #   scripts/cluster.sh heal-link N     bring it up again
+#   scripts/cluster.sh kill-agent N    SIGKILL host N's agent only (restore-host N restarts it)
+#   scripts/cluster.sh kill-manager N  SIGKILL manager N (1..SWARMLET_CLUSTER_MANAGERS)
+#   scripts/cluster.sh stop-manager N  SIGTERM manager N and wait until it has exited
+#   scripts/cluster.sh restore-manager N
+#                                      start manager N again with the options of `up`
 #   scripts/cluster.sh env             print .run/cluster/env (SWARMCTL_HOST, PATH, and
 #                                      SWARMLET_CLUSTER_*: manager, registry, hosts'
 #                                      addresses and Docker sockets)
@@ -29,6 +34,15 @@
 #     $NET.1:4242 (joining nodes: 4243), state in .run/cluster/manager, started
 #     by scripts/node-up.sh manager; control socket
 #     .run/cluster/manager/control.sock.
+#   - with SWARMLET_CLUSTER_ETCD (endpoints of an etcd cluster that runs
+#     already), no embedded etcd: the manager uses that one, and
+#     SWARMLET_CLUSTER_MANAGERS=M (default 1) starts M managers on it, manager i
+#     listening on $NET.1:(4240 + 2i) with its state in .run/cluster/manager
+#     (i = 1) or .run/cluster/manager<i>; managers 2..M join with the manager
+#     join token, and every agent is given all M addresses.
+#     SWARMLET_CLUSTER_MANAGER_ARGS adds flags to every manager's command line
+#     (e.g. "--heartbeat-period 2s"). What `up` was given is kept in
+#     .run/cluster/config for the commands that restart daemons.
 # It waits until `swarmctl node ls` shows the N hosts Ready and writes
 # .run/cluster/env. A second `up` reuses what runs, adds the hosts that are
 # missing, and repairs what is not running. `down` copes with a half-built or
@@ -36,7 +50,9 @@
 #
 # Environment: SWARMLET_CLUSTER_NET (default 10.123.45: the cluster is
 # 10.123.45.0/24), SWARMLET_CLUSTER_BIP_NET (default 10.124: host i's docker0 is
-# 10.124.i.1/24, visible only inside its namespace).
+# 10.124.i.1/24, visible only inside its namespace), SWARMLET_BIN (default
+# .venv/bin: where swarm-manager, swarm-agent and swarmctl are), and the
+# SWARMLET_CLUSTER_ETCD, _MANAGERS and _MANAGER_ARGS above.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -54,8 +70,17 @@ MANAGER_DIR="$RUN/manager"
 TOKEN_FILE="$RUN/worker-token"
 ENV_FILE="$RUN/env"
 LOCK="$ROOT/.run/cluster.lock"
-BIN="$ROOT/.venv/bin"
+BIN="${SWARMLET_BIN:-$ROOT/.venv/bin}"
 CONTROL="unix://$MANAGER_DIR/control.sock"
+CONFIG="$RUN/config"
+# What `up` was given; the other commands read it back from $CONFIG.
+ETCD=${SWARMLET_CLUSTER_ETCD:-}
+MANAGERS=${SWARMLET_CLUSTER_MANAGERS:-1}
+MANAGER_ARGS=${SWARMLET_CLUSTER_MANAGER_ARGS:-}
+if [[ ${1:-} != up && -s $CONFIG ]]; then
+    # shellcheck source=/dev/null
+    source "$CONFIG"
+fi
 # The bridge's alias names the checkout whose cluster it is.
 ALIAS="swarmlet-cluster $ROOT"
 FW_COMMENT=swarmlet-cluster
@@ -71,7 +96,37 @@ host_link() { echo "swl-h$1"; }
 host_ip() { echo "$NET.$((10 + $1))"; }
 host_dir() { echo "$RUN/h$1"; }
 
-ctl() { "$BIN/swarmctl" -H "$CONTROL" "$@"; }
+# Manager I (1..MANAGERS): its state dir and dispatcher address.
+manager_dir() { if (( $1 == 1 )); then echo "$MANAGER_DIR"; else echo "$RUN/manager$1"; fi; }
+manager_addr() { echo "$GW:$((4240 + 2 * $1))"; }
+manager_addrs() {
+    local i out=()
+    for ((i = 1; i <= MANAGERS; i++)); do out+=("$(manager_addr "$i")"); done
+    local IFS=,
+    echo "${out[*]}"
+}
+
+# swarmctl on the first manager that answers.
+ctl() {
+    local i sock
+    for ((i = 1; i <= MANAGERS; i++)); do
+        sock="$(manager_dir "$i")/control.sock"
+        if [[ -S $sock ]] && "$BIN/swarmctl" -H "unix://$sock" "$@"; then return 0; fi
+    done
+    return 1
+}
+
+check_manager_number() {
+    if ! [[ ${1:-} =~ ^[1-9][0-9]*$ ]] || (( $1 > MANAGERS )); then
+        die "manager number must be 1..$MANAGERS, got '${1:-}'"
+    fi
+}
+
+check_manager_config() {
+    [[ $MANAGERS =~ ^[1-9]$ ]] || die "SWARMLET_CLUSTER_MANAGERS must be 1..9, got '$MANAGERS'"
+    (( MANAGERS == 1 )) || [[ -n $ETCD ]] ||
+        die "several managers need an etcd of their own: set SWARMLET_CLUSTER_ETCD to its endpoints"
+}
 
 check_host_number() {
     if ! [[ ${1:-} =~ ^[1-9][0-9]*$ ]] || (( $1 > 200 )); then
@@ -211,7 +266,7 @@ kill_netns() {
 host_node_up() {
     local n=$1
     run scripts/node-up.sh worker \
-        --manager "$MANAGER_ADDR" --token-file "$TOKEN_FILE" \
+        --manager "$(manager_addrs)" --token-file "$TOKEN_FILE" \
         --state-dir "$(host_dir "$n")" --netns "$(host_ns "$n")" --hostname "h$n" \
         --dockerd-arg "--bip=$BIP_NET.$n.1/24" \
         --dockerd-arg "--insecure-registry=$REGISTRY" \
@@ -277,7 +332,14 @@ write_env() {
         echo "# Written by scripts/cluster.sh up: source it to drive the local cluster."
         echo "export SWARMCTL_HOST=$CONTROL"
         echo "export PATH=$BIN:\$PATH"
+        echo "export SWARMLET_BIN=$BIN"
         echo "export SWARMLET_CLUSTER_MANAGER=$MANAGER_ADDR"
+        echo "export SWARMLET_CLUSTER_MANAGERS=\"$(manager_addrs | tr , ' ')\""
+        echo "export SWARMLET_CLUSTER_ETCD=$ETCD"
+        for ((n = 1; n <= MANAGERS; n++)); do
+            echo "export SWARMLET_CLUSTER_M${n}_ADDR=$(manager_addr "$n")"
+            echo "export SWARMLET_CLUSTER_M${n}_CONTROL=unix://$(manager_dir "$n")/control.sock"
+        done
         echo "export SWARMLET_CLUSTER_REGISTRY=$REGISTRY"
         echo "export SWARMLET_CLUSTER_TOKEN_FILE=$TOKEN_FILE"
         echo "export SWARMLET_CLUSTER_HOSTS=\"$(known_hosts | sed 's/^/h/' | tr '\n' ' ' | sed 's/ $//')\""
@@ -304,8 +366,16 @@ up() {
     bridge_up
     run scripts/registry.sh start "$REGISTRY"
     images_up
-    run scripts/node-up.sh manager --state-dir "$MANAGER_DIR" --listen-addr "$MANAGER_ADDR" \
-        --token-file "$TOKEN_FILE"
+    check_manager_config
+    {
+        printf 'ETCD=%q\n' "$ETCD"
+        printf 'MANAGERS=%q\n' "$MANAGERS"
+        printf 'MANAGER_ARGS=%q\n' "$MANAGER_ARGS"
+        printf 'BIN=%q\n' "$BIN"
+    } >"$CONFIG"
+    for ((n = 1; n <= MANAGERS; n++)); do
+        manager_up "$n"
+    done
     for ((n = 1; n <= nodes; n++)); do
         host_net_up "$n" 1
     done
@@ -320,10 +390,10 @@ up() {
     [[ -z $extra ]] || warn "hosts from an earlier, larger cluster are left as they are: $extra"
     cat <<MSG
 
-The local cluster is up ($((SECONDS - t0))s): $nodes hosts, a manager, a registry.
+The local cluster is up ($((SECONDS - t0))s): $nodes hosts, $MANAGERS manager(s), a registry.
   hosts     $(for ((n = 1; n <= nodes; n++)); do printf 'h%s=%s ' "$n" "$(host_ip "$n")"; done)
             (network namespaces swl-hN on bridge $BRIDGE, each with its dockerd and agent)
-  manager   $MANAGER_ADDR (state .run/cluster/manager)
+  managers  $(manager_addrs) (state .run/cluster/manager*)${ETCD:+, etcd $ETCD}
   registry  $REGISTRY (${IMAGES[*]})
 
 Drive it with swarmctl:
@@ -349,13 +419,15 @@ down() {
         net_ours=0
     fi
 
-    # The manager first: nothing reschedules while the hosts go.
-    if [[ -d $MANAGER_DIR ]]; then
-        run scripts/node-up.sh stop --state-dir "$MANAGER_DIR" || warn "could not stop the manager cleanly"
-    fi
+    # The managers first: nothing reschedules while the hosts go.
+    for d in "$RUN"/manager "$RUN"/manager[0-9]*; do
+        if [[ -d $d ]]; then
+            run scripts/node-up.sh stop --state-dir "$d" || warn "could not stop the manager in $d cleanly"
+        fi
+    done
     # A manager or etcd of this cluster whose state dir is gone.
     for pid in $(pgrep -x swarm-manager || true); do
-        if pid_matches "$pid" "--state-dir $MANAGER_DIR "; then
+        if pid_matches "$pid" "--state-dir $MANAGER_DIR"; then
             stop_pid "$pid" "swarm-manager" 30
         fi
     done
@@ -422,12 +494,15 @@ status() {
     else
         say "bridge $BRIDGE: absent"
     fi
-    if pid="$(read_pid "$MANAGER_DIR/manager.pid")" && [[ -n $pid ]] && alive "$pid"; then
-        say "manager: running (pid $pid) on $MANAGER_ADDR"
-    else
-        say "manager: not running"
-        rc=1
-    fi
+    local i
+    for ((i = 1; i <= MANAGERS; i++)); do
+        if pid="$(read_pid "$(manager_dir "$i")/manager.pid")" && [[ -n $pid ]] && alive "$pid"; then
+            say "manager $i: running (pid $pid) on $(manager_addr "$i")"
+        else
+            say "manager $i: not running"
+            rc=1
+        fi
+    done
     SWARMLET_REGISTRY_DIR="$RUN/registry" scripts/registry.sh status || rc=1
     for n in $(known_hosts); do
         ns="$(host_ns "$n")"
@@ -443,6 +518,64 @@ status() {
     done
     ctl node ls 2>/dev/null || true
     return $rc
+}
+
+# Start manager I (or reuse it if it runs): the first creates the cluster (on
+# its embedded etcd, or on $ETCD), the others join it with the manager token.
+manager_up() {
+    local i=$1 token=""
+    local -a args=() opts=(--state-dir "$(manager_dir "$1")" --listen-addr "$(manager_addr "$1")")
+    # shellcheck disable=SC2206  # MANAGER_ARGS is a list of flags
+    args=($MANAGER_ARGS)
+    if [[ -n $ETCD ]]; then args+=(--etcd "$ETCD"); fi
+    if (( i == 1 )); then opts+=(--token-file "$TOKEN_FILE"); fi
+    if (( i > 1 )) && [[ ! -s $(manager_dir "$i")/manager_id ]]; then
+        token="$(ctl join-token -q manager)" || die "cannot read the manager join token"
+    fi
+    # The token reaches the manager through its environment, not its command line.
+    SWARMLET_JOIN_TOKEN=$token run scripts/node-up.sh manager "${opts[@]}" -- "${args[@]}"
+}
+
+manager_pid() {
+    local pid
+    pid="$(read_pid "$(manager_dir "$1")/manager.pid")"
+    [[ -n $pid ]] && alive "$pid" && pid_matches "$pid" swarm-manager "--state-dir $(manager_dir "$1") " &&
+        echo "$pid"
+}
+
+kill_manager() {
+    local i=$1 sig=$2 pid j
+    check_manager_number "$i"
+    [[ $(id -u) -eq 0 ]] || die "run as root"
+    pid="$(manager_pid "$i")" || { say "manager $i is not running"; return 0; }
+    kill "-$sig" "$pid"
+    for ((j = 0; j < 300; j++)); do
+        alive "$pid" || break
+        sleep 0.1
+    done
+    alive "$pid" && die "manager $i (pid $pid) did not exit after SIG$sig"
+    say "manager $i (pid $pid) stopped with SIG$sig"
+}
+
+restore_manager() {
+    local i=$1
+    check_manager_number "$i"
+    preflight
+    lock
+    manager_up "$i"
+}
+
+kill_agent() {
+    local n=$1 pid
+    check_host_number "$n"
+    [[ $(id -u) -eq 0 ]] || die "run as root"
+    pid="$(read_pid "$(host_dir "$n")/agent.pid")"
+    if [[ -n $pid ]] && alive "$pid" && pid_matches "$pid" swarm-agent; then
+        kill -KILL "$pid"
+        say "host h$n: agent (pid $pid) killed"
+    else
+        say "host h$n: no agent running"
+    fi
 }
 
 kill_host() {
@@ -491,6 +624,10 @@ case ${1:-} in
     restore-host) restore_host "${2:-}" ;;
     cut-link) set_link "${2:-}" down ;;
     heal-link) set_link "${2:-}" up ;;
+    kill-agent) kill_agent "${2:-}" ;;
+    kill-manager) kill_manager "${2:-}" KILL ;;
+    stop-manager) kill_manager "${2:-}" TERM ;;
+    restore-manager) restore_manager "${2:-}" ;;
     env) cat "$ENV_FILE" ;;
     *) usage ;;
 esac

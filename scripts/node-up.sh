@@ -51,7 +51,7 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-BIN="$ROOT/.venv/bin"
+BIN="${SWARMLET_BIN:-$ROOT/.venv/bin}"
 PRIVATE_ENGINE=node     # name of the engine scripts/dockerd.sh may start for a worker
 
 usage() {

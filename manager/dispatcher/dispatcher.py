@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ from common import pki, states
 from common.api import dispatcher_pb2, dispatcher_pb2_grpc, logs_pb2, objects_pb2, types_pb2
 from common.ids import new_id
 from common.log import get_logger
-from common.timeutil import duration, now_timestamp
+from common.timeutil import duration, now_timestamp, timestamp_seconds
 from manager.ca import authz
 from manager.dispatcher.sessionkeys import SessionKeys
 from manager.dispatcher.status import TaskStatusWriter, status_problem, trimmed
@@ -59,6 +60,11 @@ class AgentSession:
     node_id: str
     addr: str
     last_heartbeat: float
+    # Wall-clock time of the last sign of life (opening, heartbeats), comparable with
+    # the node's status timestamp that whichever manager registers it writes.
+    last_seen: float = field(default_factory=time.time)
+    # Set while this manager writes the node READY again (see Heartbeat).
+    reviving: bool = False
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     # Assignment changes not yet sent, by task id (a later change replaces an earlier one).
     pending: dict[str, dispatcher_pb2.AssignmentChange] = field(default_factory=dict)
@@ -95,6 +101,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self._by_session_id: dict[str, AgentSession] = {}
         self.status_writer = TaskStatusWriter(store)
         self.heartbeats = 0
+        self._background: set[asyncio.Task[None]] = set()
         cache.add_listener(self._on_event)
 
     # ---- sessions ---------------------------------------------------------------------
@@ -208,8 +215,18 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     ) -> dispatcher_pb2.HeartbeatResponse:
         session = await self._session(request.session_id, context)
         session.last_heartbeat = self.clock()
+        session.last_seen = time.time()
         self.heartbeats += 1
         HEARTBEATS.inc()
+        node = self.cache.nodes.get(session.node_id)
+        down = node is not None and node.status.state == types_pb2.NODE_STATE_DOWN
+        if down and not session.reviving:
+            # Declared down although it heartbeats here (a declaration that raced with
+            # its new session): say it is ready again rather than leave it down for good.
+            session.reviving = True
+            task = asyncio.create_task(self._revive(session))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return dispatcher_pb2.HeartbeatResponse(period=duration(self.heartbeat_period))
 
     async def expire_sessions(self) -> None:
@@ -232,25 +249,54 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             for s in expired:
                 self._close(s, expired=True)
             if expired:
-                await self._mark_down([s.node_id for s in expired], "heartbeat failure")
+                await self._mark_down(expired, "heartbeat failure")
 
-    async def _mark_down(self, node_ids: list[str], message: str) -> None:
+    async def _mark_down(self, expired: list[AgentSession], message: str) -> None:
+        last_seen = {s.node_id: s.last_seen for s in expired}
+
         def down(node: objects_pb2.Node) -> objects_pb2.Node | None:
             if node.id in self.sessions or node.status.state == types_pb2.NODE_STATE_DOWN:
                 return None  # it came back in the meantime
+            if (
+                node.status.state == types_pb2.NODE_STATE_READY
+                and timestamp_seconds(node.status.timestamp) > last_seen[node.id]
+            ):
+                # Registered again since its session here went quiet: its agent opened a
+                # session with another manager (a new agent after a restart, or a move
+                # to another manager). Declaring it down would undo that.
+                return None
             node.status.state = types_pb2.NODE_STATE_DOWN
             node.status.message = message
             node.status.timestamp.CopyFrom(now_timestamp())
             return node
 
         try:
-            result = await self.store.commit([Update(Kind.NODE, n, down) for n in node_ids])
+            result = await self.store.commit([Update(Kind.NODE, s.node_id, down) for s in expired])
         except StoreError as exc:
-            _log.warning("could not mark nodes down", nodes=node_ids, error=str(exc))
+            _log.warning("could not mark nodes down", nodes=list(last_seen), error=str(exc))
             return
         for node in result.written:
             NODES_DOWN.inc()
             _log.warning("node down", node_id=node.id, reason=message)
+
+    async def _revive(self, session: AgentSession) -> None:
+        def ready(node: objects_pb2.Node) -> objects_pb2.Node | None:
+            if session.closed.is_set() or node.status.state != types_pb2.NODE_STATE_DOWN:
+                return None
+            node.status.state = types_pb2.NODE_STATE_READY
+            node.status.message = ""
+            node.status.timestamp.CopyFrom(now_timestamp())
+            return node
+
+        try:
+            result = await self.store.commit([Update(Kind.NODE, session.node_id, ready)])
+        except StoreError as exc:
+            _log.warning("could not mark a node ready", node_id=session.node_id, error=str(exc))
+        else:
+            for node in result.written:
+                _log.warning("node ready again: it heartbeats here", node_id=node.id)
+        finally:
+            session.reviving = False
 
     # ---- assignments ------------------------------------------------------------------
 
