@@ -76,17 +76,19 @@ async def connect(config: EtcdConfig) -> AsyncIterator[Etcd3Client]:
     ]
     await client.connect()
     try:
-        try:
-            assert client.kv is not None
-            await client.kv.get("/", timeout=config.timeout)
-        except (EtcdError, TimeoutError, grpc.aio.AioRpcError) as exc:
-            raise StoreUnavailableError(
-                f"etcd at {config.display} did not answer: {describe(exc)}"
-            ) from exc
-        if config.user:
-            async with client.token_refresher(config.user, config.password or ""):
-                yield client
-        else:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                if config.user:
+                    # Authenticate first: with auth on, etcd refuses even the probe read.
+                    await stack.enter_async_context(
+                        client.token_refresher(config.user, config.password or "")
+                    )
+                assert client.kv is not None
+                await client.kv.get("/", timeout=config.timeout)
+            except (EtcdError, TimeoutError, grpc.aio.AioRpcError) as exc:
+                raise StoreUnavailableError(
+                    f"etcd at {config.display} did not answer: {describe(exc)}"
+                ) from exc
             yield client
     finally:
         await client.close()
