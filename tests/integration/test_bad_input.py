@@ -3,8 +3,10 @@ the stored state as it was."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -188,6 +190,13 @@ def test_no_manager_names_the_address_and_how_to_start_one() -> None:
 def test_etcd_unreachable_names_the_endpoints_and_exits_non_zero() -> None:
     state = short_tmpdir("swl-m-")
     started = time.monotonic()
+    try:
+        _run_manager_without_etcd(state, started)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _run_manager_without_etcd(state: Path, started: float) -> None:
     result = subprocess.run(  # noqa: PLW1510 - the exit code is what is checked
         [
             str(BIN / "swarm-manager"),
