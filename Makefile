@@ -47,9 +47,9 @@ typecheck: venv ## mypy (strict, settings in pyproject.toml)
 vagrant-validate: ## check vagrant/Vagrantfile (vagrant validate; installs Debian's vagrant if missing)
 	@if ! command -v vagrant >/dev/null 2>&1; then \
 		if [[ $$(id -u) -eq 0 ]]; then sudo=(); else sudo=(sudo); fi; \
-		apt-cache policy vagrant 2>/dev/null | grep -q 'Candidate: [0-9]' || \
+		grep -q 'Candidate: [0-9]' <<<"$$(apt-cache policy vagrant 2>/dev/null)" || \
 			"$${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
-		apt-cache policy vagrant 2>/dev/null | grep -q 'Candidate: [0-9]' || \
+		grep -q 'Candidate: [0-9]' <<<"$$(apt-cache policy vagrant 2>/dev/null)" || \
 			{ echo "vagrant-validate: no vagrant package available from apt" >&2; exit 1; }; \
 		echo "vagrant-validate: installing Debian's vagrant"; \
 		"$${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends vagrant </dev/null; \

@@ -61,7 +61,7 @@ answers() { curl -fsS --max-time 2 -o /dev/null "http://$1/v2/" 2>/dev/null; }
 port_taken() {
     local host=${1%:*} port=${1##*:}
     ss -Hltn 2>/dev/null | awk '{ print $4 }' |
-        grep -qE "^($host|0\.0\.0\.0|\*|\[::\]):$port\$"
+        grep -E "^($host|0\.0\.0\.0|\*|\[::\]):$port\$" >/dev/null
 }
 
 start() {
