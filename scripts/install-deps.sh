@@ -7,6 +7,7 @@
 # System packages (through sudo when not root):
 #   docker.io        the Docker engine and client (skipped if dockerd is there)
 #   etcd-server      the etcd binary the manager embeds (Ubuntu may call it etcd)
+#   etcd-client      etcdctl, with which tests read etcd behind the managers
 #   busybox-static   the static busybox the demo/test images are made of
 #   docker-registry  the local registry of the multi-host test cluster
 #   iproute2, curl, make, and python3-venv when `python3 -m venv` cannot work
@@ -67,6 +68,8 @@ command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v make >/dev/null 2>&1 || missing+=(make)
+# etcdctl: the tests read etcd behind the managers' backs (chaos ledger, etcd auth set-up).
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 need_etcd=0
 command -v etcd >/dev/null 2>&1 || need_etcd=1
 
