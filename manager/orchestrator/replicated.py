@@ -210,7 +210,7 @@ def _rebalance(
     """
     if any(len(slots[s].alive) > 1 for s in range(1, replicas + 1)):
         return  # a move is in flight
-    moves = [t for t in tasks if t.replaces]
+    moves = [t for t in tasks if t.replaces and t.rebalance_round == service.rebalance_requested]
     if any(
         states.is_terminal(t.status.state)
         and t.status.state != states.COMPLETE
@@ -240,4 +240,5 @@ def _rebalance(
     mover = max(on_node[busiest], key=lambda t: t.slot)
     replacement = new_task(service, mover.slot)
     replacement.replaces = mover.id
+    replacement.rebalance_round = service.rebalance_requested
     plan.creates.append(replacement)

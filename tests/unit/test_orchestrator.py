@@ -603,6 +603,55 @@ def test_scale_is_not_an_update() -> None:
     assert not plan_service(f.changed(svc, replicas=2), running(svc, 2), f.all_ok, NOW)
 
 
+# ---- plan_service: rebalancing ---------------------------------------------------------
+
+
+def _rebalance_round(requested: int, done: int) -> objects_pb2.Service:
+    svc = f.service(4)
+    svc.rebalance_requested, svc.rebalance_done = requested, done
+    return svc
+
+
+def test_rebalance_moves_a_task_off_the_node_over_its_share() -> None:
+    svc = _rebalance_round(1, 0)
+    tasks = [f.task(svc, s, node=n) for s, n in [(1, "n1"), (2, "n1"), (3, "n2"), (4, "n3")]]
+    target = {"n1": 1, "n2": 1, "n3": 1, "n4": 1}
+    plan = plan_service(svc, tasks, f.all_ok, NOW, f.nodes(), target)
+    (move,) = plan.creates
+    assert move.slot == 2  # the highest slot of the busiest node
+    assert move.replaces == tasks[1].id
+    assert move.rebalance_round == 1
+    assert not plan.rebalance_done
+
+
+def test_a_move_of_an_earlier_rebalance_does_not_end_this_one() -> None:
+    # Round 1 moved slot 3 to n2; since then n4 was drained and came back, and slot 4's
+    # replacement landed on n2 too. Round 2 must even that out, although the last move
+    # (round 1's) now sits on a node over its share.
+    svc = _rebalance_round(2, 1)
+    old_move = f.task(svc, 3, node="n2", created_at=NOW - 50)
+    old_move.replaces, old_move.rebalance_round = "gone", 1
+    tasks = [f.task(svc, 1, node="n1"), f.task(svc, 2, node="n3"), old_move]
+    tasks.append(f.task(svc, 4, node="n2", created_at=NOW - 10))
+    target = {"n1": 1, "n2": 1, "n3": 1, "n4": 1}
+    plan = plan_service(svc, tasks, f.all_ok, NOW, f.nodes(), target)
+    assert not plan.rebalance_done
+    (move,) = plan.creates
+    assert move.replaces in {old_move.id, tasks[3].id}
+    assert move.rebalance_round == 2
+
+
+def test_rebalance_ends_when_its_last_move_found_nothing_better() -> None:
+    svc = _rebalance_round(1, 0)
+    move = f.task(svc, 2, node="n1", created_at=NOW - 5)
+    move.replaces, move.rebalance_round = "gone", 1
+    tasks = [f.task(svc, 1, node="n1"), move, f.task(svc, 3, node="n2"), f.task(svc, 4, node="n3")]
+    target = {"n1": 1, "n2": 1, "n3": 1, "n4": 1}
+    plan = plan_service(svc, tasks, f.all_ok, NOW, f.nodes(), target)
+    assert plan.rebalance_done
+    assert not plan.creates
+
+
 # ---- plan_removal and the shut-down mutator ----------------------------------------------
 
 
