@@ -1,5 +1,5 @@
 """The rollout planner (updater.py) through the planners of replicated and global
-services.
+services: delay, failure ratio and actions, the rollback settings, and global rollouts.
 
 A test builds the tasks a service has, plans once (or loops plan, commit, report the way
 the cluster would) and checks what the plan replaces and how the update status moves.
@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from common import states
 from common.api import objects_pb2
 from manager.orchestrator.global_mode import plan_global
 from manager.orchestrator.orchestrator import _shut_down, _update_status
 from manager.orchestrator.plan import Plan
 from manager.orchestrator.replicated import plan_service
+from manager.orchestrator.updater import UpdateDecision
 from tests.unit import factories as f
 from tests.unit.factories import NOW
 
@@ -50,6 +53,209 @@ def failed(svc: objects_pb2.Service, slot: int, **kw: object) -> objects_pb2.Tas
 
 def replaced(p: Plan) -> list[int]:
     return sorted(t.slot for t in p.creates)
+
+
+# ---- delay ------------------------------------------------------------------------------
+
+
+def test_delay_holds_the_next_slot_until_the_last_new_task_ran_that_long() -> None:
+    svc = f.service(3)
+    new = updated(svc, parallelism=1, delay=10)
+    tasks = [
+        f.task(new, 1, created_at=NOW - 5, updated_at=NOW - 2),  # running for 2 s
+        f.task(svc, 2),
+        f.task(svc, 3),
+    ]
+    held = plan(new, tasks)
+    assert not held.creates
+    assert not held.shutdowns
+    assert held.wake_at == NOW + 8
+    assert replaced(plan(new, tasks, NOW + 7.9)) == []
+    p = plan(new, tasks, NOW + 8)
+    assert replaced(p) == [2]
+    assert [s.task_id for s in p.shutdowns] == [tasks[1].id]
+
+
+def test_without_delay_the_next_slot_follows_at_once() -> None:
+    svc = f.service(3)
+    new = updated(svc, parallelism=1)
+    tasks = [f.task(new, 1, updated_at=NOW), f.task(svc, 2), f.task(svc, 3)]
+    assert replaced(plan(new, tasks)) == [2]
+
+
+def test_delay_does_not_hold_a_service_that_is_not_rolling() -> None:
+    """A task of the current spec that started by a restart is no rollout's step."""
+    svc = f.rollout(f.service(2), delay=60)
+    tasks = [f.task(svc, 1, updated_at=NOW), f.task(svc, 2, updated_at=NOW)]
+    assert not plan(svc, tasks)
+
+
+# ---- failures: max failure ratio and failure actions -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ratio", "failures", "paused"),
+    [(0.0, 1, True), (0.5, 1, False), (0.5, 2, False), (0.5, 3, True), (1.0, 4, False)],
+)
+def test_failures_pause_the_update_once_above_the_ratio(
+    ratio: float, failures: int, paused: bool
+) -> None:
+    svc = f.service(4)
+    new = updated(svc, parallelism=0, max_failure_ratio=ratio, monitor=30)
+    tasks = [failed(new, s) if s <= failures else f.task(new, s) for s in range(1, 5)]
+    decision = plan(new, tasks).service_update
+    if paused:
+        assert decision == UpdateDecision(
+            US.UPDATE_STATE_PAUSED,
+            f"update paused due to failure or early termination of task {tasks[0].id}",
+        )
+    else:
+        assert decision is None
+
+
+def test_failures_of_the_old_spec_do_not_count() -> None:
+    svc = f.service(2)
+    new = updated(svc, parallelism=1)
+    tasks = [failed(svc, 1), f.task(svc, 2)]
+    p = plan(new, tasks)
+    assert p.service_update is None
+    assert replaced(p) == [1]  # the failed slot is refilled with the new spec at once
+
+
+def test_a_paused_update_replaces_nothing_more() -> None:
+    svc = f.service(3)
+    new = rolling(updated(svc, parallelism=1), US.UPDATE_STATE_PAUSED)
+    tasks = [f.task(new, 1), f.task(svc, 2), f.task(svc, 3)]
+    assert not plan(new, tasks)
+
+
+def test_failure_action_continue_goes_on_with_the_next_slots() -> None:
+    svc = f.service(4)
+    new = updated(svc, parallelism=2, failure_action="continue")
+    tasks = [failed(new, 1), f.task(new, 2), f.task(svc, 3), f.task(svc, 4)]
+    p = plan(new, tasks)
+    assert p.service_update is None
+    # Slot 1 is being restarted (in progress), so one more slot fits the parallelism.
+    assert replaced(p) == [3]
+    assert [s.task_id for s in p.shutdowns if s.task_id != tasks[0].id] == [tasks[2].id]
+
+
+def test_failure_action_pause_stops_before_the_next_slots() -> None:
+    svc = f.service(4)
+    new = updated(svc, parallelism=2)
+    tasks = [failed(new, 1), f.task(new, 2), f.task(svc, 3), f.task(svc, 4)]
+    p = plan(new, tasks)
+    assert p.service_update is not None
+    assert p.service_update.state == US.UPDATE_STATE_PAUSED
+    assert replaced(p) == []
+
+
+def test_failure_action_rollback_starts_a_rollback() -> None:
+    svc = f.service(2)
+    new = updated(svc, failure_action="rollback")
+    sick = failed(new, 1)
+    p = plan(new, [sick, f.task(svc, 2)])
+    assert p.service_update == UpdateDecision(
+        US.UPDATE_STATE_ROLLBACK_STARTED,
+        f"update rolled back due to failure or early termination of task {sick.id}",
+        rollback=True,
+    )
+
+
+def test_failure_action_rollback_without_a_previous_spec_pauses() -> None:
+    svc = f.service(2)
+    new = updated(svc, failure_action="rollback")
+    new.ClearField("previous_spec")
+    p = plan(new, [failed(new, 1), f.task(svc, 2)])
+    assert p.service_update is not None
+    assert p.service_update.state == US.UPDATE_STATE_PAUSED
+
+
+def test_an_unhealthy_new_task_counts_as_a_failure() -> None:
+    """The agent reports a task whose health check failed as FAILED ("unhealthy"):
+    while it is monitored, the update counts it like any other failure."""
+    svc = f.service(2)
+    new = updated(svc, monitor=30)
+    sick = failed(new, 1)
+    sick.status.err = "task: unhealthy container"
+    p = plan(new, [sick, f.task(svc, 2)])
+    assert p.service_update is not None
+    assert p.service_update.state == US.UPDATE_STATE_PAUSED
+    assert p.service_update.message.endswith(sick.id)
+
+
+# ---- rollback settings ------------------------------------------------------------------
+
+
+def test_a_rollback_uses_the_rollback_parallelism_and_order() -> None:
+    svc = f.rollout(f.service(4), parallelism=1)
+    f.rollout(svc, "rollback", parallelism=3, order="start-first")
+    back, new = old_and_new(svc)
+    tasks = [f.task(new, s) for s in range(1, 5)]
+
+    p = plan(rolling(back, US.UPDATE_STATE_ROLLBACK_STARTED), tasks)
+    assert replaced(p) == [1, 2, 3]
+    assert not p.shutdowns  # start-first: the old tasks run until the new ones do
+    assert [t.replaces for t in p.creates] == [t.id for t in tasks[:3]]
+
+    # The same change as an update goes by the update config: 1 at a time, stop-first.
+    p = plan(rolling(back, US.UPDATE_STATE_UPDATING), tasks)
+    assert replaced(p) == [1]
+    assert [s.task_id for s in p.shutdowns] == [tasks[0].id]
+    assert not p.creates[0].replaces
+
+
+def test_a_rollback_uses_the_rollback_delay() -> None:
+    svc = f.rollout(f.service(2), parallelism=1, delay=0)
+    f.rollout(svc, "rollback", parallelism=1, delay=5)
+    back, new = old_and_new(svc)
+    tasks = [f.task(back, 1, updated_at=NOW - 1), f.task(new, 2)]
+    p = plan(rolling(back, US.UPDATE_STATE_ROLLBACK_STARTED), tasks)
+    assert not p.creates
+    assert p.wake_at == NOW + 4
+    assert not plan(rolling(back, US.UPDATE_STATE_UPDATING), tasks).wake_at
+
+
+@pytest.mark.parametrize(
+    ("action", "decision"),
+    [
+        ("pause", US.UPDATE_STATE_ROLLBACK_PAUSED),
+        ("continue", None),
+        # A rollback does not roll back itself: it pauses.
+        ("rollback", US.UPDATE_STATE_ROLLBACK_PAUSED),
+    ],
+)
+def test_a_failing_rollback_follows_the_rollback_failure_action(
+    action: str, decision: int | None
+) -> None:
+    svc = f.rollout(f.service(2), failure_action="continue")
+    f.rollout(svc, "rollback", failure_action=action)
+    back, new = old_and_new(svc)
+    sick = failed(back, 1)
+    p = plan(rolling(back, US.UPDATE_STATE_ROLLBACK_STARTED), [sick, f.task(new, 2)])
+    if decision is None:
+        assert p.service_update is None
+    else:
+        assert p.service_update == UpdateDecision(
+            decision, f"rollback paused due to failure or early termination of task {sick.id}"
+        )
+
+
+def test_a_paused_rollback_replaces_nothing_more() -> None:
+    svc = f.service(2)
+    back, new = old_and_new(svc)
+    tasks = [f.task(back, 1), f.task(new, 2)]
+    assert not plan(rolling(back, US.UPDATE_STATE_ROLLBACK_PAUSED), tasks)
+
+
+def test_a_rollback_completes_as_a_rollback() -> None:
+    svc = f.service(2)
+    back, _ = old_and_new(svc)
+    tasks = [f.task(back, 1), f.task(back, 2)]
+    p = plan(rolling(back, US.UPDATE_STATE_ROLLBACK_STARTED), tasks)
+    assert p.service_update == UpdateDecision(
+        US.UPDATE_STATE_ROLLBACK_COMPLETED, "rollback completed"
+    )
 
 
 # ---- global services --------------------------------------------------------------------
