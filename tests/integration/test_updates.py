@@ -7,6 +7,7 @@ below the replicas; with stop-first at most `parallelism` slots are down at a ti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -15,10 +16,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import docker
 import pytest
 
 from common import states
-from common.api import control_pb2, objects_pb2
+from common.api import control_pb2, objects_pb2, specs_pb2
 from tests.conftest import Cluster
 from tests.harness import SLEEPER, wait_until
 
@@ -197,6 +199,45 @@ def test_a_paused_update_resumes_on_the_next_update(cluster: Cluster, name: str)
     assert all(t.spec.container.args[0:2] == ["sh", "-c"] for t in tasks)
     assert all("trap" in t.spec.container.args[2] for t in tasks)
     cluster.ctl("service", "rm", name, check=True)
+
+
+def test_a_paused_update_resumes_on_an_update_config_change(cluster: Cluster, name: str) -> None:
+    """Any `service update` of a paused service resumes its rollout, as in Docker: here
+    one that changes nothing but the update config."""
+    # Nothing answers at 127.0.0.1:9, so the image cannot be pulled until it is tagged.
+    image = f"127.0.0.1:9/{name}:1"
+    try:
+        cluster.ctl(
+            "service", "create", "--name", name, "--replicas", "2", "--update-monitor", "1s",
+            "--update-parallelism", "1", "--restart-delay", "500ms", SLEEPER,
+            check=True, timeout=90,
+        )  # fmt: skip
+        old = {t.slot: t.id for t in running(cluster, name)}
+        out = cluster.ctl("service", "update", "--image", image, name, timeout=120)
+        assert out.returncode == 1, out
+        status = service(cluster, name).update_status
+        assert status.state == objects_pb2.UpdateStatus.UPDATE_STATE_PAUSED
+        # Paused after slot 1: slot 2 still runs its old task.
+        assert [t.id for t in running(cluster, name) if t.slot == 2] == [old[2]]
+
+        cluster.docker.images.get(SLEEPER).tag(image)
+        out = cluster.ctl(
+            "service", "update", "--update-failure-action", "continue", name, timeout=120
+        )
+        assert out.returncode == 0, out
+        assert out.stdout.rstrip().endswith("converged")
+        svc = service(cluster, name)
+        assert svc.update_status.state == objects_pb2.UpdateStatus.UPDATE_STATE_COMPLETED
+        assert svc.spec.update.failure_action == specs_pb2.UPDATE_FAILURE_ACTION_CONTINUE
+        tasks = running(cluster, name)
+        assert sorted(t.slot for t in tasks) == [1, 2]
+        assert all(t.spec.container.image == image for t in tasks)
+        assert not {t.id for t in tasks} & set(old.values())
+    finally:
+        cluster.ctl("service", "rm", name)
+        wait_until(lambda: not cluster.containers(name, all=True), 30, what="containers gone")
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            cluster.docker.images.remove(image)
 
 
 def test_health_checks_gate_running(cluster: Cluster, name: str) -> None:
