@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the demo and test images on the engine at $DOCKER_HOST (or docker's
-# default): swarmlet/demo:latest and swarmlet/sleeper:latest, from images/NAME/.
+# default): swarmlet/demo:latest, swarmlet/sleeper:latest and
+# swarmlet/healthcheck:latest (with a HEALTHCHECK of its own), from images/NAME/.
 #
 #   scripts/build-images.sh [NAME...]      default: every folder under images/
 #

@@ -32,6 +32,8 @@ T = TypeVar("T")
 
 IMAGE = os.environ.get("SWARMLET_TEST_IMAGE", "swarmlet/demo:latest")
 SLEEPER = "swarmlet/sleeper:latest"
+# A sleeper with a HEALTHCHECK of its own: healthy once /tmp/ready exists (images/).
+HEALTHCHECKED = "swarmlet/healthcheck:latest"
 
 
 def free_port() -> int:

@@ -17,6 +17,7 @@ from manager.controlapi.validation import (
 from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
 from manager.orchestrator.global_mode import matches_placement
 from manager.orchestrator.tasks import new_task
+from manager.orchestrator.updater import PAUSED
 from manager.scheduler.scheduler import GroupResult
 from manager.store import AlreadyExistsError, Cache, ConflictError, Kind, Store
 
@@ -171,26 +172,33 @@ async def update_service(
         old_spec = objects_pb2.Service().spec
         old_spec.CopyFrom(service.spec)
         service.spec.CopyFrom(spec)
+        job = spec.WhichOneof("mode") in ("replicated_job", "global_job")
+        # Any update of a service whose rollout is paused resumes it, as in Docker, even
+        # one that only changes the update config, the replicas or a label.
+        resume = not job and service.update_status.state in PAUSED
         if old_spec != spec:
             service.previous_spec.CopyFrom(old_spec)
+        if old_spec != spec or resume:
+            # A new spec version: the failures counted against the paused rollout were
+            # of the old one, so the resumed rollout counts afresh.
             service.spec_version += 1
-            if spec.WhichOneof("mode") in ("replicated_job", "global_job"):
-                # Any change to a job runs it again.
-                service.job_status.job_iteration += 1
-                service.job_status.last_execution.CopyFrom(now_timestamp())
-            elif old_spec.task != spec.task or old_spec.endpoint != spec.endpoint:
-                # The tasks will be replaced: a rollout starts (a paused one resumes).
-                status = service.update_status
-                status.Clear()
-                status.state = (
-                    objects_pb2.UpdateStatus.UPDATE_STATE_ROLLBACK_STARTED
-                    if request.rollback
-                    else objects_pb2.UpdateStatus.UPDATE_STATE_UPDATING
-                )
-                status.message = (
-                    "manually requested rollback" if request.rollback else "update in progress"
-                )
-                status.started_at.CopyFrom(now_timestamp())
+        if job and old_spec != spec:
+            # Any change to a job runs it again.
+            service.job_status.job_iteration += 1
+            service.job_status.last_execution.CopyFrom(now_timestamp())
+        elif resume or old_spec.task != spec.task or old_spec.endpoint != spec.endpoint:
+            # The tasks will be replaced: a rollout starts (a paused one resumes).
+            status = service.update_status
+            status.Clear()
+            status.state = (
+                objects_pb2.UpdateStatus.UPDATE_STATE_ROLLBACK_STARTED
+                if request.rollback
+                else objects_pb2.UpdateStatus.UPDATE_STATE_UPDATING
+            )
+            status.message = (
+                "manually requested rollback" if request.rollback else "update in progress"
+            )
+            status.started_at.CopyFrom(now_timestamp())
         return service
 
     try:

@@ -3,7 +3,10 @@
 A node is eligible when it is ready, active, and satisfies the service's constraints
 and platforms. A new eligible node gets a task; a node that is drained, down, gone or no
 longer matching loses its task; a paused node keeps what it has but gets nothing new.
-For a global job each node's task runs to completion once per run of the job.
+For a global job each node's task runs to completion once per run of the job. A global
+service whose task template changes rolls out node by node per its update config
+(updater.py), like a replicated one; a start-first replacement runs beside the task it
+replaces until it runs.
 """
 
 from __future__ import annotations
@@ -13,8 +16,16 @@ from collections.abc import Mapping, Sequence
 
 from common import states
 from common.api import objects_pb2, types_pb2
-from manager.orchestrator.plan import Plan, ShutdownTask, created_at, node_usable, settle_slot
+from manager.orchestrator.plan import (
+    Plan,
+    SlotState,
+    created_at,
+    node_usable,
+    settle_pairs,
+    settle_slot,
+)
 from manager.orchestrator.tasks import new_task
+from manager.orchestrator.updater import plan_rollout
 from manager.scheduler.constraints import normalise_arch, parse_all
 
 
@@ -51,21 +62,32 @@ def plan_global(
         node = nodes.get(node_id)
         return node_usable(node) and node is not None and matches_placement(service, node)
 
+    def eligible(node: objects_pb2.Node | None) -> bool:
+        return (
+            node is not None
+            and node.status.state == types_pb2.NODE_STATE_READY
+            and node.spec.availability == types_pb2.NODE_AVAILABILITY_ACTIVE
+            and matches_placement(service, node)
+        )
+
+    # The nodes a rollout replaces tasks on: active ones (a paused node keeps its task
+    # as it is, as in SwarmKit) that keep a task or are to get one.
+    rollout: dict[str, SlotState] = {}
     for node_id in sorted(set(by_node) | set(nodes)):
         node = nodes.get(node_id)
         history = sorted(by_node.get(node_id, []), key=created_at)
         state = settle_slot(service, history, keeps, now, plan, job_iteration=iteration)
-        if len(state.alive) > 1:
-            state.alive.sort(key=lambda t: (t.status.state, created_at(t)))
-            plan.shutdowns.extend(ShutdownTask(t.id, states.REMOVE) for t in state.alive[:-1])
+        state.alive = settle_pairs(state.alive, plan)
+        if (
+            not is_job
+            and node is not None
+            and node.spec.availability == types_pb2.NODE_AVAILABILITY_ACTIVE
+            and (state.alive or eligible(node))
+        ):
+            rollout[node_id] = state
         if state.alive or state.completed or state.refill is None:
             continue
-        if (
-            node is None
-            or node.status.state != types_pb2.NODE_STATE_READY
-            or node.spec.availability != types_pb2.NODE_AVAILABILITY_ACTIVE
-            or not matches_placement(service, node)
-        ):
+        if not eligible(node):
             continue
         if state.refill.at > now:
             plan.wake(state.refill.at)
@@ -81,4 +103,7 @@ def plan_global(
         if iteration is not None:
             task.job_iteration = iteration
         plan.creates.append(task)
+    if not is_job:
+        # Tasks made from an older spec are rolled forward node by node (updater.py).
+        plan_rollout(service, rollout, tasks, now, plan, lambda n: new_task(service, 0, node_id=n))
     return plan

@@ -98,6 +98,29 @@ def plan_removal(tasks: Iterable[objects_pb2.Task]) -> Plan:
     return plan
 
 
+def settle_pairs(alive: list[objects_pb2.Task], plan: Plan) -> list[objects_pb2.Task]:
+    """At most one task per slot, but for a start-first replacement beside its old task."""
+    if len(alive) <= 1:
+        return alive
+    by_id = {t.id: t for t in alive}
+    for new in alive:
+        old = by_id.get(new.replaces) if new.replaces else None
+        if old is None:
+            continue
+        if new.status.state >= states.RUNNING:
+            plan.shutdowns.append(ShutdownTask(old.id, states.SHUTDOWN))
+            alive = [t for t in alive if t is not old]
+        else:
+            return [old, new]  # in flight: both stay until the new one runs
+        break
+    if len(alive) > 1:
+        # Keep the most advanced task; the others are surplus (e.g. after a failover).
+        alive.sort(key=lambda t: (t.status.state, created_at(t)))
+        plan.shutdowns.extend(ShutdownTask(t.id, states.REMOVE) for t in alive[:-1])
+        alive = alive[-1:]
+    return alive
+
+
 @dataclass
 class Refill:
     """A new task is due in an empty slot at `at`, as restart number `attempt`, carrying

@@ -28,6 +28,7 @@ from manager.orchestrator.plan import (
     created_at,
     node_usable,
     plan_removal,
+    settle_pairs,
     settle_slot,
 )
 from manager.orchestrator.tasks import new_task
@@ -59,7 +60,7 @@ def plan_service(
     for slot in sorted(set(by_slot) | set(range(1, replicas + 1))):
         history = sorted(by_slot.get(slot, []), key=created_at)
         state = settle_slot(service, history, node_ok, now, plan)
-        state.alive = _settle_pairs(state.alive, plan)
+        state.alive = settle_pairs(state.alive, plan)
         slots[slot] = state
 
     _scale_down(service, slots, replicas, nodes, plan)
@@ -82,7 +83,14 @@ def plan_service(
 
     # Tasks made from an older spec are rolled forward (updater.py); a slot's number may
     # differ from its task's after a renumbering in this plan, so slots are passed.
-    rolling = plan_rollout(service, slots, tasks, replicas, now, plan)
+    rolling = plan_rollout(
+        service,
+        {s: slots[s] for s in range(1, replicas + 1)},
+        tasks,
+        now,
+        plan,
+        lambda slot: new_task(service, slot),
+    )
 
     if service.rebalance_requested > service.rebalance_done and not rolling:
         if rebalance_target is None:
@@ -90,29 +98,6 @@ def plan_service(
         else:
             _rebalance(service, tasks, slots, replicas, rebalance_target, plan)
     return plan
-
-
-def _settle_pairs(alive: list[objects_pb2.Task], plan: Plan) -> list[objects_pb2.Task]:
-    """At most one task per slot, but for a start-first replacement beside its old task."""
-    if len(alive) <= 1:
-        return alive
-    by_id = {t.id: t for t in alive}
-    for new in alive:
-        old = by_id.get(new.replaces) if new.replaces else None
-        if old is None:
-            continue
-        if new.status.state >= states.RUNNING:
-            plan.shutdowns.append(ShutdownTask(old.id, states.SHUTDOWN))
-            alive = [t for t in alive if t is not old]
-        else:
-            return [old, new]  # in flight: both stay until the new one runs
-        break
-    if len(alive) > 1:
-        # Keep the most advanced task; the others are surplus (e.g. after a failover).
-        alive.sort(key=lambda t: (t.status.state, created_at(t)))
-        plan.shutdowns.extend(ShutdownTask(t.id, states.REMOVE) for t in alive[:-1])
-        alive = alive[-1:]
-    return alive
 
 
 def _scale_down(

@@ -1,14 +1,15 @@
-"""Rolling updates of replicated services, as Swarm does them.
+"""Rolling updates of replicated and global services, as Swarm does them.
 
-When a service's task template changes, its slots move to the new spec `parallelism`
-at a time (0: all at once). A slot counts as in progress until its new task has been
-running for `delay`; stop-first replaces a task after stopping the old one, start-first
-starts the new one beside the old one, which stops once the new one runs (so the
-running count never drops). Tasks of the new spec that fail while the update runs are
-failures; once they exceed `max_failure_ratio` of the slots, `failure_action` decides:
-pause (the update stops where it is until the next `service update`), continue, or
-rollback (the previous spec is rolled out with the rollback settings). The update is
-complete when every slot runs the new spec and each new task has run for `monitor`.
+When a service's task template changes, its slots (the numbers 1..N of a replicated
+service, the nodes of a global one) move to the new spec `parallelism` at a time (0: all
+at once). A slot counts as in progress until its new task has been running for `delay`;
+stop-first replaces a task after stopping the old one, start-first starts the new one
+beside the old one, which stops once the new one runs (so the running count never
+drops). Tasks of the new spec that fail while the update runs are failures; once they
+exceed `max_failure_ratio` of the slots, `failure_action` decides: pause (the update
+stops where it is until the next `service update`), continue, or rollback (the previous
+spec is rolled out with the rollback settings). The update is complete when every slot
+runs the new spec and each new task has run for `monitor`.
 
 The state lives in the service's `update_status`, so a restarted manager carries on.
 Everything here is pure: `plan_rollout` adds its decisions to the orchestrator's plan.
@@ -16,18 +17,22 @@ Everything here is pure: `plan_rollout` adds its decisions to the orchestrator's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from common import states
 from common.api import objects_pb2, specs_pb2
 from common.timeutil import duration_seconds, timestamp_seconds
 from manager.orchestrator.plan import Plan, ShutdownTask, SlotState
-from manager.orchestrator.tasks import new_task, runs_current_spec
+from manager.orchestrator.tasks import runs_current_spec
 
 US = objects_pb2.UpdateStatus
 ROLLING = (US.UPDATE_STATE_UPDATING, US.UPDATE_STATE_ROLLBACK_STARTED)
 PAUSED = (US.UPDATE_STATE_PAUSED, US.UPDATE_STATE_ROLLBACK_PAUSED)
+
+# A slot's key: its number (replicated) or its node's id (global).
+Slot = TypeVar("Slot", bound=Hashable)
 
 
 @dataclass
@@ -56,24 +61,28 @@ def _running_since(task: objects_pb2.Task) -> float | None:
 
 def plan_rollout(
     service: objects_pb2.Service,
-    slots: dict[int, SlotState],
+    slots: Mapping[Slot, SlotState],
     tasks: Sequence[objects_pb2.Task],
-    replicas: int,
     now: float,
     plan: Plan,
+    replacement: Callable[[Slot], objects_pb2.Task],
 ) -> bool:
-    """Roll the outdated slots forward; True while the rollout is not finished."""
+    """Roll the outdated slots forward; True while the rollout is not finished.
+
+    `slots` are the slots the rollout covers, in the order they are replaced: numbers
+    1..N of a replicated service, or the nodes of a global service that keep or get a
+    task. `replacement` makes the new task of a slot."""
     status = service.update_status.state
     cfg = rollout_config(service)
-    outdated: list[tuple[int, objects_pb2.Task]] = []
+    outdated: list[tuple[Slot, objects_pb2.Task]] = []
     in_progress = 0
     settling: list[objects_pb2.Task] = []  # new tasks still within `monitor`
     delay = duration_seconds(cfg.delay)
     monitor = duration_seconds(cfg.monitor)
-    for slot in range(1, replicas + 1):
-        alive = slots[slot].alive
+    for slot, state in slots.items():
+        alive = state.alive
         if not alive:
-            if slots[slot].refill is not None:
+            if state.refill is not None:
                 in_progress += 1  # being (re)placed: counts against the parallelism
             continue
         current = alive[-1]
@@ -101,8 +110,8 @@ def plan_rollout(
         if t.spec_version == service.spec_version
         and t.status.state in (states.FAILED, states.REJECTED)
     ]
-    if status in ROLLING and failed and replicas:
-        ratio = len(failed) / replicas
+    if status in ROLLING and failed and slots:
+        ratio = len(failed) / len(slots)
         if ratio > cfg.max_failure_ratio:
             decision = _on_failure(service, cfg, failed[0])
             if decision is not None:
@@ -112,13 +121,13 @@ def plan_rollout(
     parallelism = cfg.parallelism
     budget = len(outdated) if parallelism == 0 else max(0, parallelism - in_progress)
     start_first = cfg.order == specs_pb2.UPDATE_ORDER_START_FIRST
-    for slot, old in sorted(outdated, key=lambda pair: pair[0])[:budget]:
-        replacement = new_task(service, slot)
+    for slot, old in outdated[:budget]:
+        task = replacement(slot)
         if start_first:
-            replacement.replaces = old.id
+            task.replaces = old.id
         else:
             plan.shutdowns.append(ShutdownTask(old.id, states.SHUTDOWN))
-        plan.creates.append(replacement)
+        plan.creates.append(task)
 
     busy = bool(outdated) or in_progress > 0 or bool(settling)
     if status in ROLLING and not busy:

@@ -149,3 +149,31 @@ def test_a_cut_link_is_declared_down_and_its_tasks_move(
     local_cluster: LocalCluster, name: str
 ) -> None:
     _fault_then_back(local_cluster, name, 2, "cut-link", "heal-link")
+
+
+def test_service_logs_gather_the_lines_of_every_host(
+    local_cluster: LocalCluster, name: str
+) -> None:
+    """Issue 7: `service logs` shows the lines of 3 tasks on 2 or more hosts, each under
+    its task's `name.slot.taskid@node |` prefix, streamed from each host's agent."""
+    local_cluster.ctl(
+        "service", "create", "--name", name, "--replicas", "3", local_cluster.image("sleeper"),
+        "sh", "-c", "trap 'exit 0' TERM INT; echo hello-$HOSTNAME; sleep 3600 & wait",
+        timeout=120,
+    )  # fmt: skip
+    tasks = [t for t in local_cluster.tasks(name) if running(t)]
+    assert len(tasks) == 3
+    hostnames = {n.id: n.description.hostname for n in local_cluster.nodes()}
+    assert len({t.node_id for t in tasks}) >= 2, [hostnames[t.node_id] for t in tasks]
+    # Each container's hostname is the first 12 characters of its id.
+    expected = sorted(
+        f"{name}.{t.slot}.{t.id[:12]}@{hostnames[t.node_id]}    | "
+        f"hello-{t.status.container_status.container_id[:12]}"
+        for t in tasks
+    )
+
+    def lines() -> list[str] | None:
+        out = sorted(local_cluster.ctl("service", "logs", name, timeout=30).splitlines())
+        return out if len(out) >= 3 else None
+
+    assert wait_until(lines, 30, 0.5, what="the lines of the 3 tasks") == expected

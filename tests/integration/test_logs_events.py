@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from swarmctl.parsing import parse_timestamp
 from tests.conftest import Cluster, start_cluster
 from tests.harness import BIN, SLEEPER, Agent, wait_until
 
@@ -170,6 +171,22 @@ def test_logs_of_every_task_on_both_nodes(two_nodes: TwoNodes, name: str) -> Non
     # --since: nothing was written in the last second.
     out = two_nodes.ctl("service", "logs", "--since", "1s", name, check=True, timeout=30)
     assert out.stdout == ""
+    # --since a duration back past them: every line.
+    out = two_nodes.ctl("service", "logs", "--since", "10m", name, check=True, timeout=30)
+    assert sorted(out.stdout.splitlines()) == sorted(stdout)
+    assert sorted(out.stderr.splitlines()) == sorted(stderr)
+    # --since a time between a task's stderr line and its stdout lines (written 0.3 s
+    # later): only the lines from then on.
+    out = two_nodes.ctl("service", "logs", "-t", f"{name}.2", check=True, timeout=30)
+    (oops_at,) = (line.split(" ", 1)[0] for line in out.stderr.splitlines())
+    hello_at = out.stdout.splitlines()[0].split(" ", 1)[0]
+    between = (parse_timestamp(oops_at) + parse_timestamp(hello_at)) / 2
+    out = two_nodes.ctl(
+        "service", "logs", "--raw", "--since", f"{between:.6f}", f"{name}.2",
+        check=True, timeout=30,
+    )  # fmt: skip
+    assert out.stdout.splitlines() == [f"hello-{short_cid(two)}", "last-line"]
+    assert out.stderr == ""
     two_nodes.ctl("service", "rm", name, check=True)
 
 
@@ -251,6 +268,13 @@ def test_events_show_a_service_come_and_go(two_nodes: TwoNodes, name: str) -> No
     # --since replays what the manager remembers.
     replay = two_nodes.ctl("events", "--since", "1m", "--until", "0s", check=True).stdout
     assert event_lines(replay, service_id) == event_lines(text, service_id)
+    # type=service: the service's changes, and nothing about its task or the nodes.
+    services = two_nodes.ctl(
+        "events", "--since", "1m", "--until", "0s", "--filter", "type=service", check=True
+    ).stdout
+    assert event_lines(services, service_id) == event_lines(text, service_id)
+    assert {line.split(" ")[1] for line in services.splitlines()} == {"service"}
+    assert not any(f" (name={name}.1, " in line for line in services.splitlines())
 
 
 def test_events_filtered_to_nodes(two_nodes: TwoNodes, name: str) -> None:

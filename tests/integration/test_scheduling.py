@@ -801,6 +801,41 @@ def test_global_service_follows_the_eligible_nodes(farm: Farm, name: str) -> Non
     assert "Running" in farm.ctl("service", "ps", labelled, check=True).stdout
 
 
+def test_global_service_rolls_out_and_back(farm: Farm, name: str) -> None:
+    """A spec change of a global service rolls out node by node per its update config,
+    and `service rollback` per its rollback config; swarmctl follows both to the end."""
+    farm.add("u-", count=3)
+    farm.ctl(
+        "service", "create", "--name", name, "--mode", "global", "-e", "V=1",
+        "--update-parallelism", "1", "--update-order", "start-first",
+        "--update-monitor", "100ms", "--rollback-monitor", "100ms", IMAGE, check=True,
+    )  # fmt: skip
+    first = {t.node_id: t.id for t in farm.manager.running_tasks(name)}
+    assert len(first) == 3
+
+    with Sampler(lambda: len(farm.manager.running_tasks(name))) as sampler:
+        out = farm.ctl("service", "update", "--env-add", "V=2", name, check=True)
+    assert "overall progress: 3 out of 3 tasks" in out.stdout
+    assert out.stdout.rstrip().endswith("converged")
+    second = farm.manager.running_tasks(name)
+    # One new task per node, each started beside the task it replaced.
+    assert {t.node_id: t.replaces for t in second} == first
+    assert all(list(t.spec.container.env) == ["V=2"] for t in second)
+    # Start-first: never fewer than 3 running.
+    assert sampler.values
+    assert min(sampler.values) >= 3, sampler.values
+    service = farm.manager.api().GetService(control_pb2.GetServiceRequest(service_id=name))
+    assert service.service.update_status.message == "update completed"
+
+    out = farm.ctl("service", "rollback", name, check=True)
+    assert out.stdout.rstrip().endswith("rollback: rollback completed")
+    third = farm.manager.running_tasks(name)
+    assert sorted(t.node_id for t in third) == sorted(first)
+    assert all(list(t.spec.container.env) == ["V=1"] for t in third)
+    assert not {t.id for t in third} & {t.id for t in second}
+    assert not any(t.replaces for t in third)  # the rollback order: stop-first
+
+
 # --------------------------------------------------------------------------------------
 # Restart policy and task history
 # --------------------------------------------------------------------------------------

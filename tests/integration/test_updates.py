@@ -7,6 +7,7 @@ below the replicas; with stop-first at most `parallelism` slots are down at a ti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -15,12 +16,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import docker
 import pytest
 
 from common import states
-from common.api import control_pb2, objects_pb2
+from common.api import control_pb2, objects_pb2, specs_pb2
 from tests.conftest import Cluster
-from tests.harness import SLEEPER, wait_until
+from tests.harness import HEALTHCHECKED, SLEEPER, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -199,6 +201,79 @@ def test_a_paused_update_resumes_on_the_next_update(cluster: Cluster, name: str)
     cluster.ctl("service", "rm", name, check=True)
 
 
+def test_a_paused_update_resumes_on_an_update_config_change(cluster: Cluster, name: str) -> None:
+    """Any `service update` of a paused service resumes its rollout, as in Docker: here
+    one that changes nothing but the update config."""
+    # Nothing answers at 127.0.0.1:9, so the image cannot be pulled until it is tagged.
+    image = f"127.0.0.1:9/{name}:1"
+    try:
+        cluster.ctl(
+            "service", "create", "--name", name, "--replicas", "2", "--update-monitor", "1s",
+            "--update-parallelism", "1", "--restart-delay", "500ms", SLEEPER,
+            check=True, timeout=90,
+        )  # fmt: skip
+        old = {t.slot: t.id for t in running(cluster, name)}
+        out = cluster.ctl("service", "update", "--image", image, name, timeout=120)
+        assert out.returncode == 1, out
+        status = service(cluster, name).update_status
+        assert status.state == objects_pb2.UpdateStatus.UPDATE_STATE_PAUSED
+        # Paused after slot 1: slot 2 still runs its old task.
+        assert [t.id for t in running(cluster, name) if t.slot == 2] == [old[2]]
+
+        cluster.docker.images.get(SLEEPER).tag(image)
+        out = cluster.ctl(
+            "service", "update", "--update-failure-action", "continue", name, timeout=120
+        )
+        assert out.returncode == 0, out
+        assert out.stdout.rstrip().endswith("converged")
+        svc = service(cluster, name)
+        assert svc.update_status.state == objects_pb2.UpdateStatus.UPDATE_STATE_COMPLETED
+        assert svc.spec.update.failure_action == specs_pb2.UPDATE_FAILURE_ACTION_CONTINUE
+        tasks = running(cluster, name)
+        assert sorted(t.slot for t in tasks) == [1, 2]
+        assert all(t.spec.container.image == image for t in tasks)
+        assert not {t.id for t in tasks} & set(old.values())
+    finally:
+        cluster.ctl("service", "rm", name)
+        wait_until(lambda: not cluster.containers(name, all=True), 30, what="containers gone")
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            cluster.docker.images.remove(image)
+
+
+def test_an_update_failing_its_health_check_rolls_back(cluster: Cluster, name: str) -> None:
+    """New tasks that never become healthy are failures to the update monitor."""
+    cluster.ctl(
+        "service", "create", "--name", name, "--replicas", "2",
+        "--update-failure-action", "rollback", "--update-monitor", "5s",
+        "--rollback-monitor", "1s", SLEEPER, check=True, timeout=90,
+    )  # fmt: skip
+    old = {t.id for t in running(cluster, name)}
+    out = cluster.ctl(
+        "service", "update", "--health-cmd", "false", "--health-interval", "500ms",
+        "--health-retries", "1", name, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 1, out
+    reason = "update rolled back due to failure or early termination of task "
+    assert f"rollback: {reason}" in out.stdout
+    assert out.stdout.rstrip().endswith("rollback: rollback completed")
+    data = inspect(cluster, name)
+    assert data["update_status"]["state"] == "UPDATE_STATE_ROLLBACK_COMPLETED"
+    assert "healthcheck" not in data["spec"]["task"]["container"]
+    # The failure that started the rollback: a new task that was unhealthy.
+    failed_id = out.stdout.split(reason, 1)[1].split()[0]
+    failed = next(t for t in cluster.manager.tasks(name) if t.id == failed_id)
+    assert failed.status.state == states.FAILED
+    assert failed.status.err == "task: unhealthy container"
+    assert list(failed.spec.container.healthcheck.test) == ["CMD-SHELL", "false"]
+    tasks = running(cluster, name)
+    assert sorted(t.slot for t in tasks) == [1, 2]
+    assert all(not t.spec.container.HasField("healthcheck") for t in tasks)
+    # Parallelism 1: the first new task never became healthy, so the update went no
+    # further; the rollback replaced it, and the other slot kept its task.
+    assert len({t.id for t in tasks} & old) == 1
+    cluster.ctl("service", "rm", name, check=True)
+
+
 def test_health_checks_gate_running(cluster: Cluster, name: str) -> None:
     # Docker's semantics: failures in the start period do not count, the first pass
     # makes the container healthy. /tmp is made: the image is FROM scratch.
@@ -258,6 +333,55 @@ def test_an_unhealthy_task_fails_and_is_replaced(cluster: Cluster, name: str) ->
     assert any("state=starting" in line for line in seen), seen
     assert any("state=failed" in line for line in seen), seen
     assert not any("state=running" in line for line in seen), seen
+    cluster.ctl("service", "rm", name, check=True)
+
+
+def wait_for_health(cluster: Cluster, name: str) -> Any:
+    """The service's one task once it waits for its health check (STARTING)."""
+
+    def waiting() -> Any:
+        tasks = [t for t in cluster.manager.tasks(name) if t.desired_state == states.RUNNING]
+        if len(tasks) != 1 or tasks[0].status.state != states.STARTING:
+            return None
+        return (
+            tasks[0]
+            if tasks[0].status.message == "starting: waiting for the health check"
+            else None
+        )
+
+    return wait_until(waiting, 30, 0.05, what="the task waiting for its health check")
+
+
+def test_the_images_own_health_check_gates_running(cluster: Cluster, name: str) -> None:
+    cluster.ctl("service", "create", "-d", "--name", name, HEALTHCHECKED, check=True)
+    task = wait_for_health(cluster, name)
+    # Healthy once /tmp/ready exists, which only this test makes.
+    (container,) = cluster.containers(name)
+    assert container.attrs["Config"]["Healthcheck"]["Test"] == ["CMD", "test", "-f", "/tmp/ready"]
+    assert container.attrs["State"]["Health"]["Status"] == "starting"
+    assert [t.id for t in cluster.manager.tasks(name)] == [task.id]
+    code, _ = container.exec_run(["touch", "/tmp/ready"])
+    assert code == 0
+    (up,) = wait_until(lambda: running(cluster, name), 30, 0.05, what="the healthy task")
+    # The container that was waited for is the one running: nothing failed or restarted.
+    assert up.id == task.id
+    assert len(cluster.manager.tasks(name)) == 1
+    container.reload()
+    assert container.attrs["State"]["Health"]["Status"] == "healthy"
+    cluster.ctl("service", "rm", name, check=True)
+
+
+def test_no_healthcheck_turns_the_images_own_off(cluster: Cluster, name: str) -> None:
+    # /tmp/ready never exists: with the image's health check the task could not run.
+    cluster.ctl(
+        "service", "create", "--name", name, "--no-healthcheck", HEALTHCHECKED,
+        check=True, timeout=90,
+    )  # fmt: skip
+    (task,) = running(cluster, name)
+    assert list(task.spec.container.healthcheck.test) == ["NONE"]
+    (container,) = cluster.containers(name)
+    assert container.attrs["Config"]["Healthcheck"]["Test"] == ["NONE"]
+    assert "Health" not in container.attrs["State"]
     cluster.ctl("service", "rm", name, check=True)
 
 

@@ -31,6 +31,15 @@ NODE_STATES = {
     "ready": types_pb2.NODE_STATE_READY,
     "disconnected": types_pb2.NODE_STATE_DISCONNECTED,
 }
+ORDERS = {
+    "stop-first": specs_pb2.UPDATE_ORDER_STOP_FIRST,
+    "start-first": specs_pb2.UPDATE_ORDER_START_FIRST,
+}
+FAILURE_ACTIONS = {
+    "pause": specs_pb2.UPDATE_FAILURE_ACTION_PAUSE,
+    "continue": specs_pb2.UPDATE_FAILURE_ACTION_CONTINUE,
+    "rollback": specs_pb2.UPDATE_FAILURE_ACTION_ROLLBACK,
+}
 AVAILABILITIES = {
     "active": types_pb2.NODE_AVAILABILITY_ACTIVE,
     "pause": types_pb2.NODE_AVAILABILITY_PAUSE,
@@ -87,6 +96,41 @@ def service(
     return svc
 
 
+def global_service(**kw: object) -> objects_pb2.Service:
+    """A global service (`service`'s other settings; `replicas` is ignored)."""
+    svc = service(**kw)  # type: ignore[arg-type]
+    getattr(svc.spec, "global").SetInParent()
+    return svc
+
+
+def rollout(
+    svc: objects_pb2.Service,
+    which: str = "update",
+    *,
+    parallelism: int | None = None,
+    delay: float | None = None,
+    monitor: float | None = None,
+    order: str | None = None,
+    failure_action: str | None = None,
+    max_failure_ratio: float | None = None,
+) -> objects_pb2.Service:
+    """Set `svc`'s update config (`which="rollback"`: its rollback config); returns it."""
+    cfg = getattr(svc.spec, which)
+    if parallelism is not None:
+        cfg.parallelism = parallelism
+    if delay is not None:
+        cfg.delay.CopyFrom(duration(delay))
+    if monitor is not None:
+        cfg.monitor.CopyFrom(duration(monitor))
+    if order is not None:
+        cfg.order = ORDERS[order]
+    if failure_action is not None:
+        cfg.failure_action = FAILURE_ACTIONS[failure_action]
+    if max_failure_ratio is not None:
+        cfg.max_failure_ratio = max_failure_ratio
+    return svc
+
+
 def changed(
     svc: objects_pb2.Service,
     *,
@@ -107,6 +151,7 @@ def changed(
         out.spec.task.restart.condition = CONDITIONS[condition]
     if max_attempts is not None:
         out.spec.task.restart.max_attempts = max_attempts
+    out.previous_spec.CopyFrom(svc.spec)
     return out
 
 
@@ -123,11 +168,21 @@ def task(
     declined: bool = False,
     task_id: str | None = None,
     recent_restarts: tuple[float, ...] = (),
+    updated_at: float | None = None,
 ) -> objects_pb2.Task:
-    """A task of `svc` (made from its current spec) as the store holds it."""
-    t = new_task(svc, slot, restart_attempt=restart_attempt, recent_restarts=recent_restarts)
+    """A task of `svc` (made from its current spec) as the store holds it; `slot` 0 is a
+    global service's task on `node`. `updated_at` is its last write (a running task's
+    running since), `created_at` unless told."""
+    t = new_task(
+        svc,
+        slot,
+        node_id=node or "" if slot == 0 else "",
+        restart_attempt=restart_attempt,
+        recent_restarts=recent_restarts,
+    )
     t.id = task_id or next_id("t")
     t.meta.created_at.CopyFrom(timestamp(created_at))
+    t.meta.updated_at.CopyFrom(timestamp(created_at if updated_at is None else updated_at))
     t.meta.version = 1
     t.status.state = state  # type: ignore[assignment]
     t.desired_state = desired  # type: ignore[assignment]
