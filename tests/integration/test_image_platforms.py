@@ -6,15 +6,18 @@ nodes of those platforms; hollow nodes report linux/x86_64."""
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from common.api import types_pb2
 from swarmctl.registry import RegistryError, image_platforms, lookup_platforms, parse_reference
 from tests.harness import free_port
 from tests.integration.test_scheduling import Farm, start_farm
-from tests.registrylib import OCI_INDEX, LocalRegistry
+from tests.registrylib import OCI_INDEX, LocalRegistry, TokenService
 
 ARM_ONLY = "no suitable node (unsupported platform on 2 nodes)"
 
@@ -98,6 +101,31 @@ def test_lookup_of_a_missing_image_fails_and_gives_no_platforms(registry: LocalR
     with pytest.raises(RegistryError, match="HTTP 404"):
         lookup_platforms(ref)
     assert image_platforms(f"{registry.addr}/arm/app:nosuchtag") == []
+
+
+def test_lookup_with_an_anonymous_bearer_token(registry: LocalRegistry) -> None:
+    """A registry that wants a token (as Docker Hub and most public ones do): the
+    look-up asks the realm of the registry's challenge for one, for pulling."""
+    tokens = TokenService(registry.dir)
+    guarded = LocalRegistry(tokens, storage=registry.storage)
+    try:
+        guarded.start()
+        image = f"{guarded.addr}/multi/app:1"
+        with pytest.raises(urllib.error.HTTPError) as err:  # no token, no answer
+            urllib.request.urlopen(f"http://{guarded.addr}/v2/multi/app/manifests/1", timeout=5)
+        assert err.value.code == 401
+        assert lookup_platforms(parse_reference(image)) == [  # type: ignore[arg-type]
+            ("linux", "arm64"),
+            ("linux", "amd64"),
+        ]
+        assert tokens.scopes == ["repository:multi/app:pull"]
+        # A single manifest's config blob is read with the same token.
+        assert image_platforms(f"{guarded.addr}/arm/app:1") == [
+            types_pb2.Platform(os="linux", architecture="arm64")
+        ]
+    finally:
+        guarded.cleanup()
+        tokens.stop()
 
 
 def test_unreachable_registry_gives_no_platforms() -> None:
