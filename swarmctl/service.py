@@ -64,6 +64,7 @@ from swarmctl.rebalance import (
     tasks_per_node,
     wait_for_rebalance,
 )
+from swarmctl.registry import image_platforms
 from swarmctl.service_spec import (
     CreateOptions,
     HealthOptions,
@@ -156,6 +157,14 @@ DryRunOpt = Annotated[
         "--dry-run",
         help="(swarmlet extension) Show where the tasks would be placed and why nodes "
         "were turned down; change nothing.",
+    ),
+]
+NoResolveImageOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-resolve-image",
+        help="Do not query the registry for the image's platforms (by default the tasks "
+        "are kept to nodes of the platforms the image is built for).",
     ),
 ]
 PreviewFormatOpt = Annotated[
@@ -516,6 +525,7 @@ def create(
     health_retries: HealthRetriesOpt = None,
     health_start_period: HealthStartPeriodOpt = None,
     no_healthcheck: NoHealthcheckOpt = False,
+    no_resolve_image: NoResolveImageOpt = False,
     dry_run: DryRunOpt = False,
     fmt: PreviewFormatOpt = None,
     detach: DetachOpt = False,
@@ -614,6 +624,8 @@ def create(
     )
     wait = _timeout(timeout)
     client = cli.get_client(ctx)
+    if not opts.platforms and not no_resolve_image:
+        opts.platforms = image_platforms(image, debug=cli.settings(ctx).debug)
     if dry_run:
         print_preview(client.preview_create(build_spec(opts)), out_format)
         return
@@ -947,6 +959,7 @@ def update(
     health_retries: HealthRetriesOpt = None,
     health_start_period: HealthStartPeriodOpt = None,
     no_healthcheck: NoHealthcheckOpt = False,
+    no_resolve_image: NoResolveImageOpt = False,
     dry_run: DryRunOpt = False,
     fmt: PreviewFormatOpt = None,
     force: Annotated[
@@ -1058,6 +1071,12 @@ def update(
     wait = _timeout(timeout)
     client = cli.get_client(ctx)
     service = client.get_service(service_ref)
+    if (
+        opts.image is not None
+        and opts.image != service.spec.task.container.image
+        and not (opts.platform_add or opts.platform_rm or no_resolve_image or rollback)
+    ):
+        opts.image_platforms = image_platforms(opts.image, debug=cli.settings(ctx).debug)
     if dry_run:
         _preview_update(client, service, opts, rollback=rollback, fmt=out_format)
         return

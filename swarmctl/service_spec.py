@@ -323,6 +323,9 @@ class UpdateOptions:
     strategy: specs_pb2.PlacementStrategy.ValueType | None = None
     platform_add: list[types_pb2.Platform] = field(default_factory=list)
     platform_rm: list[types_pb2.Platform] = field(default_factory=list)
+    # The platforms the new image is built for, as its registry says (replace the
+    # service's platforms when not empty, as Docker does on an image change).
+    image_platforms: list[types_pb2.Platform] = field(default_factory=list)
     max_concurrent: int | None = None
     update_config: UpdateConfigOptions = field(default_factory=UpdateConfigOptions)
     rollback_config: UpdateConfigOptions = field(default_factory=UpdateConfigOptions)
@@ -417,6 +420,9 @@ def _apply_placement(task: specs_pb2.TaskSpec, opts: UpdateOptions) -> None:
         del placement.preferences[:]
         for descriptor in descriptors:
             placement.preferences.add().spread.spread_descriptor = descriptor
+    if opts.image_platforms:
+        del placement.platforms[:]
+        placement.platforms.extend(opts.image_platforms)
     if opts.platform_add or opts.platform_rm:
         platforms = _update_platforms(
             list(placement.platforms), opts.platform_add, opts.platform_rm

@@ -25,7 +25,16 @@ KNOWN_KEYS = (
     "node.labels.KEY",
     "engine.labels.KEY",
 )
-_ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i386": "386"}
+# What engines report (uname -m) -> what images say (Go's GOARCH), compared as the latter.
+_ARCH_ALIASES = {
+    "x86_64": "amd64",
+    "x86-64": "amd64",
+    "aarch64": "arm64",
+    "armv7l": "arm",
+    "armv6l": "arm",
+    "i386": "386",
+    "i686": "386",
+}
 
 
 class ConstraintError(ValueError):

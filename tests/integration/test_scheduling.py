@@ -932,6 +932,40 @@ def test_task_history_limit(farm: Farm, name: str) -> None:
         assert ps.count(f"{name}.{slot} ") == 2
 
 
+def test_hollow_fail_rate_fails_a_share_of_the_tasks_which_are_replaced(
+    farm: Farm, name: str
+) -> None:
+    """--hollow-fail-rate between 0 and 1: some tasks fail (after --hollow-fail-after),
+    the others run on; the failed ones are replaced in their slots. With 20 first tasks
+    at a rate of one half, none failing or all failing has a chance of 2 in a million."""
+    farm.add("h-", "--hollow-fail-rate", "0.5", "--hollow-fail-after", "100ms", count=2)
+    replicas = 20
+    farm.create(name, "--replicas", str(replicas), "--restart-delay", "0s")
+
+    def created(t: Any) -> int:
+        return int(t.meta.created_at.ToNanoseconds())
+
+    def replaced() -> tuple[list[Any], list[Any]] | None:
+        tasks = farm.tasks(name)
+        running = [t for t in tasks if t.status.state == RUNNING and t.desired_state == RUNNING]
+        failed = [t for t in tasks if t.status.state == FAILED]
+        if len(running) != replicas or not failed:
+            return None
+        newest = {t.slot: t for t in running}
+        if sorted(newest) != list(range(1, replicas + 1)):
+            return None
+        # Every failed task has a newer task running in its slot.
+        if any(created(newest[t.slot]) <= created(t) for t in failed):
+            return None
+        return running, failed
+
+    running, failed = wait_until(replaced, 60, what="failed tasks replaced, 20 running")
+    assert all(t.desired_state > RUNNING for t in failed)  # shut down, not wanted any more
+    restarted = {t.slot for t in running if t.restart_attempt > 0}
+    assert restarted == {t.slot for t in failed}  # replacements run where tasks failed
+    assert len(restarted) < replicas  # and some first tasks never failed
+
+
 def test_node_where_the_service_keeps_failing_ranks_last(farm: Farm, name: str) -> None:
     farm.add("bad", *FAILING)
     farm.add("good")

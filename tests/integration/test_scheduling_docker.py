@@ -3,10 +3,15 @@ test_scheduling.py covers the rest of the scheduler without them)."""
 
 from __future__ import annotations
 
+import platform
 from typing import Any
 
 import pytest
 
+from common.api import objects_pb2
+from manager.scheduler.constraints import normalise_arch
+from manager.scheduler.filters import PlatformFilter
+from manager.scheduler.nodeinfo import NodeInfo
 from tests.conftest import Cluster
 from tests.harness import SLEEPER, wait_until
 
@@ -76,3 +81,23 @@ def test_limits_reach_the_container(cluster: Cluster, name: str) -> None:
     assert host_config["Memory"] == 64 * 1024 * 1024
     assert host_config["NanoCpus"] == 500_000_000
     assert task.spec.resources.limits.memory_bytes == 64 * 1024 * 1024
+
+
+def test_the_engines_architecture_is_compared_as_image_platforms_name_it(
+    cluster: Cluster,
+) -> None:
+    """Docker reports uname's names (x86_64, aarch64); images name Go's (amd64, arm64):
+    the platform filter takes a node of this machine for either spelling."""
+    [node] = cluster.manager.nodes()
+    reported = node.description.platform
+    assert reported.os == "linux"
+    assert normalise_arch(reported.architecture) == normalise_arch(platform.machine())
+    info = NodeInfo(node)
+    goarch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    for arch in {platform.machine(), goarch}:
+        task = objects_pb2.Task()
+        task.spec.placement.platforms.add(os="linux", architecture=arch)
+        assert PlatformFilter().check(task, info), arch
+    other = objects_pb2.Task()
+    other.spec.placement.platforms.add(os="linux", architecture="s390x")
+    assert not PlatformFilter().check(other, info)
