@@ -4,8 +4,8 @@ and bulk work is split into transactions of at most MAX_TXN_OPS operations.
 A caller describes what it wants as operations (`Create`, `Update`, `Delete`) and
 `Store.commit` applies them. An `Update` carries a function from the current object to
 the new one, so when a transaction loses a race the store re-reads the objects it
-touched (in the same transaction's failure branch) and applies the functions again:
-callers never see a conflict unless they asked to pin a version.
+touched and applies the functions again: callers never see a conflict unless they
+asked to pin a version. A commit keeps a few transactions in flight at once.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ MAX_TXN_OPS = 128
 # takes 2 MiB): transactions are also split by size, well below that.
 MAX_TXN_BYTES = 1024 * 1024
 _MAX_ATTEMPTS = 8
+# Transactions of one commit sent at once.
+MAX_IN_FLIGHT = 4
 
 Mutator = Callable[[Any], Any | None]
 
@@ -211,27 +213,61 @@ class Store:
         """Apply `ops` in transactions of at most MAX_TXN_OPS operations each.
 
         Each transaction is atomic; a commit of more operations than fit in one is not.
+        Up to MAX_IN_FLIGHT transactions are sent at once (etcd applies concurrent
+        proposals in one raft round), except that a transaction touching a key of one
+        in flight waits for it, so the operations on a key apply in their order.
         """
         result = BatchResult()
+        flights: list[tuple[asyncio.Future[None], set[bytes]]] = []
         chunk: list[_Prepared] = []
         size = nbytes = 0
         limit = MAX_TXN_OPS - (1 if self.guard else 0)
-        for op in ops:
-            prepared = self._prepare(op, base=None)
-            if prepared is None:
-                continue
-            if isinstance(prepared, StoreError):
-                result.failed.append((op, prepared))
-                continue
-            if chunk and (size + prepared.size > limit or nbytes + prepared.nbytes > MAX_TXN_BYTES):
-                await self._commit_chunk(chunk, result)
-                chunk, size, nbytes = [], 0, 0
-            chunk.append(prepared)
-            size += prepared.size
-            nbytes += prepared.nbytes
-        if chunk:
-            await self._commit_chunk(chunk, result)
+        try:
+            for op in ops:
+                prepared = self._prepare(op, base=None)
+                if prepared is None:
+                    continue
+                if isinstance(prepared, StoreError):
+                    result.failed.append((op, prepared))
+                    continue
+                if chunk and (
+                    size + prepared.size > limit or nbytes + prepared.nbytes > MAX_TXN_BYTES
+                ):
+                    await self._launch(chunk, result, flights)
+                    chunk, size, nbytes = [], 0, 0
+                chunk.append(prepared)
+                size += prepared.size
+                nbytes += prepared.nbytes
+            if chunk:
+                await self._launch(chunk, result, flights)
+        finally:
+            # Every transaction sent is waited for, also when one failed, so that what
+            # was written is in the result; then the first error is raised.
+            errors = await asyncio.gather(*(f for f, _ in flights), return_exceptions=True)
+        for error in errors:
+            if isinstance(error, BaseException):
+                raise error
         return result
+
+    async def _launch(
+        self,
+        chunk: list[_Prepared],
+        result: BatchResult,
+        flights: list[tuple[asyncio.Future[None], set[bytes]]],
+    ) -> None:
+        keys = {k for p in chunk for k in p.watched}
+        if any(not keys.isdisjoint(touched) for _, touched in flights):
+            keep = 0
+        else:
+            keep = MAX_IN_FLIGHT - 1
+        while len(flights) > keep:
+            future = flights[0][0]
+            await asyncio.wait([future])
+            error = future.exception()
+            if error is not None:
+                raise error  # commit() waits for the others before it passes it on
+            flights.pop(0)
+        flights.append((asyncio.ensure_future(self._commit_chunk(chunk, result)), keys))
 
     def _prepare(self, op: Op, base: Any, fresh: bool = False) -> _Prepared | StoreError | None:
         """Compares and requests for `op` against `base` (its current value, None if absent).
@@ -246,15 +282,18 @@ class Store:
                 obj.meta.created_at.CopyFrom(now)
                 obj.meta.updated_at.CopyFrom(now)
             key = keys.key_of(obj)
+            value = _serialize(obj)
             compares = [KVService.txn_compare_create_revision(key, 0)]
-            requests = [KVService.txn_op_put(key, _serialize(obj))]
+            requests = [KVService.txn_op_put(key, value)]
             watched = [key]
+            nbytes = 2 * len(key) + len(value)
             if op.unique_name is not None:
                 name_key = keys.name_key(Kind.of(obj), op.unique_name)
                 compares.append(KVService.txn_compare_create_revision(name_key, 0))
                 requests.append(KVService.txn_op_put(name_key, obj.id.encode()))
                 watched.append(name_key)
-            return _Prepared(op, compares, requests, watched, obj)
+                nbytes += 2 * len(name_key) + len(obj.id)
+            return _Prepared(op, compares, requests, watched, obj, nbytes)
         kind, obj_id = op.kind, op.obj_id
         key = keys.key(kind, obj_id)
         if not fresh:
@@ -266,7 +305,7 @@ class Store:
                 # Not in the cache (yet): send a compare that fails, so the failure branch
                 # reads the object and the update is retried on what etcd holds.
                 return _Prepared(
-                    op, [KVService.txn_compare_create_revision(key, -1)], [], [key], None
+                    op, [KVService.txn_compare_create_revision(key, -1)], [], [key], None, len(key)
                 )
             if op.expect_version is not None and base.meta.version != op.expect_version:
                 return ConflictError(
@@ -279,31 +318,40 @@ class Store:
             if new is None:
                 return None
             new.meta.updated_at.CopyFrom(now_timestamp())
+            value = _serialize(new)
             return _Prepared(
                 op,
                 [_compare_mod_revision(key, base.meta.version)],
-                [KVService.txn_op_put(key, _serialize(new))],
+                [KVService.txn_op_put(key, value)],
                 [key],
                 new,
+                2 * len(key) + len(value),
             )
         # Delete
         if base is None:
             if fresh:
                 return None  # already gone: nothing to do
-            return _Prepared(op, [KVService.txn_compare_create_revision(key, -1)], [], [key], None)
+            return _Prepared(
+                op, [KVService.txn_compare_create_revision(key, -1)], [], [key], None, len(key)
+            )
         if op.expect_version is not None and base.meta.version != op.expect_version:
             return ConflictError(f"{kind.folder[:-1]} {obj_id} changed since it was read")
         if op.check is not None and not op.check(base):
             return None
         requests = [KVService.txn_op_delete(key)] + [KVService.txn_op_delete(k) for k in op.also]
-        return _Prepared(op, [_compare_mod_revision(key, base.meta.version)], requests, [key], base)
+        nbytes = 2 * len(key) + sum(len(k) for k in op.also)
+        return _Prepared(
+            op, [_compare_mod_revision(key, base.meta.version)], requests, [key], base, nbytes
+        )
 
     async def _commit_chunk(self, chunk: list[_Prepared], result: BatchResult) -> None:
         for _attempt in range(_MAX_ATTEMPTS):
             compares = [c for p in chunk for c in p.compares]
             success = [r for p in chunk for r in p.requests]
-            watched = [k for p in chunk for k in p.watched]
-            failure = [KVService.txn_op_get(k) for k in watched]
+            # The failure branch reads only the guard: conflicts are rare, so the keys
+            # are read again in a second request when one happens rather than a get
+            # per key being built and sent with every transaction.
+            failure = []
             if self.guard is not None:
                 compares.append(KVService.txn_compare_value(*self.guard))
                 failure.append(KVService.txn_op_get(self.guard[0]))
@@ -326,8 +374,12 @@ class Store:
                 holder = resp.responses[-1].response_range.kvs
                 if not holder or holder[0].value != self.guard[1]:
                     raise NotLeaderError("this manager is no longer the leader")
+            watched = [k for p in chunk for k in p.watched]
+            reads = await self._call(
+                self._kv.txn([], [KVService.txn_op_get(k) for k in watched], timeout=self._timeout)
+            )
             current: dict[bytes, Any] = {}
-            for key, r in zip(watched, resp.responses[: len(watched)], strict=True):
+            for key, r in zip(watched, reads.responses, strict=True):
                 current[key] = r.response_range.kvs[0] if r.response_range.kvs else None
             retry: list[_Prepared] = []
             for p in chunk:
@@ -382,15 +434,13 @@ class _Prepared:
     watched: list[bytes]
     obj: Any
 
+    # About what the op adds to a transaction request: its keys and values (with
+    # etcd's framing a few bytes more, which MAX_TXN_BYTES leaves room for).
+    nbytes: int
+
     @property
     def size(self) -> int:
         return max(len(self.compares), len(self.requests), len(self.watched))
-
-    @property
-    def nbytes(self) -> int:
-        """About what the op adds to a transaction request (its puts dominate)."""
-        ops = [*self.requests, *self.compares]
-        return sum(int(op.ByteSize()) for op in ops)
 
 
 def _serialize(obj: Any) -> bytes:
