@@ -65,9 +65,13 @@ class StateCounts:
 
     def _on_event(self, ev: Event) -> None:
         if ev.kind is Kind.TASK:
-            _move(self.tasks, ev, lambda t: t.status.state, TASKS, states.state_name)
+            old, new = ev.old, ev.new
+            before = old.status.state if old is not None else None
+            after = new.status.state if new is not None else None
+            if before != after:  # a write that keeps the state moves no gauge
+                _move(self.tasks, before, after, _task_gauges)
         elif ev.kind is Kind.NODE:
-            _move(self.nodes, ev, lambda n: n.status.state, NODES, _node_status)
+            _move(self.nodes, _node_state(ev.old), _node_state(ev.new), _node_gauges)
         elif ev.kind is Kind.SERVICE and (ev.old is None or ev.new is None):
             SERVICES.inc(1 if ev.new is not None else -1)
 
@@ -76,18 +80,33 @@ def _node_status(state: int) -> str:
     return types_pb2.NodeState.Name(state).removeprefix("NODE_STATE_").lower()  # type: ignore[arg-type]
 
 
+def _node_state(node: Any) -> int | None:
+    return node.status.state if node is not None else None
+
+
+def _children(gauge: Gauge, name: Callable[[int], str]) -> Callable[[int], Any]:
+    """The gauge's child for a state, looked up once (labels() is slow on a hot path)."""
+    cache: dict[int, Any] = {}
+
+    def child(state: int) -> Any:
+        found = cache.get(state)
+        if found is None:
+            found = cache[state] = gauge.labels(name(state))
+        return found
+
+    return child
+
+
+_task_gauges = _children(TASKS, states.state_name)
+_node_gauges = _children(NODES, _node_status)
+
+
 def _move(
-    counts: Counter[int],
-    ev: Event,
-    key: Callable[[Any], int],
-    gauge: Gauge,
-    name: Callable[[int], str],
+    counts: Counter[int], before: int | None, after: int | None, gauge: Callable[[int], Any]
 ) -> None:
-    if ev.old is not None:
-        k = key(ev.old)
-        counts[k] -= 1
-        gauge.labels(name(k)).set(counts[k])
-    if ev.new is not None:
-        k = key(ev.new)
-        counts[k] += 1
-        gauge.labels(name(k)).set(counts[k])
+    if before is not None:
+        counts[before] -= 1
+        gauge(before).set(counts[before])
+    if after is not None:
+        counts[after] += 1
+        gauge(after).set(counts[after])

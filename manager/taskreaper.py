@@ -67,8 +67,15 @@ def tasks_to_delete(
     return list(doomed.values())
 
 
+def slot_key(task: objects_pb2.Task) -> str:
+    """The key of the task's slot: its service and slot number (or node, for a global
+    service). The reaper works slot by slot, so its work follows the changes, not the
+    size of the services they happen in."""
+    return f"{task.service_id}/{task.slot}" if task.slot else f"{task.service_id}/@{task.node_id}"
+
+
 class TaskReaper(Reconciler):
-    """Deletes the tasks `tasks_to_delete` picks, service by service."""
+    """Deletes the tasks `tasks_to_delete` picks, slot by slot."""
 
     name = "taskreaper"
     debounce = 0.1
@@ -78,30 +85,63 @@ class TaskReaper(Reconciler):
         super().__init__()
         self.cache = cache
         self.store = store
+        # Every task by slot key, and the slot keys of each service.
+        self.slots: dict[str, dict[str, objects_pb2.Task]] = defaultdict(dict)
+        self.service_slots: dict[str, set[str]] = defaultdict(set)
         cache.add_listener(self._on_event)
         cache.add_resync_listener(self.mark_everything)
 
+    def _index(self, old: objects_pb2.Task | None, new: objects_pb2.Task | None) -> None:
+        if old is not None:
+            key = slot_key(old)
+            tasks = self.slots.get(key)
+            if tasks is not None:
+                tasks.pop(old.id, None)
+                if not tasks:
+                    del self.slots[key]
+                    keys = self.service_slots.get(old.service_id)
+                    if keys is not None:
+                        keys.discard(key)
+                        if not keys:
+                            del self.service_slots[old.service_id]
+        if new is not None:
+            key = slot_key(new)
+            self.slots[key][new.id] = new
+            self.service_slots[new.service_id].add(key)
+
     def _on_event(self, ev: Event) -> None:
-        if ev.kind is Kind.TASK and ev.new is not None:
+        if ev.kind is Kind.TASK:
             old, new = ev.old, ev.new
-            if (
+            self._index(old, new)
+            if new is not None and (
                 old is None
                 or old.desired_state != new.desired_state
                 or (
                     states.is_terminal(new.status.state)
                     and not states.is_terminal(old.status.state)
                 )
+                or slot_key(old) != slot_key(new)
             ):
-                self.mark(new.service_id)
+                self.mark(slot_key(new))
         elif ev.kind is Kind.NODE and not node_usable(ev.new):
             self.mark_many(
-                {t.service_id for t in self.cache.tasks_by_node.get(ev.obj.id, {}).values()}
+                slot_key(t) for t in self.cache.tasks_by_node.get(ev.obj.id, {}).values()
             )
+        elif ev.kind is Kind.SERVICE and ev.new is not None:
+            old, new = ev.old, ev.new
+            if old is None or old.spec.replicated.replicas != new.spec.replicated.replicas:
+                # Ended tasks of slots above a lower replica count go too.
+                self.mark_many(self.service_slots.get(new.id, ()))
         elif ev.kind is Kind.CLUSTER:
             self.mark_everything()
 
     def all_keys(self) -> Iterable[str]:
-        return set(self.cache.tasks_by_service)
+        # Called on start and after a re-list: index everything from the cache again.
+        self.slots.clear()
+        self.service_slots.clear()
+        for task in self.cache.tasks.values():
+            self._index(None, task)
+        return list(self.slots)
 
     def history_limit(self) -> int:
         cluster = self.cache.cluster()
@@ -113,9 +153,11 @@ class TaskReaper(Reconciler):
         limit = self.history_limit()
         nodes = self.cache.nodes
         ops: list[Delete] = []
-        for service_id in keys:
-            tasks = list(self.cache.tasks_by_service.get(service_id, {}).values())
-            service = self.cache.services.get(service_id)
+        for key in keys:
+            tasks = list(self.slots.get(key, {}).values())
+            if not tasks:
+                continue
+            service = self.cache.services.get(tasks[0].service_id)
             max_slot = (
                 service.spec.replicated.replicas
                 if service is not None and service.spec.HasField("replicated")

@@ -273,7 +273,7 @@ def test_a_move_in_flight_waits_and_a_finished_one_shuts_the_old_task_down() -> 
     svc = rebalancing(2)
     old = f.task(svc, 2, node="n1")
     new = f.task(svc, 2, node="n2", state=states.STARTING, created_at=NOW - 1)
-    new.replaces = old.id
+    new.replaces, new.rebalance_round = old.id, 1
     tasks = [f.task(svc, 1, node="n1"), old, new]
     target = {"n1": 1, "n2": 1}
     assert not plan_service(svc, tasks, ok, NOW, rebalance_target=target)
@@ -295,7 +295,7 @@ def test_rebalance_stops_when_a_move_landed_on_a_node_over_its_share() -> None:
     svc = rebalancing(3)
     old = f.task(svc, 3, node="n1", desired=states.SHUTDOWN, state=states.SHUTDOWN)
     moved = f.task(svc, 3, node="n1", created_at=NOW - 1)
-    moved.replaces = old.id
+    moved.replaces, moved.rebalance_round = old.id, 1
     tasks = [f.task(svc, 1, node="n1"), f.task(svc, 2, node="n1"), old, moved]
     plan = plan_service(svc, tasks, ok, NOW, rebalance_target={"n1": 1, "n2": 2})
     assert plan.rebalance_done
@@ -306,7 +306,7 @@ def test_rebalance_stops_when_a_move_failed() -> None:
     svc = rebalancing(2)
     old = f.task(svc, 2, node="n1")
     failed = f.task(svc, 2, node="n2", state=states.FAILED, created_at=NOW - 1)
-    failed.replaces = old.id
+    failed.replaces, failed.rebalance_round = old.id, 1
     tasks = [f.task(svc, 1, node="n1"), old, failed]
     plan = plan_service(svc, tasks, ok, NOW, rebalance_target={"n1": 1, "n2": 1})
     assert plan.rebalance_done

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 from common import states
 from common.api import objects_pb2
-from manager.taskreaper import DEFAULT_HISTORY_LIMIT, tasks_to_delete
+from manager.store import BatchResult, Delete, Event, Kind
+from manager.taskreaper import DEFAULT_HISTORY_LIMIT, TaskReaper, slot_key, tasks_to_delete
 from tests.unit import factories as f
 from tests.unit.factories import NOW
 
@@ -171,3 +175,99 @@ def test_ended_tasks_of_slots_above_the_replica_count_go() -> None:
     assert ids(tasks_to_delete(tasks, NODES, 5, max_slot=2)) == ids(slot3)
     still_running.status.state = states.SHUTDOWN
     assert still_running.id in ids(tasks_to_delete(tasks, NODES, 5, max_slot=2))
+
+
+# ---- the TaskReaper reconciler: slot by slot --------------------------------------------
+
+
+class _Cache:
+    """What the reaper reads of the cache, fed by `put`/`drop` as the watch would."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, objects_pb2.Task] = {}
+        self.services: dict[str, objects_pb2.Service] = {}
+        self.nodes = NODES
+        self.tasks_by_node: dict[str, dict[str, objects_pb2.Task]] = {}
+        self.listeners: list[Callable[[Event], None]] = []
+
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        self.listeners.append(listener)
+
+    def add_resync_listener(self, listener: object) -> None:
+        pass
+
+    def cluster(self) -> None:
+        return None
+
+    async def wait_for(self, revision: int) -> None:
+        pass
+
+    def put(self, obj: objects_pb2.Task | objects_pb2.Service) -> None:
+        kind = Kind.of(obj)
+        table: dict[str, Any] = self.tasks if kind is Kind.TASK else self.services
+        old = table.get(obj.id)
+        table[obj.id] = obj
+        for listener in self.listeners:
+            listener(Event(kind, old, obj, 1))
+
+    def drop(self, task_id: str) -> None:
+        old = self.tasks.pop(task_id)
+        for listener in self.listeners:
+            listener(Event(Kind.TASK, old, None, 1))
+
+
+class _Store:
+    def __init__(self, cache: _Cache) -> None:
+        self.cache = cache
+        self.deleted: list[str] = []
+
+    async def commit(self, ops: list[Delete]) -> BatchResult:
+        result = BatchResult()
+        for op in ops:
+            self.deleted.append(op.obj_id)
+            result.deleted.append((op.kind, op.obj_id))
+            self.cache.drop(op.obj_id)
+        return result
+
+
+async def test_reaper_trims_only_the_slots_that_changed() -> None:
+    cache = _Cache()
+    store = _Store(cache)
+    reaper = TaskReaper(cache, store)  # type: ignore[arg-type]
+    svc = f.service(3)
+    cache.put(svc)
+    full = history(svc, 1, 6)  # six ended tasks and a running one: two too many
+    for t in full + history(svc, 2, 1) + history(svc, 3, 6, start=100):
+        cache.put(t)
+    await reaper.reconcile(set(reaper.all_keys()))
+    assert len(store.deleted) == 4  # two of slot 1, two of slot 3
+    assert ids(full[:2]) <= set(store.deleted)
+    # A new failure in slot 2 makes only slot 2 dirty, and slot 2 has room.
+    reaper._dirty.clear()
+    failed = f.copy(cache.tasks[history_ids(cache, svc, 2)[-1]])
+    failed.status.state = states.FAILED  # type: ignore[assignment]
+    cache.put(failed)
+    assert reaper._dirty == {slot_key(failed)}
+
+
+def history_ids(cache: _Cache, svc: objects_pb2.Service, slot: int) -> list[str]:
+    tasks = [t for t in cache.tasks.values() if t.service_id == svc.id and t.slot == slot]
+    return [t.id for t in sorted(tasks, key=lambda t: t.meta.created_at.ToNanoseconds())]
+
+
+async def test_reaper_deletes_ended_tasks_above_a_lower_replica_count() -> None:
+    cache = _Cache()
+    store = _Store(cache)
+    reaper = TaskReaper(cache, store)  # type: ignore[arg-type]
+    svc = f.service(3)
+    cache.put(svc)
+    ended = f.task(svc, 3, state=states.FAILED, desired=states.SHUTDOWN)
+    cache.put(ended)
+    cache.put(f.task(svc, 3))
+    await reaper.reconcile(set(reaper.all_keys()))
+    assert store.deleted == []
+    reaper._dirty.clear()
+    cache.put(f.changed(svc, replicas=2))  # the orchestrator shuts slot 3's live task down
+    assert reaper._dirty == {slot_key(ended)}
+    await reaper.reconcile(set(reaper._dirty))
+    assert store.deleted == [ended.id]
