@@ -120,6 +120,7 @@ class FakeStore:
 @pytest.fixture(autouse=True)
 def fast_flush(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(status_mod, "FLUSH_INTERVAL", 0.01)
+    monkeypatch.setattr(status_mod, "TRANSITIONAL_HOLD", 0.1)
 
 
 @pytest.fixture
@@ -197,6 +198,33 @@ async def test_failed_write_is_retried(
     assert store.tasks["t1"].status.state == states.COMPLETE
     assert store.tasks["t2"].status.state == states.RUNNING
     assert store.commits[0] == 1
+
+
+async def test_a_task_that_runs_soon_is_written_once_running(
+    writer_and_store: tuple[TaskStatusWriter, FakeStore],
+) -> None:
+    writer, store = writer_and_store
+    for state in (states.ACCEPTED, states.PREPARING, states.READY, states.STARTING):
+        writer.add("t1", report(state))
+        await asyncio.sleep(0.005)
+    writer.add("t1", report(states.RUNNING))
+    await until(lambda: writer.written == 1)
+    await asyncio.sleep(status_mod.TRANSITIONAL_HOLD * 2)
+    assert store.commits == [1]
+    assert store.tasks["t1"].status.state == states.RUNNING
+
+
+async def test_a_transitional_state_is_written_within_the_hold(
+    writer_and_store: tuple[TaskStatusWriter, FakeStore],
+) -> None:
+    writer, store = writer_and_store
+    writer.add("t1", report(states.PREPARING))  # a slow pull: nothing follows for a while
+    writer.add("t2", report(states.FAILED))  # not held
+    await until(lambda: writer.written == 1)
+    assert store.tasks["t1"].status.state == states.ASSIGNED
+    writer.add("t1", report(states.PREPARING, "still pulling"))  # keeps its first deadline
+    await until(lambda: writer.written == 2, timeout=status_mod.TRANSITIONAL_HOLD * 3)
+    assert store.tasks["t1"].status.message == "still pulling"
 
 
 # ---- what an agent may report (found by the dispatcher fuzz test) ----------------------
