@@ -3,8 +3,13 @@
 A session: open the Session stream (node description in; session id, heartbeat period
 and manager list out), re-send every task's status, then heartbeat, follow assignments
 and send status reports side by side until any of them fails. Then the next manager
-in the list is tried after a jittered backoff (100 ms doubling to 8 s). Running tasks
-are untouched by all of this.
+in the list (never the one that just failed, when there is another) is tried after a
+jittered backoff (100 ms doubling to 8 s). Running tasks are untouched by all of this.
+
+A manager that dies with its host, or is cut off, sends no TCP RST: its connections
+just go silent. The agent notices that within one heartbeat period through HTTP/2
+keepalive pings (`liveness_options`), and gives a manager it cannot even connect to
+at most a period (`connect_timeout`) before it tries the next.
 """
 
 from __future__ import annotations
@@ -27,13 +32,56 @@ from common.timeutil import duration_seconds
 
 MIN_BACKOFF = 0.1
 MAX_BACKOFF = 8.0
+# The heartbeat period until a manager says otherwise (the cluster default).
+DEFAULT_PERIOD = 1.0
+# A manager that accepted the connection answers the Session call within this (it
+# writes the node to etcd first). A dead one is noticed much sooner, by the pings.
 _OPEN_TIMEOUT = 10.0
-_CHANNEL_OPTIONS = [
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
+_MIN_CONNECT_TIMEOUT = 0.5
+_CHANNEL_OPTIONS: list[tuple[str, str | int]] = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
+
+
+def liveness_options(period: float) -> list[tuple[str, str | int]]:
+    """Channel options that notice a silent manager within one heartbeat period.
+
+    How the agent tells a dead manager from a slow one, in line with the manager's own
+    tolerance (it expires a session after MISSED_HEARTBEATS = 3 periods without one):
+
+    - Dead host, stopped process, broken link (no RST, the connection goes silent):
+      HTTP/2 keepalive pings, one after every period/3 without anything received, each
+      to be acknowledged within 2/3 of a period. So a silent manager is given up at
+      most one period after it fell silent, and the agent moves on while the
+      manager's 3-period grace (and node health's) still holds. Pings are acknowledged
+      by gRPC's core threads, not by the manager's Python event loop: a manager whose
+      loop is stalled by load still acknowledges them (tried: a grpc.aio server whose
+      loop was busy for 4 s kept a 300/600 ms keepalive; a SIGSTOP broke it in < 1 s),
+      so load alone does not drop sessions.
+    - Live but slow manager: only the Heartbeat RPC's deadline applies, 2 periods (see
+      `_heartbeat`). Heartbeats go out every 0.8-1 period, so the agent gives up about
+      3 periods after the last answered one: when the manager itself would drop the
+      session. Giving up sooner would drop sessions the manager still holds whenever it
+      is busy, and every reconnection (all task statuses re-sent, the full assignment
+      set) adds load where there is already too much; later would keep a session the
+      manager has already dropped.
+    """
+    interval_ms = max(100, int(period * 1000 / 3))
+    timeout_ms = max(200, int(period * 2000 / 3))
+    return [
+        ("grpc.keepalive_time_ms", interval_ms),
+        ("grpc.keepalive_timeout_ms", timeout_ms),
+        # gRPC core times a keepalive ping out by the ping timeout when another ping
+        # (e.g. a flow-control probe) is outstanding: 60 s unless set.
+        ("grpc.http2.ping_timeout_ms", timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def connect_timeout(period: float) -> float:
+    """How long a manager gets to accept the connection (TCP and TLS handshakes)."""
+    return max(period, _MIN_CONNECT_TIMEOUT)
 
 
 class SessionEnded(Exception):
@@ -66,6 +114,9 @@ class SessionLoop:
         self.connected = asyncio.Event()
         self.session_id = ""
         self.manager = ""
+        # The last heartbeat period a manager gave (the default until the first session:
+        # the first channel pings on the default's schedule, which is only quicker).
+        self.period = DEFAULT_PERIOD
         self.removed: NodeRemovedError | None = None
         self.logs: LogPublisher | None = None
         self._current: asyncio.Future[bool] | None = None
@@ -121,8 +172,9 @@ class SessionLoop:
                 self.session_id = ""
             if established:
                 backoff = MIN_BACKOFF
-            else:
-                index += 1
+            # The next manager, not the one that just failed: a dead host would cost
+            # another connect timeout, and a dead manager's agents all move on at once.
+            index += 1
             await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
             backoff = min(backoff * 2, MAX_BACKOFF)
 
@@ -131,18 +183,19 @@ class SessionLoop:
         async with grpc.aio.secure_channel(
             addr,
             self.credentials.channel_credentials(),
-            options=_CHANNEL_OPTIONS + channel_options(),
+            options=_CHANNEL_OPTIONS + liveness_options(self.period) + channel_options(),
         ) as channel:
             stub = dispatcher_pb2_grpc.DispatcherStub(channel)
             call = stub.Session(
                 dispatcher_pb2.SessionRequest(node_id=self.node_id, description=description)
             )
-            first = await asyncio.wait_for(call.read(), _OPEN_TIMEOUT)
+            first = await self._first_message(channel, call)
             if first is grpc.aio.EOF:
                 raise SessionEnded("the manager closed the session at once")
             assert isinstance(first, dispatcher_pb2.SessionMessage)
             session_id = first.session_id
-            period = duration_seconds(first.heartbeat_period) or 1.0
+            period = duration_seconds(first.heartbeat_period) or DEFAULT_PERIOD
+            self.period = period
             self._learn_managers(first)
             self.session_id, self.manager = session_id, addr
             self.log.info(
@@ -173,16 +226,37 @@ class SessionLoop:
                     raise exc
             return True
 
+    async def _first_message(
+        self,
+        channel: grpc.aio.Channel,
+        call: grpc.aio.UnaryStreamCall,  # type: ignore[type-arg]
+    ) -> object:
+        """The session's first message. A manager that has not even completed the
+        handshakes within `connect_timeout` (a dead host accepts no connection, or a
+        stopped process never answers the TLS hello) is given up; one that is
+        connected gets `_OPEN_TIMEOUT` to register the node."""
+        read = asyncio.ensure_future(call.read())
+        limit = connect_timeout(self.period)
+        done, _ = await asyncio.wait({read}, timeout=limit)
+        if not done and channel.get_state() != grpc.ChannelConnectivity.READY:
+            read.cancel()
+            await asyncio.gather(read, return_exceptions=True)
+            raise TimeoutError(f"no connection within {limit:g}s")
+        return await asyncio.wait_for(read, _OPEN_TIMEOUT)
+
     async def _heartbeat(
         self, stub: dispatcher_pb2_grpc.DispatcherAsyncStub, session_id: str, period: float
     ) -> None:
         while True:
             await asyncio.sleep(period * random.uniform(0.8, 1.0))
             HEARTBEATS_SENT.inc()
+            # 2 periods: consistent with the manager's 3-period tolerance, see
+            # `liveness_options` (a silent manager is noticed sooner, by the pings).
             response = await stub.Heartbeat(
                 dispatcher_pb2.HeartbeatRequest(session_id=session_id), timeout=2 * period
             )
             period = duration_seconds(response.period) or period
+            self.period = period
 
     async def _assignments(
         self, stub: dispatcher_pb2_grpc.DispatcherAsyncStub, session_id: str

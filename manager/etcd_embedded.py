@@ -1,8 +1,18 @@
 """The embedded default store: an etcd child process with its data in the manager's
-state dir, listening on free loopback ports, stopped when the manager stops.
+state dir, stopped when the manager stops.
 
 It is a real etcd (the `etcd` binary on PATH); the manager talks to it exactly as it
-talks to an external cluster given with `--etcd`.
+talks to an external cluster given with `--etcd`. It has no TCP listener at all: its
+client and peer URLs are unix sockets (mode 0600) next to its data dir, in the
+manager's state dir (mode 0700), so only the manager's user can reach it. It has no
+auth of its own and the cluster object in it holds the root CA key: a loopback TCP
+port would hand that key to every local user.
+
+etcd 3.4 insists that every URL has the form scheme://host:port, and binds a `unix://`
+URL's host (and path) relative to its working directory. So etcd runs in the socket
+directory and listens on `unix://etcd.sock:0` and `unix://etcd-peer.sock:0`: files
+named `etcd.sock:0` and `etcd-peer.sock:0` (the `:0` is only there to satisfy the
+parser). Clients connect to the absolute path (`unix:///STATE/etcd.sock:0`).
 """
 
 from __future__ import annotations
@@ -13,7 +23,6 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -21,34 +30,37 @@ from common.log import get_logger
 
 _log = get_logger("etcd_embedded")
 _PR_SET_PDEATHSIG = 1
+CLIENT_SOCKET = "etcd.sock:0"
+PEER_SOCKET = "etcd-peer.sock:0"
+# Unix socket paths are limited to 108 bytes by the kernel.
+_SUN_PATH_MAX = 107
 
 
 class EmbeddedEtcdError(Exception):
     """The embedded etcd could not be started."""
 
 
-def _die_with_parent() -> None:
+def _child_setup() -> None:
     # If the manager is killed (even with SIGKILL) its etcd goes too, so a restarted
     # manager never finds its data dir locked by an orphan.
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+    # Its sockets are created owner-only (and then narrowed to 0600).
+    os.umask(0o077)
 
 
 class EmbeddedEtcd:
-    """One etcd member on loopback, data in `data_dir`, output in `log_path`."""
+    """One etcd member on unix sockets in `data_dir`'s parent directory, data in
+    `data_dir`, output in `log_path`."""
 
     def __init__(self, data_dir: Path, log_path: Path, binary: str = "etcd") -> None:
         self.data_dir = data_dir
         self.log_path = log_path
         self.binary = binary
-        self.client_url = ""
+        self.socket_dir = data_dir.parent
+        self.client_socket = self.socket_dir / CLIENT_SOCKET
+        self.peer_socket = self.socket_dir / PEER_SOCKET
+        self.client_url = f"unix://{self.client_socket}"
         self._proc: asyncio.subprocess.Process | None = None
         self._pid_file = data_dir.parent / "etcd.pid"
 
@@ -60,12 +72,16 @@ class EmbeddedEtcd:
                 f"no `{self.binary}` binary on PATH for the embedded store: install etcd "
                 "(Debian: apt-get install etcd-server) or pass --etcd URL of an existing cluster"
             )
+        if len(str(self.client_socket)) > _SUN_PATH_MAX:
+            raise EmbeddedEtcdError(
+                f"the embedded etcd's socket path {self.client_socket} is longer than the "
+                f"{_SUN_PATH_MAX} bytes a unix socket allows: use a shorter --state-dir"
+            )
         self._kill_stale()
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Relative to etcd's working directory, the socket directory (see the top).
+        client_url, peer_url = f"unix://{CLIENT_SOCKET}", f"unix://{PEER_SOCKET}"
         for attempt in range(3):
-            client_port, peer_port = free_port(), free_port()
-            self.client_url = f"http://127.0.0.1:{client_port}"
-            peer_url = f"http://127.0.0.1:{peer_port}"
             args = [
                 path,
                 "--name",
@@ -73,9 +89,9 @@ class EmbeddedEtcd:
                 "--data-dir",
                 str(self.data_dir),
                 "--listen-client-urls",
-                self.client_url,
+                client_url,
                 "--advertise-client-urls",
-                self.client_url,
+                client_url,
                 "--listen-peer-urls",
                 peer_url,
                 "--initial-advertise-peer-urls",
@@ -98,13 +114,16 @@ class EmbeddedEtcd:
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=_child_setup,
                     start_new_session=True,
+                    cwd=self.socket_dir,
                 )
             finally:
                 log.close()
             self._pid_file.write_text(str(self._proc.pid))
-            if await self._wait_healthy(client_port, timeout):
+            if await self._wait_healthy(timeout):
+                for sock in (self.client_socket, self.peer_socket):
+                    os.chmod(sock, 0o600)
                 _log.info(
                     "embedded etcd started",
                     url=self.client_url,
@@ -121,7 +140,7 @@ class EmbeddedEtcd:
             + self._log_tail()
         )
 
-    async def _wait_healthy(self, port: int, timeout: float) -> bool:
+    async def _wait_healthy(self, timeout: float) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
@@ -129,8 +148,8 @@ class EmbeddedEtcd:
             if self._proc.returncode is not None:
                 return False
             with contextlib.suppress(OSError):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                reader, writer = await asyncio.open_unix_connection(self.client_socket)
+                writer.write(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
                 body = await reader.read()
                 writer.close()
                 if b'"health":"true"' in body:
@@ -149,6 +168,8 @@ class EmbeddedEtcd:
             proc.kill()
             await proc.wait()
         self._pid_file.unlink(missing_ok=True)
+        for sock in (self.client_socket, self.peer_socket):
+            sock.unlink(missing_ok=True)
         _log.info("embedded etcd stopped")
 
     def _kill_stale(self) -> None:

@@ -45,22 +45,36 @@ def main(
     etcd: Annotated[
         str,
         typer.Option(
-            help="Comma-separated etcd endpoints (http://host:port). "
-            "Without it an embedded etcd is started."
+            help="Comma-separated etcd endpoints (http(s)://host:port, or one unix:///path). "
+            "Without it an embedded etcd is started, on unix sockets in --state-dir."
         ),
     ] = "",
     etcd_prefix: Annotated[
         str, typer.Option(help="Key prefix of swarmlet's objects in etcd.")
     ] = "/swarmlet/",
     etcd_cacert: Annotated[
-        Path | None, typer.Option(help="CA certificate of the etcd servers (enables TLS).")
+        Path | None,
+        typer.Option(
+            help="CA certificate of the etcd servers (enables TLS; needs --etcd).",
+            exists=True,
+            dir_okay=False,
+        ),
     ] = None,
-    etcd_cert: Annotated[Path | None, typer.Option(help="Client certificate for etcd.")] = None,
-    etcd_key: Annotated[Path | None, typer.Option(help="Client key for etcd.")] = None,
+    etcd_cert: Annotated[
+        Path | None,
+        typer.Option(
+            help="Client certificate for etcd (with --etcd-key).", exists=True, dir_okay=False
+        ),
+    ] = None,
+    etcd_key: Annotated[
+        Path | None,
+        typer.Option(help="Client key for etcd (with --etcd-cert).", exists=True, dir_okay=False),
+    ] = None,
     etcd_user: Annotated[
         str,
         typer.Option(
-            help="etcd user (password from SWARMLET_ETCD_PASSWORD).", envvar="SWARMLET_ETCD_USER"
+            help="etcd user (password from SWARMLET_ETCD_PASSWORD; needs --etcd).",
+            envvar="SWARMLET_ETCD_USER",
         ),
     ] = "",
     etcd_password: Annotated[str, typer.Option(hidden=True, envvar="SWARMLET_ETCD_PASSWORD")] = "",
@@ -99,6 +113,7 @@ def main(
     ] = "auto",
 ) -> None:
     """Run a swarmlet manager: keeps the desired state in etcd, schedules tasks, serves agents."""
+    _check_etcd_options(etcd, etcd_cacert, etcd_cert, etcd_key, etcd_user, etcd_password)
     if log_format not in ("auto", "json", "console"):
         raise typer.BadParameter(f"invalid --log-format {log_format!r}: use auto, json or console")
     try:
@@ -148,6 +163,46 @@ def main(
         log.error("manager failed", error=str(exc))
         print(f"swarm-manager: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
+
+
+def _check_etcd_options(
+    etcd: str,
+    cacert: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    user: str,
+    password: str,
+) -> None:
+    """Refuse etcd credentials that would be ignored or cannot work."""
+    if not etcd:
+        given = [
+            name
+            for name, value in [
+                ("--etcd-cacert", cacert),
+                ("--etcd-cert", cert),
+                ("--etcd-key", key),
+                ("--etcd-user (or SWARMLET_ETCD_USER)", user),
+                ("SWARMLET_ETCD_PASSWORD", password),
+            ]
+            if value
+        ]
+        if given:
+            raise typer.BadParameter(
+                f"{', '.join(given)} only apply to an external etcd given with --etcd; the "
+                "embedded etcd needs no credentials (it listens on owner-only unix sockets in "
+                "the state dir). Add --etcd URL, or drop them."
+            )
+    if bool(cert) != bool(key):
+        raise typer.BadParameter(
+            "--etcd-cert and --etcd-key go together: give both (the client certificate and "
+            "its key) or neither"
+        )
+    if cert and not cacert:
+        raise typer.BadParameter(
+            "--etcd-cert needs --etcd-cacert (the CA that signed etcd's server certificate)"
+        )
+    if password and not user:
+        raise typer.BadParameter("SWARMLET_ETCD_PASSWORD is set but no --etcd-user is given")
 
 
 async def _run(config: ManagerConfig) -> None:

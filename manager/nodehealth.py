@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from common.api import objects_pb2, types_pb2
 from common.log import get_logger
@@ -26,6 +26,49 @@ from manager.store import Cache, Kind, Store, StoreError, Update
 
 _log = get_logger("nodehealth")
 GRACE_FACTOR = 2
+
+
+class SessionWatch:
+    """Which nodes have been without a session for long enough, on a clock of the
+    caller's (`now`, monotonic; `wall`, the time of day for status timestamps).
+
+    `started` is when this manager became the leader: within `failover_grace` (six
+    periods) of it nobody is declared down; after it, a node is once it has been
+    without a session for `timeout` (three periods).
+    """
+
+    def __init__(self, heartbeat_period: float, started: float) -> None:
+        self.timeout = MISSED_HEARTBEATS * heartbeat_period
+        self.failover_grace = GRACE_FACTOR * self.timeout
+        self.started = started
+        self.missing_since: dict[str, float] = {}
+        # Wall-clock time each was first seen without a session, to compare with the
+        # status timestamp a manager writes when it registers the node.
+        self.missing_wall: dict[str, float] = {}
+
+    def stale(
+        self,
+        nodes: Iterable[objects_pb2.Node],
+        has_session: Callable[[str], bool],
+        now: float,
+        wall: float,
+    ) -> list[str]:
+        """The nodes to declare down now (call it every half period or so)."""
+        stale = []
+        for node in nodes:
+            if (
+                not runs_tasks(node)
+                or node.status.state == types_pb2.NODE_STATE_DOWN
+                or has_session(node.id)
+            ):
+                self.missing_since.pop(node.id, None)
+                self.missing_wall.pop(node.id, None)
+                continue
+            self.missing_wall.setdefault(node.id, wall)
+            since = self.missing_since.setdefault(node.id, now)
+            if now - since > self.timeout and now - self.started > self.failover_grace:
+                stale.append(node.id)
+        return stale
 
 
 class NodeHealth:
@@ -42,38 +85,20 @@ class NodeHealth:
         self.store = store
         self.period = heartbeat_period
         self.clock = clock
-        self.timeout = MISSED_HEARTBEATS * heartbeat_period
-        self.failover_grace = GRACE_FACTOR * self.timeout
 
     def has_session(self, node_id: str) -> bool:
         return node_id in self.cache.objects[Kind.SESSION]
 
     async def run(self) -> None:
         """Run for as long as this manager leads (cancelled when it stops leading)."""
-        started = self.clock()
-        missing_since: dict[str, float] = {}
-        # Wall-clock time each was first seen without a session, to compare with the
-        # status timestamp a manager writes when it registers the node.
-        missing_wall: dict[str, float] = {}
+        watch = SessionWatch(self.period, started=self.clock())
         while True:
             await asyncio.sleep(self.period / 2)
-            now = self.clock()
-            stale = []
-            for node in self.cache.nodes.values():
-                if not runs_tasks(node) or node.status.state == types_pb2.NODE_STATE_DOWN:
-                    missing_since.pop(node.id, None)
-                    missing_wall.pop(node.id, None)
-                    continue
-                if self.has_session(node.id):
-                    missing_since.pop(node.id, None)
-                    missing_wall.pop(node.id, None)
-                    continue
-                missing_wall.setdefault(node.id, time.time())
-                since = missing_since.setdefault(node.id, now)
-                if now - since > self.timeout and now - started > self.failover_grace:
-                    stale.append(node.id)
+            stale = watch.stale(
+                self.cache.nodes.values(), self.has_session, self.clock(), time.time()
+            )
             if stale:
-                await self._mark_down({n: missing_wall[n] for n in stale})
+                await self._mark_down({n: watch.missing_wall[n] for n in stale})
 
     async def _mark_down(self, missing_wall: dict[str, float]) -> None:
         def down(node: objects_pb2.Node) -> objects_pb2.Node | None:

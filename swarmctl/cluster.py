@@ -5,11 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from google.protobuf.duration_pb2 import Duration
 
 from common.api import specs_pb2
 from swarmctl import cli, pretty
 from swarmctl.output import print_json
-from swarmctl.parsing import parse_bool, parse_count, parse_positive_duration
+from swarmctl.parsing import (
+    FlagValueError,
+    parse_bool,
+    parse_count,
+    parse_positive_duration,
+)
 
 app = cli.new_typer("Manage the cluster.")
 
@@ -22,6 +28,16 @@ def inspect(ctx: typer.Context) -> None:
 
 def _history_limit(text: str) -> int:
     return parse_count(text, "task history limit")
+
+
+MIN_CERT_EXPIRY = 60.0  # the manager refuses less too
+
+
+def _cert_expiry(text: str) -> Duration:
+    value = parse_positive_duration(text)
+    if value.seconds + value.nanos / 1e9 < MIN_CERT_EXPIRY:
+        raise FlagValueError(f"invalid certificate expiry {text!r}: use at least 1m")
+    return value
 
 
 @app.command("update")
@@ -53,11 +69,26 @@ def update(
             "joins or becomes active again; false: leave tasks where they are.",
         ),
     ] = None,
+    cert_expiry: Annotated[
+        str | None,
+        typer.Option(
+            "--cert-expiry",
+            metavar="DURATION",
+            help="Lifetime of node certificates issued from now on (at least 1m), e.g. "
+            "2160h. Existing certificates get it when they renew.",
+        ),
+    ] = None,
 ) -> None:
     """Update the cluster's settings, then print them."""
-    if task_history_limit is None and heartbeat_period is None and auto_rebalance is None:
+    if (
+        task_history_limit is None
+        and heartbeat_period is None
+        and auto_rebalance is None
+        and cert_expiry is None
+    ):
         ctx.fail(
-            "nothing to update: give --task-history-limit, --heartbeat-period or --auto-rebalance"
+            "nothing to update: give --task-history-limit, --heartbeat-period, "
+            "--auto-rebalance or --cert-expiry"
         )
     limit = (
         None
@@ -74,6 +105,9 @@ def update(
         if auto_rebalance is None
         else cli.flag_value(parse_bool, auto_rebalance, "--auto-rebalance")
     )
+    expiry = (
+        None if cert_expiry is None else cli.flag_value(_cert_expiry, cert_expiry, "--cert-expiry")
+    )
     client = cli.get_client(ctx)
     cluster = client.get_cluster()
     spec = specs_pb2.ClusterSpec()
@@ -84,6 +118,8 @@ def update(
         spec.dispatcher.heartbeat_period.CopyFrom(period)
     if rebalance is not None:
         spec.orchestration.auto_rebalance = rebalance
+    if expiry is not None:
+        spec.ca_config.node_cert_expiry.CopyFrom(expiry)
     updated = client.update_cluster(cluster.meta.version, spec)
     typer.echo(pretty.cluster_settings(updated))
 

@@ -154,6 +154,8 @@ def cluster_settings(cluster: objects_pb2.Cluster) -> str:
     spec = cluster.spec
     period = spec.dispatcher.heartbeat_period
     heartbeat = _duration(period) if spec.dispatcher.HasField("heartbeat_period") else "default"
+    ca = spec.ca_config
+    expiry = _duration(ca.node_cert_expiry) if ca.HasField("node_cert_expiry") else "default"
     return "\n".join(
         [
             _kv("ID", cluster.id),
@@ -162,6 +164,8 @@ def cluster_settings(cluster: objects_pb2.Cluster) -> str:
             f" Auto Rebalance: {str(spec.orchestration.auto_rebalance).lower()}",
             "Dispatcher:",
             f" Heartbeat Period: {heartbeat}",
+            "CA Configuration:",
+            f" Expiry Duration: {expiry}",
         ]
     )
 

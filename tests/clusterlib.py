@@ -280,6 +280,43 @@ def run_script(
     return result
 
 
+def daemon_pids() -> dict[str, int]:
+    """The cluster's daemons by pid file (`manager/manager.pid`, `h1/agent.pid`, ...),
+    the manager's embedded etcd and the hosts' dockerds included."""
+    pids = {}
+    for pid_file in sorted(RUN.glob("*/*.pid")):
+        with contextlib.suppress(OSError, ValueError):
+            pids[str(pid_file.relative_to(RUN))] = int(pid_file.read_text().split()[0])
+    return pids
+
+
+def leftovers() -> list[str]:
+    """What of the local cluster is still there (empty after a clean `cluster.sh down`):
+    network namespaces swl-*, the bridge swl0, processes started for it (by their
+    command line, or by the cgroups of the hosts' containers), .run/cluster."""
+    problems = []
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    names = [line.split()[0] for line in netns.stdout.splitlines() if line.strip()]
+    problems += [f"network namespace {n}" for n in names if n.startswith("swl-")]
+    if Path("/sys/class/net/swl0").exists():
+        problems.append("bridge swl0")
+    marker = str(RUN).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            cgroup = (proc / "cgroup").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        if marker in cmdline or "/swl-h" in cgroup:
+            shown = cmdline.replace(b"\0", b" ").decode(errors="replace")[:120]
+            problems.append(f"process {proc.name}: {shown}")
+    if RUN.exists():
+        problems.append(f"directory {RUN}")
+    return problems
+
+
 def tail(path: Path, lines: int) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

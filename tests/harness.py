@@ -345,16 +345,20 @@ def remove_node_containers(docker: Any, node_id: str) -> None:
 
 
 def swarmctl(
-    host: str, *args: str, timeout: float = 120.0, check: bool = False
+    host: str,
+    *args: str,
+    timeout: float = 120.0,
+    check: bool = False,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real swarmctl against `host`."""
+    """Run the real swarmctl against `host` (with `env` added to its environment)."""
     result = subprocess.run(
         [str(BIN / "swarmctl"), *args],
         check=False,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "SWARMCTL_HOST": host, "COLUMNS": "200"},
+        env={**os.environ, "SWARMCTL_HOST": host, "COLUMNS": "200", **(env or {})},
     )
     if check and result.returncode != 0:
         raise AssertionError(

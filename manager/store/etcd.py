@@ -54,6 +54,30 @@ def normalise_endpoint(url: str) -> str:
     return url.rstrip("/")
 
 
+def unix_socket(url: str) -> str | None:
+    """The socket path of a `unix:///path` (or `unix:/path`) endpoint, else None."""
+    url = url.strip()
+    if not url.startswith("unix:"):
+        return None
+    return "/" + url[len("unix:") :].lstrip("/")
+
+
+def grpc_target(endpoints: list[str]) -> str | None:
+    """The gRPC target for unix socket endpoints (the embedded etcd's), else None.
+
+    etcd3aio only builds `ipv4:h:p,...` targets; a unix socket is given to gRPC as
+    `unix:/path`. One socket only: there is no list form for unix targets.
+    """
+    sockets = [unix_socket(e) for e in endpoints]
+    if not any(sockets):
+        return None
+    if len(endpoints) != 1:
+        raise StoreError(
+            f"etcd endpoints {','.join(endpoints)}: a unix socket endpoint must be the only one"
+        )
+    return f"unix:{sockets[0]}"
+
+
 @contextlib.asynccontextmanager
 async def connect(config: EtcdConfig) -> AsyncIterator[Etcd3Client]:
     """A connected client, checked with a read; StoreUnavailableError names the endpoints."""
@@ -63,13 +87,16 @@ async def connect(config: EtcdConfig) -> AsyncIterator[Etcd3Client]:
     if config.cert and config.key:
         tls["cert_chain"] = config.cert.read_bytes()
         tls["cert_key"] = config.key.read_bytes()
+    target = grpc_target(config.endpoints)
     client = Etcd3Client(
-        [normalise_endpoint(e) for e in config.endpoints],
+        ["localhost:2379"] if target else [normalise_endpoint(e) for e in config.endpoints],
         tls_server_name=config.tls_server_name,
         rpc_max_attempts=2,
         watch_max_reconnect_backoff_seconds=1.0,
         **tls,  # type: ignore[arg-type]
     )
+    if target:
+        client._manager.target = target
     client._manager.grpc_options += [
         ("grpc.max_receive_message_length", _MAX_MESSAGE),
         ("grpc.max_send_message_length", _MAX_MESSAGE),

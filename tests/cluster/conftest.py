@@ -1,6 +1,8 @@
 """The local 3-host cluster (scripts/cluster.sh up 3) for the tests of this folder:
 built once for the module, always taken down afterwards, also when a test or the
-build itself fails. A machine that cannot build it fails the tests, saying why."""
+build itself fails. A machine that cannot build it fails the tests, saying why. The
+teardown also checks that `down` left nothing behind (namespaces, bridge, processes,
+.run/cluster)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clusterlib import ClusterUnavailableError, LocalCluster
+from tests.clusterlib import ClusterUnavailableError, LocalCluster, leftovers
 
 
 @pytest.fixture(scope="module")
@@ -23,3 +25,5 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
         yield cluster
     finally:
         cluster.down()
+        left = leftovers()
+        assert not left, "scripts/cluster.sh down left behind:\n  " + "\n  ".join(left)

@@ -15,6 +15,7 @@ from tests.clusterlib import (
     READY,
     LocalCluster,
     container_problems,
+    daemon_pids,
     fetch,
     running,
     slot_problems,
@@ -56,6 +57,26 @@ def converged(cluster: LocalCluster) -> list[str]:
     return slot_problems(cluster.services(), tasks, cluster.nodes()) + container_problems(
         cluster, tasks
     )
+
+
+def test_a_second_up_is_harmless(local_cluster: LocalCluster, name: str) -> None:
+    """`scripts/cluster.sh up 3` again on the running cluster: the same nodes, the same
+    daemons (no process restarted), the same tasks and containers."""
+    create(local_cluster, name, 3)
+    nodes = local_cluster.node_ids()
+    daemons = daemon_pids()
+    assert {"manager/manager.pid", "manager/etcd.pid", "h1/agent.pid", "h1/dockerd.pid"} <= set(
+        daemons
+    )
+    tasks = sorted(t.id for t in local_cluster.tasks(name) if running(t))
+    containers = {n: sorted(c.id for c in local_cluster.containers(n)) for n in (1, 2, 3)}
+    local_cluster.script("up", "3", timeout=600)
+    assert local_cluster.node_ids() == nodes
+    assert len(local_cluster.nodes()) == len(nodes) + 1  # and the manager: nothing new
+    assert all(local_cluster.node_state(h) == READY for h in nodes)
+    assert daemon_pids() == daemons
+    assert sorted(t.id for t in local_cluster.tasks(name) if running(t)) == tasks
+    assert {n: sorted(c.id for c in local_cluster.containers(n)) for n in (1, 2, 3)} == containers
 
 
 def test_replicas_spread_evenly_and_serve_pages(local_cluster: LocalCluster, name: str) -> None:

@@ -3,6 +3,7 @@ between managers, and etcd faults. Agents are hollow (what is tested is the mana
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -139,6 +140,94 @@ def test_agents_move_to_another_manager_when_theirs_dies(ha: HA) -> None:
     assert ha.ready_workers(other) == 3
     assert sorted(t.id for t in other.running_tasks("web")) == before
     assert "session established" in ha.agents.process.log()
+
+
+def sessions_established(agents: Agent, since: int) -> dict[str, str]:
+    """node id -> manager of each agent's latest session opened after log offset `since`."""
+    latest: dict[str, str] = {}
+    for line in agents.process.log()[since:].splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == "session established":
+            latest[record["node_id"]] = record["manager"]
+    return latest
+
+
+def test_agents_leave_a_silent_manager_without_restarting_anything(ha: HA) -> None:
+    """SIGSTOP the agents' manager: like a dead or cut-off host, its connections go
+    silent (no RST). The agents must notice and move to another manager before its
+    lease and anyone's grace run out: no node goes down, no task is replaced, also
+    after the stopped manager comes back."""
+    first = ha.managers[0]  # every agent's manager
+    swarmctl(first.host, "service", "create", "--name", "web", "--replicas", "3", "busybox",
+             check=True)  # fmt: skip
+    before = sorted(t.id for t in first.running_tasks("web"))
+    nodes = {n.id for n in first.nodes()}
+    assert set(sessions_established(ha.agents, 0).values()) == {first.addr}
+    mark = len(ha.agents.process.log())
+    assert first.process.proc is not None
+    first.process.proc.send_signal(signal.SIGSTOP)
+    try:
+        moved = wait_until(
+            lambda: (s := sessions_established(ha.agents, mark)).keys() == nodes and s,
+            20,
+            what="every agent in session with another manager",
+        )
+        assert first.addr not in moved.values()
+        other = next(m for m in ha.managers if m.addr in moved.values())
+        # Longer than any grace (3 periods, 6 after a leader change): a node that lost
+        # its session would be declared down within this.
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            assert ha.ready_workers(other) == 3
+            time.sleep(0.5)
+        # It comes back (a healed partition): its stale sessions must not undo the move.
+        first.process.proc.send_signal(signal.SIGCONT)
+        first.wait_ready()
+        time.sleep(4)
+        for m in ha.managers:
+            assert ha.ready_workers(m) == 3
+            assert sorted(t.id for t in m.running_tasks("web")) == before
+    finally:
+        if first.process.proc is not None:
+            first.process.proc.send_signal(signal.SIGCONT)
+
+
+def test_an_agent_gives_up_a_silent_manager_within_a_heartbeat_period() -> None:
+    """The detection itself, with a period long enough to tell it from the heartbeat
+    deadline (2 periods after a heartbeat sent up to a period after the last): a
+    stopped manager is given up within a period, not ~3; and each further attempt on
+    it is given up once the connection is not up within a period (not 10 s)."""
+    period = 3.0
+    m = Manager(heartbeat=f"{period:g}s").start()
+    agent = Agent([m.addr], "unix:///nonexistent", join_token=m.join_token(),
+                  extra=["--executor", "hollow"]).start()  # fmt: skip
+    try:
+        node_id = agent.node_id
+        wait_until(lambda: any(n.id == node_id and n.status.state == 2 for n in m.nodes()), 20,
+                   what="the node to be ready")  # fmt: skip
+        mark = len(agent.process.log())
+        assert m.process.proc is not None
+        m.process.proc.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+
+        def failures() -> list[str]:
+            lines = agent.process.log()[mark:].splitlines()
+            return [line for line in lines if '"no session with manager"' in line]
+
+        wait_until(failures, 4 * period, 0.05, what="the agent to give up the silent manager")
+        # Within one period (plus slack for a loaded machine); the heartbeat deadline
+        # alone would take at least 2.8 periods.
+        assert time.monotonic() - stopped < 2 * period
+        retries = wait_until(lambda: failures()[1:], 4 * period, what="a second attempt")
+        assert f"no connection within {period:g}s" in retries[0]
+    finally:
+        if m.process.proc is not None:
+            m.process.proc.send_signal(signal.SIGCONT)
+        agent.cleanup(None)
+        m.cleanup()
 
 
 def test_losing_one_etcd_member_interrupts_nothing(ha: HA) -> None:

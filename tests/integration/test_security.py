@@ -3,8 +3,11 @@ what is tested is the security of the sessions, not the containers)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -48,6 +51,64 @@ def dispatcher_call(addr: str, creds: grpc.ChannelCredentials) -> None:
             dispatcher_pb2.SessionRequest(), timeout=5
         )
         next(iter(stream))
+
+
+def socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                inodes.add(link[len("socket:[") : -1])
+    return inodes
+
+
+def tcp_listen_ports(pid: int) -> set[int]:
+    """The TCP (v4 and v6) ports process `pid` listens on, from /proc/PID/net/tcp*."""
+    inodes = socket_inodes(pid)
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and inode in inodes:  # 0A: LISTEN
+                ports.add(int(local.rpartition(":")[2], 16))
+    return ports
+
+
+def unix_listen_paths(pid: int) -> set[str]:
+    """The paths of the unix sockets process `pid` listens on, from /proc/PID/net/unix."""
+    inodes = socket_inodes(pid)
+    paths = set()
+    for line in Path(f"/proc/{pid}/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        # Num RefCount Protocol Flags Type St Inode [Path]; flag 0x10000 is listening.
+        if len(fields) >= 8 and fields[6] in inodes and int(fields[3], 16) & 0x10000:
+            paths.add(fields[7])
+    return paths
+
+
+def test_default_manager_has_no_plaintext_tcp_listener(manager: Manager) -> None:
+    """The embedded etcd (no auth, the root CA key inside) is on owner-only unix sockets
+    in the 0700 state dir; the manager listens on TCP only for the dispatcher (mutual
+    TLS) and the CA for joining nodes (TLS)."""
+    assert manager.process.proc is not None
+    manager_pid = manager.process.proc.pid
+    etcd_pid = int((manager.state_dir / "etcd.pid").read_text())
+    assert Path(f"/proc/{etcd_pid}/exe").resolve().name == "etcd"
+    assert tcp_listen_ports(manager_pid) == {manager.port, manager.port + 1}
+    assert tcp_listen_ports(etcd_pid) == set()
+    etcd_sockets = unix_listen_paths(etcd_pid)
+    assert etcd_sockets, "the embedded etcd listens on no unix socket"
+    for path in etcd_sockets:
+        # etcd binds them relative to its working directory, the state dir.
+        sock = manager.state_dir / Path(path).name
+        assert sock.exists(), path
+        assert sock.stat().st_mode & 0o777 == 0o600, sock
+    assert {Path(p).name for p in etcd_sockets} == {"etcd.sock:0", "etcd-peer.sock:0"}
+    assert manager.socket.stat().st_mode & 0o777 == 0o600  # the control socket
+    assert manager.state_dir.stat().st_mode & 0o777 == 0o700
+    assert (manager.state_dir / "etcd").stat().st_mode & 0o777 == 0o700
 
 
 def test_join_with_token_gives_a_0600_certificate_and_a_ready_node(manager: Manager) -> None:

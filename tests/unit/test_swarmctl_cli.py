@@ -180,7 +180,8 @@ def test_the_default_address_is_the_local_managers_socket() -> None:
         ),
         (
             ["cluster", "update"],
-            "nothing to update: give --task-history-limit, --heartbeat-period or --auto-rebalance",
+            "nothing to update: give --task-history-limit, --heartbeat-period, --auto-rebalance or "
+            "--cert-expiry",
         ),
         (
             ["cluster", "update", "--auto-rebalance", "maybe"],

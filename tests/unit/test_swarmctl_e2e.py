@@ -785,6 +785,8 @@ def test_cluster_update_changes_only_what_is_given(fake_manager):  # type: ignor
         " Auto Rebalance: true",
         "Dispatcher:",
         " Heartbeat Period: 5s",
+        "CA Configuration:",
+        " Expiry Duration: default",
     ]
     (request,) = fake.requests
     assert request.cluster_version == 7

@@ -354,10 +354,12 @@ def test_cluster_settings() -> None:
         " Auto Rebalance: true",
         "Dispatcher:",
         " Heartbeat Period: 5s",
+        "CA Configuration:",
+        " Expiry Duration: default",
     ]
-    assert pretty.cluster_settings(objects_pb2.Cluster(id="c2")).endswith(
-        " Heartbeat Period: default"
-    )
+    cluster.spec.ca_config.node_cert_expiry.seconds = 7776000
+    assert pretty.cluster_settings(cluster).endswith(" Expiry Duration: 2160h")
+    assert " Heartbeat Period: default\n" in pretty.cluster_settings(objects_pb2.Cluster(id="c2"))
 
 
 # service rebalance
