@@ -7,14 +7,16 @@ Transitional states (accepted, preparing, ready, starting) are held back for up 
 TRANSITIONAL_HOLD: a task that runs within that time is written once, running, instead
 of once per step (thousands of tasks starting at once would otherwise cost five etcd
 writes each), while one that takes longer (a slow image pull) still shows where it is
-within that time. A write never moves a task's observed state backwards. Reports that could not be written
-(etcd unavailable) stay queued and are retried; the agent also re-sends every state
-when it opens a new session, so nothing is lost if the manager dies.
+within that time. A write never moves a task's observed state backwards. Reports that
+could not be written (etcd unavailable) stay queued and are retried; the agent also
+re-sends every state when it opens a new session, so nothing is lost if the manager
+dies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -158,10 +160,8 @@ class TaskStatusWriter:
             batch, wait = self._due()
             if not batch:
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)
-                except TimeoutError:
-                    pass
                 continue
             try:
                 result = await self.store.commit(
