@@ -49,7 +49,7 @@ from manager.etcd_embedded import EmbeddedEtcd
 from manager.events import EventLog
 from manager.grpc_errors import Context, server_interceptors
 from manager.leadership import Leadership
-from manager.lease import ManagerLease
+from manager.lease import KeepAliveThread, ManagerLease
 from manager.logbroker import LogBroker
 from manager.membership import JoinRefusedError, announce_forever, ensure_manager_node
 from manager.nodehealth import NodeHealth
@@ -239,6 +239,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
     embedded: EmbeddedEtcd | None = None
     servers: list[grpc.aio.Server] = []
     tasks: list[asyncio.Task[None]] = []
+    keeper: KeepAliveThread | None = None
     try:
         etcd_config = config.etcd
         if etcd_config is None:
@@ -263,7 +264,8 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
             except JoinRefusedError as exc:
                 raise ManagerError(str(exc)) from None
             admin_dir = tls.write_admin_bundle()
-            lease = ManagerLease(client, config.leader_ttl)
+            keeper = KeepAliveThread(etcd_config)
+            lease = ManagerLease(client, config.leader_ttl, keeper)
             # Writes only the leader may make carry a compare on the leader key.
             leader_store = store.guarded(keys.leader_key, manager_id.encode())
             health = EtcdHealth(client, etcd_config.display, keys.leader_key)
@@ -419,6 +421,8 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
         if servers:
             await asyncio.gather(*(s.stop(grace=0) for s in servers))
         await cancel_all(tasks)
+        if keeper is not None:
+            await asyncio.to_thread(keeper.close)
         if embedded is not None:
             await embedded.stop()
         config.control_socket.unlink(missing_ok=True)
