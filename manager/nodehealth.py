@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from common.api import objects_pb2, types_pb2
 from common.log import get_logger
 from common.timeutil import now_timestamp, timestamp_seconds
-from manager.dispatcher.dispatcher import MISSED_HEARTBEATS
+from manager.dispatcher.dispatcher import MISSED_HEARTBEATS, effective_period
 from manager.metrics import NODES_DOWN
 from manager.scheduler.nodeinfo import runs_tasks
 from manager.store import Cache, Kind, Store, StoreError, Update
@@ -38,8 +38,7 @@ class SessionWatch:
     """
 
     def __init__(self, heartbeat_period: float, started: float) -> None:
-        self.timeout = MISSED_HEARTBEATS * heartbeat_period
-        self.failover_grace = GRACE_FACTOR * self.timeout
+        self.period = heartbeat_period
         self.started = started
         self.missing_since: dict[str, float] = {}
         # Wall-clock time each was first seen without a session, to compare with the
@@ -52,8 +51,14 @@ class SessionWatch:
         has_session: Callable[[str], bool],
         now: float,
         wall: float,
+        period: float | None = None,
     ) -> list[str]:
-        """The nodes to declare down now (call it every half period or so)."""
+        """The nodes to declare down now (call it every half period or so); `period`
+        is the heartbeat period now, if it changed since the watch began."""
+        if period is not None:
+            self.period = period
+        timeout = MISSED_HEARTBEATS * self.period
+        failover_grace = GRACE_FACTOR * timeout
         stale = []
         for node in nodes:
             if (
@@ -66,7 +71,7 @@ class SessionWatch:
                 continue
             self.missing_wall.setdefault(node.id, wall)
             since = self.missing_since.setdefault(node.id, now)
-            if now - since > self.timeout and now - self.started > self.failover_grace:
+            if now - since > timeout and now - self.started > failover_grace:
                 stale.append(node.id)
         return stale
 
@@ -89,13 +94,21 @@ class NodeHealth:
     def has_session(self, node_id: str) -> bool:
         return node_id in self.cache.objects[Kind.SESSION]
 
+    def effective_period(self) -> float:
+        """The period agents are told: longer than configured in a large cluster."""
+        return effective_period(self.period, len(self.cache.nodes))
+
     async def run(self) -> None:
         """Run for as long as this manager leads (cancelled when it stops leading)."""
-        watch = SessionWatch(self.period, started=self.clock())
+        watch = SessionWatch(self.effective_period(), started=self.clock())
         while True:
             await asyncio.sleep(self.period / 2)
             stale = watch.stale(
-                self.cache.nodes.values(), self.has_session, self.clock(), time.time()
+                self.cache.nodes.values(),
+                self.has_session,
+                self.clock(),
+                time.time(),
+                self.effective_period(),
             )
             if stale:
                 await self._mark_down({n: watch.missing_wall[n] for n in stale})

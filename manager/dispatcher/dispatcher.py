@@ -5,6 +5,12 @@ has not sent one for three heartbeat periods is declared down (one etcd write wh
 that happens, none per heartbeat). If the manager's own event loop stalled, the stall
 is added to every node's grace first, so a busy manager never declares healthy nodes
 down.
+
+The period agents are told grows with the cluster (`effective_period`): a manager
+answers at most MAX_HEARTBEATS_PER_SECOND heartbeats a second even if every node is
+connected to it, so 5,000 nodes heartbeat every 5 s (SwarmKit's default) while a small
+cluster keeps the configured period and its quick failure detection. Each session is
+judged by the period it was last told.
 """
 
 from __future__ import annotations
@@ -47,9 +53,18 @@ from manager.store import (
 _log = get_logger("dispatcher")
 _NODE_ID = re.compile(r"^[a-z0-9]{1,64}$")
 MISSED_HEARTBEATS = 3
+MAX_HEARTBEATS_PER_SECOND = 1000
+# The longest period a session is ever told (cluster settings allow up to this too).
+MAX_PERIOD = 60.0
 _MAX_CHANGES_PER_MESSAGE = 2000
 
 Change = dispatcher_pb2.AssignmentChange
+
+
+def effective_period(configured: float, nodes: int) -> float:
+    """The heartbeat period for a cluster of `nodes` nodes: the configured one, or
+    longer, so that one manager gets at most MAX_HEARTBEATS_PER_SECOND heartbeats."""
+    return min(max(configured, nodes / MAX_HEARTBEATS_PER_SECOND), max(configured, MAX_PERIOD))
 
 
 @dataclass(eq=False)
@@ -60,6 +75,9 @@ class AgentSession:
     node_id: str
     addr: str
     last_heartbeat: float
+    # The heartbeat period it is judged by, and the one it was told last.
+    period: float
+    told: float = 0.0
     # Wall-clock time of the last sign of life (opening, heartbeats), comparable with
     # the node's status timestamp that whichever manager registers it writes.
     last_seen: float = field(default_factory=time.time)
@@ -109,6 +127,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     def has_session(self, node_id: str) -> bool:
         return node_id in self.sessions
 
+    def period(self) -> float:
+        """The heartbeat period agents are told now."""
+        return effective_period(self.heartbeat_period, len(self.cache.nodes))
+
     async def Session(
         self, request: dispatcher_pb2.SessionRequest, context: Context
     ) -> AsyncIterator[dispatcher_pb2.SessionMessage]:
@@ -120,7 +142,8 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 )
             addr = _peer_host(context.peer())
             node = await self._register(node_id, request.description, addr)
-        session = AgentSession(new_id(), node_id, addr, self.clock())
+        period = self.period()
+        session = AgentSession(new_id(), node_id, addr, self.clock(), period, period)
         old = self.sessions.get(node_id)
         if old is not None:
             self._close(old)
@@ -134,7 +157,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         message = dispatcher_pb2.SessionMessage(
             session_id=session.id,
             node=node,
-            heartbeat_period=duration(self.heartbeat_period),
+            heartbeat_period=duration(period),
             managers=self.peers(),
         )
         yield message
@@ -227,7 +250,12 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             task = asyncio.create_task(self._revive(session))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-        return dispatcher_pb2.HeartbeatResponse(period=duration(self.heartbeat_period))
+        # The agent waits out the period it was told last before it learns a new one:
+        # until its next heartbeat the session is judged by the longer of the two.
+        period = self.period()
+        session.period = max(period, session.told)
+        session.told = period
+        return dispatcher_pb2.HeartbeatResponse(period=duration(period))
 
     async def expire_sessions(self) -> None:
         """Declare down the nodes whose agents stopped heartbeating."""
@@ -244,8 +272,11 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                     s.last_heartbeat += stall
                 _log.warning("event loop stalled; extending heartbeat grace", stall=round(stall, 2))
                 continue
-            limit = MISSED_HEARTBEATS * self.heartbeat_period
-            expired = [s for s in self.sessions.values() if now - s.last_heartbeat > limit]
+            expired = [
+                s
+                for s in self.sessions.values()
+                if now - s.last_heartbeat > MISSED_HEARTBEATS * s.period
+            ]
             for s in expired:
                 self._close(s, expired=True)
             if expired:

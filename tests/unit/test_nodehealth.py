@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from common.api import objects_pb2, types_pb2
+from manager.dispatcher.dispatcher import MAX_HEARTBEATS_PER_SECOND, effective_period
 from manager.nodehealth import SessionWatch
 from tests.unit import factories as f
 
@@ -71,3 +72,29 @@ def test_down_nodes_and_managers_without_an_engine_are_not_counted() -> None:
     for now in (10.0, 20.0, 30.0):
         assert watch.stale([manager, down], no_session, now, now) == []
     assert watch.missing_since == {}
+
+
+# ---- the heartbeat period grows with the cluster -------------------------------------------
+
+
+def test_effective_period_keeps_the_configured_one_in_small_clusters() -> None:
+    assert effective_period(1.0, 3) == 1.0
+    assert effective_period(1.0, 1000) == 1.0
+    assert effective_period(2.0, 500) == 2.0
+
+
+def test_effective_period_caps_the_heartbeat_rate_in_large_clusters() -> None:
+    assert effective_period(1.0, 5000) == 5000 / MAX_HEARTBEATS_PER_SECOND == 5.0
+    assert effective_period(1.0, 20_000) == 20.0
+    assert effective_period(1.0, 10**7) == 60.0  # never beyond the longest period
+    assert effective_period(90.0, 10) == 90.0  # unless configured so
+
+
+def test_session_watch_follows_a_longer_period() -> None:
+    watch = SessionWatch(PERIOD, started=0.0)
+    nodes = [f.node("n1")]
+    assert watch.stale(nodes, no_session, 100.0, 0.0) == []  # missing from 100
+    # The cluster grew: the period is now 4x as long, and so is the timeout.
+    longer = 4 * PERIOD
+    assert watch.stale(nodes, no_session, 100.0 + 3 * PERIOD + 0.1, 0.0, longer) == []
+    assert watch.stale(nodes, no_session, 100.0 + 3 * longer + 0.1, 0.0, longer) == ["n1"]
