@@ -389,6 +389,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                 ("dispatcher.sessionkeys", session_keys.run),
                 ("dispatcher.heartbeats", dispatcher.expire_sessions),
                 ("dispatcher.status", dispatcher.status_writer.run),
+                ("dispatcher.registrations", dispatcher.registrations.run),
             ]:
                 tasks.append(supervise(name, run))
             metrics_port = serve_metrics(config.metrics_addr) if config.metrics_addr else None

@@ -49,6 +49,7 @@ from manager.store import (
     StoreError,
     Update,
 )
+from manager.store.batcher import BatchWriter
 
 _log = get_logger("dispatcher")
 _NODE_ID = re.compile(r"^[a-z0-9]{1,64}$")
@@ -118,6 +119,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self.sessions: dict[str, AgentSession] = {}  # by node id
         self._by_session_id: dict[str, AgentSession] = {}
         self.status_writer = TaskStatusWriter(store)
+        self.registrations = BatchWriter(store, name="node registrations")
         self.heartbeats = 0
         self._background: set[asyncio.Task[None]] = set()
         cache.add_listener(self._on_event)
@@ -197,7 +199,9 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 "and join again with a join token"
             )
         try:
-            updated = await self.store.update(Kind.NODE, node_id, refresh)
+            # Batched: when thousands of agents open sessions at once (a manager
+            # restart, a failover) they cost a few transactions, not one each.
+            updated = await self.registrations.submit(Update(Kind.NODE, node_id, refresh))
         except NotFoundError:
             raise PermissionDeniedError(f"node {node_id} was removed from the cluster") from None
         assert updated is not None  # refresh never declines

@@ -1,16 +1,21 @@
-"""Coalescing writer: gathers store operations from many callers for a short window and
-commits them together, so that a thousand agents reporting at once cost a handful of
-etcd transactions rather than a thousand."""
+"""Coalescing writer: gathers store operations from many callers and commits them
+together, so that a thousand agents registering at once cost a handful of etcd
+transactions rather than a thousand.
+
+A lone operation is committed at once; operations that arrive while a commit is in
+flight go out together in the next one (after `interval`, if one is set).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 from common.log import get_logger
 from manager.store.errors import StoreError
-from manager.store.store import BatchResult, Op, Store
+from manager.store.keys import Kind
+from manager.store.store import Create, Op, Store
 
 _log = get_logger("store.batcher")
 
@@ -18,51 +23,44 @@ _log = get_logger("store.batcher")
 @dataclass
 class _Pending:
     op: Op
-    future: asyncio.Future[BatchResult] | None
+    future: asyncio.Future[Any] | None
+
+
+def _target(op: Op) -> tuple[Kind, str]:
+    if isinstance(op, Create):
+        return Kind.of(op.obj), op.obj.id
+    return op.kind, op.obj_id
 
 
 class BatchWriter:
-    """Commits submitted operations every `interval` seconds (sooner once `max_ops` wait)."""
+    """Commits submitted operations as soon as the previous commit is done."""
 
-    def __init__(
-        self, store: Store, *, interval: float = 0.1, max_ops: int = 10_000, name: str = "batch"
-    ) -> None:
+    def __init__(self, store: Store, *, interval: float = 0.0, name: str = "batch") -> None:
         self.store = store
         self.interval = interval
-        self.max_ops = max_ops
         self.name = name
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
-        self._full = asyncio.Event()
 
     def submit_nowait(self, op: Op) -> None:
         """Queue `op`; its outcome is only logged."""
-        self._queue(_Pending(op, None))
-
-    async def submit(self, op: Op) -> BatchResult:
-        """Queue `op` and wait for the commit that carries it; raises its StoreError."""
-        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        self._queue(_Pending(op, future))
-        result = await future
-        for failed, error in result.failed:
-            if failed is op:
-                raise error
-        return result
-
-    def _queue(self, item: _Pending) -> None:
-        self._pending.append(item)
+        self._pending.append(_Pending(op, None))
         self._wake.set()
-        if len(self._pending) >= self.max_ops:
-            self._full.set()
+
+    async def submit(self, op: Op) -> Any | None:
+        """Queue `op` and wait for the commit that carries it: the object it wrote (None
+        if it had nothing to do); raises its StoreError."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(op, future))
+        self._wake.set()
+        return await future
 
     async def run(self) -> None:
         while True:
             await self._wake.wait()
-            if len(self._pending) < self.max_ops:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self.interval)
+            if self.interval:
+                await asyncio.sleep(self.interval)
             self._wake.clear()
-            self._full.clear()
             batch, self._pending = self._pending, []
             if not batch:
                 continue
@@ -76,9 +74,15 @@ class BatchWriter:
                     if p.future is not None and not p.future.done():
                         p.future.set_exception(exc)
                 continue
-            for op, error in result.failed:
-                if not any(p.op is op and p.future is not None for p in batch):
-                    _log.debug("batched op failed", batch=self.name, error=str(error))
+            failed = {id(op): error for op, error in result.failed}
+            written = {(Kind.of(obj), obj.id): obj for obj in result.written}
             for p in batch:
-                if p.future is not None and not p.future.done():
-                    p.future.set_result(result)
+                error = failed.get(id(p.op))
+                if p.future is None:
+                    if error is not None:
+                        _log.debug("batched op failed", batch=self.name, error=str(error))
+                elif not p.future.done():
+                    if error is not None:
+                        p.future.set_exception(error)
+                    else:
+                        p.future.set_result(written.get(_target(p.op)))
