@@ -5,6 +5,7 @@ hollow. For tests that need many nodes and for the scale benchmark."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 from agent.agent import Agent, AgentConfig
@@ -39,10 +40,24 @@ def hollow_agents(
     return agents
 
 
-async def run_farm(agents: list[Agent], stop: asyncio.Event) -> None:
-    _log.info("hollow farm starting", agents=len(agents))
-    tasks = [asyncio.create_task(a.run(stop), name=f"hollow-{i}") for i, a in enumerate(agents)]
+async def run_farm(agents: list[Agent], stop: asyncio.Event, ramp: float = 0.0) -> None:
+    """Run `agents` until `stop`; with `ramp`, start that many a second (thousands of
+    nodes that all join and open sessions in the same instant are a thundering herd
+    no real fleet makes)."""
+    _log.info("hollow farm starting", agents=len(agents), ramp=ramp or None)
+    tasks: list[asyncio.Task[None]] = []
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     try:
+        for i, agent in enumerate(agents):
+            if ramp:
+                delay = started + i / ramp - loop.time()
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    break
+            tasks.append(asyncio.create_task(agent.run(stop), name=f"hollow-{i}"))
         await stop.wait()
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:

@@ -104,6 +104,10 @@ def main(
             help="Hollow only: run this many hollow agents in this process, each its own node."
         ),
     ] = 1,
+    hollow_ramp: Annotated[
+        float,
+        typer.Option(help="Hollow: start this many agents a second (0: all at once)."),
+    ] = 0.0,
     hollow_prepare: Annotated[
         str, typer.Option(help="Hollow: time spent preparing a task.")
     ] = "50ms",
@@ -151,6 +155,8 @@ def main(
         raise typer.BadParameter(f"invalid --executor {executor!r}: use docker or hollow")
     if count < 1 or (count > 1 and executor != "hollow"):
         raise typer.BadParameter("--count must be 1, or more with --executor hollow")
+    if hollow_ramp < 0:
+        raise typer.BadParameter(f"--hollow-ramp {hollow_ramp}: use 0 (all at once) or more")
     if not 0.0 <= hollow_fail_rate <= 1.0:
         raise typer.BadParameter(f"--hollow-fail-rate {hollow_fail_rate}: use a number from 0 to 1")
     log = get_logger("agent")
@@ -178,7 +184,7 @@ def main(
                 prefix += "-"
             agents = hollow_agents(count, managers, state, prefix, config, join_token)
             log.info("running hollow agents (no containers)", count=len(agents))
-            _run_or_explain(agents)
+            _run_or_explain(agents, hollow_ramp)
             return
         docker_executor = DockerExecutor(docker_host, hostname=hostname)
         agent = Agent(AgentConfig(managers, state, join_token), docker_executor)
@@ -194,15 +200,15 @@ def main(
     _run_or_explain([agent])
 
 
-def _run_or_explain(agents: list[Agent]) -> None:
+def _run_or_explain(agents: list[Agent], ramp: float = 0.0) -> None:
     try:
-        asyncio.run(_run_all(agents))
+        asyncio.run(_run_all(agents, ramp))
     except (JoinError, NodeRemovedError) as exc:
         print(f"swarm-agent: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
 
 
-async def _run_all(agents: list[Agent]) -> None:
+async def _run_all(agents: list[Agent], ramp: float = 0.0) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -210,7 +216,7 @@ async def _run_all(agents: list[Agent]) -> None:
     if len(agents) == 1:
         await agents[0].run(stop)
     else:
-        await run_farm(agents, stop)
+        await run_farm(agents, stop, ramp)
 
 
 def run() -> None:
