@@ -289,7 +289,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                 session_keys=session_keys,
             )
             scheduler = Scheduler(cache, leader_store, clock=clock)
-            orchestrator = Orchestrator(cache, leader_store, clock, scheduler.target_placement)
+            orchestrator = Orchestrator(cache, leader_store, clock, scheduler)
             reaper = TaskReaper(cache, leader_store)
             node_health = NodeHealth(cache, leader_store, period, time.monotonic)
 

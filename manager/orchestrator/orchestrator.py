@@ -10,7 +10,8 @@ service to rebalance.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol
 
 from common import states
 from common.api import objects_pb2, types_pb2
@@ -32,8 +33,25 @@ def _ready_and_active(node: objects_pb2.Node | None) -> bool:
     )
 
 
+class Placer(Protocol):
+    """What the orchestrator asks of the scheduler (see Scheduler)."""
+
+    def target_placement(self, service: objects_pb2.Service) -> Mapping[str, int]:
+        """Tasks per node if the service's replicas were placed afresh now."""
+        ...
+
+    def place_new(
+        self, tasks: Sequence[objects_pb2.Task], freed: Iterable[objects_pb2.Task] = ()
+    ) -> Callable[[], None]:
+        """Place tasks before their first write; returns the release of the counts."""
+        ...
+
+
 class Orchestrator(Reconciler):
-    """Runs the planners for dirty services and commits what they decide."""
+    """Runs the planners for dirty services and commits what they decide.
+
+    With a `placer` (the scheduler), new tasks are placed before they are written, so
+    each is stored once, already assigned."""
 
     name = "orchestrator"
     debounce = 0.02
@@ -44,13 +62,12 @@ class Orchestrator(Reconciler):
         cache: Cache,
         store: Store,
         clock: Callable[[], float],
-        placement: Callable[[objects_pb2.Service], Mapping[str, int]] | None = None,
+        placer: Placer | None = None,
     ) -> None:
         super().__init__(clock)
         self.cache = cache
         self.store = store
-        # Where the scheduler would put a service's tasks now, per node (for rebalancing).
-        self.placement = placement
+        self.placer = placer
         self._rebalance_all = False
         cache.add_listener(self._on_event)
         cache.add_resync_listener(self.mark_everything)
@@ -127,8 +144,9 @@ class Orchestrator(Reconciler):
         if mode == "replicated_job":
             return plan_replicated_job(service, tasks, lambda n: node_usable(nodes.get(n)), now)
         target = None
-        if service.rebalance_requested > service.rebalance_done and self.placement is not None:
-            target = self.placement(service)
+        if service.rebalance_requested > service.rebalance_done and self.placer is not None:
+            # Where the scheduler would put the service's tasks now, per node.
+            target = self.placer.target_placement(service)
         return plan_service(service, tasks, lambda n: node_usable(nodes.get(n)), now, nodes, target)
 
     async def reconcile(self, keys: set[str]) -> None:
@@ -141,6 +159,8 @@ class Orchestrator(Reconciler):
                 if service.spec.HasField("replicated"):
                     ops.append(Update(Kind.SERVICE, service.id, _request_rebalance))
         late: list[Create | Update] = []
+        new_tasks: list[objects_pb2.Task] = []
+        stopping: list[str] = []
         for service_id in keys:
             plan = self.plan(service_id, now)
             if plan.wake_at is not None:
@@ -149,6 +169,8 @@ class Orchestrator(Reconciler):
             ops.extend(Update(Kind.TASK, s.task_id, _shut_down(s)) for s in plan.shutdowns)
             ops.extend(Update(Kind.TASK, r.task_id, _renumber(r)) for r in plan.renumbers)
             late.extend(Create(t) for t in plan.creates)
+            new_tasks.extend(plan.creates)
+            stopping.extend(s.task_id for s in plan.shutdowns)
             if plan.service_update is not None:
                 service = self.cache.services[service_id]
                 late.append(
@@ -168,8 +190,17 @@ class Orchestrator(Reconciler):
         ops.extend(late)
         if not ops:
             return
-        result = await self.store.commit(ops)
-        await self.cache.wait_for(result.revision)
+        release = None
+        if self.placer is not None and new_tasks:
+            tasks = self.cache.tasks
+            freed = [tasks[t] for t in stopping if t in tasks]
+            release = self.placer.place_new(new_tasks, freed)
+        try:
+            result = await self.store.commit(ops)
+            await self.cache.wait_for(result.revision)
+        finally:
+            if release is not None:
+                release()
         self.log.info(
             "reconciled",
             services=len(keys),

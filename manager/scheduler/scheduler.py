@@ -19,6 +19,12 @@ A pass runs ~50 ms after the first change it reacts to (at most 1 s later under 
 stream of changes), and its placements are committed in batched transactions. A task
 that fits nowhere stays PENDING with the pipeline's explanation in its status, and is
 tried again whenever a node changes or a task frees what it held.
+
+Tasks the orchestrator is about to create are placed before their first write
+(`place_new`): a new task is stored already assigned (or pending with its
+explanation), one write instead of two. Those placements, and the resources of the
+tasks shut down in the same commit, are counted in the node infos until the cache has
+seen the writes, as a pass's own placements are.
 """
 
 from __future__ import annotations
@@ -590,6 +596,51 @@ class Scheduler(Reconciler):
             self.log.info(
                 "scheduled", placed=placed, unplaced=len(ops) - placed, failed=len(result.failed)
             )
+
+    def place_new(
+        self, tasks: Sequence[objects_pb2.Task], freed: Iterable[objects_pb2.Task] = ()
+    ) -> Callable[[], None]:
+        """Place `tasks`, not yet stored, as a pass would: each one placed gets its node
+        and ASSIGNED, each other one its explanation. `freed` are tasks shut down in the
+        same commit: what they hold counts as free. Returns the function that takes
+        these provisional counts out again, to call once the cache has seen the writes
+        (or they failed)."""
+        infos = self.nodes.infos
+        undo: list[tuple[NodeInfo, Load, int]] = []
+        for t in freed:
+            info = infos.get(t.node_id)
+            if info is not None and counts_against_node(t):
+                load = task_load(t)
+                info.apply(load, -1)
+                undo.append((info, load, 1))
+        groups: dict[tuple[str, int], list[objects_pb2.Task]] = defaultdict(list)
+        for task in tasks:
+            if is_pending(task):
+                groups[(task.service_id, task.spec_version)].append(task)
+        now = self.clock()
+        placed = 0
+        for group in groups.values():
+            group.sort(key=lambda t: t.slot)
+            load = task_load(group[0])  # the same for every task of the group
+            by_id = {t.id: t for t in group}
+            for d in schedule_group(group, self.nodes, self.pipeline, now):
+                task = by_id[d.task_id]
+                if d.node_id:
+                    _assign(d.node_id)(task)
+                    undo.append((infos[d.node_id], load, -1))
+                    placed += 1
+                else:
+                    _explain(d.explanation)(task)
+        if placed:
+            self.placed += placed
+            PLACEMENTS.inc(placed)
+            SCHEDULING_LATENCY.observe(0.0)
+
+        def release() -> None:
+            for info, load, sign in undo:
+                info.apply(load, sign)
+
+        return release
 
     def target_placement(self, service: objects_pb2.Service) -> dict[str, int]:
         """Tasks per node if the service's replicas were placed afresh now."""

@@ -325,12 +325,13 @@ def test_an_unhealthy_task_fails_and_is_replaced(cluster: Cluster, name: str) ->
     assert failed[0].status.message == "unhealthy"
     ps = cluster.ctl("service", "ps", "--no-trunc", name, check=True).stdout
     assert '"task: unhealthy container"' in ps
-    # It never counted as running: the manager's events say it went from starting to failed.
+    # It never counted as running: the manager's events show it failed without running
+    # (it may go straight from assigned: a transitional state that lasts less than the
+    # status writer's hold is never stored).
     events = cluster.ctl(
         "events", "--since", "2m", "--until", "0s", "-f", "type=task", check=True
     ).stdout
     seen = [line for line in events.splitlines() if f" {failed[0].id} " in line]
-    assert any("state=starting" in line for line in seen), seen
     assert any("state=failed" in line for line in seen), seen
     assert not any("state=running" in line for line in seen), seen
     cluster.ctl("service", "rm", name, check=True)
