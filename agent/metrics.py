@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from common import states
+from common.metrics import by_state
+
 TASK_STATES = Counter(
     "swarmlet_agent_task_states_total", "Task states reported, by state.", ["state"]
 )
+TASK_STATE = by_state(TASK_STATES, states.state_name)
 SESSIONS_UP = Gauge("swarmlet_agent_sessions", "Agents of this process in session with a manager.")
 HEARTBEATS_SENT = Counter("swarmlet_agent_heartbeats_total", "Heartbeats sent to managers.")
 REPORT_BATCHES = Counter("swarmlet_agent_status_batches_total", "Status report batches sent.")

@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from agent.executor import AdoptedContainer, Controller, ExecutorError, ExitStatus, RunningInfo
-from agent.metrics import TASK_STATES
+from agent.metrics import TASK_STATE
 from common import states
 from common.api import objects_pb2
 from common.log import get_logger
-from common.timeutil import duration_seconds, now_timestamp
+from common.timeutil import duration_seconds, stamp_now
 
 Report = Callable[[str, objects_pb2.TaskStatus], None]
+# One lazy proxy for every runner: binding a fresh proxy per task cost more than all
+# the rest of starting a hollow task.
+_log = get_logger("taskrunner")
 DEFAULT_STOP_GRACE = 10.0
 
 
 def status_from_adopted(adopted: AdoptedContainer) -> objects_pb2.TaskStatus:
     status = objects_pb2.TaskStatus()
-    status.timestamp.CopyFrom(now_timestamp())
+    stamp_now(status.timestamp)
     status.container_status.container_id = adopted.container_id
     if adopted.state == "running":
         status.state = states.RUNNING
@@ -66,7 +70,7 @@ class TaskRunner:
         self.task = task
         self.controller = controller
         self._report_fn = report
-        self.log = get_logger("taskrunner", task_id=task.id, service_id=task.service_id)
+        self.log = _log.bind(task_id=task.id, service_id=task.service_id)
         # Until the manager has sent the task, an adopted container is only watched.
         self.assigned = adopted is None
         self._adopted = adopted is not None
@@ -76,6 +80,8 @@ class TaskRunner:
         else:
             self.status.CopyFrom(task.status)
         self._changed = asyncio.Event()
+        # A future that the next change resolves, while a running task is watched.
+        self._change_waiter: asyncio.Future[None] | None = None
         self._removed = False
         self._exit: asyncio.Future[ExitStatus] | None = None
         # Health checks: None until known; the start's info is kept until healthy.
@@ -96,12 +102,18 @@ class TaskRunner:
             # stopped while the agent was away) has not been reported: the manager may
             # still think the task runs.
             self._report_fn(task.id, self.status)
-        self._changed.set()
+        self._signal_change()
 
     def remove(self) -> None:
         """The task is no longer this node's: stop it and remove its container."""
         self._removed = True
+        self._signal_change()
+
+    def _signal_change(self) -> None:
         self._changed.set()
+        waiter = self._change_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     @property
     def removed(self) -> bool:
@@ -125,7 +137,7 @@ class TaskRunner:
         status.state = state  # type: ignore[assignment]
         status.message = message
         status.err = err
-        status.timestamp.CopyFrom(now_timestamp())
+        stamp_now(status.timestamp)
         if info is not None:
             status.container_status.container_id = info.container_id
             status.container_status.pid = info.pid
@@ -134,7 +146,7 @@ class TaskRunner:
         if exit_status is not None:
             _set_exit(status, exit_status)
         self.status = status
-        TASK_STATES.labels(states.state_name(status.state)).inc()
+        TASK_STATE(status.state).inc()
         self.log.info(
             "task state",
             state=states.state_name(status.state),
@@ -240,7 +252,7 @@ class TaskRunner:
             await self._wait_for_change()
             return
         if self._exit is None or self._exit.cancelled():
-            self._exit = asyncio.ensure_future(self.controller.wait())
+            self._exit = self.controller.watch_exit()
         health: asyncio.Future[str] | None = None
         if self._has_health is None:  # an adopted container: find out
             self._has_health = await self.controller.health() is not None
@@ -252,14 +264,20 @@ class TaskRunner:
                 health.cancel()
                 await self._health_changed(now)
                 return
-        changed: asyncio.Future[object] = asyncio.ensure_future(self._changed.wait())
+        # A plain future rather than a task waiting on the event: a node runs thousands
+        # of tasks, and each wait here would otherwise start one more.
+        changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._changed.is_set():
+            changed.set_result(None)
+        self._change_waiter = changed
         exited: asyncio.Future[object] = self._exit  # type: ignore[assignment]
-        waiting: set[asyncio.Future[object]] = {exited, changed}
+        waiting: set[asyncio.Future[Any]] = {exited, changed}
         if health is not None:
-            waiting.add(health)  # type: ignore[arg-type]
+            waiting.add(health)
         try:
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self._change_waiter = None
             changed.cancel()
         if self._changed.is_set():
             self._changed.clear()

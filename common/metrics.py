@@ -7,6 +7,9 @@ a scrape never waits on the event loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from prometheus_client import start_http_server
 
 
@@ -21,3 +24,17 @@ def serve_metrics(addr: str) -> int:
         raise MetricsAddressError(f"invalid metrics address {addr!r}: use HOST:PORT")
     server, _thread = start_http_server(int(port), addr=host or "0.0.0.0")
     return int(server.server_port)
+
+
+def by_state(metric: Any, name: Callable[[int], str]) -> Callable[[int], Any]:
+    """The child of a metric labelled by state, for a state number, looked up once per
+    state (`labels()` costs more than the update itself on a hot path)."""
+    children: dict[int, Any] = {}
+
+    def child(state: int) -> Any:
+        found = children.get(state)
+        if found is None:
+            found = children[state] = metric.labels(name(state))
+        return found
+
+    return child

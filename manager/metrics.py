@@ -15,6 +15,7 @@ from prometheus_client import Gauge, Histogram
 
 from common import states
 from common.api import types_pb2
+from common.metrics import by_state
 from manager.store import Cache, Event, Kind
 
 TASKS = Gauge("swarmlet_tasks", "Tasks by observed state.", ["state"])
@@ -84,21 +85,8 @@ def _node_state(node: Any) -> int | None:
     return node.status.state if node is not None else None
 
 
-def _children(gauge: Gauge, name: Callable[[int], str]) -> Callable[[int], Any]:
-    """The gauge's child for a state, looked up once (labels() is slow on a hot path)."""
-    cache: dict[int, Any] = {}
-
-    def child(state: int) -> Any:
-        found = cache.get(state)
-        if found is None:
-            found = cache[state] = gauge.labels(name(state))
-        return found
-
-    return child
-
-
-_task_gauges = _children(TASKS, states.state_name)
-_node_gauges = _children(NODES, _node_status)
+_task_gauges = by_state(TASKS, states.state_name)
+_node_gauges = by_state(NODES, _node_status)
 
 
 def _move(

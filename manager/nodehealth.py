@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 
 from common.api import objects_pb2, types_pb2
 from common.log import get_logger
-from common.timeutil import now_timestamp, timestamp_seconds
+from common.timeutil import stamp_now, timestamp_seconds
 from manager.dispatcher.dispatcher import MISSED_HEARTBEATS, effective_period
 from manager.metrics import NODES_DOWN
 from manager.scheduler.nodeinfo import runs_tasks
@@ -124,7 +124,7 @@ class NodeHealth:
                 return None  # a manager registered it since: its session key is on the way
             node.status.state = types_pb2.NODE_STATE_DOWN
             node.status.message = "no session with any manager"
-            node.status.timestamp.CopyFrom(now_timestamp())
+            stamp_now(node.status.timestamp)
             return node
 
         try:

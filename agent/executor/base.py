@@ -64,6 +64,10 @@ class Controller(Protocol):
 
     async def wait(self) -> ExitStatus:
         """Return when the task's process has ended."""
+
+    def watch_exit(self) -> asyncio.Future[ExitStatus]:
+        """A future that resolves when the process ends, as `wait` returns; cancelling
+        it stops only this watch."""
         ...
 
     async def shutdown(self, grace: float) -> None:

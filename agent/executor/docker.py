@@ -512,6 +512,9 @@ class DockerController:
             return _exit_from_state(attrs["State"])
         return await future
 
+    def watch_exit(self) -> asyncio.Future[ExitStatus]:
+        return asyncio.ensure_future(self.wait())
+
     async def shutdown(self, grace: float) -> None:
         if not self.container_id and await self._find() is None:
             return

@@ -106,6 +106,7 @@ class HollowController:
         self.running = False
         self.exit_code = 0
         self._exited: asyncio.Future[ExitStatus] | None = None
+        self._watchers: list[asyncio.Future[ExitStatus]] = []
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -150,8 +151,13 @@ class HollowController:
     def _exit(self, code: int) -> None:
         self.running = False
         self.exit_code = code
+        status = ExitStatus(code)
         if self._exited is not None and not self._exited.done():
-            self._exited.set_result(ExitStatus(code))
+            self._exited.set_result(status)
+        watchers, self._watchers = self._watchers, []
+        for w in watchers:
+            if not w.done():
+                w.set_result(status)
 
     async def health(self) -> str | None:
         return None  # hollow tasks have no health checks
@@ -176,6 +182,16 @@ class HollowController:
         if not self.running or self._exited is None:
             return ExitStatus(self.exit_code)
         return await asyncio.shield(self._exited)
+
+    def watch_exit(self) -> asyncio.Future[ExitStatus]:
+        # A plain future per watcher, no task: a farm watches 150,000 of these.
+        future: asyncio.Future[ExitStatus] = asyncio.get_running_loop().create_future()
+        if not self.running or self._exited is None:
+            future.set_result(ExitStatus(self.exit_code))
+        else:
+            self._watchers = [w for w in self._watchers if not w.done()]
+            self._watchers.append(future)
+        return future
 
     async def shutdown(self, grace: float) -> None:
         self.stop_timers()

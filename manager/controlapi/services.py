@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from common import states
 from common.api import control_pb2, objects_pb2, types_pb2
 from common.ids import new_id
-from common.timeutil import now_timestamp
+from common.timeutil import stamp_now
 from manager.controlapi.resolve import resolve
 from manager.controlapi.validation import (
     check_service_update,
@@ -81,7 +81,7 @@ async def create_service(
     service = objects_pb2.Service(id=new_id(), spec=spec, spec_version=1)
     if spec.WhichOneof("mode") in ("replicated_job", "global_job"):
         service.job_status.job_iteration = 1
-        service.job_status.last_execution.CopyFrom(now_timestamp())
+        stamp_now(service.job_status.last_execution)
     created = await store.create(service, unique_name=spec.annotations.name)
     await cache.wait_for(created.meta.version)
     return control_pb2.CreateServiceResponse(service=created)
@@ -185,7 +185,7 @@ async def update_service(
         if job and old_spec != spec:
             # Any change to a job runs it again.
             service.job_status.job_iteration += 1
-            service.job_status.last_execution.CopyFrom(now_timestamp())
+            stamp_now(service.job_status.last_execution)
         elif resume or old_spec.task != spec.task or old_spec.endpoint != spec.endpoint:
             # The tasks will be replaced: a rollout starts (a paused one resumes).
             status = service.update_status
@@ -198,7 +198,7 @@ async def update_service(
             status.message = (
                 "manually requested rollback" if request.rollback else "update in progress"
             )
-            status.started_at.CopyFrom(now_timestamp())
+            stamp_now(status.started_at)
         return service
 
     try:

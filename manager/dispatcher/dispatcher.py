@@ -27,7 +27,7 @@ from common import pki, states
 from common.api import dispatcher_pb2, dispatcher_pb2_grpc, logs_pb2, objects_pb2, types_pb2
 from common.ids import new_id
 from common.log import get_logger
-from common.timeutil import duration, now_timestamp, timestamp_seconds
+from common.timeutil import duration, stamp_now, timestamp_seconds
 from manager.ca import authz
 from manager.dispatcher.sessionkeys import SessionKeys
 from manager.dispatcher.status import TaskStatusWriter, status_problem, trimmed
@@ -188,7 +188,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             node.status.state = types_pb2.NODE_STATE_READY
             node.status.message = ""
             node.status.addr = addr
-            node.status.timestamp.CopyFrom(now_timestamp())
+            stamp_now(node.status.timestamp)
             return node
 
         # Nodes are created when they join (the CA issues their certificate); a node that
@@ -302,7 +302,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 return None
             node.status.state = types_pb2.NODE_STATE_DOWN
             node.status.message = message
-            node.status.timestamp.CopyFrom(now_timestamp())
+            stamp_now(node.status.timestamp)
             return node
 
         try:
@@ -320,7 +320,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 return None
             node.status.state = types_pb2.NODE_STATE_READY
             node.status.message = ""
-            node.status.timestamp.CopyFrom(now_timestamp())
+            stamp_now(node.status.timestamp)
             return node
 
         try:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from common import states
 from common.api import objects_pb2, types_pb2
-from common.timeutil import now_timestamp
+from common.timeutil import stamp_now
 from manager.orchestrator.global_mode import plan_global
 from manager.orchestrator.jobs import plan_replicated_job
 from manager.orchestrator.plan import Plan, Renumber, ShutdownTask, node_usable, plan_removal
@@ -250,13 +250,13 @@ def _update_status(
             service.spec.CopyFrom(service.previous_spec)
             service.previous_spec.CopyFrom(current)
             service.spec_version += 1
-            service.update_status.started_at.CopyFrom(now_timestamp())
+            stamp_now(service.update_status.started_at)
             service.update_status.ClearField("completed_at")
         elif decision.state in (
             US.UPDATE_STATE_COMPLETED,
             US.UPDATE_STATE_ROLLBACK_COMPLETED,
         ):
-            service.update_status.completed_at.CopyFrom(now_timestamp())
+            stamp_now(service.update_status.completed_at)
         service.update_status.state = decision.state  # type: ignore[assignment]
         service.update_status.message = decision.message
         return service

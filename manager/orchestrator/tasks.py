@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from common import states
 from common.api import objects_pb2, specs_pb2
 from common.ids import new_id
-from common.timeutil import duration_seconds, now_timestamp, timestamp_seconds
+from common.timeutil import duration_seconds, stamp_now, timestamp_seconds
 
 DEFAULT_RESTART_DELAY = 5.0
 
@@ -40,7 +40,7 @@ def new_task(
     task.endpoint.CopyFrom(service.spec.endpoint)
     task.status.state = states.PENDING
     task.status.message = "pending task scheduling"
-    task.status.timestamp.CopyFrom(now_timestamp())
+    stamp_now(task.status.timestamp)
     for when in recent_restarts:
         task.recent_restarts.add().FromNanoseconds(round(when * 1e9))
     return task

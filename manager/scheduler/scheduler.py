@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from common import states
 from common.api import objects_pb2, specs_pb2
-from common.timeutil import now_timestamp, timestamp_seconds
+from common.timeutil import stamp_now, timestamp_seconds
 from manager.metrics import PLACEMENTS, SCHEDULING_LATENCY
 from manager.orchestrator.tasks import new_task
 from manager.reconciler import Reconciler
@@ -679,7 +679,7 @@ def _assign(node_id: str) -> Callable[[objects_pb2.Task], objects_pb2.Task | Non
         task.status.state = states.ASSIGNED
         task.status.message = "scheduler assigned task to node"
         task.status.err = ""
-        task.status.timestamp.CopyFrom(now_timestamp())
+        stamp_now(task.status.timestamp)
         return task
 
     return mutate
@@ -690,7 +690,7 @@ def _explain(explanation: str) -> Callable[[objects_pb2.Task], objects_pb2.Task 
         if not is_pending(task) or task.status.err == explanation:
             return None
         task.status.err = explanation
-        task.status.timestamp.CopyFrom(now_timestamp())
+        stamp_now(task.status.timestamp)
         return task
 
     return mutate

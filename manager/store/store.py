@@ -22,7 +22,7 @@ from etcd3aio import Etcd3Client, EtcdError, prefix_range_end
 from etcd3aio._protobuf import Compare
 from etcd3aio.kv import KVService
 
-from common.timeutil import now_timestamp
+from common.timeutil import now_timestamp, stamp_now
 from manager.store.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -317,7 +317,7 @@ class Store:
             new = op.mutate(copy)
             if new is None:
                 return None
-            new.meta.updated_at.CopyFrom(now_timestamp())
+            stamp_now(new.meta.updated_at)
             value = _serialize(new)
             return _Prepared(
                 op,
