@@ -56,6 +56,15 @@ def free_port_pair() -> int:
     raise RuntimeError("no two consecutive free ports")
 
 
+def remove_tree(path: Path) -> None:
+    """Remove a test's state dir, unless SWARMLET_KEEP_TEST_STATE is set (to read the
+    daemons' logs after a failure; the dir names are in the test's output)."""
+    if os.environ.get("SWARMLET_KEEP_TEST_STATE"):
+        print(f"kept {path}", file=sys.stderr)
+        return
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def short_tmpdir(prefix: str) -> Path:
     # Unix socket paths must stay under 108 bytes; pytest's tmp_path can be longer.
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
@@ -180,7 +189,7 @@ class EtcdCluster:
     def cleanup(self) -> None:
         for p in self.members.values():
             p.stop(signal.SIGKILL)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        remove_tree(self.dir)
 
 
 class Manager:
@@ -253,7 +262,7 @@ class Manager:
 
     def cleanup(self) -> None:
         self.stop()
-        shutil.rmtree(self.state_dir, ignore_errors=True)
+        remove_tree(self.state_dir)
 
     # -- convenience reads through the control API --
 
@@ -335,7 +344,7 @@ class Agent:
         for cert in self.state_dir.glob("**/certificates/node.crt"):
             if docker is not None:
                 remove_node_containers(docker, pki.identity(cert.read_bytes()).node_id)
-        shutil.rmtree(self.state_dir, ignore_errors=True)
+        remove_tree(self.state_dir)
 
 
 def remove_node_containers(docker: Any, node_id: str) -> None:
