@@ -17,7 +17,9 @@ from agent.executor.docker import DockerExecutor
 from agent.executor.hollow import HollowConfig
 from agent.farm import hollow_agents, run_farm
 from common.log import get_logger, setup_logging
+from common.looplag import watch_loop_lag
 from common.metrics import MetricsAddressError, serve_metrics
+from common.supervise import cancel_all, supervise
 from common.timeutil import parse_duration
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -213,10 +215,14 @@ async def _run_all(agents: list[Agent], ramp: float = 0.0) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if len(agents) == 1:
-        await agents[0].run(stop)
-    else:
-        await run_farm(agents, stop, ramp)
+    lag = supervise("loop lag", watch_loop_lag)
+    try:
+        if len(agents) == 1:
+            await agents[0].run(stop)
+        else:
+            await run_farm(agents, stop, ramp)
+    finally:
+        await cancel_all([lag])
 
 
 def run() -> None:

@@ -7,16 +7,18 @@ in the list (never the one that just failed, when there is another) is tried aft
 jittered backoff (100 ms doubling to 8 s). Running tasks are untouched by all of this.
 
 A manager that dies with its host, or is cut off, sends no TCP RST: its connections
-just go silent. The agent notices that within one heartbeat period through HTTP/2
-keepalive pings (`liveness_options`), and gives a manager it cannot even connect to
-at most a period (`connect_timeout`) before it tries the next.
+just go silent. When there is another manager to move to, the agent notices that
+within one heartbeat period through HTTP/2 keepalive pings (`liveness_options`), and
+gives a manager it cannot even connect to at most a period (`connect_timeout`) before
+it tries the next.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable
+from collections.abc import Coroutine
+from typing import Any
 
 import grpc
 
@@ -88,6 +90,11 @@ class SessionEnded(Exception):
     """The manager ended the session (it expired, was replaced, or the manager stops)."""
 
 
+class _Reopen(Exception):
+    """The session's connection does not watch the managers' liveness, and there now is
+    another manager to move to: open the session again on one that does."""
+
+
 class NodeRemovedError(Exception):
     """The managers refuse this node: it was removed from the cluster."""
 
@@ -120,6 +127,10 @@ class SessionLoop:
         self.removed: NodeRemovedError | None = None
         self.logs: LogPublisher | None = None
         self._current: asyncio.Future[bool] | None = None
+        # Which part of the last session ended it (heartbeats, assignments...).
+        self.last_failure = ""
+        # Whether the current session's connection pings the manager (`_liveness`).
+        self._pinging = False
         self._switching = False
 
     def use(self, creds: NodeCredentials) -> None:
@@ -135,15 +146,24 @@ class SessionLoop:
         while True:
             addr = self.managers[index % len(self.managers)]
             established = False
+            self.last_failure = ""
             try:
                 self._current = asyncio.ensure_future(self._session(addr))
                 established = await self._current
-                self.log.warning("session ended by the manager", manager=addr)
+                self.log.warning(
+                    "session ended by the manager", manager=addr, ended=self.last_failure or None
+                )
             except asyncio.CancelledError:
                 if not self._switching:
                     raise
                 self._switching = False
                 self.log.info("reopening the session with the renewed certificate")
+                continue
+            except _Reopen:
+                self.log.info(
+                    "reopening the session to watch the managers' liveness",
+                    managers=len(self.managers),
+                )
                 continue
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
@@ -156,6 +176,7 @@ class SessionLoop:
                     "no session with manager",
                     manager=addr,
                     error=_describe(exc),
+                    failed=self.last_failure or None,
                     retry_in=round(backoff, 2),
                 )
             except (ExecutorError, TimeoutError, SessionEnded, OSError) as exc:
@@ -163,6 +184,7 @@ class SessionLoop:
                     "no session with manager",
                     manager=addr,
                     error=_describe(exc),
+                    failed=self.last_failure or None,
                     retry_in=round(backoff, 2),
                 )
             finally:
@@ -180,10 +202,12 @@ class SessionLoop:
 
     async def _session(self, addr: str) -> bool:
         description = await self.executor.describe()
+        liveness = self._liveness()
+        self._pinging = bool(liveness)
         async with grpc.aio.secure_channel(
             addr,
             self.credentials.channel_credentials(),
-            options=_CHANNEL_OPTIONS + liveness_options(self.period) + channel_options(),
+            options=_CHANNEL_OPTIONS + liveness + channel_options(),
         ) as channel:
             stub = dispatcher_pb2_grpc.DispatcherStub(channel)
             call = stub.Session(
@@ -205,14 +229,16 @@ class SessionLoop:
             SESSIONS_UP.inc()
             for task_id, status in self.worker.statuses().items():
                 self.reporter.add(task_id, status)
-            parts: list[Awaitable[None]] = [
-                self._heartbeat(stub, session_id, period),
-                self._assignments(stub, session_id),
-                self._subscriptions(stub, session_id),
-                self.reporter.send_forever(stub, session_id, timeout=max(5.0, 3 * period)),
-                self._follow_session(call),
-            ]
-            tasks = [asyncio.ensure_future(p) for p in parts]
+            parts: dict[str, Coroutine[Any, Any, None]] = {
+                "heartbeats": self._heartbeat(stub, session_id, period),
+                "assignments": self._assignments(stub, session_id),
+                "log subscriptions": self._subscriptions(stub, session_id),
+                "status reports": self.reporter.send_forever(
+                    stub, session_id, timeout=max(5.0, 3 * period)
+                ),
+                "session stream": self._follow_session(call),
+            }
+            tasks = [asyncio.create_task(p, name=n) for n, p in parts.items()]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -223,8 +249,17 @@ class SessionLoop:
             for t in done:
                 exc = t.exception()
                 if exc is not None:
+                    self.last_failure = t.get_name()
                     raise exc
+            self.last_failure = next(iter(done)).get_name()
             return True
+
+    def _liveness(self) -> list[tuple[str, str | int]]:
+        """Keepalive pings only when there is another manager to move to: they are
+        there to leave a dead one quickly, and at thousands of nodes a ping every third
+        of a period on every connection costs the manager more than the heartbeats do.
+        With one manager, the heartbeat's deadline notices a dead one."""
+        return liveness_options(self.period) if len(self.managers) > 1 else []
 
     async def _first_message(
         self,
@@ -247,16 +282,24 @@ class SessionLoop:
     async def _heartbeat(
         self, stub: dispatcher_pb2_grpc.DispatcherAsyncStub, session_id: str, period: float
     ) -> None:
-        while True:
-            await asyncio.sleep(period * random.uniform(0.8, 1.0))
-            HEARTBEATS_SENT.inc()
-            # 2 periods: consistent with the manager's 3-period tolerance, see
-            # `liveness_options` (a silent manager is noticed sooner, by the pings).
-            response = await stub.Heartbeat(
-                dispatcher_pb2.HeartbeatRequest(session_id=session_id), timeout=2 * period
-            )
-            period = duration_seconds(response.period) or period
-            self.period = period
+        """Heartbeat on one stream for the session; an answer later than two periods
+        (see `liveness_options`) ends the session."""
+        call = stub.Heartbeats()
+        request = dispatcher_pb2.HeartbeatRequest(session_id=session_id)
+        try:
+            while True:
+                await asyncio.sleep(period * random.uniform(0.8, 1.0))
+                HEARTBEATS_SENT.inc()
+                async with asyncio.timeout(2 * period):
+                    await call.write(request)
+                    response = await call.read()
+                if response is grpc.aio.EOF:
+                    raise SessionEnded("the manager closed the heartbeat stream")
+                assert isinstance(response, dispatcher_pb2.HeartbeatResponse)
+                period = duration_seconds(response.period) or period
+                self.period = period
+        finally:
+            call.cancel()
 
     async def _assignments(
         self, stub: dispatcher_pb2_grpc.DispatcherAsyncStub, session_id: str
@@ -287,6 +330,10 @@ class SessionLoop:
         for peer in message.managers:
             if peer.addr and peer.addr not in self.managers:
                 self.managers.append(peer.addr)
+        if not self._pinging and len(self.managers) > 1:
+            # Learnt of another manager on a connection opened without pings (there was
+            # none to move to): reopen once, so a dead manager is left within a period.
+            raise _Reopen
 
 
 def _describe(exc: BaseException) -> str:

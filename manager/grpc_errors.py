@@ -135,15 +135,30 @@ class UndecodableIsInvalidArgument(grpc.aio.ServerInterceptor):
     INVALID_ARGUMENT. grpc.aio itself answers it with UNKNOWN ("Unexpected DecodeError
     raised by servicer method") and logs an error, as if the servicer had failed."""
 
+    def __init__(self) -> None:
+        # The wrapped handler of each method (gRPC asks for it on every call).
+        self._wrapped: dict[str, Any] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None or handler.request_streaming:
-            return handler
         method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
+        wrapped = self._wrap(method, handler)
+        if handler is not None:
+            self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, handler: Any) -> Any:
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        if handler.request_streaming:
+            return self._wrap_streaming(method, handler)
         deserialize = _tolerant(handler.request_deserializer)
 
         async def refuse(request: _Undecodable, context: Context) -> NoReturn:
@@ -191,6 +206,35 @@ class UndecodableIsInvalidArgument(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         return handler
+
+    def _wrap_streaming(self, method: str, handler: Any) -> Any:
+        """A stream of requests (Heartbeats): the first message that does not decode
+        ends the call with INVALID_ARGUMENT."""
+        inner = handler.stream_stream
+        if inner is None or not inspect.isasyncgenfunction(inner):
+            return handler
+        deserialize = _tolerant(handler.request_deserializer)
+
+        async def checked_bidi(
+            requests: AsyncIterator[Any], context: Context
+        ) -> AsyncIterator[Any]:
+            async def decoded() -> AsyncIterator[Any]:
+                async for request in requests:
+                    if isinstance(request, _Undecodable):
+                        await context.abort(
+                            grpc.StatusCode.INVALID_ARGUMENT,
+                            f"a message to {method} is not a valid message: {request.error}",
+                        )
+                    yield request
+
+            async for message in inner(decoded(), context):
+                yield message
+
+        return grpc.stream_stream_rpc_method_handler(
+            checked_bidi,
+            request_deserializer=deserialize,
+            response_serializer=handler.response_serializer,
+        )
 
 
 def server_interceptors() -> list[grpc.aio.ServerInterceptor]:

@@ -4,7 +4,8 @@ isort:skip_file
 The dispatcher API: what an agent calls on a manager.
 
 An agent opens a Session (its node description in; a session id, the heartbeat
-period and the managers' addresses out), then heartbeats within the period, streams
+period and the managers' addresses out), then heartbeats within the period (on a
+Heartbeats stream), streams
 its assignments (the full set first, then incremental changes) and reports task
 status in batches. A call with an unknown or expired session id is
 FAILED_PRECONDITION: the agent opens a new session.

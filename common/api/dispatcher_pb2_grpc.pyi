@@ -4,7 +4,8 @@ isort:skip_file
 The dispatcher API: what an agent calls on a manager.
 
 An agent opens a Session (its node description in; a session id, the heartbeat
-period and the managers' addresses out), then heartbeats within the period, streams
+period and the managers' addresses out), then heartbeats within the period (on a
+Heartbeats stream), streams
 its assignments (the full set first, then incremental changes) and reports task
 status in batches. A call with an unknown or expired session id is
 FAILED_PRECONDITION: the agent opens a new session.
@@ -40,6 +41,11 @@ class DispatcherStub:
     def __new__(cls, channel: _aio.Channel) -> DispatcherAsyncStub: ...
     Session: _grpc.UnaryStreamMultiCallable[_dispatcher_pb2.SessionRequest, _dispatcher_pb2.SessionMessage]
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.HeartbeatRequest, _dispatcher_pb2.HeartbeatResponse]
+    Heartbeats: _grpc.StreamStreamMultiCallable[_dispatcher_pb2.HeartbeatRequest, _dispatcher_pb2.HeartbeatResponse]
+    """The same, as messages on one stream per session (what agents use): each request
+    is a heartbeat of the session the first one names, each response its answer. At
+    thousands of nodes a message costs the manager a fraction of a call.
+    """
     Assignments: _grpc.UnaryStreamMultiCallable[_dispatcher_pb2.AssignmentsRequest, _dispatcher_pb2.AssignmentsMessage]
     UpdateTaskStatus: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.UpdateTaskStatusRequest, _dispatcher_pb2.UpdateTaskStatusResponse]
     Subscriptions: _grpc.UnaryStreamMultiCallable[_dispatcher_pb2.SubscriptionsRequest, _dispatcher_pb2.SubscriptionMessage]
@@ -52,6 +58,11 @@ class DispatcherAsyncStub(DispatcherStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Session: _aio.UnaryStreamMultiCallable[_dispatcher_pb2.SessionRequest, _dispatcher_pb2.SessionMessage]  # type: ignore[assignment]
     Heartbeat: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.HeartbeatRequest, _dispatcher_pb2.HeartbeatResponse]  # type: ignore[assignment]
+    Heartbeats: _aio.StreamStreamMultiCallable[_dispatcher_pb2.HeartbeatRequest, _dispatcher_pb2.HeartbeatResponse]  # type: ignore[assignment]
+    """The same, as messages on one stream per session (what agents use): each request
+    is a heartbeat of the session the first one names, each response its answer. At
+    thousands of nodes a message costs the manager a fraction of a call.
+    """
     Assignments: _aio.UnaryStreamMultiCallable[_dispatcher_pb2.AssignmentsRequest, _dispatcher_pb2.AssignmentsMessage]  # type: ignore[assignment]
     UpdateTaskStatus: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.UpdateTaskStatusRequest, _dispatcher_pb2.UpdateTaskStatusResponse]  # type: ignore[assignment]
     Subscriptions: _aio.UnaryStreamMultiCallable[_dispatcher_pb2.SubscriptionsRequest, _dispatcher_pb2.SubscriptionMessage]  # type: ignore[assignment]
@@ -73,6 +84,17 @@ class DispatcherServicer(metaclass=_abc_1.ABCMeta):
         request: _dispatcher_pb2.HeartbeatRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_dispatcher_pb2.HeartbeatResponse, _abc.Awaitable[_dispatcher_pb2.HeartbeatResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Heartbeats(
+        self,
+        request_iterator: _MaybeAsyncIterator[_dispatcher_pb2.HeartbeatRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_dispatcher_pb2.HeartbeatResponse], _abc.AsyncIterator[_dispatcher_pb2.HeartbeatResponse]]:
+        """The same, as messages on one stream per session (what agents use): each request
+        is a heartbeat of the session the first one names, each response its answer. At
+        thousands of nodes a message costs the manager a fraction of a call.
+        """
 
     @_abc_1.abstractmethod
     def Assignments(

@@ -8,16 +8,19 @@ down.
 
 The period agents are told grows with the cluster (`effective_period`): a manager
 answers at most MAX_HEARTBEATS_PER_SECOND heartbeats a second even if every node is
-connected to it, so 5,000 nodes heartbeat every 5 s (SwarmKit's default) while a small
-cluster keeps the configured period and its quick failure detection. Each session is
-judged by the period it was last told.
+connected to it, so 5,000 nodes heartbeat every 10 s (Kubernetes' kubelets renew their
+node leases as often) while a small cluster keeps the configured period and its quick
+failure detection. Each session is judged by the period it was last told. Agents
+heartbeat on one stream per session (`Heartbeats`): a message costs the manager a
+fraction of what a call does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
 import re
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -54,7 +57,7 @@ from manager.store.batcher import BatchWriter
 _log = get_logger("dispatcher")
 _NODE_ID = re.compile(r"^[a-z0-9]{1,64}$")
 MISSED_HEARTBEATS = 3
-MAX_HEARTBEATS_PER_SECOND = 1000
+MAX_HEARTBEATS_PER_SECOND = 500
 # The longest period a session is ever told (cluster settings allow up to this too).
 MAX_PERIOD = 60.0
 _MAX_CHANGES_PER_MESSAGE = 2000
@@ -64,8 +67,16 @@ Change = dispatcher_pb2.AssignmentChange
 
 def effective_period(configured: float, nodes: int) -> float:
     """The heartbeat period for a cluster of `nodes` nodes: the configured one, or
-    longer, so that one manager gets at most MAX_HEARTBEATS_PER_SECOND heartbeats."""
-    return min(max(configured, nodes / MAX_HEARTBEATS_PER_SECOND), max(configured, MAX_PERIOD))
+    longer, so that one manager gets at most MAX_HEARTBEATS_PER_SECOND heartbeats.
+    Whole tenths of a second, so that answers can be shared (`_answer`)."""
+    period = max(configured, math.ceil(10 * nodes / MAX_HEARTBEATS_PER_SECOND) / 10)
+    return min(period, max(configured, MAX_PERIOD))
+
+
+@functools.lru_cache(maxsize=64)
+def _answer(period: float) -> dispatcher_pb2.HeartbeatResponse:
+    """The answer to a heartbeat, one object per period (it is never changed)."""
+    return dispatcher_pb2.HeartbeatResponse(period=duration(period))
 
 
 @dataclass(eq=False)
@@ -79,9 +90,11 @@ class AgentSession:
     # The heartbeat period it is judged by, and the one it was told last.
     period: float
     told: float = 0.0
-    # Wall-clock time of the last sign of life (opening, heartbeats), comparable with
-    # the node's status timestamp that whichever manager registers it writes.
-    last_seen: float = field(default_factory=time.time)
+    # The node's status timestamp as this manager last wrote it READY (registering or
+    # reviving it). A later one means another manager (or a newer session) has
+    # registered it since. Heartbeats do not move it: a heartbeat can arrive late (one
+    # buffered while this manager was stopped), the timestamp cannot.
+    registered: float = 0.0
     # Set while this manager writes the node READY again (see Heartbeat).
     reviving: bool = False
     closed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -146,6 +159,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             node = await self._register(node_id, request.description, addr)
         period = self.period()
         session = AgentSession(new_id(), node_id, addr, self.clock(), period, period)
+        session.registered = timestamp_seconds(node.status.timestamp)
         old = self.sessions.get(node_id)
         if old is not None:
             self._close(old)
@@ -241,8 +255,32 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self, request: dispatcher_pb2.HeartbeatRequest, context: Context
     ) -> dispatcher_pb2.HeartbeatResponse:
         session = await self._session(request.session_id, context)
+        return self._beat(session)
+
+    async def Heartbeats(
+        self, request_iterator: AsyncIterator[dispatcher_pb2.HeartbeatRequest], context: Context
+    ) -> AsyncIterator[dispatcher_pb2.HeartbeatResponse]:
+        # The session (and the caller's certificate) is checked on the first message;
+        # the rest come on the same authenticated stream.
+        session: AgentSession | None = None
+        async for request in request_iterator:
+            if session is None:
+                session = await self._session(request.session_id, context)
+            elif request.session_id != session.id:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"heartbeat for session {request.session_id!r} on the stream of "
+                    f"session {session.id!r}: open a Heartbeats stream per session",
+                )
+            if session.closed.is_set():
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"session {session.id!r} has ended: open a new session",
+                )
+            yield self._beat(session)
+
+    def _beat(self, session: AgentSession) -> dispatcher_pb2.HeartbeatResponse:
         session.last_heartbeat = self.clock()
-        session.last_seen = time.time()
         self.heartbeats += 1
         HEARTBEATS.inc()
         node = self.cache.nodes.get(session.node_id)
@@ -259,7 +297,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         period = self.period()
         session.period = max(period, session.told)
         session.told = period
-        return dispatcher_pb2.HeartbeatResponse(period=duration(period))
+        return _answer(period)
 
     async def expire_sessions(self) -> None:
         """Declare down the nodes whose agents stopped heartbeating."""
@@ -287,14 +325,14 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 await self._mark_down(expired, "heartbeat failure")
 
     async def _mark_down(self, expired: list[AgentSession], message: str) -> None:
-        last_seen = {s.node_id: s.last_seen for s in expired}
+        registered = {s.node_id: s.registered for s in expired}
 
         def down(node: objects_pb2.Node) -> objects_pb2.Node | None:
             if node.id in self.sessions or node.status.state == types_pb2.NODE_STATE_DOWN:
                 return None  # it came back in the meantime
             if (
                 node.status.state == types_pb2.NODE_STATE_READY
-                and timestamp_seconds(node.status.timestamp) > last_seen[node.id]
+                and timestamp_seconds(node.status.timestamp) > registered[node.id]
             ):
                 # Registered again since its session here went quiet: its agent opened a
                 # session with another manager (a new agent after a restart, or a move
@@ -308,7 +346,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         try:
             result = await self.store.commit([Update(Kind.NODE, s.node_id, down) for s in expired])
         except StoreError as exc:
-            _log.warning("could not mark nodes down", nodes=list(last_seen), error=str(exc))
+            _log.warning("could not mark nodes down", nodes=list(registered), error=str(exc))
             return
         for node in result.written:
             NODES_DOWN.inc()
@@ -329,6 +367,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             _log.warning("could not mark a node ready", node_id=session.node_id, error=str(exc))
         else:
             for node in result.written:
+                session.registered = timestamp_seconds(node.status.timestamp)
                 _log.warning("node ready again: it heartbeats here", node_id=node.id)
         finally:
             session.reviving = False
@@ -369,17 +408,21 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         for sub in list(self.cache.objects[Kind.LOGSUB].values()):
             yield dispatcher_pb2.SubscriptionMessage(subscription=sub)
         closed = asyncio.ensure_future(session.closed.wait())
+        nxt: asyncio.Future[tuple[logs_pb2.LogSubscription, bool]] | None = None
         try:
             while not session.closed.is_set():
                 nxt = asyncio.ensure_future(session.subscriptions.get())
                 await asyncio.wait({nxt, closed}, return_when=asyncio.FIRST_COMPLETED)
                 if not nxt.done():
-                    nxt.cancel()
                     return
                 sub, ended = nxt.result()
+                nxt = None
                 yield dispatcher_pb2.SubscriptionMessage(subscription=sub, close=ended)
         finally:
+            # Also when the agent went away mid-wait: no task is left behind.
             closed.cancel()
+            if nxt is not None:
+                nxt.cancel()
 
     def _on_event(self, ev: Event) -> None:
         if ev.kind is Kind.LOGSUB:

@@ -79,13 +79,15 @@ def test_down_nodes_and_managers_without_an_engine_are_not_counted() -> None:
 
 def test_effective_period_keeps_the_configured_one_in_small_clusters() -> None:
     assert effective_period(1.0, 3) == 1.0
-    assert effective_period(1.0, 1000) == 1.0
+    assert effective_period(1.0, MAX_HEARTBEATS_PER_SECOND) == 1.0
     assert effective_period(2.0, 500) == 2.0
 
 
 def test_effective_period_caps_the_heartbeat_rate_in_large_clusters() -> None:
-    assert effective_period(1.0, 5000) == 5000 / MAX_HEARTBEATS_PER_SECOND == 5.0
-    assert effective_period(1.0, 20_000) == 20.0
+    assert MAX_HEARTBEATS_PER_SECOND == 500
+    assert effective_period(1.0, 5000) == 10.0
+    assert effective_period(1.0, 1234) == 2.5  # whole tenths, rounded up
+    assert effective_period(1.0, 20_000) == 40.0
     assert effective_period(1.0, 10**7) == 60.0  # never beyond the longest period
     assert effective_period(90.0, 10) == 90.0  # unless configured so
 
