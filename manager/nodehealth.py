@@ -102,7 +102,7 @@ class NodeHealth:
         """Run for as long as this manager leads (cancelled when it stops leading)."""
         watch = SessionWatch(self.effective_period(), started=self.clock())
         while True:
-            await asyncio.sleep(self.period / 2)
+            await asyncio.sleep(self.effective_period() / 2)
             stale = watch.stale(
                 self.cache.nodes.values(),
                 self.has_session,

@@ -301,12 +301,15 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
 
     async def expire_sessions(self) -> None:
         """Declare down the nodes whose agents stopped heartbeating."""
-        tick = self.heartbeat_period / 4
+        tick = self.period() / 4
         expected = self.clock() + tick
         while True:
             await asyncio.sleep(tick)
             now = self.clock()
             stall = now - expected
+            # A quarter of the period the cluster's size gives: thousands of sessions
+            # are not looked over four times a second when they heartbeat every 10 s.
+            tick = self.period() / 4
             expected = now + tick
             if stall > tick:
                 # Heartbeats may be waiting behind the stall: do not count it against nodes.
