@@ -2,17 +2,23 @@
 
 Runners add reports at any time; the session sends whatever is pending in one
 UpdateTaskStatus call, then the next batch, so reports coalesce naturally under load.
-Reports that could not be sent stay pending for the next session.
+A call that times out is tried again (the session's heartbeats decide whether it
+lives); reports that could not be sent stay pending for the next session.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
+
+import grpc
 
 from agent.metrics import REPORT_BATCHES
 from common.api import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
 
 MAX_BATCH = 5000
+# Failures that mean "too slow" rather than "no session": the batch is sent again.
+_SLOW = {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 MAX_BATCH_BYTES = 1024 * 1024
 
 
@@ -59,6 +65,15 @@ class StatusReporter:
                 try:
                     REPORT_BATCHES.inc()
                     await stub.UpdateTaskStatus(request, timeout=timeout)
+                except grpc.aio.AioRpcError as exc:
+                    for tid, status in batch.items():
+                        self.add(tid, status)
+                    if exc.code() not in _SLOW:
+                        raise
+                    # The manager (or this node) is slow, not gone: the heartbeats say
+                    # whether the session lives. Ending it would cost a reconnection and
+                    # a re-send of everything, more load where there is too much.
+                    await asyncio.sleep(min(timeout, 1.0) * random.uniform(0.5, 1.5))
                 except BaseException:
                     for tid, status in batch.items():
                         self.add(tid, status)

@@ -33,6 +33,9 @@ from common.log import get_logger
 from common.timeutil import duration_seconds
 
 MIN_BACKOFF = 0.1
+# The manager ends a session after this many periods without a heartbeat (its
+# MISSED_HEARTBEATS); the agent gives a heartbeat's answer as long.
+MISSED_HEARTBEATS = 3
 MAX_BACKOFF = 8.0
 # The heartbeat period until a manager says otherwise (the cluster default).
 DEFAULT_PERIOD = 1.0
@@ -60,13 +63,11 @@ def liveness_options(period: float) -> list[tuple[str, str | int]]:
       loop is stalled by load still acknowledges them (tried: a grpc.aio server whose
       loop was busy for 4 s kept a 300/600 ms keepalive; a SIGSTOP broke it in < 1 s),
       so load alone does not drop sessions.
-    - Live but slow manager: only the Heartbeat RPC's deadline applies, 2 periods (see
-      `_heartbeat`). Heartbeats go out every 0.8-1 period, so the agent gives up about
-      3 periods after the last answered one: when the manager itself would drop the
-      session. Giving up sooner would drop sessions the manager still holds whenever it
-      is busy, and every reconnection (all task statuses re-sent, the full assignment
-      set) adds load where there is already too much; later would keep a session the
-      manager has already dropped.
+    - Live but slow manager: only the heartbeat's deadline applies, 3 periods (see
+      `_heartbeat`): when the manager itself would drop the session. Giving up sooner
+      would drop sessions the manager still holds whenever it (or this node) is busy,
+      and every reconnection (all task statuses re-sent, the full assignment set) adds
+      load where there is already too much.
     """
     interval_ms = max(100, int(period * 1000 / 3))
     timeout_ms = max(200, int(period * 2000 / 3))
@@ -187,6 +188,14 @@ class SessionLoop:
                     failed=self.last_failure or None,
                     retry_in=round(backoff, 2),
                 )
+            except Exception:
+                # Whatever went wrong, this node must not stay without a session.
+                self.log.exception(
+                    "session failed unexpectedly; opening another",
+                    manager=addr,
+                    failed=self.last_failure or None,
+                    retry_in=round(backoff, 2),
+                )
             finally:
                 if self.connected.is_set():
                     SESSIONS_UP.dec()
@@ -282,19 +291,27 @@ class SessionLoop:
     async def _heartbeat(
         self, stub: dispatcher_pb2_grpc.DispatcherAsyncStub, session_id: str, period: float
     ) -> None:
-        """Heartbeat on one stream for the session; an answer later than two periods
-        (see `liveness_options`) ends the session."""
+        """Heartbeat on one stream for the session. An answer later than
+        MISSED_HEARTBEATS periods ends the session: by then the manager has given up on
+        it too. (A dead manager is noticed sooner by the pings, when there is another
+        to move to; this deadline is for one that is alive but does not answer, and a
+        shorter one would drop sessions whenever this node or the manager is busy.)"""
         call = stub.Heartbeats()
         request = dispatcher_pb2.HeartbeatRequest(session_id=session_id)
         try:
             while True:
                 await asyncio.sleep(period * random.uniform(0.8, 1.0))
                 HEARTBEATS_SENT.inc()
-                async with asyncio.timeout(2 * period):
-                    await call.write(request)
-                    response = await call.read()
+                try:
+                    async with asyncio.timeout(MISSED_HEARTBEATS * period):
+                        await call.write(request)
+                        response = await call.read()
+                except asyncio.InvalidStateError:
+                    response = grpc.aio.EOF  # the manager ended the stream
                 if response is grpc.aio.EOF:
-                    raise SessionEnded("the manager closed the heartbeat stream")
+                    code = await call.code()
+                    details = await call.details()
+                    raise SessionEnded(f"the manager ended the heartbeats: {code.name}: {details}")
                 assert isinstance(response, dispatcher_pb2.HeartbeatResponse)
                 period = duration_seconds(response.period) or period
                 self.period = period

@@ -5,8 +5,8 @@ serves, and (when it leads) the leader key. The lease is kept alive every TTL/3;
 that fails long enough for the lease to expire, everything it carried is gone from
 etcd, `lost` fires and a new lease is granted.
 
-The keep-alives are sent from a thread of their own, with its own event loop and etcd
-connection (`KeepAliveThread`): a manager whose event loop is busy for longer than the
+The keep-alives are sent from the store's side thread, with its own event loop and
+etcd connection (`SideThread`): a manager whose event loop is busy for longer than the
 TTL (thousands of tasks being placed and reported at once) must not lose its lease,
 and with it its leadership and every session it holds, for being busy. A manager
 whose loop makes no progress at all for MAX_STALL seconds (hung, not busy) stops
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -27,7 +27,7 @@ from etcd3aio._protobuf import LeaseKeepAliveRequest
 from etcd3aio.lease import LeaseService
 
 from common.log import get_logger
-from manager.store.etcd import EtcdConfig, connect
+from manager.store.side import SideThread
 
 _log = get_logger("lease")
 # A manager whose event loop has not run for this long is taken for hung: its lease is
@@ -40,13 +40,13 @@ _BEAT = 0.25
 class ManagerLease:
     """Grants and keeps alive one lease; `id` is 0 while there is none.
 
-    With `keeper` the keep-alives run in that thread; without, on the event loop.
+    With `side` the keep-alives run on that thread; without, on the event loop.
     """
 
-    def __init__(self, client: Etcd3Client, ttl: int, keeper: KeepAliveThread | None = None):
+    def __init__(self, client: Etcd3Client, ttl: int, side: SideThread | None = None):
         assert client.lease is not None
         self._lease = client.lease
-        self._keeper = keeper
+        self._side = side
         # What was asked for; `ttl` is what etcd granted (it raises a TTL below its
         # minimum, 1.5 election timeouts: 2 s with etcd's defaults).
         self.requested_ttl = max(1, int(ttl))
@@ -102,8 +102,10 @@ class ManagerLease:
             self.lost.clear()
             self.granted.set()
             _log.info("lease granted", lease=hex(self.id), ttl=self.ttl)
-            if self._keeper is not None:
-                await self._keeper.keep_alive(self.id, self.ttl, self._loop_alive)
+            if self._side is not None:
+                await self._side.run(
+                    functools.partial(_keep_alive_on, self.id, self.ttl, self._loop_alive)
+                )
             else:
                 await keep_alive(self._lease, self.id, self.ttl, self._loop_alive)
             _log.warning("lease lost", lease=hex(self.id))
@@ -116,6 +118,13 @@ class ManagerLease:
             with contextlib.suppress(EtcdError, TimeoutError, grpc.aio.AioRpcError):
                 await self._lease.revoke(self.id, timeout=2)
             self.id = 0
+
+
+async def _keep_alive_on(
+    lease_id: int, ttl: int, alive: Callable[[], bool], client: Etcd3Client
+) -> None:
+    assert client.lease is not None
+    await keep_alive(client.lease, lease_id, ttl, alive)
 
 
 async def keep_alive(
@@ -165,50 +174,3 @@ async def keep_alive(
             await asyncio.sleep(min(interval, max(0.05, deadline - loop.time())))
         finally:
             call.cancel()
-
-
-class KeepAliveThread:
-    """A thread with its own event loop and etcd connection that keeps leases alive,
-    whatever load the manager's own event loop is under."""
-
-    def __init__(self, config: EtcdConfig) -> None:
-        self._config = config
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="lease-keepalive", daemon=True
-        )
-        self._stack = contextlib.AsyncExitStack()
-        self._client: Etcd3Client | None = None
-        self._thread.start()
-
-    async def keep_alive(self, lease_id: int, ttl: int, alive: Callable[[], bool]) -> None:
-        """Keep `lease_id` alive from the thread until it expires (see `keep_alive`)."""
-        future = asyncio.run_coroutine_threadsafe(
-            self._keep_alive(lease_id, ttl, alive), self._loop
-        )
-        try:
-            await asyncio.wrap_future(future)
-        finally:
-            future.cancel()
-
-    async def _keep_alive(self, lease_id: int, ttl: int, alive: Callable[[], bool]) -> None:
-        while self._client is None:
-            try:
-                self._client = await self._stack.enter_async_context(connect(self._config))
-            except Exception as exc:
-                _log.warning("keep-alive thread cannot reach etcd yet", error=str(exc))
-                await asyncio.sleep(min(1.0, ttl / 3))
-        assert self._client.lease is not None
-        await keep_alive(self._client.lease, lease_id, ttl, alive)
-
-    def close(self) -> None:
-        """Close the thread's etcd connection and stop the thread."""
-        if not self._thread.is_alive():
-            return
-        closing = asyncio.run_coroutine_threadsafe(self._stack.aclose(), self._loop)
-        with contextlib.suppress(Exception):
-            closing.result(timeout=5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        if not self._thread.is_alive():
-            self._loop.close()

@@ -50,7 +50,7 @@ from manager.etcd_embedded import EmbeddedEtcd
 from manager.events import EventLog
 from manager.grpc_errors import Context, server_interceptors
 from manager.leadership import Leadership
-from manager.lease import KeepAliveThread, ManagerLease
+from manager.lease import ManagerLease
 from manager.logbroker import LogBroker
 from manager.membership import JoinRefusedError, announce_forever, ensure_manager_node
 from manager.nodehealth import NodeHealth
@@ -60,6 +60,7 @@ from manager.store import AlreadyExistsError, Cache, Kind, NotLeaderError, Store
 from manager.store.etcd import EtcdConfig, connect
 from manager.store.health import EtcdHealth
 from manager.store.keys import KeySpace
+from manager.store.side import SideThread
 from manager.taskreaper import DEFAULT_HISTORY_LIMIT, TaskReaper
 
 _log = get_logger("manager")
@@ -242,7 +243,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
     embedded: EmbeddedEtcd | None = None
     servers: list[grpc.aio.Server] = []
     tasks: list[asyncio.Task[None]] = []
-    keeper: KeepAliveThread | None = None
+    side: SideThread | None = None
     try:
         etcd_config = config.etcd
         if etcd_config is None:
@@ -268,11 +269,11 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
             except JoinRefusedError as exc:
                 raise ManagerError(str(exc)) from None
             admin_dir = tls.write_admin_bundle()
-            keeper = KeepAliveThread(etcd_config)
-            lease = ManagerLease(client, config.leader_ttl, keeper)
+            side = SideThread(etcd_config)
+            lease = ManagerLease(client, config.leader_ttl, side)
             # Writes only the leader may make carry a compare on the leader key.
             leader_store = store.guarded(keys.leader_key, manager_id.encode())
-            health = EtcdHealth(client, etcd_config.display, keys.leader_key)
+            health = EtcdHealth(client, etcd_config.display, keys.leader_key, side)
             session_keys = SessionKeys(store, lease, manager_id)
             period = _heartbeat_period(cache, config)
             clock = time.time
@@ -376,6 +377,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                     control.leader_id,
                     control.logs,
                     events,
+                    control.counts,
                 )
                 servers.append(
                     await _serve_control_tcp(
@@ -426,8 +428,8 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
         if servers:
             await asyncio.gather(*(s.stop(grace=0) for s in servers))
         await cancel_all(tasks)
-        if keeper is not None:
-            await asyncio.to_thread(keeper.close)
+        if side is not None:
+            await asyncio.to_thread(side.close)
         if embedded is not None:
             await embedded.stop()
         config.control_socket.unlink(missing_ok=True)

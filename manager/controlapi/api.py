@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 from common.api import control_pb2, control_pb2_grpc, logs_pb2, objects_pb2
 from manager.controlapi import cluster, nodes, services, tasks
+from manager.controlapi.counts import ServiceCounts
 from manager.controlapi.resolve import resolve_task
 from manager.events import EventLog
 from manager.grpc_errors import (
@@ -38,8 +39,11 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         leader_id: Callable[[], str] = str,
         logs: LogBroker | None = None,
         events: EventLog | None = None,
+        counts: ServiceCounts | None = None,
     ) -> None:
         self.cache = cache
+        # Kept from the change stream; the unix and TCP listeners share one.
+        self.counts = counts if counts is not None else ServiceCounts(cache)
         self.store = store
         self.on_node_removed = on_node_removed
         self.previewer = previewer
@@ -130,7 +134,7 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
     async def ListServices(
         self, request: control_pb2.ListServicesRequest, context: Context
     ) -> control_pb2.ListServicesResponse:
-        return services.list_services(self.cache, request)
+        return services.list_services(self.cache, request, self.counts)
 
     @rpc
     async def UpdateService(

@@ -8,6 +8,7 @@ from common import states
 from common.api import control_pb2, objects_pb2, types_pb2
 from common.ids import new_id
 from common.timeutil import stamp_now
+from manager.controlapi.counts import ServiceCounts
 from manager.controlapi.resolve import resolve
 from manager.controlapi.validation import (
     check_service_update,
@@ -88,7 +89,7 @@ async def create_service(
 
 
 def list_services(
-    cache: Cache, request: control_pb2.ListServicesRequest
+    cache: Cache, request: control_pb2.ListServicesRequest, counts: ServiceCounts | None = None
 ) -> control_pb2.ListServicesResponse:
     f = request.filters
     out = control_pb2.ListServicesResponse()
@@ -104,24 +105,33 @@ def list_services(
         if any(labels.get(k) != v and not (v == "" and k in labels) for k, v in f.labels.items()):
             continue
         out.services.append(service)
-        out.statuses[service.id].CopyFrom(service_counts(cache, service))
+        out.statuses[service.id].CopyFrom(service_counts(cache, service, counts))
     return out
 
 
-def service_counts(cache: Cache, service: objects_pb2.Service) -> control_pb2.ServiceStatusCounts:
+def service_counts(
+    cache: Cache, service: objects_pb2.Service, counts: ServiceCounts | None = None
+) -> control_pb2.ServiceStatusCounts:
     """Running tasks against the desired count (and completions, for jobs)."""
-    running = completed = wanted = 0
     mode = service.spec.WhichOneof("mode")
     job = mode in ("replicated_job", "global_job")
-    for t in cache.tasks_by_service.get(service.id, {}).values():
-        if job and t.job_iteration != service.job_status.job_iteration:
-            continue
-        if t.status.state == states.COMPLETE and job:
-            completed += 1
-        if states.is_runnable(t.desired_state) and not states.is_terminal(t.status.state):
-            wanted += 1
-            if t.status.state == states.RUNNING:
-                running += 1
+    if counts is not None:
+        running, wanted, completed = counts.get(
+            service.id, service.job_status.job_iteration if job else None
+        )
+        if not job:
+            completed = 0
+    else:
+        running = completed = wanted = 0
+        for t in cache.tasks_by_service.get(service.id, {}).values():
+            if job and t.job_iteration != service.job_status.job_iteration:
+                continue
+            if t.status.state == states.COMPLETE and job:
+                completed += 1
+            if states.is_runnable(t.desired_state) and not states.is_terminal(t.status.state):
+                wanted += 1
+                if t.status.state == states.RUNNING:
+                    running += 1
     if mode == "replicated":
         desired = service.spec.replicated.replicas
     elif mode == "replicated_job":

@@ -10,6 +10,7 @@ service to rebalance.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
@@ -31,6 +32,10 @@ def _ready_and_active(node: objects_pb2.Node | None) -> bool:
         and node.status.state == types_pb2.NODE_STATE_READY
         and node.spec.availability == types_pb2.NODE_AVAILABILITY_ACTIVE
     )
+
+
+# Tasks created in one pass at most.
+MAX_CREATES_PER_PASS = 4096
 
 
 class Placer(Protocol):
@@ -161,10 +166,28 @@ class Orchestrator(Reconciler):
         late: list[Create | Update] = []
         new_tasks: list[objects_pb2.Task] = []
         stopping: list[str] = []
-        for service_id in keys:
+        pending = list(keys)
+        while pending:
+            if len(new_tasks) >= MAX_CREATES_PER_PASS:
+                # The rest in the next pass: a pass is a few hundred milliseconds of work
+                # at most, so the tasks made so far go out (and are dispatched and
+                # started) while the rest is planned, and nothing waits on one long pass.
+                self.mark_many(pending)
+                break
+            service_id = pending.pop()
             plan = self.plan(service_id, now)
             if plan.wake_at is not None:
                 self.mark_at(plan.wake_at, service_id)
+            room = MAX_CREATES_PER_PASS - len(new_tasks)
+            if len(plan.creates) > room:
+                # Planning is level-triggered: the slots left out now are planned again
+                # (and created) in the next pass. What the plan decided about the whole
+                # service waits for that pass too.
+                del plan.creates[room:]
+                plan.service_update = None
+                plan.rebalance_done = False
+                self.mark(service_id)
+            await asyncio.sleep(0)  # let the rest of the manager run between services
             # Shutdowns first: a replacement never runs beside the task it replaces for long.
             ops.extend(Update(Kind.TASK, s.task_id, _shut_down(s)) for s in plan.shutdowns)
             ops.extend(Update(Kind.TASK, r.task_id, _renumber(r)) for r in plan.renumbers)
@@ -203,7 +226,7 @@ class Orchestrator(Reconciler):
                 release()
         self.log.info(
             "reconciled",
-            services=len(keys),
+            services=len(keys) - len(pending),
             created=creates,
             shut_down=shutdowns,
             failed=len(result.failed),

@@ -29,6 +29,8 @@ _log = get_logger("cache")
 
 # mvccpb.Event.EventType
 _PUT, _DELETE = 0, 1
+# Events applied between two chances for the rest of the event loop to run.
+_YIELD_EVERY = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,12 +173,17 @@ class Cache:
                 return True
             if response.canceled:
                 raise WatchCanceledError(response.cancel_reason or "watch canceled by etcd")
-            for ev in response.events:
+            events = response.events
+            for i, ev in enumerate(events):
                 self._apply(ev)
+                if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                    # A response can carry thousands of events (etcd sends what piled
+                    # up in one): let the rest of the manager run now and then.
+                    await asyncio.sleep(0)
             # Only the events say how far the cache is: a response's header revision can
             # be ahead of events still to come (the watch's created response, catch-up).
-            if response.events:
-                self._advance(max(ev.kv.mod_revision for ev in response.events))
+            if events:
+                self._advance(max(ev.kv.mod_revision for ev in events))
         return False
 
     def _apply(self, ev: Any) -> None:

@@ -2,7 +2,8 @@
 second or two), and etcd's alarms every few seconds (the space-quota alarm stops all
 writes until an operator acts). The control API refuses calls with UNAVAILABLE and
 this message while etcd is unhealthy, rather than answering from a cache that can no
-longer be trusted."""
+longer be trusted. With a `SideThread` the probes run on it, so a manager busy for
+seconds does not mistake its own delay for etcd's."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from etcd3aio import Etcd3Client, EtcdError
 
 from common.log import get_logger
 from manager.store.etcd import describe
+from manager.store.side import SideThread
 
 _log = get_logger("store.health")
 PROBE_INTERVAL = 1.0
@@ -22,11 +24,15 @@ ALARM_INTERVAL = 5.0
 class EtcdHealth:
     """The last known health of etcd, probed in the background."""
 
-    def __init__(self, client: Etcd3Client, endpoints: str, probe_key: bytes) -> None:
-        assert client.kv is not None
-        assert client.maintenance is not None
-        self._kv = client.kv
-        self._maintenance = client.maintenance
+    def __init__(
+        self,
+        client: Etcd3Client,
+        endpoints: str,
+        probe_key: bytes,
+        side: SideThread | None = None,
+    ) -> None:
+        self._client = client
+        self._side = side
         self.endpoints = endpoints
         self.probe_key = probe_key
         self.problem = ""  # empty while healthy
@@ -37,6 +43,16 @@ class EtcdHealth:
         return not self.problem
 
     async def run(self) -> None:
+        if self._side is not None:
+            await self._side.run(self._probe_forever)
+        else:
+            await self._probe_forever(self._client)
+
+    async def _probe_forever(self, client: Etcd3Client) -> None:
+        assert client.kv is not None
+        assert client.maintenance is not None
+        self._kv = client.kv
+        self._maintenance = client.maintenance
         loop = asyncio.get_running_loop()
         next_alarm_check = 0.0
         while True:

@@ -14,8 +14,9 @@ from etcd3aio import Etcd3Client
 
 from manager import lease as lease_mod
 from manager.etcd_embedded import EmbeddedEtcd
-from manager.lease import KeepAliveThread, ManagerLease
+from manager.lease import ManagerLease
 from manager.store.etcd import EtcdConfig, connect
+from manager.store.side import SideThread
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -39,9 +40,9 @@ async def client(etcd_url: str) -> AsyncIterator[Etcd3Client]:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def held(client: Etcd3Client, etcd_url: str) -> AsyncIterator[ManagerLease]:
-    """A granted lease (2 s, etcd's minimum) kept alive from a KeepAliveThread."""
-    keeper = KeepAliveThread(EtcdConfig([etcd_url]))
-    lease = ManagerLease(client, 2, keeper)
+    """A granted lease (2 s, etcd's minimum) kept alive from a SideThread."""
+    side = SideThread(EtcdConfig([etcd_url]))
+    lease = ManagerLease(client, 2, side)
     runner = asyncio.create_task(lease.run())
     await asyncio.wait_for(lease.granted.wait(), 10)
     try:
@@ -50,7 +51,7 @@ async def held(client: Etcd3Client, etcd_url: str) -> AsyncIterator[ManagerLease
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
         await lease.revoke()
-        await asyncio.to_thread(keeper.close)
+        await asyncio.to_thread(side.close)
 
 
 async def remaining_ttl(client: Etcd3Client, lease_id: int) -> int:
