@@ -1,7 +1,9 @@
 """Task status reports on their way to the manager.
 
-Runners add reports at any time; the session sends whatever is pending in one
+Runners add reports at any time; the session sends whatever is due in one
 UpdateTaskStatus call, then the next batch, so reports coalesce naturally under load.
+A transitional state (accepted .. starting) waits up to REPORT_HOLD for the state that
+follows it, so a task that starts quickly costs one report, not five.
 A call that times out is tried again (the session's heartbeats decide whether it
 lives); reports that could not be sent stay pending for the next session.
 """
@@ -15,66 +17,65 @@ import grpc
 
 from agent.metrics import REPORT_BATCHES
 from common.api import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
+from common.statusbatch import PendingStatuses, wait_for_due
 
 MAX_BATCH = 5000
+# How long a transitional state may wait for the state that follows it before it is
+# sent (the manager holds them again before it writes them).
+REPORT_HOLD = 0.5
 # Failures that mean "too slow" rather than "no session": the batch is sent again.
 _SLOW = {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 MAX_BATCH_BYTES = 1024 * 1024
 
 
 class StatusReporter:
-    """Pending reports, the most advanced one per task."""
+    """Pending reports, the most advanced one per task; transitional states wait up to
+    REPORT_HOLD for the state that follows (`common.statusbatch`)."""
 
-    def __init__(self) -> None:
-        self._pending: dict[str, objects_pb2.TaskStatus] = {}
+    def __init__(self, hold: float | None = None) -> None:
+        self._pending = PendingStatuses(REPORT_HOLD if hold is None else hold)
         self._wake = asyncio.Event()
 
     def add(self, task_id: str, status: objects_pb2.TaskStatus) -> None:
-        queued = self._pending.get(task_id)
-        if queued is None or status.state >= queued.state:
-            self._pending[task_id] = status
-        self._wake.set()
+        if self._pending.add(task_id, status):
+            self._wake.set()
 
     def discard(self, task_id: str) -> None:
-        self._pending.pop(task_id, None)
+        self._pending.discard(task_id)
 
     async def send_forever(
         self, stub: dispatcher_pb2_grpc.DispatcherAsyncStub, session_id: str, timeout: float
     ) -> None:
         """Send pending reports until a call fails (which ends the session)."""
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                batch: dict[str, objects_pb2.TaskStatus] = {}
-                size = 0
-                # Bounded in count and in bytes: gRPC refuses messages over 4 MiB.
-                for tid in list(self._pending)[:MAX_BATCH]:
-                    status = self._pending.pop(tid)
-                    batch[tid] = status
-                    size += status.ByteSize() + len(tid) + 8
-                    if size > MAX_BATCH_BYTES:
-                        break
-                request = dispatcher_pb2.UpdateTaskStatusRequest(
-                    session_id=session_id,
-                    updates=[
-                        dispatcher_pb2.TaskStatusUpdate(task_id=t, status=s)
-                        for t, s in batch.items()
-                    ],
-                )
-                try:
-                    REPORT_BATCHES.inc()
-                    await stub.UpdateTaskStatus(request, timeout=timeout)
-                except grpc.aio.AioRpcError as exc:
-                    for tid, status in batch.items():
-                        self.add(tid, status)
-                    if exc.code() not in _SLOW:
-                        raise
-                    # The manager (or this node) is slow, not gone: the heartbeats say
-                    # whether the session lives. Ending it would cost a reconnection and
-                    # a re-send of everything, more load where there is too much.
-                    await asyncio.sleep(min(timeout, 1.0) * random.uniform(0.5, 1.5))
-                except BaseException:
-                    for tid, status in batch.items():
-                        self.add(tid, status)
+            batch, wait = self._pending.due(MAX_BATCH)
+            if not batch:
+                await wait_for_due(self._wake, wait)
+                continue
+            # Bounded in bytes too: gRPC refuses messages over 4 MiB.
+            size = 0
+            request = dispatcher_pb2.UpdateTaskStatusRequest(session_id=session_id)
+            for n, (tid, status) in enumerate(batch.items()):
+                size += status.ByteSize() + len(tid) + 8
+                if size > MAX_BATCH_BYTES and n:
+                    for rest, st in list(batch.items())[n:]:
+                        self._pending.add(rest, st)
+                        del batch[rest]
+                    break
+                request.updates.add(task_id=tid, status=status)
+            try:
+                REPORT_BATCHES.inc()
+                await stub.UpdateTaskStatus(request, timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                for tid, status in batch.items():
+                    self.add(tid, status)
+                if exc.code() not in _SLOW:
                     raise
+                # The manager (or this node) is slow, not gone: the heartbeats say
+                # whether the session lives. Ending it would cost a reconnection and
+                # a re-send of everything, more load where there is too much.
+                await asyncio.sleep(min(timeout, 1.0) * random.uniform(0.5, 1.5))
+            except BaseException:
+                for tid, status in batch.items():
+                    self.add(tid, status)
+                raise

@@ -61,6 +61,7 @@ MAX_HEARTBEATS_PER_SECOND = 500
 # The longest period a session is ever told (cluster settings allow up to this too).
 MAX_PERIOD = 60.0
 _MAX_CHANGES_PER_MESSAGE = 2000
+ASSIGNMENT_BATCHING = 0.1
 
 Change = dispatcher_pb2.AssignmentChange
 
@@ -403,6 +404,11 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 yield dispatcher_pb2.AssignmentsMessage(
                     type=dispatcher_pb2.AssignmentsMessage.TYPE_INCREMENTAL, changes=changes
                 )
+            # The first change after a quiet spell goes at once; those that follow on
+            # its heels are gathered for ASSIGNMENT_BATCHING (SwarmKit's batching wait):
+            # a node given its tasks a few at a time, as a large cluster's passes do,
+            # gets a message every so often rather than one per pass.
+            await asyncio.sleep(ASSIGNMENT_BATCHING)
 
     async def Subscriptions(
         self, request: dispatcher_pb2.SubscriptionsRequest, context: Context

@@ -4,25 +4,23 @@ Reports are written as soon as the previous write is done, keeping only the most
 advanced state per task: a lone report goes out at once, and under load the reports
 that arrive during one write go out together in the next (batched transactions).
 Transitional states (accepted, preparing, ready, starting) are held back for up to
-TRANSITIONAL_HOLD: a task that runs within that time is written once, running, instead
-of once per step (thousands of tasks starting at once would otherwise cost five etcd
-writes each), while one that takes longer (a slow image pull) still shows where it is
-within that time. A write never moves a task's observed state backwards. Reports that
-could not be written (etcd unavailable) stay queued and are retried; the agent also
-re-sends every state when it opens a new session, so nothing is lost if the manager
-dies.
+TRANSITIONAL_HOLD (`common.statusbatch`): a task that runs within that time is written
+once, running, instead of once per step, while one that takes longer (a slow image
+pull) still shows where it is within that time. A write never moves a task's observed
+state backwards. Reports that could not be written (etcd unavailable) stay queued and
+are retried; the agent also re-sends every state when it opens a new session, so
+nothing is lost if the manager dies.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from collections.abc import Callable
 
 from common import states
 from common.api import objects_pb2, types_pb2
 from common.log import get_logger
+from common.statusbatch import PendingStatuses, wait_for_due
 from manager.metrics import STATUS_REPORTS
 from manager.store import Kind, Store, StoreError, Update
 
@@ -103,65 +101,27 @@ def forward_only(
     return mutate
 
 
-def _transitional(state: int) -> bool:
-    return states.ASSIGNED < state < states.RUNNING
-
-
 class TaskStatusWriter:
     """Collects (task id, status) reports and writes them in batches."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._pending: dict[str, objects_pb2.TaskStatus] = {}
-        # Tasks whose pending report is transitional, with when it may wait until (in
-        # insertion order, which is deadline order: the hold is the same for all).
-        self._held: dict[str, float] = {}
+        self._pending = PendingStatuses(TRANSITIONAL_HOLD)
         self._wake = asyncio.Event()
         self.written = 0
 
     def add(self, task_id: str, status: objects_pb2.TaskStatus) -> None:
-        queued = self._pending.get(task_id)
-        if queued is not None and status.state < queued.state:
-            return
-        self._pending[task_id] = status
-        if _transitional(status.state):
-            if task_id not in self._held:
-                self._held[task_id] = time.monotonic() + TRANSITIONAL_HOLD
-                if len(self._held) == 1:
-                    self._wake.set()  # the loop learns of the new deadline
-                return
-            if queued is not None:
-                return  # still held, under its first deadline
-        else:
-            self._held.pop(task_id, None)
-        self._wake.set()
-
-    def _due(self) -> tuple[dict[str, objects_pb2.TaskStatus], float | None]:
-        """The reports to write now, and how long until the next held one is due."""
-        now = time.monotonic()
-        while self._held:
-            task_id, deadline = next(iter(self._held.items()))
-            if deadline > now:
-                break
-            del self._held[task_id]
-        if not self._held:
-            batch, self._pending = self._pending, {}
-            return batch, None
-        held = self._held
-        batch = {t: s for t, s in self._pending.items() if t not in held}
-        self._pending = {t: self._pending[t] for t in held}
-        return batch, next(iter(held.values())) - now
+        if self._pending.add(task_id, status):
+            self._wake.set()
 
     async def run(self) -> None:
         backoff = FLUSH_INTERVAL
         while True:
             # Write whatever is due as soon as the previous write is done: a lone report
             # goes out at once, and under load the batches grow by themselves.
-            batch, wait = self._due()
+            batch, wait = self._pending.due()
             if not batch:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                await wait_for_due(self._wake, wait)
                 continue
             try:
                 result = await self.store.commit(

@@ -147,11 +147,11 @@ def test_add_keeps_the_most_advanced_report() -> None:
     writer = TaskStatusWriter(FakeStore([]))  # type: ignore[arg-type]
     writer.add("t1", report(states.RUNNING, "a"))
     writer.add("t1", report(states.STARTING, "late"))
-    assert writer._pending["t1"].message == "a"
+    assert writer._pending.get("t1").message == "a"  # type: ignore[union-attr]
     writer.add("t1", report(states.RUNNING, "b"))
-    assert writer._pending["t1"].message == "b"
+    assert writer._pending.get("t1").message == "b"  # type: ignore[union-attr]
     writer.add("t1", report(states.FAILED))
-    assert writer._pending["t1"].state == states.FAILED
+    assert writer._pending.get("t1").state == states.FAILED  # type: ignore[union-attr]
 
 
 async def test_reports_are_written_in_one_batch(
