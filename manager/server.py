@@ -57,6 +57,7 @@ from manager.nodehealth import NodeHealth
 from manager.orchestrator.orchestrator import Orchestrator
 from manager.scheduler import Scheduler
 from manager.store import AlreadyExistsError, Cache, Kind, NotLeaderError, Store
+from manager.store.compactor import Compactor
 from manager.store.etcd import EtcdConfig, connect
 from manager.store.health import EtcdHealth
 from manager.store.keys import KeySpace
@@ -297,6 +298,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
             orchestrator = Orchestrator(cache, leader_store, clock, scheduler)
             reaper = TaskReaper(cache, leader_store)
             node_health = NodeHealth(cache, leader_store, period, time.monotonic)
+            compactor = Compactor(client, cache)
 
             async def lead() -> None:
                 """What only the leader runs, for as long as it leads."""
@@ -318,6 +320,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                         ("scheduler", scheduler.run),
                         ("taskreaper", reaper.run),
                         ("nodehealth", node_health.run),
+                        ("compactor", compactor.run),
                     ]
                 ]
                 try:

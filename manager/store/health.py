@@ -1,6 +1,6 @@
 """Is etcd answering? A linearizable read every second (so a lost quorum shows within a
-second or two), and etcd's alarms every few seconds (the space-quota alarm stops all
-writes until an operator acts). The control API refuses calls with UNAVAILABLE and
+second or two), and etcd's alarms and database size every few seconds (the space-quota
+alarm stops all writes until an operator acts). The control API refuses calls with UNAVAILABLE and
 this message while etcd is unhealthy, rather than answering from a cache that can no
 longer be trusted. With a `SideThread` the probes run on it, so a manager busy for
 seconds does not mistake its own delay for etcd's."""
@@ -11,12 +11,19 @@ import asyncio
 
 import grpc
 from etcd3aio import Etcd3Client, EtcdError
+from prometheus_client import Gauge
 
 from common.log import get_logger
 from manager.store.etcd import describe
 from manager.store.side import SideThread
 
 _log = get_logger("store.health")
+ETCD_DB_BYTES = Gauge(
+    "swarmlet_etcd_db_bytes", "Size of etcd's database file (of the member this manager uses)."
+)
+ETCD_DB_IN_USE_BYTES = Gauge(
+    "swarmlet_etcd_db_in_use_bytes", "Bytes of etcd's database file in use (the rest is free)."
+)
 PROBE_INTERVAL = 1.0
 ALARM_INTERVAL = 5.0
 
@@ -37,6 +44,7 @@ class EtcdHealth:
         self.probe_key = probe_key
         self.problem = ""  # empty while healthy
         self.alarm = ""
+        self.db_size = 0  # bytes, as etcd last said
 
     @property
     def healthy(self) -> bool:
@@ -77,6 +85,14 @@ class EtcdHealth:
             await asyncio.sleep(PROBE_INTERVAL)
 
     async def _check_alarms(self) -> None:
+        try:
+            status = await self._maintenance.status(timeout=PROBE_INTERVAL)
+        except (EtcdError, TimeoutError, grpc.aio.AioRpcError):
+            pass
+        else:
+            self.db_size = int(status.dbSize)
+            ETCD_DB_BYTES.set(status.dbSize)
+            ETCD_DB_IN_USE_BYTES.set(status.dbSizeInUse)
         try:
             response = await self._maintenance.alarms(timeout=PROBE_INTERVAL)
         except (EtcdError, TimeoutError, grpc.aio.AioRpcError):

@@ -461,3 +461,28 @@ async def test_run_lists_again_after_a_compaction(store: Store, client: Etcd3Cli
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_the_compactor_compacts_history_older_than_its_retention(
+    store: Store, cached: Cache, client: Etcd3Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from manager.store import compactor as compactor_mod
+
+    monkeypatch.setattr(compactor_mod, "INTERVAL", 0.1)
+    monkeypatch.setattr(compactor_mod, "RETENTION", 0.3)
+    first = await store.create(a_task(1))
+    old_revision = first.meta.version
+    compactor = compactor_mod.Compactor(client, cached)
+    runner = asyncio.create_task(compactor.run())
+    try:
+        for slot in range(2, 8):
+            await store.create(a_task(slot))
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        assert compactor.compacted > old_revision
+        assert client.kv is not None
+        with pytest.raises(Exception, match="compacted"):
+            await client.kv.get(b"/", revision=old_revision, timeout=5)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
