@@ -13,6 +13,7 @@ PYTHON := $(BIN)/python
 TEST_IMAGE := swarmlet/demo:latest
 # Hosts of the local multi-host cluster (make cluster NODES=5).
 NODES ?= 3
+SCALE ?= small
 # Runs a command with DOCKER_HOST set to a Docker engine that answers (an
 # existing one, else a private dockerd under .run/docker/) and the test images
 # built there.
@@ -20,7 +21,7 @@ WITH_DOCKER = DOCKER_HOST="$$(scripts/dockerd.sh start | tail -n 1)" && export D
 
 .PHONY: help venv protos protos-check lint typecheck vagrant-validate test unit \
 	demo down cluster cluster-down bench-convergence bench-scheduler bench-failover \
-	bench-recovery chaos clean
+	bench-recovery bench-scale chaos clean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -85,6 +86,9 @@ bench-failover: venv ## leader failover benchmark, no Docker needed (python -m b
 
 bench-recovery: venv ## recovery benchmark on the local 3-host cluster: swarmlet vs Docker Swarm (python -m bench.recovery)
 	$(PYTHON) -m bench.recovery
+
+bench-scale: venv ## scale benchmark: 500 (SCALE=full: then 5,000) hollow nodes, 15,000 (150,000) tasks (python -m bench.scale)
+	$(PYTHON) -m bench.scale --scale $(SCALE)
 
 chaos: venv ## the long chaos suite on the local cluster (make test runs a short one); SWARMLET_CHAOS_MINUTES bounds it
 	SWARMLET_CHAOS=long $(BIN)/pytest -q tests/chaos

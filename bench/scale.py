@@ -1,0 +1,641 @@
+"""Scale benchmark: 150,000 tasks on 5,000 hollow nodes, on one machine.
+
+    python -m bench.scale [--scale small|full] [--nodes N --tasks T --services S]
+
+(`make bench-scale SCALE=small|full` runs it.) Per phase it starts a `swarm-manager`
+with its embedded etcd and a farm of hollow agents (`swarm-agent --executor hollow
+--count N`: one process, one real gRPC session with its own TLS identity per node,
+heartbeats and status reports; no containers), waits until every node is ready, then
+creates S services that total T replicas, one right after the other. It measures:
+
+- the time from the first create to every task running as the manager reports it
+  (the running counts `service ls` shows, polled all along);
+- placements per second over time, from the manager's `swarmlet_placements_total`
+  sampled every --sample seconds: overall (first to last placement) and per tenth of
+  the tasks, to see whether it falls as the cluster fills;
+- the manager's RSS (peak) and CPU time, the farm's and etcd's too (from /proc);
+- etcd's database size (`swarmlet_etcd_db_bytes`, and the file's size at the end);
+- control API latency during the run: `service ls` (ListServices with its counts) and
+  `service ps` (ListTasks of one service), each called back to back on its own
+  channel, p50/p99;
+- heartbeats handled per second and nodes declared down (there should be none).
+
+Presets: `small` is 500 nodes and 15,000 tasks (3 services); `full` runs the small phase
+and then 5,000 nodes and 150,000 tasks (30 services), each on fresh daemons, and
+reports the 5,000-node placement rate against the 500-node one. A table with the
+targets of issue 6 is printed and everything goes to bench/results/scale.json, the
+daemons' logs beside it. A missed target is a result, not an error: the exit status is
+0 unless the benchmark could not run (1) or was interrupted (130). Every process and
+state dir is removed on exit, also after an error, Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import itertools
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.convergence import git_commit
+from common.api import control_pb2, control_pb2_grpc, specs_pb2
+from tests.harness import Agent, Manager, free_port, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+IMAGE = "swarmlet/sleeper:latest"
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_TICK = os.sysconf("SC_CLK_TCK")
+
+PRESETS = {"small": (500, 15_000, 3), "full": (5_000, 150_000, 30)}
+
+# Issue 6's targets (2 cores, everything on one machine).
+TARGET_SECONDS = 120.0  # all 150,000 tasks running
+TARGET_RATE = 3_750.0  # placements/s sustained
+TARGET_RATIO = 0.8  # rate at 5,000 nodes / rate at 500
+TARGET_RSS = 1 << 30  # manager RSS
+TARGET_DB = 0.1 * (2 << 30)  # etcd database: 10% of its 2 GiB default quota
+TARGET_LS_P99 = 0.200  # service ls p99, seconds
+
+
+class BenchError(Exception):
+    """The benchmark could not run; the message says why."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.scale",
+        description="Create services totalling T replicas on N hollow nodes and measure "
+        "time to all running, placements/s, manager RSS/CPU, etcd size, API latency.",
+    )
+    p.add_argument(
+        "--scale",
+        choices=sorted(PRESETS),
+        default=os.environ.get("SCALE", "small"),
+        help="small: 500 nodes, 15,000 tasks; full: small, then 5,000 nodes, 150,000 tasks "
+        "(default: $SCALE, else small)",
+    )
+    p.add_argument("--nodes", type=int, help="one phase of this many nodes instead of a preset")
+    p.add_argument("--tasks", type=int, help="with --nodes: total replicas")
+    p.add_argument("--services", type=int, help="with --nodes: services the tasks are split in")
+    p.add_argument("--ramp", type=float, default=50.0, help="farm: agents started per second (50)")
+    p.add_argument("--sample", type=float, default=0.5, help="metrics sample interval, s (0.5)")
+    p.add_argument("--timeout", type=float, default=600.0, help="per-phase timeout, s (600)")
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=RESULTS / "scale.json",
+        help="JSON results (bench/results/scale.json)",
+    )
+    args = p.parse_args(argv)
+    if args.nodes is not None:
+        if args.nodes < 1:
+            p.error("--nodes must be at least 1")
+        args.tasks = args.tasks if args.tasks is not None else args.nodes * 30
+        args.services = args.services if args.services is not None else 3
+        if args.tasks < 1 or args.services < 1 or args.services > args.tasks:
+            p.error("--tasks and --services must be at least 1, and services <= tasks")
+        args.phases = [(args.nodes, args.tasks, args.services)]
+    elif args.tasks is not None or args.services is not None:
+        p.error("--tasks and --services go with --nodes")
+    elif args.scale == "full":
+        args.phases = [PRESETS["small"], PRESETS["full"]]
+    else:
+        args.phases = [PRESETS["small"]]
+    if args.ramp < 0 or args.sample <= 0:
+        p.error("--ramp must not be negative and --sample must be positive")
+    return args
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# -- reading processes and metrics --
+
+
+def proc_stats(pid: int) -> tuple[float, int, int]:
+    """CPU seconds, RSS and peak RSS (bytes) of a live process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+    rss = hwm = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+        elif line.startswith("VmHWM:"):
+            hwm = int(line.split()[1]) * 1024
+    return cpu, rss, hwm
+
+
+def child_pids(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Sample name (with labels, Prometheus style) -> value."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- one phase --
+
+
+@dataclass
+class Phase:
+    """One cluster size: what was asked, and what was measured (seconds, bytes)."""
+
+    nodes: int
+    tasks: int
+    services: int
+    ready_seconds: float = 0.0  # farm start to all nodes ready (not a target)
+    seconds: float | None = None  # first create to all running: the figure
+    first_placement: float | None = None
+    last_placement: float | None = None
+    placement_rate: float | None = None  # placements / (last - first placement)
+    rate_by_tenth: list[float] = field(default_factory=list)
+    placed: int = 0
+    manager_rss_peak: int = 0
+    manager_cpu: float = 0.0
+    etcd_rss_peak: int = 0
+    etcd_cpu: float = 0.0
+    farm_rss_peak: int = 0
+    farm_cpu: float = 0.0
+    etcd_db_bytes: int = 0
+    etcd_db_in_use_bytes: int = 0
+    etcd_db_file_bytes: int = 0
+    heartbeats_per_second: float = 0.0
+    nodes_down: int = 0
+    ls_p50: float | None = None
+    ls_p99: float | None = None
+    ls_max: float | None = None
+    ls_calls: int = 0
+    ps_p50: float | None = None
+    ps_p99: float | None = None
+    ps_calls: int = 0
+    api_errors: int = 0
+    error: str = ""
+    samples: list[dict[str, float]] = field(default_factory=list)
+
+
+class PhaseRun:
+    """Daemons of one phase, the samplers and the measurement."""
+
+    def __init__(self, args: argparse.Namespace, phase: Phase) -> None:
+        self.args = args
+        self.phase = phase
+        self.manager: Manager | None = None
+        self.farm: Agent | None = None
+        self.metrics_url = ""
+        self.stop = threading.Event()
+        self.running = 0  # tasks running per the last service ls
+        self.lock = threading.Lock()
+        self.ls: list[float] = []
+        self.ps: list[float] = []
+        self.service_ids: list[str] = []
+        self.t0 = 0.0
+        self.threads: list[threading.Thread] = []
+
+    # -- set-up and tear-down --
+
+    def setup(self) -> None:
+        p = self.phase
+        port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        print(f"[{p.nodes} nodes] starting a manager and its etcd ...", flush=True)
+        self.manager = Manager(extra=["--metrics-addr", f"127.0.0.1:{port}"]).start()
+        print(f"[{p.nodes} nodes] starting a farm of {p.nodes} hollow agents ...", flush=True)
+        started = time.monotonic()
+        hollow = ["--executor", "hollow", "--count", str(p.nodes),
+                  "--hollow-ramp", str(self.args.ramp)]  # fmt: skip
+        self.farm = Agent(
+            [self.manager.addr], "unix:///nonexistent",
+            join_token=self.manager.join_token(), extra=hollow,
+        ).start()  # fmt: skip
+        wait_until(self.all_ready, max(120.0, p.nodes / max(self.args.ramp, 1) * 3),
+                   interval=1.0, what=f"{p.nodes} ready nodes")  # fmt: skip
+        p.ready_seconds = time.monotonic() - started
+        print(f"[{p.nodes} nodes] all ready after {p.ready_seconds:.1f} s", flush=True)
+
+    def all_ready(self) -> bool:
+        assert self.farm is not None
+        if not self.farm.process.running:
+            raise BenchError(f"the farm exited:\n{self.farm.process.log()[-2000:]}")
+        return scrape(self.metrics_url).get('swarmlet_nodes{status="ready"}', 0) >= self.phase.nodes
+
+    def teardown(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=10)
+        if self.farm is not None:
+            with contextlib.suppress(Exception):
+                self.farm.stop(signal.SIGKILL)
+        if self.manager is not None:
+            with contextlib.suppress(Exception):
+                self.manager.stop()
+
+    def keep_logs(self, folder: Path) -> None:
+        n = self.phase.nodes
+        for proc, name in ((self.manager, "manager"), (self.farm, "farm")):
+            if proc is not None:
+                with contextlib.suppress(OSError):
+                    shutil.copy(proc.process.log_path, folder / f"{name}-{n}.log")
+
+    def remove_state(self) -> None:
+        for d in (self.manager, self.farm):
+            if d is not None:
+                shutil.rmtree(d.state_dir, ignore_errors=True)
+
+    # -- the samplers --
+
+    def pids(self) -> dict[str, int]:
+        assert self.manager is not None
+        assert self.farm is not None
+        assert self.manager.process.proc is not None
+        assert self.farm.process.proc is not None
+        manager = self.manager.process.proc.pid
+        pids = {"manager": manager, "farm": self.farm.process.proc.pid}
+        etcd = [c for c in child_pids(manager) if "etcd" in Path(f"/proc/{c}/comm").read_text()]
+        if etcd:
+            pids["etcd"] = etcd[0]
+        return pids
+
+    def sample_metrics(self) -> None:
+        pids = self.pids()
+        while not self.stop.is_set():
+            try:
+                m = scrape(self.metrics_url)
+            except OSError:
+                m = {}
+            sample = {"t": time.monotonic() - self.t0}
+            for key, name in (
+                ("placements", "swarmlet_placements_total"),
+                ("heartbeats", "swarmlet_heartbeats_total"),
+                ("nodes_down", "swarmlet_nodes_declared_down_total"),
+                ("running", 'swarmlet_tasks{state="running"}'),
+                ("db_bytes", "swarmlet_etcd_db_bytes"),
+                ("db_in_use", "swarmlet_etcd_db_in_use_bytes"),
+            ):
+                if name in m:
+                    sample[key] = m[name]
+            for who, pid in pids.items():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    cpu, rss, hwm = proc_stats(pid)
+                    sample[f"{who}_cpu"], sample[f"{who}_rss"] = cpu, rss
+                    sample[f"{who}_hwm"] = hwm
+            with self.lock:
+                self.phase.samples.append(sample)
+            self.stop.wait(self.args.sample)
+
+    def poll_api(self, what: str) -> None:
+        """Call `service ls` (or `service ps`) back to back, timing each call."""
+        assert self.manager is not None
+        with grpc.insecure_channel(f"unix:{self.manager.socket}") as channel:
+            api = control_pb2_grpc.ControlStub(channel)
+            while not self.stop.is_set():
+                start = time.monotonic()
+                try:
+                    if what == "ls":
+                        reply = api.ListServices(control_pb2.ListServicesRequest(), timeout=30)
+                        took = time.monotonic() - start
+                        running = sum(c.running for c in reply.statuses.values())
+                        with self.lock:
+                            self.ls.append(took)
+                            self.running = running
+                    else:
+                        service = self.service_ids[0]
+                        api.ListTasks(
+                            control_pb2.ListTasksRequest(
+                                filters=control_pb2.ListTasksRequest.Filters(service_ids=[service])
+                            ),
+                            timeout=30,
+                        )
+                        took = time.monotonic() - start
+                        with self.lock:
+                            self.ps.append(took)
+                except grpc.RpcError:
+                    with self.lock:
+                        self.phase.api_errors += 1
+                    time.sleep(0.1)
+                time.sleep(0.05)  # an operator's pace, not a load test of its own
+
+    def spawn(self, target: Any, *args: Any) -> None:
+        t = threading.Thread(target=target, args=args, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    # -- the measurement --
+
+    def measure(self) -> None:
+        p = self.phase
+        assert self.manager is not None
+        api = self.manager.api()
+        before = scrape(self.metrics_url)
+        self.t0 = time.monotonic()
+        self.spawn(self.sample_metrics)
+        self.spawn(self.poll_api, "ls")
+        per = [p.tasks // p.services + (1 if i < p.tasks % p.services else 0)
+               for i in range(p.services)]  # fmt: skip
+        print(f"[{p.nodes} nodes] creating {p.services} services, {p.tasks} tasks ...", flush=True)
+        for i, replicas in enumerate(per):
+            spec = specs_pb2.ServiceSpec()
+            spec.annotations.name = f"scale-{i:02d}"
+            spec.task.container.image = IMAGE
+            spec.replicated.replicas = replicas
+            reply = api.CreateService(control_pb2.CreateServiceRequest(spec=spec), timeout=30)
+            self.service_ids.append(reply.service.id)
+        self.spawn(self.poll_api, "ps")
+        last_print = 0.0
+        while True:
+            elapsed = time.monotonic() - self.t0
+            with self.lock:
+                running = self.running
+            if running >= p.tasks:
+                p.seconds = elapsed
+                break
+            if elapsed > self.args.timeout:
+                raise BenchError(
+                    f"{p.nodes} nodes: {running} of {p.tasks} tasks running after "
+                    f"{self.args.timeout:.0f} s"
+                )
+            if self.farm is not None and not self.farm.process.running:
+                raise BenchError(f"the farm exited:\n{self.farm.process.log()[-2000:]}")
+            if elapsed - last_print >= 10:
+                print(f"  {elapsed:5.0f} s: {running} running", flush=True)
+                last_print = elapsed
+            time.sleep(0.05)
+        print(f"[{p.nodes} nodes] all {p.tasks} running after {p.seconds:.1f} s", flush=True)
+        time.sleep(2 * self.args.sample)  # one more sample past the end
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=35)
+        self.summarise(before)
+
+    def summarise(self, before: dict[str, float]) -> None:
+        p = self.phase
+        samples = p.samples
+        base = before.get("swarmlet_placements_total", 0.0)
+        placed = [(s["t"], s["placements"] - base) for s in samples if "placements" in s]
+        p.placed = int(placed[-1][1]) if placed else 0
+        moving = [t for t, n in placed if n > 0]
+        if moving:
+            # The sample before the first that saw a placement bounds its start.
+            first_index = next(i for i, (_, n) in enumerate(placed) if n > 0)
+            p.first_placement = placed[first_index - 1][0] if first_index else 0.0
+            p.last_placement = next(t for t, n in placed if n >= p.placed)
+            span = p.last_placement - p.first_placement
+            p.placement_rate = p.placed / span if span > 0 else None
+            p.rate_by_tenth = rates_by_tenth(placed, p.placed)
+        hb = [(s["t"], s["heartbeats"]) for s in samples if "heartbeats" in s]
+        if len(hb) >= 2 and hb[-1][0] > hb[0][0]:
+            p.heartbeats_per_second = (hb[-1][1] - hb[0][1]) / (hb[-1][0] - hb[0][0])
+        last = samples[-1] if samples else {}
+        first = samples[0] if samples else {}
+        p.nodes_down = int(
+            last.get("nodes_down", 0) - before.get("swarmlet_nodes_declared_down_total", 0)
+        )
+        for who in ("manager", "etcd", "farm"):
+            hwm = max((s.get(f"{who}_hwm", 0) for s in samples), default=0)
+            setattr(p, f"{who}_rss_peak", int(hwm))
+            setattr(p, f"{who}_cpu", last.get(f"{who}_cpu", 0.0) - first.get(f"{who}_cpu", 0.0))
+        p.etcd_db_bytes = int(max((s.get("db_bytes", 0) for s in samples), default=0))
+        p.etcd_db_in_use_bytes = int(last.get("db_in_use", 0))
+        assert self.manager is not None
+        db = next(self.manager.state_dir.glob("**/member/snap/db"), None)
+        p.etcd_db_file_bytes = db.stat().st_size if db is not None else 0
+        p.ls_calls, p.ps_calls = len(self.ls), len(self.ps)
+        p.ls_p50, p.ls_p99 = percentile(self.ls, 0.5), percentile(self.ls, 0.99)
+        p.ls_max = max(self.ls, default=None)
+        p.ps_p50, p.ps_p99 = percentile(self.ps, 0.5), percentile(self.ps, 0.99)
+
+
+def rates_by_tenth(placed: list[tuple[float, float]], total: int) -> list[float]:
+    """Placements/s within each tenth of the tasks (interpolated between samples)."""
+
+    def when(count: float) -> float:
+        prev_t, prev_n = 0.0, 0.0
+        for t, n in placed:
+            if n >= count:
+                if n == prev_n:
+                    return t
+                return prev_t + (t - prev_t) * (count - prev_n) / (n - prev_n)
+            prev_t, prev_n = t, n
+        return placed[-1][0]
+
+    marks = [when(total * k / 10) for k in range(11)]
+    marks[0] = when(1)
+    return [round(total / 10 / (b - a), 1) if b > a else 0.0 for a, b in itertools.pairwise(marks)]
+
+
+# -- the report --
+
+
+def _fmt(v: float | None, unit: str = "", scale: float = 1.0, digits: int = 1) -> str:
+    return "-" if v is None else f"{v * scale:,.{digits}f}{unit}"
+
+
+def verdict(ok: bool | None) -> str:
+    return "-" if ok is None else ("met" if ok else "MISSED")
+
+
+def targets(phases: list[Phase]) -> list[tuple[str, str, bool | None]]:
+    """(what, figure, met?) for each of issue 6's targets, judged on the largest phase."""
+    big = max(phases, key=lambda p: p.nodes)
+    small = min(phases, key=lambda p: p.nodes)
+    full = big.nodes >= 5_000 and big.tasks >= 150_000
+    out: list[tuple[str, str, bool | None]] = [
+        (
+            f"{big.tasks:,} tasks on {big.nodes:,} nodes running <= {TARGET_SECONDS:.0f} s"
+            + ("" if full else " (judged at full scale only)"),
+            _fmt(big.seconds, " s"),
+            None if not full or big.seconds is None else big.seconds <= TARGET_SECONDS,
+        ),
+        (
+            f">= {TARGET_RATE:,.0f} placements/s sustained",
+            _fmt(big.placement_rate, "/s", digits=0),
+            None if big.placement_rate is None else big.placement_rate >= TARGET_RATE,
+        ),
+    ]
+    if big is not small and big.placement_rate and small.placement_rate:
+        ratio = big.placement_rate / small.placement_rate
+        out.append(
+            (
+                f"placements/s at {big.nodes:,} nodes >= {TARGET_RATIO}x at {small.nodes:,}",
+                f"{ratio:.2f}x",
+                ratio >= TARGET_RATIO,
+            )
+        )
+    out += [
+        (
+            "manager RSS <= 1 GiB",
+            _fmt(big.manager_rss_peak, " MiB", 1 / (1 << 20), 0),
+            big.manager_rss_peak <= TARGET_RSS,
+        ),
+        (
+            "etcd database <= 10% of its 2 GiB quota",
+            _fmt(big.etcd_db_bytes, " MiB", 1 / (1 << 20), 0),
+            big.etcd_db_bytes <= TARGET_DB,
+        ),
+        (
+            "service ls p99 <= 200 ms during the run",
+            _fmt(big.ls_p99, " ms", 1000, 0),
+            None if big.ls_p99 is None else big.ls_p99 <= TARGET_LS_P99,
+        ),
+        ("zero nodes falsely declared down", str(big.nodes_down), big.nodes_down == 0),
+    ]
+    return out
+
+
+def print_report(phases: list[Phase]) -> None:
+    mib = 1 / (1 << 20)
+    rows: list[tuple[str, Callable[[Phase], str]]] = [
+        ("nodes / tasks / services", lambda p: f"{p.nodes:,} / {p.tasks:,} / {p.services}"),
+        ("nodes ready after (farm start)", lambda p: _fmt(p.ready_seconds, " s")),
+        ("first create -> all running", lambda p: _fmt(p.seconds, " s")),
+        ("placements/s (first to last)", lambda p: _fmt(p.placement_rate, "/s", digits=0)),
+        ("placements/s by tenth of the tasks",
+         lambda p: " ".join(f"{r:,.0f}" for r in p.rate_by_tenth) or "-"),
+        ("manager RSS peak", lambda p: _fmt(p.manager_rss_peak, " MiB", mib, 0)),
+        ("manager CPU", lambda p: _fmt(p.manager_cpu, " s")),
+        ("etcd RSS peak / CPU",
+         lambda p: f"{_fmt(p.etcd_rss_peak, ' MiB', mib, 0)} / {_fmt(p.etcd_cpu, ' s')}"),
+        ("farm RSS peak / CPU",
+         lambda p: f"{_fmt(p.farm_rss_peak, ' MiB', mib, 0)} / {_fmt(p.farm_cpu, ' s')}"),
+        ("etcd db size (in use) / file",
+         lambda p: f"{_fmt(p.etcd_db_bytes, ' MiB', mib)} "
+         f"({_fmt(p.etcd_db_in_use_bytes, ' MiB', mib)}) / "
+         f"{_fmt(p.etcd_db_file_bytes, ' MiB', mib)}"),
+        ("service ls p50 / p99 / max",
+         lambda p: f"{_fmt(p.ls_p50, ' ms', 1000, 0)} / {_fmt(p.ls_p99, ' ms', 1000, 0)} / "
+         f"{_fmt(p.ls_max, ' ms', 1000, 0)} ({p.ls_calls} calls)"),
+        ("service ps p50 / p99 (one service)",
+         lambda p: f"{_fmt(p.ps_p50, ' ms', 1000, 0)} / {_fmt(p.ps_p99, ' ms', 1000, 0)} "
+         f"({p.ps_calls} calls)"),
+        ("heartbeats handled/s", lambda p: _fmt(p.heartbeats_per_second, "/s", digits=0)),
+        ("nodes declared down", lambda p: str(p.nodes_down)),
+        ("control API errors", lambda p: str(p.api_errors)),
+    ]  # fmt: skip
+    width = max(len(r[0]) for r in rows)
+    print()
+    for label, get in rows:
+        print(f"{label:<{width}}  " + "   |   ".join(get(p) for p in phases))
+    print()
+    for what, figure, ok in targets(phases):
+        print(f"target: {what:<52} {figure:>12} -> {verdict(ok)}")
+
+
+def write_json(args: argparse.Namespace, phases: list[Phase], started: datetime.datetime,
+               loadavg: list[float]) -> Path:  # fmt: skip
+    data = {
+        "benchmark": "scale",
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "hostname": platform.node(),
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "loadavg_start": loadavg,
+            "loadavg_end": list(os.getloadavg()),
+        },
+        "swarmlet_commit": git_commit(),
+        "settings": {"scale": args.scale, "ramp": args.ramp, "sample_s": args.sample},
+        "targets": [{"target": w, "figure": f, "met": ok} for w, f, ok in targets(phases)],
+        "phases": [asdict(p) for p in phases],
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    output: Path = args.output
+    output.write_text(json.dumps(data, indent=1) + "\n")
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = datetime.datetime.now(datetime.UTC)
+    loadavg = list(os.getloadavg())
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
+    if shutil.which("etcd") is None:
+        print("error: no `etcd` binary on PATH (Debian: apt-get install etcd-server)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    if loadavg[0] > 0.5:
+        print(f"note: the load average is {loadavg[0]:.2f} before starting; other work on this "
+              "machine shows in the figures")  # fmt: skip
+    logs = args.output.parent / f"{args.output.stem}-logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    phases: list[Phase] = []
+    for nodes, tasks, services in args.phases:
+        phase = Phase(nodes, tasks, services)
+        phases.append(phase)
+        run = PhaseRun(args, phase)
+        try:
+            run.setup()
+            run.measure()
+        except KeyboardInterrupt:
+            print("\ninterrupted; cleaning up", file=sys.stderr)
+            _cleanup(run, logs)
+            return 130
+        except (BenchError, AssertionError, grpc.RpcError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            _cleanup(run, logs)
+            return 1
+        except BaseException:
+            _cleanup(run, logs)
+            raise
+        _cleanup(run, logs)
+    print_report(phases)
+    path = write_json(args, phases, started, loadavg)
+    with contextlib.suppress(ValueError):
+        path = path.relative_to(Path.cwd())
+    print(f"\nall figures and samples: {path}; the daemons' logs: {logs}")
+    return 0
+
+
+def _cleanup(run: PhaseRun, logs: Path) -> None:
+    """Stop the phase's daemons and keep their logs; a second Ctrl-C does not cut it short."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOP_SIGNALS}
+    try:
+        run.teardown()
+        run.keep_logs(logs)
+        run.remove_state()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
