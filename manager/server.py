@@ -26,7 +26,6 @@ import grpc
 from common import pki
 from common.api import (
     ca_pb2_grpc,
-    control_pb2_grpc,
     dispatcher_pb2,
     dispatcher_pb2_grpc,
     logs_pb2_grpc,
@@ -43,7 +42,7 @@ from manager.ca import authz
 from manager.ca.bootstrap import init_root_ca
 from manager.ca.credentials import ManagerTLS
 from manager.ca.service import NodeCAService
-from manager.controlapi import ControlAPI
+from manager.controlapi import ControlAPI, threaded
 from manager.dispatcher import Dispatcher
 from manager.dispatcher.sessionkeys import SessionKeys
 from manager.etcd_embedded import EmbeddedEtcd
@@ -152,34 +151,37 @@ async def _ensure_cluster(store: Store, cache: Cache, config: ManagerConfig) -> 
         return False
 
 
-async def _serve_control(api: ControlAPI, socket_path: Path) -> grpc.aio.Server:
+async def _serve_control(api: ControlAPI, socket_path: Path) -> grpc.Server:
+    """The control API on the unix socket, served from threads (controlapi/threaded.py)."""
     if len(str(socket_path)) > _SUN_PATH_MAX:
         raise ManagerError(
             f"control socket path {socket_path} is longer than the {_SUN_PATH_MAX} bytes a unix "
             "socket allows: use a shorter --state-dir"
         )
     socket_path.unlink(missing_ok=True)  # noqa: ASYNC240 - start-up, nothing else runs yet
-    server = grpc.aio.server(interceptors=server_interceptors())
-    control_pb2_grpc.add_ControlServicer_to_server(api, server)
-    server.add_insecure_port(f"unix:{socket_path}")
-    await server.start()
+    server, _ = threaded.serve(api, asyncio.get_running_loop(), f"unix:{socket_path}")
     os.chmod(socket_path, 0o600)
     return server
 
 
 async def _serve_control_tcp(
     api: ControlAPI, addr: str, credentials: grpc.ServerCredentials
-) -> grpc.aio.Server:
-    server = grpc.aio.server(interceptors=server_interceptors())
-    control_pb2_grpc.add_ControlServicer_to_server(api, server)
+) -> grpc.Server:
     try:
-        port = server.add_secure_port(addr, credentials)
+        server, port = threaded.serve(api, asyncio.get_running_loop(), addr, credentials)
     except RuntimeError as exc:
         raise ManagerError(f"cannot listen on --control-addr {addr}: {exc}") from None
     if port == 0:
+        server.stop(0)
         raise ManagerError(f"cannot listen on --control-addr {addr}: address in use?")
-    await server.start()
     return server
+
+
+async def _stop_threaded(servers: list[grpc.Server], grace: float | None) -> None:
+    """Stop threaded servers; their calls in flight may still need the loop meanwhile."""
+    events = [s.stop(grace) for s in servers]
+    servers.clear()
+    await asyncio.gather(*(asyncio.to_thread(e.wait, 5.0) for e in events))
 
 
 async def _serve_ca(
@@ -243,6 +245,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
     lock_fd = _lock_state_dir(config.state_dir)
     embedded: EmbeddedEtcd | None = None
     servers: list[grpc.aio.Server] = []
+    control_servers: list[grpc.Server] = []
     tasks: list[asyncio.Task[None]] = []
     side: SideThread | None = None
     try:
@@ -343,7 +346,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                 events=events,
             )
 
-            servers.append(await _serve_control(control, config.control_socket))
+            control_servers.append(await _serve_control(control, config.control_socket))
             ca_service = NodeCAService(cache, store)
             # Log lines come to this manager's dispatcher port from the agents.
             control.logs = LogBroker(cache, store, lease, publisher_addr="")
@@ -382,7 +385,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                     events,
                     control.counts,
                 )
-                servers.append(
+                control_servers.append(
                     await _serve_control_tcp(
                         tcp_control,
                         config.control_addr,
@@ -422,12 +425,15 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                 # Hand over at once: resign, and let the lease (sessions, presence) go.
                 await leadership.resign()
                 dispatcher.close_all()
+                await _stop_threaded(control_servers, 1.0)
                 await asyncio.gather(*(s.stop(grace=1.0) for s in servers))
                 servers.clear()
                 await cancel_all(tasks)
                 tasks.clear()
                 await lease.revoke()
     finally:
+        if control_servers:
+            await _stop_threaded(control_servers, 0)
         if servers:
             await asyncio.gather(*(s.stop(grace=0) for s in servers))
         await cancel_all(tasks)

@@ -19,17 +19,21 @@ def list_tasks(
 ) -> control_pb2.ListTasksResponse:
     f = request.filters
     candidates: list[objects_pb2.Task]
-    if f.service_ids:
-        ids = {find_service(cache, ref).id for ref in f.service_ids}
-        candidates = [t for sid in ids for t in cache.tasks_by_service.get(sid, {}).values()]
-    elif f.node_ids:
-        ids = {find_node(cache, ref).id for ref in f.node_ids}
-        candidates = [t for nid in ids for t in cache.tasks_by_node.get(nid, {}).values()]
-    else:
-        candidates = list(cache.tasks.values())
-    if f.node_ids and f.service_ids:
-        nodes = {find_node(cache, ref).id for ref in f.node_ids}
-        candidates = [t for t in candidates if t.node_id in nodes]
+    # Only the gathering needs the cache held still: cached tasks are replaced, never
+    # changed in place, so sorting and copying thousands of them (the costly part)
+    # happens without holding up the cache, or other readers (controlapi/threaded.py).
+    with cache.lock:
+        if f.service_ids:
+            ids = {find_service(cache, ref).id for ref in f.service_ids}
+            candidates = [t for sid in ids for t in cache.tasks_by_service.get(sid, {}).values()]
+        elif f.node_ids:
+            ids = {find_node(cache, ref).id for ref in f.node_ids}
+            candidates = [t for nid in ids for t in cache.tasks_by_node.get(nid, {}).values()]
+        else:
+            candidates = list(cache.tasks.values())
+        if f.node_ids and f.service_ids:
+            nodes = {find_node(cache, ref).id for ref in f.node_ids}
+            candidates = [t for t in candidates if t.node_id in nodes]
     out = control_pb2.ListTasksResponse()
     for t in sorted(
         candidates,

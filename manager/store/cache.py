@@ -11,6 +11,7 @@ them as read-only and copy before changing.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -66,6 +67,9 @@ class Cache:
         self._resync_listeners: list[Callable[[], None]] = []
         self._revision_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.synced = asyncio.Event()
+        # Held while a change is applied (and its listeners run): the control API reads
+        # the cache from threads of its own (controlapi/threaded.py) and holds it too.
+        self.lock = threading.RLock()
 
     # ---- reading ------------------------------------------------------------------
 
@@ -154,8 +158,9 @@ class Cache:
             kind, obj_id = parsed
             fresh[kind][obj_id] = decode(kind, kv.value, kv.mod_revision)
         first = not self.synced.is_set()
-        self.objects = fresh
-        self._rebuild_indexes()
+        with self.lock:
+            self.objects = fresh
+            self._rebuild_indexes()
         self._advance(revision)
         self.synced.set()
         _log.info("cache listed", revision=revision, **{k.folder: len(v) for k, v in fresh.items()})
@@ -187,6 +192,10 @@ class Cache:
         return False
 
     def _apply(self, ev: Any) -> None:
+        with self.lock:
+            self._apply_locked(ev)
+
+    def _apply_locked(self, ev: Any) -> None:
         parsed = self._keys.parse(ev.kv.key)
         revision = ev.kv.mod_revision
         if parsed is None:
@@ -256,6 +265,11 @@ class Cache:
 
     # For tests and tools: feed objects without etcd.
     def load(self, objs: Iterable[Any], revision: int = 1) -> None:
+        with self.lock:
+            self._load_locked(objs)
+        self._advance(revision)
+
+    def _load_locked(self, objs: Iterable[Any], revision: int = 1) -> None:
         for obj in objs:
             kind = Kind.of(obj)
             old = self.objects[kind].get(obj.id)
@@ -263,7 +277,6 @@ class Cache:
             self._index(kind, old, obj)
             for listener in self._listeners:
                 self._safe_call(listener, Event(kind, old, obj, revision))
-        self._advance(revision)
 
 
 def _discard(index: dict[str, dict[str, Any]], key: str, obj_id: str) -> None:
