@@ -39,8 +39,10 @@ READS = frozenset(
 )
 # Reads that hold `Cache.lock` only for the part that needs it, themselves.
 _LOCKS_ITSELF = frozenset({"ListTasks"})
-# Threads for calls in flight, streams included (each `logs -f` or `events` holds one).
-MAX_THREADS = 64
+# Threads for calls in flight, streams included: each `logs -f` or `events` holds one
+# for as long as it runs, so there are enough for many watchers and the calls besides
+# (the pool starts them only as they are needed).
+MAX_THREADS = 256
 
 
 class Aborted(grpc.aio.AbortError):
