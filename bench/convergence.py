@@ -29,25 +29,22 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import signal
 import statistics
-import subprocess
 import sys
 import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import docker
 import docker.errors
 
+from bench.common import RESULTS, STOP_SIGNALS, BenchError, git_commit, machine, raise_interrupt
 from bench.systems import (
     BENCH_LABEL,
     BENCH_LABEL_VALUE,
-    BenchError,
     DockerSwarmSystem,
     RawEngineSystem,
     Sample,
@@ -57,13 +54,10 @@ from bench.systems import (
 )
 from bench.timeline import add_log_marks
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 DEFAULT_IMAGE = "swarmlet/sleeper:latest"
 SYSTEMS = ("swarmlet", "swarm", "raw")
 TARGET_VS_SWARM = 0.65
 TARGET_VS_RAW = 1.15
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -130,29 +124,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.runs < 1:
         p.error("--runs must be at least 1")
     return args
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def git_commit() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return head + ("-dirty" if dirty else "")
 
 
 def log_dir(output: Path) -> Path:
@@ -444,14 +415,7 @@ class Benchmark:
             "benchmark": "convergence",
             "started": started.isoformat(timespec="seconds"),
             "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "machine": {
-                "hostname": platform.node(),
-                "cpus": os.cpu_count(),
-                "kernel": platform.release(),
-                "python": platform.python_version(),
-                "loadavg_start": self.loadavg_start,
-                "loadavg_end": list(os.getloadavg()),
-            },
+            "machine": machine(self.loadavg_start),
             "engine": self.engine,
             "swarmlet_commit": git_commit(),
             "settings": {
@@ -483,8 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     docker_host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     started = datetime.datetime.now(datetime.UTC)
     # SIGTERM and SIGHUP clean up like Ctrl-C does.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGHUP, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    signal.signal(signal.SIGHUP, raise_interrupt)
     bench = Benchmark(args, docker_host)
     print(
         f"convergence benchmark on {docker_host}: N={','.join(map(str, args.replicas))}, "
@@ -526,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
 def _cleanup(bench: Benchmark) -> None:
     """Tear everything down; a second Ctrl-C does not cut it short (every step has a
     timeout)."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
     try:
         bench.teardown()
     finally:

@@ -34,7 +34,6 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -42,26 +41,18 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import grpc
 
-from bench.convergence import git_commit
+from bench.common import RESULTS, STOP_SIGNALS, BenchError, git_commit, machine, raise_interrupt
 from bench.timeline import read_events
 from common import states
 from common.api import control_pb2, specs_pb2, types_pb2
 from tests.harness import Agent, EtcdCluster, Manager, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 TARGET_SECONDS = 3.0
 IMAGE = "swarmlet/sleeper:latest"
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class BenchError(Exception):
-    """The benchmark could not run; the message says why."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -116,10 +107,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.replicas < 0:
         p.error("--replicas must not be negative")
     return args
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @dataclass
@@ -474,14 +461,7 @@ class Bench:
             "benchmark": "failover",
             "started": started.isoformat(timespec="seconds"),
             "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "machine": {
-                "hostname": platform.node(),
-                "cpus": os.cpu_count(),
-                "kernel": platform.release(),
-                "python": platform.python_version(),
-                "loadavg_start": self.loadavg_start,
-                "loadavg_end": list(os.getloadavg()),
-            },
+            "machine": machine(self.loadavg_start),
             "swarmlet_commit": git_commit(),
             "settings": {
                 "runs": a.runs,
@@ -505,8 +485,8 @@ class Bench:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = datetime.datetime.now(datetime.UTC)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGHUP, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    signal.signal(signal.SIGHUP, raise_interrupt)
     bench = Bench(args)
     load = os.getloadavg()[0]
     if load > 0.5:
@@ -541,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _cleanup(bench: Bench) -> None:
     """Stop everything and keep the logs; a second Ctrl-C does not cut it short."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
     try:
         bench.teardown()
         with contextlib.suppress(Exception):

@@ -45,18 +45,15 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import grpc
 
-from bench.convergence import git_commit
+from bench.common import RESULTS, git_commit, raise_interrupt
 from common.api import control_pb2
 from tests.clusterlib import DOWN, READY, LocalCluster, running
 from tests.harness import Agent
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 TARGET = 0.25
 SYSTEMS = ("swarmlet", "swarm")
 FARM_LABEL = "farm"
@@ -530,14 +527,10 @@ class Benchmark:
         return out
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGHUP, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    signal.signal(signal.SIGHUP, raise_interrupt)
     bench = Benchmark(args)
     started = datetime.datetime.now(datetime.UTC)
     log = RESULTS / "recovery-cluster.log"

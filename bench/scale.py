@@ -37,7 +37,6 @@ import datetime
 import itertools
 import json
 import os
-import platform
 import shutil
 import signal
 import sys
@@ -47,20 +46,16 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.convergence import git_commit
+from bench.common import RESULTS, STOP_SIGNALS, BenchError, git_commit, machine, raise_interrupt
 from common.api import control_pb2, control_pb2_grpc, specs_pb2
 from tests.harness import Agent, Manager, free_port, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 IMAGE = "swarmlet/sleeper:latest"
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _TICK = os.sysconf("SC_CLK_TCK")
 
 PRESETS = {"small": (500, 15_000, 3), "full": (5_000, 150_000, 30)}
@@ -72,10 +67,6 @@ TARGET_RATIO = 0.8  # rate at 5,000 nodes / rate at 500
 TARGET_RSS = 1 << 30  # manager RSS
 TARGET_DB = 0.1 * (2 << 30)  # etcd database: 10% of its 2 GiB default quota
 TARGET_LS_P99 = 0.200  # service ls p99, seconds
-
-
-class BenchError(Exception):
-    """The benchmark could not run; the message says why."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -125,10 +116,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 # -- reading processes and metrics --
 
 
@@ -176,6 +163,17 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 @dataclass
+class Usage:
+    """What one process used during the measurement."""
+
+    rss_peak: int = 0  # bytes
+    cpu: float = 0.0  # seconds
+
+
+PROCESSES = ("manager", "etcd", "farm")
+
+
+@dataclass
 class Phase:
     """One cluster size: what was asked, and what was measured (seconds, bytes)."""
 
@@ -189,12 +187,8 @@ class Phase:
     placement_rate: float | None = None  # placements / (last - first placement)
     rate_by_tenth: list[float] = field(default_factory=list)
     placed: int = 0
-    manager_rss_peak: int = 0
-    manager_cpu: float = 0.0
-    etcd_rss_peak: int = 0
-    etcd_cpu: float = 0.0
-    farm_rss_peak: int = 0
-    farm_cpu: float = 0.0
+    # Per process ("manager", "etcd", "farm"): peak RSS and CPU time over the run.
+    usage: dict[str, Usage] = field(default_factory=dict)
     etcd_db_bytes: int = 0
     etcd_db_in_use_bytes: int = 0
     etcd_db_file_bytes: int = 0
@@ -429,10 +423,11 @@ class PhaseRun:
         p.nodes_down = int(
             last.get("nodes_down", 0) - before.get("swarmlet_nodes_declared_down_total", 0)
         )
-        for who in ("manager", "etcd", "farm"):
-            hwm = max((s.get(f"{who}_hwm", 0) for s in samples), default=0)
-            setattr(p, f"{who}_rss_peak", int(hwm))
-            setattr(p, f"{who}_cpu", last.get(f"{who}_cpu", 0.0) - first.get(f"{who}_cpu", 0.0))
+        for who in PROCESSES:
+            p.usage[who] = Usage(
+                rss_peak=int(max((s.get(f"{who}_hwm", 0) for s in samples), default=0)),
+                cpu=last.get(f"{who}_cpu", 0.0) - first.get(f"{who}_cpu", 0.0),
+            )
         p.etcd_db_bytes = int(max((s.get("db_bytes", 0) for s in samples), default=0))
         p.etcd_db_in_use_bytes = int(last.get("db_in_use", 0))
         assert self.manager is not None
@@ -503,8 +498,8 @@ def targets(phases: list[Phase]) -> list[tuple[str, str, bool | None]]:
     out += [
         (
             "manager RSS <= 1 GiB",
-            _fmt(big.manager_rss_peak, " MiB", 1 / (1 << 20), 0),
-            big.manager_rss_peak <= TARGET_RSS,
+            _fmt(big.usage["manager"].rss_peak, " MiB", 1 / (1 << 20), 0),
+            big.usage["manager"].rss_peak <= TARGET_RSS,
         ),
         (
             "etcd database <= 10% of its 2 GiB quota",
@@ -530,12 +525,9 @@ def print_report(phases: list[Phase]) -> None:
         ("placements/s (first to last)", lambda p: _fmt(p.placement_rate, "/s", digits=0)),
         ("placements/s by tenth of the tasks",
          lambda p: " ".join(f"{r:,.0f}" for r in p.rate_by_tenth) or "-"),
-        ("manager RSS peak", lambda p: _fmt(p.manager_rss_peak, " MiB", mib, 0)),
-        ("manager CPU", lambda p: _fmt(p.manager_cpu, " s")),
-        ("etcd RSS peak / CPU",
-         lambda p: f"{_fmt(p.etcd_rss_peak, ' MiB', mib, 0)} / {_fmt(p.etcd_cpu, ' s')}"),
-        ("farm RSS peak / CPU",
-         lambda p: f"{_fmt(p.farm_rss_peak, ' MiB', mib, 0)} / {_fmt(p.farm_cpu, ' s')}"),
+        *((f"{who} RSS peak / CPU",
+           lambda p, who=who: f"{_fmt(p.usage[who].rss_peak, ' MiB', mib, 0)} / "
+           f"{_fmt(p.usage[who].cpu, ' s')}") for who in PROCESSES),
         ("etcd db size (in use) / file",
          lambda p: f"{_fmt(p.etcd_db_bytes, ' MiB', mib)} "
          f"({_fmt(p.etcd_db_in_use_bytes, ' MiB', mib)}) / "
@@ -565,14 +557,7 @@ def write_json(args: argparse.Namespace, phases: list[Phase], started: datetime.
         "benchmark": "scale",
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "hostname": platform.node(),
-            "cpus": os.cpu_count(),
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-            "loadavg_start": loadavg,
-            "loadavg_end": list(os.getloadavg()),
-        },
+        "machine": machine(loadavg),
         "swarmlet_commit": git_commit(),
         "settings": {
             "scale": args.scale,
@@ -594,8 +579,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = datetime.datetime.now(datetime.UTC)
     loadavg = list(os.getloadavg())
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGHUP, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    signal.signal(signal.SIGHUP, raise_interrupt)
     if shutil.which("etcd") is None:
         print("error: no `etcd` binary on PATH (Debian: apt-get install etcd-server)",
               file=sys.stderr)  # fmt: skip
@@ -636,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _cleanup(run: PhaseRun, logs: Path) -> None:
     """Stop the phase's daemons and keep their logs; a second Ctrl-C does not cut it short."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
     try:
         run.teardown()
         run.keep_logs(logs)

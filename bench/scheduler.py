@@ -30,7 +30,6 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -41,12 +40,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from google.protobuf.internal import api_implementation
 
-from bench.scheduler_etcd import BenchError, CommittedBench, EtcdSample
+from bench.common import RESULTS, BenchError, git_commit, machine, raise_interrupt
+from bench.scheduler_etcd import CommittedBench, EtcdSample
 from bench.scheduler_workload import (
     ALL_VARIANTS,
     VARIANTS,
@@ -58,8 +57,6 @@ from bench.scheduler_workload import (
 )
 from common.log import setup_logging
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 TARGET_MEMORY_RATE = 20_000.0
 TARGET_COMMITTED_RATE = 3_750.0
 TARGET_SCALING = 0.8
@@ -124,29 +121,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')}: choose from {', '.join(ALL_VARIANTS)}")
         setattr(args, name, [v for v in ALL_VARIANTS if v in chosen])
     return args
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def git_commit() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return head + ("-dirty" if dirty else "")
 
 
 def etcd_version() -> str:
@@ -437,16 +411,9 @@ class Benchmark:
             "benchmark": "scheduler",
             "started": started.isoformat(timespec="seconds"),
             "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "machine": {
-                "hostname": platform.node(),
-                "cpus": os.cpu_count(),
-                "kernel": platform.release(),
-                "python": platform.python_version(),
-                "protobuf": api_implementation.Type(),
-                "etcd": etcd_version(),
-                "loadavg_start": self.loadavg_start,
-                "loadavg_end": list(os.getloadavg()),
-            },
+            "machine": machine(
+                self.loadavg_start, protobuf=api_implementation.Type(), etcd=etcd_version()
+            ),
             "swarmlet_commit": git_commit(),
             "settings": {
                 "tasks": a.tasks,
@@ -493,8 +460,8 @@ def _kill_leftover_etcd(workdir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = datetime.datetime.now(datetime.UTC)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGHUP, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    signal.signal(signal.SIGHUP, raise_interrupt)
     # The daemons' info logs (a "scheduled" line per pass) would only get in the way.
     setup_logging("warning")
     if not args.no_etcd and shutil.which("etcd") is None:

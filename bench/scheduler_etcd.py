@@ -25,6 +25,7 @@ from typing import Any
 from etcd3aio import Etcd3Client, prefix_range_end
 
 import manager.scheduler.scheduler as scheduler_module
+from bench.common import BenchError
 from bench.scheduler_workload import hollow_nodes, workload
 from common import states
 from common.api import objects_pb2
@@ -33,10 +34,6 @@ from manager.scheduler import Scheduler
 from manager.store import Cache, Create, Event, Kind, Store
 from manager.store.etcd import EtcdConfig, connect
 from manager.store.keys import KeySpace
-
-
-class BenchError(Exception):
-    """The benchmark could not run (not a missed target)."""
 
 
 @dataclass

@@ -36,6 +36,7 @@ import docker.errors
 import grpc
 from docker.types import ContainerSpec, ServiceMode, TaskTemplate
 
+from bench.common import BenchError
 from common.api import control_pb2, types_pb2
 
 # Every container any of the systems starts carries this label, so whatever a failed run
@@ -68,10 +69,6 @@ SWARM_STATES = [
     "running",
 ]
 SWARM_PHASES = ["pending", "assigned", "accepted", "preparing", "starting", "running"]
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on (an engine refuses, a system does not converge...)."""
 
 
 @dataclass
