@@ -113,21 +113,26 @@ def rpc(
     return wrapper
 
 
-class _Undecodable:
-    """What a request that did not decode is handed to the interceptor's wrapper as."""
+class Undecodable:
+    """What a request that did not decode is handed to the handler as (by `tolerant`),
+    so that it can answer INVALID_ARGUMENT (`undecodable_details` says why)."""
 
     def __init__(self, error: Exception) -> None:
         self.error = error
 
 
-def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+def tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     def run(data: bytes) -> Any:
         try:
             return deserialize(data)
         except Exception as exc:  # DecodeError, or whatever a deserializer raises
-            return _Undecodable(exc)
+            return Undecodable(exc)
 
     return run
+
+
+def undecodable_details(method: str, request: Undecodable) -> str:
+    return f"the request to {method} is not a valid message: {request.error}"
 
 
 class UndecodableIsInvalidArgument(grpc.aio.ServerInterceptor):
@@ -159,12 +164,12 @@ class UndecodableIsInvalidArgument(grpc.aio.ServerInterceptor):
             return handler
         if handler.request_streaming:
             return self._wrap_streaming(method, handler)
-        deserialize = _tolerant(handler.request_deserializer)
+        deserialize = tolerant(handler.request_deserializer)
 
-        async def refuse(request: _Undecodable, context: Context) -> NoReturn:
+        async def refuse(request: Undecodable, context: Context) -> NoReturn:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"the request to {method} is not a valid message: {request.error}",
+                undecodable_details(method, request),
             )
             raise AssertionError("abort returned")  # pragma: no cover
 
@@ -172,7 +177,7 @@ class UndecodableIsInvalidArgument(grpc.aio.ServerInterceptor):
             unary = handler.unary_unary
 
             async def checked_unary(request: Any, context: Context) -> Any:
-                if isinstance(request, _Undecodable):
+                if isinstance(request, Undecodable):
                     await refuse(request, context)
                 return await unary(request, context)
 
@@ -186,7 +191,7 @@ class UndecodableIsInvalidArgument(grpc.aio.ServerInterceptor):
             if inspect.isasyncgenfunction(stream):
 
                 async def checked_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-                    if isinstance(request, _Undecodable):
+                    if isinstance(request, Undecodable):
                         await refuse(request, context)
                     async for message in stream(request, context):
                         yield message
@@ -195,7 +200,7 @@ class UndecodableIsInvalidArgument(grpc.aio.ServerInterceptor):
             else:  # a coroutine that writes with context.write()
 
                 async def checked_writer(request: Any, context: Context) -> Any:
-                    if isinstance(request, _Undecodable):
+                    if isinstance(request, Undecodable):
                         await refuse(request, context)
                     return await stream(request, context)
 
@@ -213,14 +218,14 @@ class UndecodableIsInvalidArgument(grpc.aio.ServerInterceptor):
         inner = handler.stream_stream
         if inner is None or not inspect.isasyncgenfunction(inner):
             return handler
-        deserialize = _tolerant(handler.request_deserializer)
+        deserialize = tolerant(handler.request_deserializer)
 
         async def checked_bidi(
             requests: AsyncIterator[Any], context: Context
         ) -> AsyncIterator[Any]:
             async def decoded() -> AsyncIterator[Any]:
                 async for request in requests:
-                    if isinstance(request, _Undecodable):
+                    if isinstance(request, Undecodable):
                         await context.abort(
                             grpc.StatusCode.INVALID_ARGUMENT,
                             f"a message to {method} is not a valid message: {request.error}",

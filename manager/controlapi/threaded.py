@@ -29,10 +29,10 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from common.api import control_pb2
 from manager.controlapi.api import ControlAPI
+from manager.grpc_errors import Undecodable, tolerant, undecodable_details
 
 READS = frozenset(
     {"GetNode", "ListNodes", "GetTask", "ListTasks", "GetService", "ListServices", "GetCluster"}
@@ -92,7 +92,7 @@ class ThreadedControl:
         handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         for method in service.methods:
             path = f"/{service.full_name}/{method.name}"
-            decode = _tolerant(getattr(control_pb2, method.input_type.name).FromString)
+            decode = tolerant(getattr(control_pb2, method.input_type.name).FromString)
             encode = _encode
             if method.server_streaming:
                 handlers[method.name] = grpc.unary_stream_rpc_method_handler(
@@ -173,29 +173,9 @@ def _encode(message: Any) -> bytes:
     return data
 
 
-class _Undecodable:
-    """A request whose bytes were not a message of the method's type."""
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-
-def _tolerant(decode: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
-    def run(data: bytes) -> Any:
-        try:
-            return decode(data)
-        except (DecodeError, ValueError, TypeError) as exc:
-            return _Undecodable(exc)
-
-    return run
-
-
 def _check_decoded(request: Any, context: grpc.ServicerContext, path: str) -> None:
-    if isinstance(request, _Undecodable):
-        context.abort(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"the request to {path} is not a valid message: {request.error}",
-        )
+    if isinstance(request, Undecodable):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, undecodable_details(path, request))
 
 
 def serve(

@@ -193,30 +193,27 @@ class Cache:
 
     def _apply(self, ev: Any) -> None:
         with self.lock:
-            self._apply_locked(ev)
-
-    def _apply_locked(self, ev: Any) -> None:
-        parsed = self._keys.parse(ev.kv.key)
-        revision = ev.kv.mod_revision
-        if parsed is None:
-            return
-        kind, obj_id = parsed
-        table = self.objects[kind]
-        old = table.get(obj_id)
-        if ev.type == _DELETE:
-            if old is None:
+            parsed = self._keys.parse(ev.kv.key)
+            revision = ev.kv.mod_revision
+            if parsed is None:
                 return
-            del table[obj_id]
-            new = None
-        else:
-            if old is not None and old.meta.version >= revision:
-                return  # already seen (a re-list raced the watch)
-            new = decode(kind, ev.kv.value, revision)
-            table[obj_id] = new
-        self._index(kind, old, new)
-        event = Event(kind, old, new, revision)
-        for listener in self._listeners:
-            self._safe_call(listener, event)
+            kind, obj_id = parsed
+            table = self.objects[kind]
+            old = table.get(obj_id)
+            if ev.type == _DELETE:
+                if old is None:
+                    return
+                del table[obj_id]
+                new = None
+            else:
+                if old is not None and old.meta.version >= revision:
+                    return  # already seen (a re-list raced the watch)
+                new = decode(kind, ev.kv.value, revision)
+                table[obj_id] = new
+            self._index(kind, old, new)
+            event = Event(kind, old, new, revision)
+            for listener in self._listeners:
+                self._safe_call(listener, event)
 
     def _advance(self, revision: int) -> None:
         if revision <= self.revision:
@@ -266,17 +263,14 @@ class Cache:
     # For tests and tools: feed objects without etcd.
     def load(self, objs: Iterable[Any], revision: int = 1) -> None:
         with self.lock:
-            self._load_locked(objs)
+            for obj in objs:
+                kind = Kind.of(obj)
+                old = self.objects[kind].get(obj.id)
+                self.objects[kind][obj.id] = obj
+                self._index(kind, old, obj)
+                for listener in self._listeners:
+                    self._safe_call(listener, Event(kind, old, obj, revision))
         self._advance(revision)
-
-    def _load_locked(self, objs: Iterable[Any], revision: int = 1) -> None:
-        for obj in objs:
-            kind = Kind.of(obj)
-            old = self.objects[kind].get(obj.id)
-            self.objects[kind][obj.id] = obj
-            self._index(kind, old, obj)
-            for listener in self._listeners:
-                self._safe_call(listener, Event(kind, old, obj, revision))
 
 
 def _discard(index: dict[str, dict[str, Any]], key: str, obj_id: str) -> None:

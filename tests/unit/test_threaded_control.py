@@ -8,14 +8,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import grpc
 import pytest
+import pytest_asyncio
 
-from common.api import control_pb2, control_pb2_grpc, objects_pb2
+from common.api import control_pb2, objects_pb2
+from common.api.control_pb2_grpc import ControlStub as Stub
 from manager.controlapi import ControlAPI, threaded
 from manager.store import Cache
 from manager.store.keys import KeySpace
@@ -35,80 +38,68 @@ def _api(cache: Cache) -> ControlAPI:
 
 
 def _call(socket: Path, fn: Any) -> Any:
+    """`fn(channel)` on a channel to the server's socket."""
     with grpc.insecure_channel(f"unix:{socket}") as channel:
-        return fn(control_pb2_grpc.ControlStub(channel))
+        return fn(channel)
 
 
-async def test_a_read_answers_while_the_loop_is_busy(tmp_path: Path) -> None:
-    socket = tmp_path / "c.sock"
-    server, _ = threaded.serve(_api(_cache()), asyncio.get_running_loop(), f"unix:{socket}")
+def _error(socket: Path, fn: Any) -> grpc.RpcError:
+    """The error `_call(socket, fn)` ends with (it must fail)."""
+    with pytest.raises(grpc.RpcError) as err:
+        _call(socket, fn)
+    return err.value
+
+
+@pytest_asyncio.fixture
+async def socket(tmp_path: Path) -> AsyncIterator[Path]:
+    """A threaded control server over `_cache()` on this test's loop: its socket."""
+    path = tmp_path / "c.sock"
+    server, _ = threaded.serve(_api(_cache()), asyncio.get_running_loop(), f"unix:{path}")
     try:
-        took: list[float] = []
-        names: list[str] = []
-
-        def client() -> None:
-            start = time.monotonic()
-            reply = _call(
-                socket, lambda s: s.ListServices(control_pb2.ListServicesRequest(), timeout=5)
-            )
-            took.append(time.monotonic() - start)
-            names.extend(s.spec.annotations.name for s in reply.services)
-
-        t = threading.Thread(target=client)
-        t.start()
-        time.sleep(1.5)  # noqa: ASYNC251 - on purpose: the loop is busy meanwhile
-        await asyncio.to_thread(t.join, 10)
-        assert names == ["web"]
-        assert took[0] < 1.0
+        yield path
     finally:
         server.stop(0).wait()
 
 
-async def test_other_calls_run_on_the_loop_with_their_status_codes(tmp_path: Path) -> None:
-    socket = tmp_path / "c.sock"
-    server, _ = threaded.serve(_api(_cache()), asyncio.get_running_loop(), f"unix:{socket}")
-    try:
+async def test_a_read_answers_while_the_loop_is_busy(socket: Path) -> None:
+    took: list[float] = []
+    names: list[str] = []
 
-        def create() -> grpc.RpcError:
-            spec = control_pb2.CreateServiceRequest()
-            spec.spec.annotations.name = "-bad name-"
-            with pytest.raises(grpc.RpcError) as err:
-                _call(socket, lambda s: s.CreateService(spec, timeout=5))
-            return err.value
+    def client() -> None:
+        start = time.monotonic()
+        listing = control_pb2.ListServicesRequest()
+        reply = _call(socket, lambda ch: Stub(ch).ListServices(listing, timeout=5))
+        took.append(time.monotonic() - start)
+        names.extend(s.spec.annotations.name for s in reply.services)
 
-        error = await asyncio.to_thread(create)
-        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-
-        def missing() -> grpc.RpcError:
-            with pytest.raises(grpc.RpcError) as err:
-                _call(
-                    socket,
-                    lambda s: s.GetService(
-                        control_pb2.GetServiceRequest(service_id="nope"), timeout=5
-                    ),
-                )
-            return err.value
-
-        error = await asyncio.to_thread(missing)
-        assert error.code() == grpc.StatusCode.NOT_FOUND
-        assert "nope" in (error.details() or "")
-    finally:
-        server.stop(0).wait()
+    t = threading.Thread(target=client)
+    t.start()
+    time.sleep(1.5)  # noqa: ASYNC251 - on purpose: the loop is busy meanwhile
+    await asyncio.to_thread(t.join, 10)
+    assert names == ["web"]
+    assert took[0] < 1.0
 
 
-async def test_bytes_that_are_no_request_are_invalid_argument(tmp_path: Path) -> None:
-    socket = tmp_path / "c.sock"
-    server, _ = threaded.serve(_api(_cache()), asyncio.get_running_loop(), f"unix:{socket}")
-    try:
+async def test_other_calls_run_on_the_loop_with_their_status_codes(socket: Path) -> None:
+    request = control_pb2.CreateServiceRequest()
+    request.spec.annotations.name = "-bad name-"
+    error = await asyncio.to_thread(
+        _error, socket, lambda ch: Stub(ch).CreateService(request, timeout=5)
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
 
-        def garbage() -> grpc.RpcError:
-            with grpc.insecure_channel(f"unix:{socket}") as channel:
-                call = channel.unary_unary("/swarmlet.Control/ListServices")
-                with pytest.raises(grpc.RpcError) as err:
-                    call(b"\xff\xff\xff\xff", timeout=5)
-                return err.value
+    missing = control_pb2.GetServiceRequest(service_id="nope")
+    error = await asyncio.to_thread(
+        _error, socket, lambda ch: Stub(ch).GetService(missing, timeout=5)
+    )
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert "nope" in (error.details() or "")
 
-        error = await asyncio.to_thread(garbage)
-        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    finally:
-        server.stop(0).wait()
+
+async def test_bytes_that_are_no_request_are_invalid_argument(socket: Path) -> None:
+    def garbage(channel: grpc.Channel) -> Any:
+        call = channel.unary_unary("/swarmlet.Control/ListServices")
+        return call(b"\xff\xff\xff\xff", timeout=5)
+
+    error = await asyncio.to_thread(_error, socket, garbage)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
