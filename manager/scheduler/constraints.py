@@ -11,8 +11,12 @@ import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from common.api import objects_pb2, types_pb2
+
+if TYPE_CHECKING:
+    from manager.scheduler.nodeinfo import NodeInfo
 
 _EXPR = re.compile(r"^\s*([^=!\s]+)\s*(==|!=)\s*(.*?)\s*$")
 KNOWN_KEYS = (
@@ -68,6 +72,23 @@ class Constraint:
 
         return match
 
+    def info_matcher(self) -> Callable[[NodeInfo], bool]:
+        """`matcher` for a NodeInfo: labels come from its dicts, not the protobuf maps."""
+        if self.key == "node.ip":
+            node_match = self.matches
+            return lambda info: node_match(info.node)
+        get = info_getter(self.key)
+        value = normalise_arch(self.value) if self.key == "node.platform.arch" else self.value
+        want, equal = value.lower(), self.equal
+
+        def match(info: NodeInfo) -> bool:
+            actual = get(info)
+            if actual is None:
+                return not equal
+            return (actual.lower() == want) == equal
+
+        return match
+
     def _ip_matches(self, addr: str) -> bool:
         try:
             ip = ipaddress.ip_address(addr)
@@ -112,6 +133,17 @@ def attribute_getter(key: str) -> Callable[[objects_pb2.Node], str | None]:
         label = key[len("engine.labels.") :]
         return lambda node: node.description.engine.labels.get(label)
     return lambda node: node_attribute(node, key)
+
+
+def info_getter(key: str) -> Callable[[NodeInfo], str | None]:
+    """attribute_getter for a NodeInfo, reading labels from the info's dicts."""
+    if key.startswith("node.labels."):
+        label = key[len("node.labels.") :]
+        return lambda info: info.labels.get(label)
+    if key.startswith("engine.labels."):
+        label = key[len("engine.labels.") :]
+        return lambda info: info.engine_labels.get(label)
+    return lambda info: node_attribute(info.node, key)
 
 
 def parse(expr: str) -> Constraint:

@@ -147,11 +147,10 @@ class ConstraintFilter:
         return all(c.matches(info.node) for c in constraints)
 
     def matcher(self, task: objects_pb2.Task) -> Matcher:
-        matchers = [c.matcher() for c in _parsed(tuple(task.spec.placement.constraints))]
+        matchers = [c.info_matcher() for c in _parsed(tuple(task.spec.placement.constraints))]
         if len(matchers) == 1:
-            (match,) = matchers
-            return lambda info: match(info.node)
-        return lambda info: all(m(info.node) for m in matchers)
+            return matchers[0]
+        return lambda info: all(m(info) for m in matchers)
 
     def signature(self, task: objects_pb2.Task) -> Hashable:
         return tuple(task.spec.placement.constraints)

@@ -41,7 +41,7 @@ from common.timeutil import stamp_now, timestamp_seconds
 from manager.metrics import PLACEMENTS, SCHEDULING_LATENCY
 from manager.orchestrator.tasks import new_task
 from manager.reconciler import Reconciler
-from manager.scheduler.constraints import attribute_getter
+from manager.scheduler.constraints import info_getter
 from manager.scheduler.nodeinfo import (
     FAILURE_THRESHOLD,
     Entry,
@@ -217,11 +217,11 @@ def _path_function(descriptors: tuple[str, ...]) -> Callable[[NodeInfo], Path] |
     spread_value has it)."""
     if not descriptors:
         return None
-    getters = [attribute_getter(d) for d in descriptors]
+    getters = [info_getter(d) for d in descriptors]
     if len(getters) == 1:
         (get,) = getters
-        return lambda info: (get(info.node) or "",)
-    return lambda info: tuple(get(info.node) or "" for get in getters)
+        return lambda info: (get(info) or "",)
+    return lambda info: tuple(get(info) or "" for get in getters)
 
 
 def _place_free(
@@ -353,7 +353,7 @@ def _draw(
                 info = entry[-1]
                 if entry[-2] != info.version:
                     lane.pop()
-                elif info.id in skip:
+                elif skip and info.id in skip:
                     held.append(((), lane.pop()))
                 else:
                     top = entry
@@ -488,7 +488,7 @@ def _best(
         info = entry[-1]
         if entry[-2] != info.version:
             lane.pop()
-        elif info.id in skip:
+        elif skip and info.id in skip:
             held.append((path, lane.pop()))
         else:
             return entry
