@@ -17,7 +17,7 @@ from manager.controlapi.validation import (
 )
 from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
 from manager.orchestrator.global_mode import matches_placement
-from manager.orchestrator.tasks import new_task
+from manager.orchestrator.tasks import TaskMaker
 from manager.orchestrator.updater import PAUSED
 from manager.scheduler.scheduler import GroupResult
 from manager.store import AlreadyExistsError, Cache, ConflictError, Kind, Store
@@ -35,14 +35,15 @@ def preview(
 ) -> control_pb2.PlacementPreview:
     """Where the tasks of `service` would be placed now (the scheduler's own logic)."""
     mode = service.spec.WhichOneof("mode")
+    new_task = TaskMaker(service)
     if mode == "replicated":
-        tasks = [new_task(service, slot) for slot in range(1, service.spec.replicated.replicas + 1)]
+        tasks = [new_task(slot) for slot in range(1, service.spec.replicated.replicas + 1)]
     elif mode == "replicated_job":
         job = service.spec.replicated_job
         first_wave = min(job.max_concurrent or job.total_completions, job.total_completions)
-        tasks = [new_task(service, slot) for slot in range(1, first_wave + 1)]
+        tasks = [new_task(slot) for slot in range(1, first_wave + 1)]
     else:
-        tasks = [new_task(service, 0, node_id=n) for n in sorted(cache.nodes)]
+        tasks = [new_task(0, node_id=n) for n in sorted(cache.nodes)]
     out = control_pb2.PlacementPreview()
     if not tasks:
         return out

@@ -31,7 +31,7 @@ from manager.orchestrator.plan import (
     settle_pairs,
     settle_slot,
 )
-from manager.orchestrator.tasks import new_task
+from manager.orchestrator.tasks import TaskMaker, new_task
 from manager.orchestrator.updater import plan_rollout
 from manager.scheduler.constraints import spread_value
 
@@ -65,6 +65,7 @@ def plan_service(
 
     _scale_down(service, slots, replicas, nodes, plan)
 
+    make: TaskMaker | None = None  # made when the first task is
     for slot in range(1, replicas + 1):
         state = slots[slot]
         if state.alive or state.refill is None:
@@ -72,9 +73,10 @@ def plan_service(
         if state.refill.at > now:
             plan.wake(state.refill.at)
             continue
+        if make is None:
+            make = TaskMaker(service)
         plan.creates.append(
-            new_task(
-                service,
+            make(
                 slot,
                 restart_attempt=state.refill.attempt,
                 recent_restarts=state.refill.recent_restarts,

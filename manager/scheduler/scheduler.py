@@ -39,7 +39,7 @@ from common import states
 from common.api import objects_pb2, specs_pb2
 from common.timeutil import stamp_now, timestamp_seconds
 from manager.metrics import PLACEMENTS, SCHEDULING_LATENCY
-from manager.orchestrator.tasks import new_task
+from manager.orchestrator.tasks import TaskMaker
 from manager.reconciler import Reconciler
 from manager.scheduler.constraints import info_getter
 from manager.scheduler.nodeinfo import (
@@ -645,7 +645,8 @@ class Scheduler(Reconciler):
     def target_placement(self, service: objects_pb2.Service) -> dict[str, int]:
         """Tasks per node if the service's replicas were placed afresh now."""
         replicas = service.spec.replicated.replicas
-        fresh = [new_task(service, slot) for slot in range(1, replicas + 1)]
+        new_task = TaskMaker(service)
+        fresh = [new_task(slot) for slot in range(1, replicas + 1)]
         result = self.preview(fresh, without_service=service.id)
         counts: dict[str, int] = {}
         for d in result.decisions:
