@@ -134,8 +134,6 @@ class SessionLoop:
         # Whether the current session's connection pings the manager (`_liveness`).
         self._pinging = False
         self._switching = False
-        # Where the answer to the heartbeat in flight goes (set by the session stream).
-        self._answer: asyncio.Future[dispatcher_pb2.HeartbeatResponse] | None = None
 
     def use(self, creds: NodeCredentials) -> None:
         """Switch to renewed credentials: the session is reopened with them at once."""
@@ -222,9 +220,10 @@ class SessionLoop:
             options=_CHANNEL_OPTIONS + liveness + channel_options(),
         ) as channel:
             stub = dispatcher_pb2_grpc.DispatcherStub(channel)
-            call = stub.Session()
-            opening = dispatcher_pb2.SessionRequest(node_id=self.node_id, description=description)
-            first = await self._first_message(channel, call, opening)
+            call = stub.Session(
+                dispatcher_pb2.SessionRequest(node_id=self.node_id, description=description)
+            )
+            first = await self._first_message(channel, call)
             if first is grpc.aio.EOF:
                 raise SessionEnded("the manager closed the session at once")
             assert isinstance(first, dispatcher_pb2.SessionMessage)
@@ -241,7 +240,7 @@ class SessionLoop:
             for task_id, status in self.worker.statuses().items():
                 self.reporter.add(task_id, status)
             parts: dict[str, Coroutine[Any, Any, None]] = {
-                "heartbeats": self._heartbeat(call, period),
+                "heartbeats": self._heartbeat(stub, session_id, period),
                 "status reports": self.reporter.send_forever(
                     stub, session_id, timeout=max(5.0, 3 * period)
                 ),
@@ -273,19 +272,13 @@ class SessionLoop:
     async def _first_message(
         self,
         channel: grpc.aio.Channel,
-        call: grpc.aio.StreamStreamCall,  # type: ignore[type-arg]
-        opening: dispatcher_pb2.SessionRequest,
+        call: grpc.aio.UnaryStreamCall,  # type: ignore[type-arg]
     ) -> object:
-        """Send the opening request and read the session's first message. A manager
-        that has not even completed the handshakes within `connect_timeout` (a dead
-        host accepts no connection, or a stopped process never answers the TLS hello)
-        is given up; one that is connected gets `_OPEN_TIMEOUT` to register the node."""
-
-        async def open_and_read() -> object:
-            await call.write(opening)
-            return await call.read()
-
-        read = asyncio.ensure_future(open_and_read())
+        """The session's first message. A manager that has not even completed the
+        handshakes within `connect_timeout` (a dead host accepts no connection, or a
+        stopped process never answers the TLS hello) is given up; one that is
+        connected gets `_OPEN_TIMEOUT` to register the node."""
+        read = asyncio.ensure_future(call.read())
         limit = connect_timeout(self.period)
         done, _ = await asyncio.wait({read}, timeout=limit)
         if not done and channel.get_state() != grpc.ChannelConnectivity.READY:
@@ -295,43 +288,42 @@ class SessionLoop:
         return await asyncio.wait_for(read, _OPEN_TIMEOUT)
 
     async def _heartbeat(
-        self,
-        call: grpc.aio.StreamStreamCall,  # type: ignore[type-arg]
-        period: float,
+        self, stub: dispatcher_pb2_grpc.DispatcherAsyncStub, session_id: str, period: float
     ) -> None:
-        """Heartbeat on the session stream; the answer comes back on it
-        (`_follow_session`). An answer later than MISSED_HEARTBEATS periods ends the
-        session: by then the manager has given up on it too. (A dead manager is noticed
-        sooner by the pings, when there is another to move to; this deadline is for one
-        that is alive but does not answer, and a shorter one would drop sessions
-        whenever this node or the manager is busy.)"""
-        request = dispatcher_pb2.SessionRequest(heartbeat=True)
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(period * random.uniform(0.8, 1.0))
-            HEARTBEATS_SENT.inc()
-            answer: asyncio.Future[dispatcher_pb2.HeartbeatResponse] = loop.create_future()
-            self._answer = answer
-            try:
-                async with asyncio.timeout(MISSED_HEARTBEATS * period):
-                    await call.write(request)
-                    response = await answer
-            except asyncio.InvalidStateError:
-                raise SessionEnded("the manager ended the session stream") from None
-            period = duration_seconds(response.period) or period
-            self.period = period
+        """Heartbeat on one stream for the session. An answer later than
+        MISSED_HEARTBEATS periods ends the session: by then the manager has given up on
+        it too. (A dead manager is noticed sooner by the pings, when there is another
+        to move to; this deadline is for one that is alive but does not answer, and a
+        shorter one would drop sessions whenever this node or the manager is busy.)"""
+        call = stub.Heartbeats()
+        request = dispatcher_pb2.HeartbeatRequest(session_id=session_id)
+        try:
+            while True:
+                await asyncio.sleep(period * random.uniform(0.8, 1.0))
+                HEARTBEATS_SENT.inc()
+                try:
+                    async with asyncio.timeout(MISSED_HEARTBEATS * period):
+                        await call.write(request)
+                        response = await call.read()
+                except asyncio.InvalidStateError:
+                    response = grpc.aio.EOF  # the manager ended the stream
+                if response is grpc.aio.EOF:
+                    code = await call.code()
+                    details = await call.details()
+                    raise SessionEnded(f"the manager ended the heartbeats: {code.name}: {details}")
+                assert isinstance(response, dispatcher_pb2.HeartbeatResponse)
+                period = duration_seconds(response.period) or period
+                self.period = period
+        finally:
+            call.cancel()
 
-    async def _follow_session(self, call: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
+    async def _follow_session(self, call: grpc.aio.UnaryStreamCall) -> None:  # type: ignore[type-arg]
         # The first message was taken with read(); gRPC forbids mixing it with iteration.
         while True:
             message = await call.read()
             if message is grpc.aio.EOF:
                 return
             assert isinstance(message, dispatcher_pb2.SessionMessage)
-            if message.HasField("heartbeat"):
-                answer = self._answer
-                if answer is not None and not answer.done():
-                    answer.set_result(message.heartbeat)
             if message.HasField("assignments"):
                 self.worker.apply(message.assignments)
             if message.subscriptions and self.logs is not None:

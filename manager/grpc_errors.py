@@ -213,7 +213,7 @@ class UndecodableIsInvalidArgument(grpc.aio.ServerInterceptor):
         return handler
 
     def _wrap_streaming(self, method: str, handler: Any) -> Any:
-        """A stream of requests (Session): the first message that does not decode
+        """A stream of requests (Heartbeats): the first message that does not decode
         ends the call with INVALID_ARGUMENT."""
         inner = handler.stream_stream
         if inner is None or not inspect.isasyncgenfunction(inner):

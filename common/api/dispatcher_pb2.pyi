@@ -3,15 +3,15 @@
 isort:skip_file
 The dispatcher API: what an agent calls on a manager.
 
-An agent opens a Session, a stream both ways. Its first request names the node and
-describes it; every later one is a heartbeat, sent within the period. The manager's
-stream carries everything it has to tell the node: first the session id, the
-heartbeat period and the managers' addresses; then its assignments (the full set,
-then incremental changes), the log subscriptions that concern it, the answers to its
-heartbeats and changes of the managers' list. Task status goes up in batches
-(UpdateTaskStatus). One stream a node: at thousands of nodes each open stream costs
-the manager memory (~20 KB in gRPC's core alone). A call with an unknown or expired
-session id is FAILED_PRECONDITION: the agent opens a new session.
+An agent opens a Session (its node description in). The session stream carries
+everything the manager has to tell the node: first the session id, the heartbeat
+period and the managers' addresses; then its assignments (the full set, then
+incremental changes) and the log subscriptions that concern it; then changes of the
+managers' list. The agent heartbeats within the period (on a Heartbeats stream) and
+reports task status in batches. One stream for all that the manager sends: at
+thousands of nodes each open stream costs the manager memory (~20 KB in gRPC's core
+alone). A call with an unknown or expired session id is FAILED_PRECONDITION: the
+agent opens a new session.
 """
 
 from collections import abc as _abc
@@ -66,13 +66,8 @@ class SessionRequest(_message.Message):
 
     NODE_ID_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
-    HEARTBEAT_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
-    """The first request: the node's id, kept in the agent's state dir across restarts,
-    and its description.
-    """
-    heartbeat: _builtins.bool
-    """Every later request: a heartbeat (nothing else set)."""
+    """The node's id, kept in the agent's state dir across restarts."""
     @_builtins.property
     def description(self) -> _objects_pb2.NodeDescription: ...
     def __init__(
@@ -80,11 +75,10 @@ class SessionRequest(_message.Message):
         *,
         node_id: _builtins.str = ...,
         description: _objects_pb2.NodeDescription | None = ...,
-        heartbeat: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["description", b"description"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "heartbeat", b"heartbeat", "node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "node_id", b"node_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -116,8 +110,8 @@ Global___ManagerPeer: _TypeAlias = ManagerPeer  # noqa: Y015
 @_typing.final
 class SessionMessage(_message.Message):
     """The first message has session_id, node, heartbeat_period and managers; later ones
-    have whichever of managers (the whole list, when it changed), assignments,
-    subscriptions and heartbeat there is news of.
+    have whichever of managers (the whole list, when it changed), assignments and
+    subscriptions there is news of.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -128,7 +122,6 @@ class SessionMessage(_message.Message):
     MANAGERS_FIELD_NUMBER: _builtins.int
     ASSIGNMENTS_FIELD_NUMBER: _builtins.int
     SUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
-    HEARTBEAT_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     @_builtins.property
     def node(self) -> _objects_pb2.Node: ...
@@ -140,10 +133,6 @@ class SessionMessage(_message.Message):
     def assignments(self) -> Global___AssignmentsMessage: ...
     @_builtins.property
     def subscriptions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriptionMessage]: ...
-    @_builtins.property
-    def heartbeat(self) -> Global___HeartbeatResponse:
-        """The answer to the last heartbeat: the period to keep from now on."""
-
     def __init__(
         self,
         *,
@@ -153,11 +142,10 @@ class SessionMessage(_message.Message):
         managers: _abc.Iterable[Global___ManagerPeer] | None = ...,
         assignments: Global___AssignmentsMessage | None = ...,
         subscriptions: _abc.Iterable[Global___SubscriptionMessage] | None = ...,
-        heartbeat: Global___HeartbeatResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "heartbeat", b"heartbeat", "heartbeat_period", b"heartbeat_period", "node", b"node"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "heartbeat_period", b"heartbeat_period", "node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "heartbeat", b"heartbeat", "heartbeat_period", b"heartbeat_period", "managers", b"managers", "node", b"node", "session_id", b"session_id", "subscriptions", b"subscriptions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "heartbeat_period", b"heartbeat_period", "managers", b"managers", "node", b"node", "session_id", b"session_id", "subscriptions", b"subscriptions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -34,13 +34,18 @@ class DispatcherStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Session = channel.stream_stream(
+        self.Session = channel.unary_stream(
                 '/swarmlet.Dispatcher/Session',
                 request_serializer=dispatcher__pb2.SessionRequest.SerializeToString,
                 response_deserializer=dispatcher__pb2.SessionMessage.FromString,
                 _registered_method=True)
         self.Heartbeat = channel.unary_unary(
                 '/swarmlet.Dispatcher/Heartbeat',
+                request_serializer=dispatcher__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=dispatcher__pb2.HeartbeatResponse.FromString,
+                _registered_method=True)
+        self.Heartbeats = channel.stream_stream(
+                '/swarmlet.Dispatcher/Heartbeats',
                 request_serializer=dispatcher__pb2.HeartbeatRequest.SerializeToString,
                 response_deserializer=dispatcher__pb2.HeartbeatResponse.FromString,
                 _registered_method=True)
@@ -54,14 +59,22 @@ class DispatcherStub:
 class DispatcherServicer:
     """Missing associated documentation comment in .proto file."""
 
-    def Session(self, request_iterator, context):
+    def Session(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Heartbeat(self, request, context):
-        """A heartbeat as a call of its own, for clients that keep no session stream open.
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Heartbeats(self, request_iterator, context):
+        """The same, as messages on one stream per session (what agents use): each request
+        is a heartbeat of the session the first one names, each response its answer. At
+        thousands of nodes a message costs the manager a fraction of a call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -76,13 +89,18 @@ class DispatcherServicer:
 
 def add_DispatcherServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Session': grpc.stream_stream_rpc_method_handler(
+            'Session': grpc.unary_stream_rpc_method_handler(
                     servicer.Session,
                     request_deserializer=dispatcher__pb2.SessionRequest.FromString,
                     response_serializer=dispatcher__pb2.SessionMessage.SerializeToString,
             ),
             'Heartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.Heartbeat,
+                    request_deserializer=dispatcher__pb2.HeartbeatRequest.FromString,
+                    response_serializer=dispatcher__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'Heartbeats': grpc.stream_stream_rpc_method_handler(
+                    servicer.Heartbeats,
                     request_deserializer=dispatcher__pb2.HeartbeatRequest.FromString,
                     response_serializer=dispatcher__pb2.HeartbeatResponse.SerializeToString,
             ),
@@ -103,7 +121,7 @@ class Dispatcher:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
-    def Session(request_iterator,
+    def Session(request,
             target,
             options=(),
             channel_credentials=None,
@@ -113,8 +131,8 @@ class Dispatcher:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.stream_stream(
-            request_iterator,
+        return grpc.experimental.unary_stream(
+            request,
             target,
             '/swarmlet.Dispatcher/Session',
             dispatcher__pb2.SessionRequest.SerializeToString,
@@ -144,6 +162,33 @@ class Dispatcher:
             request,
             target,
             '/swarmlet.Dispatcher/Heartbeat',
+            dispatcher__pb2.HeartbeatRequest.SerializeToString,
+            dispatcher__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeats(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/swarmlet.Dispatcher/Heartbeats',
             dispatcher__pb2.HeartbeatRequest.SerializeToString,
             dispatcher__pb2.HeartbeatResponse.FromString,
             options,

@@ -3,15 +3,15 @@
 isort:skip_file
 The dispatcher API: what an agent calls on a manager.
 
-An agent opens a Session, a stream both ways. Its first request names the node and
-describes it; every later one is a heartbeat, sent within the period. The manager's
-stream carries everything it has to tell the node: first the session id, the
-heartbeat period and the managers' addresses; then its assignments (the full set,
-then incremental changes), the log subscriptions that concern it, the answers to its
-heartbeats and changes of the managers' list. Task status goes up in batches
-(UpdateTaskStatus). One stream a node: at thousands of nodes each open stream costs
-the manager memory (~20 KB in gRPC's core alone). A call with an unknown or expired
-session id is FAILED_PRECONDITION: the agent opens a new session.
+An agent opens a Session (its node description in). The session stream carries
+everything the manager has to tell the node: first the session id, the heartbeat
+period and the managers' addresses; then its assignments (the full set, then
+incremental changes) and the log subscriptions that concern it; then changes of the
+managers' list. The agent heartbeats within the period (on a Heartbeats stream) and
+reports task status in batches. One stream for all that the manager sends: at
+thousands of nodes each open stream costs the manager memory (~20 KB in gRPC's core
+alone). A call with an unknown or expired session id is FAILED_PRECONDITION: the
+agent opens a new session.
 """
 
 from collections import abc as _abc
@@ -42,24 +42,32 @@ class DispatcherStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> DispatcherAsyncStub: ...
-    Session: _grpc.StreamStreamMultiCallable[_dispatcher_pb2.SessionRequest, _dispatcher_pb2.SessionMessage]
+    Session: _grpc.UnaryStreamMultiCallable[_dispatcher_pb2.SessionRequest, _dispatcher_pb2.SessionMessage]
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.HeartbeatRequest, _dispatcher_pb2.HeartbeatResponse]
-    """A heartbeat as a call of its own, for clients that keep no session stream open."""
+    Heartbeats: _grpc.StreamStreamMultiCallable[_dispatcher_pb2.HeartbeatRequest, _dispatcher_pb2.HeartbeatResponse]
+    """The same, as messages on one stream per session (what agents use): each request
+    is a heartbeat of the session the first one names, each response its answer. At
+    thousands of nodes a message costs the manager a fraction of a call.
+    """
     UpdateTaskStatus: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.UpdateTaskStatusRequest, _dispatcher_pb2.UpdateTaskStatusResponse]
 
 @_typing.type_check_only
 class DispatcherAsyncStub(DispatcherStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
-    Session: _aio.StreamStreamMultiCallable[_dispatcher_pb2.SessionRequest, _dispatcher_pb2.SessionMessage]  # type: ignore[assignment]
+    Session: _aio.UnaryStreamMultiCallable[_dispatcher_pb2.SessionRequest, _dispatcher_pb2.SessionMessage]  # type: ignore[assignment]
     Heartbeat: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.HeartbeatRequest, _dispatcher_pb2.HeartbeatResponse]  # type: ignore[assignment]
-    """A heartbeat as a call of its own, for clients that keep no session stream open."""
+    Heartbeats: _aio.StreamStreamMultiCallable[_dispatcher_pb2.HeartbeatRequest, _dispatcher_pb2.HeartbeatResponse]  # type: ignore[assignment]
+    """The same, as messages on one stream per session (what agents use): each request
+    is a heartbeat of the session the first one names, each response its answer. At
+    thousands of nodes a message costs the manager a fraction of a call.
+    """
     UpdateTaskStatus: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.UpdateTaskStatusRequest, _dispatcher_pb2.UpdateTaskStatusResponse]  # type: ignore[assignment]
 
 class DispatcherServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def Session(
         self,
-        request_iterator: _MaybeAsyncIterator[_dispatcher_pb2.SessionRequest],
+        request: _dispatcher_pb2.SessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_dispatcher_pb2.SessionMessage], _abc.AsyncIterator[_dispatcher_pb2.SessionMessage]]: ...
 
@@ -68,8 +76,18 @@ class DispatcherServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _dispatcher_pb2.HeartbeatRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_dispatcher_pb2.HeartbeatResponse, _abc.Awaitable[_dispatcher_pb2.HeartbeatResponse]]:
-        """A heartbeat as a call of its own, for clients that keep no session stream open."""
+    ) -> _typing.Union[_dispatcher_pb2.HeartbeatResponse, _abc.Awaitable[_dispatcher_pb2.HeartbeatResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Heartbeats(
+        self,
+        request_iterator: _MaybeAsyncIterator[_dispatcher_pb2.HeartbeatRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_dispatcher_pb2.HeartbeatResponse], _abc.AsyncIterator[_dispatcher_pb2.HeartbeatResponse]]:
+        """The same, as messages on one stream per session (what agents use): each request
+        is a heartbeat of the session the first one names, each response its answer. At
+        thousands of nodes a message costs the manager a fraction of a call.
+        """
 
     @_abc_1.abstractmethod
     def UpdateTaskStatus(

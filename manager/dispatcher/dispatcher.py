@@ -10,14 +10,14 @@ The period agents are told grows with the cluster (`effective_period`): a manage
 answers at most MAX_HEARTBEATS_PER_SECOND heartbeats a second even if every node is
 connected to it, so 5,000 nodes heartbeat every 10 s (Kubernetes' kubelets renew their
 node leases as often) while a small cluster keeps the configured period and its quick
-failure detection. Each session is judged by the period it was last told.
+failure detection. Each session is judged by the period it was last told. Agents
+heartbeat on one stream per session (`Heartbeats`): a message costs the manager a
+fraction of what a call does.
 
-A session is one stream both ways (`Session`), the only one a node keeps open. Up go
-the opening request, then heartbeats: a message costs the manager a fraction of what a
-call does. Down go the session's facts, then the node's assignments (the full set,
-then changes), the log subscriptions that concern it, the heartbeats' answers and
-changes of the managers' list. One stream rather than one per kind: at thousands of
-nodes each open stream costs the manager memory (~20 KB in gRPC's core alone).
+Everything else the manager tells a node goes on its session stream: the session's
+facts, then its assignments (the full set, then changes), the log subscriptions that
+concern it and changes of the managers' list. One stream rather than one per kind:
+at thousands of nodes each open stream costs the manager memory.
 """
 
 from __future__ import annotations
@@ -114,8 +114,6 @@ class AgentSession:
     peers_changed: bool = False
     # Log subscriptions to tell the agent about (subscription, closed).
     subscriptions: list[tuple[logs_pb2.LogSubscription, bool]] = field(default_factory=list)
-    # The answer to the last heartbeat, until it is sent.
-    answer: dispatcher_pb2.HeartbeatResponse | None = None
 
 
 class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
@@ -155,18 +153,9 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         return effective_period(self.heartbeat_period, len(self.cache.nodes))
 
     async def Session(
-        self, requests: AsyncIterator[dispatcher_pb2.SessionRequest], context: Context
+        self, request: dispatcher_pb2.SessionRequest, context: Context
     ) -> AsyncIterator[dispatcher_pb2.SessionMessage]:
-        """The first request opens the session; every later one is a heartbeat, which
-        is answered on the stream."""
-        request = await anext(requests, None)
-        if request is None:
-            return  # the agent went away before it said anything
         async with abort_on_store_errors(context):
-            if request.heartbeat:
-                raise InvalidArgumentError(
-                    "a session starts with the node's id and description, not a heartbeat"
-                )
             node_id = self._caller(context)
             if request.node_id and request.node_id != node_id:
                 raise InvalidArgumentError(
@@ -187,19 +176,6 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             self.session_keys.opened(node_id, session.id, addr)
         log = _log.bind(node_id=session.node_id, session_id=session.id, addr=addr)
         log.info("session opened", hostname=request.description.hostname)
-        heartbeats = asyncio.create_task(self._heartbeats(session, requests, context))
-        try:
-            async for message in self._session_messages(session, node, period):
-                yield message
-        finally:
-            # The session itself stays until it expires or another replaces it, as when
-            # its agent stops heartbeating: that is what declares a node down.
-            heartbeats.cancel()
-        log.info("session closed")
-
-    async def _session_messages(
-        self, session: AgentSession, node: objects_pb2.Node, period: float
-    ) -> AsyncIterator[dispatcher_pb2.SessionMessage]:
         yield dispatcher_pb2.SessionMessage(
             session_id=session.id,
             node=node,
@@ -238,32 +214,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 # wait): a node given its tasks a few at a time, as a large cluster's
                 # passes do, gets a message every so often rather than one per pass.
                 await asyncio.sleep(ASSIGNMENT_BATCHING)
-
-    async def _heartbeats(
-        self,
-        session: AgentSession,
-        requests: AsyncIterator[dispatcher_pb2.SessionRequest],
-        context: Context,
-    ) -> None:
-        """Read the session's heartbeats; the answers go out with the next message.
-        When the agent stops sending (it went away, or half-closed the stream), the
-        session is left to expire as one without heartbeats does."""
-        try:
-            async for request in requests:
-                if not request.heartbeat:
-                    await context.abort(
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        "the session is open: send heartbeats on it, not another opening "
-                        "request (open a new Session call for a new session)",
-                    )
-                if session.closed:
-                    return
-                session.answer = self._beat(session)
-                session.wake.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the call broke: no more heartbeats
-            _log.info("session stream broken", node_id=session.node_id, error=str(exc))
+        log.info("session closed")
 
     def _next_message(self, session: AgentSession) -> dispatcher_pb2.SessionMessage | None:
         """What the session stream has to say next (None: nothing): the managers if
@@ -271,10 +222,6 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         changes."""
         message = dispatcher_pb2.SessionMessage()
         empty = True
-        if session.answer is not None:
-            message.heartbeat.CopyFrom(session.answer)
-            session.answer = None
-            empty = False
         if session.peers_changed:
             session.peers_changed = False
             message.managers.extend(self.peers())
@@ -361,6 +308,28 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     ) -> dispatcher_pb2.HeartbeatResponse:
         session = await self._session(request.session_id, context)
         return self._beat(session)
+
+    async def Heartbeats(
+        self, request_iterator: AsyncIterator[dispatcher_pb2.HeartbeatRequest], context: Context
+    ) -> AsyncIterator[dispatcher_pb2.HeartbeatResponse]:
+        # The session (and the caller's certificate) is checked on the first message;
+        # the rest come on the same authenticated stream.
+        session: AgentSession | None = None
+        async for request in request_iterator:
+            if session is None:
+                session = await self._session(request.session_id, context)
+            elif request.session_id != session.id:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"heartbeat for session {request.session_id!r} on the stream of "
+                    f"session {session.id!r}: open a Heartbeats stream per session",
+                )
+            if session.closed:
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"session {session.id!r} has ended: open a new session",
+                )
+            yield self._beat(session)
 
     def _beat(self, session: AgentSession) -> dispatcher_pb2.HeartbeatResponse:
         session.last_heartbeat = self.clock()

@@ -1032,8 +1032,7 @@ def test_dispatcher_fuzz(target: Target) -> None:
         )
         if over():  # after the draws: hypothesis wants the same draws when it replays
             return
-        # The opening request, then the stream is half-closed: no heartbeats on it.
-        stream = stub.Session(iter([request]), timeout=CALL_TIMEOUT)
+        stream = stub.Session(request, timeout=CALL_TIMEOUT)
         try:
             try:
                 session_id = next(iter(stream)).session_id
@@ -1205,8 +1204,6 @@ def test_random_bytes_on_the_ports(target: Target) -> None:
         ("dispatcher port, admin cert", manager.addr, admin_key, admin_cert, "Dispatcher",
          dispatcher_seeds),
     ]  # fmt: skip
-    # Session is a stream both ways; one message and a half-close is what a raw
-    # request-then-stream call sends.
     streams = {"Session"}
     for name, addr, k, c, service, seeds in surfaces:
         methods = (

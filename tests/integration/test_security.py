@@ -48,7 +48,7 @@ def dispatcher_call(addr: str, creds: grpc.ChannelCredentials) -> None:
     options = [("grpc.ssl_target_name_override", pki.SERVER_NAME)]
     with grpc.secure_channel(addr, creds, options=options) as channel:
         stream = dispatcher_pb2_grpc.DispatcherStub(channel).Session(
-            iter([dispatcher_pb2.SessionRequest()]), timeout=5
+            dispatcher_pb2.SessionRequest(), timeout=5
         )
         next(iter(stream))
 
