@@ -180,6 +180,22 @@ class EtcdCluster:
                     return False
         return True
 
+    def leader(self) -> str:
+        """The name of the member that leads now (asked through etcd's HTTP gateway)."""
+        import json
+        import urllib.request
+
+        for n, p in self.members.items():
+            if not p.running:
+                continue
+            url = f"http://127.0.0.1:{self.client_ports[n]}/v3/maintenance/status"
+            request = urllib.request.Request(url, data=b"{}", method="POST")
+            with urllib.request.urlopen(request, timeout=2) as resp:
+                status = json.loads(resp.read())
+            if status.get("leader") and status["leader"] == status["header"]["member_id"]:
+                return n
+        raise AssertionError("no etcd member says it leads")
+
     def stop_member(self, name: str) -> None:
         self.members[name].stop(signal.SIGKILL)
 

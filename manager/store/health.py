@@ -1,9 +1,14 @@
-"""Is etcd answering? A linearizable read every second (so a lost quorum shows within a
-second or two), and etcd's alarms and database size every few seconds (the space-quota
-alarm stops all writes until an operator acts). The control API refuses calls with UNAVAILABLE and
-this message while etcd is unhealthy, rather than answering from a cache that can no
-longer be trusted. With a `SideThread` the probes run on it, so a manager busy for
-seconds does not mistake its own delay for etcd's."""
+"""Is etcd answering? A linearizable read every second, and etcd's alarms and database
+size every few seconds (the space-quota alarm stops all writes until an operator acts).
+The control API refuses calls with UNAVAILABLE and this message while etcd is unhealthy,
+rather than answering from a cache that can no longer be trusted.
+
+A failed probe alone does not make etcd unhealthy: losing one member (the leader, say)
+costs an election of about a second, during which reads fail with "leader changed" while
+the cluster is fine. Only failures lasting UNHEALTHY_AFTER do, so a lost quorum shows
+within about three seconds and an election interrupts nothing. With a `SideThread` the
+probes run on it, so a manager busy for seconds does not mistake its own delay for etcd's.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +30,8 @@ ETCD_DB_IN_USE_BYTES = Gauge(
     "swarmlet_etcd_db_in_use_bytes", "Bytes of etcd's database file in use (the rest is free)."
 )
 PROBE_INTERVAL = 1.0
+RETRY_INTERVAL = 0.25  # between probes while they fail, to see recovery quickly
+UNHEALTHY_AFTER = 2.0  # seconds of failing probes (an election takes about one)
 ALARM_INTERVAL = 5.0
 
 
@@ -63,26 +70,32 @@ class EtcdHealth:
         self._maintenance = client.maintenance
         loop = asyncio.get_running_loop()
         next_alarm_check = 0.0
+        failing_since: float | None = None
         while True:
             try:
                 await self._kv.get(self.probe_key, timeout=PROBE_INTERVAL * 1.5, max_attempts=1)
             except (EtcdError, TimeoutError, grpc.aio.AioRpcError) as exc:
-                problem = (
-                    f"etcd at {self.endpoints} does not answer (no quorum, or unreachable: "
-                    f"{describe(exc)}); the cluster's state cannot be read or changed until "
-                    "it is back"
-                )
-                if not self.problem:
-                    _log.error("etcd unhealthy", error=describe(exc))
-                self.problem = problem
+                now = loop.time()
+                if failing_since is None:
+                    failing_since = now
+                    _log.warning("etcd probe failed", error=describe(exc))
+                if now - failing_since >= UNHEALTHY_AFTER:
+                    if not self.problem:
+                        _log.error("etcd unhealthy", error=describe(exc))
+                    self.problem = (
+                        f"etcd at {self.endpoints} does not answer (no quorum, or unreachable: "
+                        f"{describe(exc)}); the cluster's state cannot be read or changed "
+                        "until it is back"
+                    )
             else:
                 if self.problem:
                     _log.info("etcd healthy again")
                 self.problem = ""
+                failing_since = None
             if loop.time() >= next_alarm_check:
                 next_alarm_check = loop.time() + ALARM_INTERVAL
                 await self._check_alarms()
-            await asyncio.sleep(PROBE_INTERVAL)
+            await asyncio.sleep(RETRY_INTERVAL if failing_since is not None else PROBE_INTERVAL)
 
     async def _check_alarms(self) -> None:
         try:
