@@ -1,8 +1,9 @@
 """The agent's session with a manager, and the loop that keeps one open.
 
 A session: open the Session stream (node description in; session id, heartbeat period
-and manager list out), re-send every task's status, then heartbeat, follow assignments
-and send status reports side by side until any of them fails. Then the next manager
+and manager list out, then assignments, log subscriptions and changes of the managers'
+list as they come), re-send every task's status, then heartbeat, follow the session
+stream and send status reports side by side until any of them fails. Then the next manager
 in the list (never the one that just failed, when there is another) is tried after a
 jittered backoff (100 ms doubling to 8 s). Running tasks are untouched by all of this.
 
@@ -240,8 +241,6 @@ class SessionLoop:
                 self.reporter.add(task_id, status)
             parts: dict[str, Coroutine[Any, Any, None]] = {
                 "heartbeats": self._heartbeat(stub, session_id, period),
-                "assignments": self._assignments(stub, session_id),
-                "log subscriptions": self._subscriptions(stub, session_id),
                 "status reports": self.reporter.send_forever(
                     stub, session_id, timeout=max(5.0, 3 * period)
                 ),
@@ -318,22 +317,6 @@ class SessionLoop:
         finally:
             call.cancel()
 
-    async def _assignments(
-        self, stub: dispatcher_pb2_grpc.DispatcherAsyncStub, session_id: str
-    ) -> None:
-        stream = stub.Assignments(dispatcher_pb2.AssignmentsRequest(session_id=session_id))
-        async for message in stream:
-            self.worker.apply(message)
-
-    async def _subscriptions(
-        self, stub: dispatcher_pb2_grpc.DispatcherAsyncStub, session_id: str
-    ) -> None:
-        stream = stub.Subscriptions(dispatcher_pb2.SubscriptionsRequest(session_id=session_id))
-        async for message in stream:
-            if self.logs is not None:
-                self.logs.handle(message.subscription, message.close)
-        await asyncio.Event().wait()  # the stream ends with the session
-
     async def _follow_session(self, call: grpc.aio.UnaryStreamCall) -> None:  # type: ignore[type-arg]
         # The first message was taken with read(); gRPC forbids mixing it with iteration.
         while True:
@@ -341,7 +324,13 @@ class SessionLoop:
             if message is grpc.aio.EOF:
                 return
             assert isinstance(message, dispatcher_pb2.SessionMessage)
-            self._learn_managers(message)
+            if message.HasField("assignments"):
+                self.worker.apply(message.assignments)
+            if message.subscriptions and self.logs is not None:
+                for sub in message.subscriptions:
+                    self.logs.handle(sub.subscription, sub.close)
+            if message.managers:
+                self._learn_managers(message)
 
     def _learn_managers(self, message: dispatcher_pb2.SessionMessage) -> None:
         for peer in message.managers:

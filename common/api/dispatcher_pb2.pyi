@@ -3,12 +3,15 @@
 isort:skip_file
 The dispatcher API: what an agent calls on a manager.
 
-An agent opens a Session (its node description in; a session id, the heartbeat
-period and the managers' addresses out), then heartbeats within the period (on a
-Heartbeats stream), streams
-its assignments (the full set first, then incremental changes) and reports task
-status in batches. A call with an unknown or expired session id is
-FAILED_PRECONDITION: the agent opens a new session.
+An agent opens a Session (its node description in). The session stream carries
+everything the manager has to tell the node: first the session id, the heartbeat
+period and the managers' addresses; then its assignments (the full set, then
+incremental changes) and the log subscriptions that concern it; then changes of the
+managers' list. The agent heartbeats within the period (on a Heartbeats stream) and
+reports task status in batches. One stream for all that the manager sends: at
+thousands of nodes each open stream costs the manager memory (~20 KB in gRPC's core
+alone). A call with an unknown or expired session id is FAILED_PRECONDITION: the
+agent opens a new session.
 """
 
 from collections import abc as _abc
@@ -31,26 +34,11 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
-class SubscriptionsRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    SESSION_ID_FIELD_NUMBER: _builtins.int
-    session_id: _builtins.str
-    def __init__(
-        self,
-        *,
-        session_id: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___SubscriptionsRequest: _TypeAlias = SubscriptionsRequest  # noqa: Y015
-
-@_typing.final
 class SubscriptionMessage(_message.Message):
+    """A log subscription that concerns this node's tasks: as it starts, and again with
+    `close` set when it ends.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SUBSCRIPTION_FIELD_NUMBER: _builtins.int
@@ -121,12 +109,19 @@ Global___ManagerPeer: _TypeAlias = ManagerPeer  # noqa: Y015
 
 @_typing.final
 class SessionMessage(_message.Message):
+    """The first message has session_id, node, heartbeat_period and managers; later ones
+    have whichever of managers (the whole list, when it changed), assignments and
+    subscriptions there is news of.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     NODE_FIELD_NUMBER: _builtins.int
     HEARTBEAT_PERIOD_FIELD_NUMBER: _builtins.int
     MANAGERS_FIELD_NUMBER: _builtins.int
+    ASSIGNMENTS_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     @_builtins.property
     def node(self) -> _objects_pb2.Node: ...
@@ -134,6 +129,10 @@ class SessionMessage(_message.Message):
     def heartbeat_period(self) -> _duration_pb2.Duration: ...
     @_builtins.property
     def managers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ManagerPeer]: ...
+    @_builtins.property
+    def assignments(self) -> Global___AssignmentsMessage: ...
+    @_builtins.property
+    def subscriptions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriptionMessage]: ...
     def __init__(
         self,
         *,
@@ -141,10 +140,12 @@ class SessionMessage(_message.Message):
         node: _objects_pb2.Node | None = ...,
         heartbeat_period: _duration_pb2.Duration | None = ...,
         managers: _abc.Iterable[Global___ManagerPeer] | None = ...,
+        assignments: Global___AssignmentsMessage | None = ...,
+        subscriptions: _abc.Iterable[Global___SubscriptionMessage] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_period", b"heartbeat_period", "node", b"node"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "heartbeat_period", b"heartbeat_period", "node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_period", b"heartbeat_period", "managers", b"managers", "node", b"node", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "heartbeat_period", b"heartbeat_period", "managers", b"managers", "node", b"node", "session_id", b"session_id", "subscriptions", b"subscriptions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -188,25 +189,6 @@ class HeartbeatResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HeartbeatResponse: _TypeAlias = HeartbeatResponse  # noqa: Y015
-
-@_typing.final
-class AssignmentsRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    SESSION_ID_FIELD_NUMBER: _builtins.int
-    session_id: _builtins.str
-    def __init__(
-        self,
-        *,
-        session_id: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___AssignmentsRequest: _TypeAlias = AssignmentsRequest  # noqa: Y015
 
 @_typing.final
 class AssignmentChange(_message.Message):

@@ -49,20 +49,10 @@ class DispatcherStub:
                 request_serializer=dispatcher__pb2.HeartbeatRequest.SerializeToString,
                 response_deserializer=dispatcher__pb2.HeartbeatResponse.FromString,
                 _registered_method=True)
-        self.Assignments = channel.unary_stream(
-                '/swarmlet.Dispatcher/Assignments',
-                request_serializer=dispatcher__pb2.AssignmentsRequest.SerializeToString,
-                response_deserializer=dispatcher__pb2.AssignmentsMessage.FromString,
-                _registered_method=True)
         self.UpdateTaskStatus = channel.unary_unary(
                 '/swarmlet.Dispatcher/UpdateTaskStatus',
                 request_serializer=dispatcher__pb2.UpdateTaskStatusRequest.SerializeToString,
                 response_deserializer=dispatcher__pb2.UpdateTaskStatusResponse.FromString,
-                _registered_method=True)
-        self.Subscriptions = channel.unary_stream(
-                '/swarmlet.Dispatcher/Subscriptions',
-                request_serializer=dispatcher__pb2.SubscriptionsRequest.SerializeToString,
-                response_deserializer=dispatcher__pb2.SubscriptionMessage.FromString,
                 _registered_method=True)
 
 
@@ -90,22 +80,8 @@ class DispatcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Assignments(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def UpdateTaskStatus(self, request, context):
         """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Subscriptions(self, request, context):
-        """The log subscriptions that concern this node's tasks: each one as it starts, and
-        again with `close` set when it ends.
-        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -128,20 +104,10 @@ def add_DispatcherServicer_to_server(servicer, server):
                     request_deserializer=dispatcher__pb2.HeartbeatRequest.FromString,
                     response_serializer=dispatcher__pb2.HeartbeatResponse.SerializeToString,
             ),
-            'Assignments': grpc.unary_stream_rpc_method_handler(
-                    servicer.Assignments,
-                    request_deserializer=dispatcher__pb2.AssignmentsRequest.FromString,
-                    response_serializer=dispatcher__pb2.AssignmentsMessage.SerializeToString,
-            ),
             'UpdateTaskStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateTaskStatus,
                     request_deserializer=dispatcher__pb2.UpdateTaskStatusRequest.FromString,
                     response_serializer=dispatcher__pb2.UpdateTaskStatusResponse.SerializeToString,
-            ),
-            'Subscriptions': grpc.unary_stream_rpc_method_handler(
-                    servicer.Subscriptions,
-                    request_deserializer=dispatcher__pb2.SubscriptionsRequest.FromString,
-                    response_serializer=dispatcher__pb2.SubscriptionMessage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -236,33 +202,6 @@ class Dispatcher:
             _registered_method=True)
 
     @staticmethod
-    def Assignments(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/swarmlet.Dispatcher/Assignments',
-            dispatcher__pb2.AssignmentsRequest.SerializeToString,
-            dispatcher__pb2.AssignmentsMessage.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
     def UpdateTaskStatus(request,
             target,
             options=(),
@@ -279,33 +218,6 @@ class Dispatcher:
             '/swarmlet.Dispatcher/UpdateTaskStatus',
             dispatcher__pb2.UpdateTaskStatusRequest.SerializeToString,
             dispatcher__pb2.UpdateTaskStatusResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Subscriptions(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/swarmlet.Dispatcher/Subscriptions',
-            dispatcher__pb2.SubscriptionsRequest.SerializeToString,
-            dispatcher__pb2.SubscriptionMessage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,12 +3,15 @@
 isort:skip_file
 The dispatcher API: what an agent calls on a manager.
 
-An agent opens a Session (its node description in; a session id, the heartbeat
-period and the managers' addresses out), then heartbeats within the period (on a
-Heartbeats stream), streams
-its assignments (the full set first, then incremental changes) and reports task
-status in batches. A call with an unknown or expired session id is
-FAILED_PRECONDITION: the agent opens a new session.
+An agent opens a Session (its node description in). The session stream carries
+everything the manager has to tell the node: first the session id, the heartbeat
+period and the managers' addresses; then its assignments (the full set, then
+incremental changes) and the log subscriptions that concern it; then changes of the
+managers' list. The agent heartbeats within the period (on a Heartbeats stream) and
+reports task status in batches. One stream for all that the manager sends: at
+thousands of nodes each open stream costs the manager memory (~20 KB in gRPC's core
+alone). A call with an unknown or expired session id is FAILED_PRECONDITION: the
+agent opens a new session.
 """
 
 from collections import abc as _abc
@@ -46,12 +49,7 @@ class DispatcherStub:
     is a heartbeat of the session the first one names, each response its answer. At
     thousands of nodes a message costs the manager a fraction of a call.
     """
-    Assignments: _grpc.UnaryStreamMultiCallable[_dispatcher_pb2.AssignmentsRequest, _dispatcher_pb2.AssignmentsMessage]
     UpdateTaskStatus: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.UpdateTaskStatusRequest, _dispatcher_pb2.UpdateTaskStatusResponse]
-    Subscriptions: _grpc.UnaryStreamMultiCallable[_dispatcher_pb2.SubscriptionsRequest, _dispatcher_pb2.SubscriptionMessage]
-    """The log subscriptions that concern this node's tasks: each one as it starts, and
-    again with `close` set when it ends.
-    """
 
 @_typing.type_check_only
 class DispatcherAsyncStub(DispatcherStub):
@@ -63,12 +61,7 @@ class DispatcherAsyncStub(DispatcherStub):
     is a heartbeat of the session the first one names, each response its answer. At
     thousands of nodes a message costs the manager a fraction of a call.
     """
-    Assignments: _aio.UnaryStreamMultiCallable[_dispatcher_pb2.AssignmentsRequest, _dispatcher_pb2.AssignmentsMessage]  # type: ignore[assignment]
     UpdateTaskStatus: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.UpdateTaskStatusRequest, _dispatcher_pb2.UpdateTaskStatusResponse]  # type: ignore[assignment]
-    Subscriptions: _aio.UnaryStreamMultiCallable[_dispatcher_pb2.SubscriptionsRequest, _dispatcher_pb2.SubscriptionMessage]  # type: ignore[assignment]
-    """The log subscriptions that concern this node's tasks: each one as it starts, and
-    again with `close` set when it ends.
-    """
 
 class DispatcherServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -97,27 +90,10 @@ class DispatcherServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
-    def Assignments(
-        self,
-        request: _dispatcher_pb2.AssignmentsRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_dispatcher_pb2.AssignmentsMessage], _abc.AsyncIterator[_dispatcher_pb2.AssignmentsMessage]]: ...
-
-    @_abc_1.abstractmethod
     def UpdateTaskStatus(
         self,
         request: _dispatcher_pb2.UpdateTaskStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_dispatcher_pb2.UpdateTaskStatusResponse, _abc.Awaitable[_dispatcher_pb2.UpdateTaskStatusResponse]]: ...
-
-    @_abc_1.abstractmethod
-    def Subscriptions(
-        self,
-        request: _dispatcher_pb2.SubscriptionsRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_dispatcher_pb2.SubscriptionMessage], _abc.AsyncIterator[_dispatcher_pb2.SubscriptionMessage]]:
-        """The log subscriptions that concern this node's tasks: each one as it starts, and
-        again with `close` set when it ends.
-        """
 
 def add_DispatcherServicer_to_server(servicer: DispatcherServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

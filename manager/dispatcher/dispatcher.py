@@ -13,6 +13,11 @@ node leases as often) while a small cluster keeps the configured period and its 
 failure detection. Each session is judged by the period it was last told. Agents
 heartbeat on one stream per session (`Heartbeats`): a message costs the manager a
 fraction of what a call does.
+
+Everything else the manager tells a node goes on its session stream: the session's
+facts, then its assignments (the full set, then changes), the log subscriptions that
+concern it and changes of the managers' list. One stream rather than one per kind:
+at thousands of nodes each open stream costs the manager memory.
 """
 
 from __future__ import annotations
@@ -98,17 +103,17 @@ class AgentSession:
     registered: float = 0.0
     # Set while this manager writes the node READY again (see Heartbeat).
     reviving: bool = False
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
+    # Set whenever there is something to send on the session stream (or it closed).
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
     # Assignment changes not yet sent, by task id (a later change replaces an earlier one).
     pending: dict[str, dispatcher_pb2.AssignmentChange] = field(default_factory=dict)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Whether the complete set was sent: changes are collected only from then on.
     streaming: bool = False
     # Set when the list of managers changed and the agent should hear it.
-    peers_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    peers_changed: bool = False
     # Log subscriptions to tell the agent about (subscription, closed).
-    subscriptions: asyncio.Queue[tuple[logs_pb2.LogSubscription, bool]] = field(
-        default_factory=asyncio.Queue
-    )
+    subscriptions: list[tuple[logs_pb2.LogSubscription, bool]] = field(default_factory=list)
 
 
 class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
@@ -171,22 +176,69 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             self.session_keys.opened(node_id, session.id, addr)
         log = _log.bind(node_id=session.node_id, session_id=session.id, addr=addr)
         log.info("session opened", hostname=request.description.hostname)
-        message = dispatcher_pb2.SessionMessage(
+        yield dispatcher_pb2.SessionMessage(
             session_id=session.id,
             node=node,
             heartbeat_period=duration(period),
             managers=self.peers(),
         )
+        # The complete assignment set, and the log subscriptions there are. The set is
+        # built and changes are collected from then on in one step, with no await in
+        # between, so that no change falls between the two.
+        session.pending.clear()
+        session.streaming = True
+        complete = [
+            Change(action=Change.ACTION_UPDATE, task=t)
+            for t in self.cache.tasks_by_node.get(session.node_id, {}).values()
+            if t.status.state >= states.ASSIGNED
+        ]
+        message = dispatcher_pb2.SessionMessage()
+        message.assignments.type = dispatcher_pb2.AssignmentsMessage.TYPE_COMPLETE
+        message.assignments.changes.extend(complete)
+        for sub in self.cache.objects[Kind.LOGSUB].values():
+            message.subscriptions.add(subscription=sub)
         yield message
-        while not session.closed.is_set():
-            # Tell the agent when managers come and go, so it knows where to turn.
-            await session.peers_changed.wait()
-            session.peers_changed.clear()
-            if not session.closed.is_set():
-                del message.managers[:]
-                message.managers.extend(self.peers())
-                yield message
+        while not session.closed:
+            await session.wake.wait()
+            session.wake.clear()
+            sent = False
+            while not session.closed:
+                news = self._next_message(session)
+                if news is None:
+                    break
+                sent = True
+                yield news
+            if sent:
+                # The first change after a quiet spell goes at once; those that follow on
+                # its heels are gathered for ASSIGNMENT_BATCHING (SwarmKit's batching
+                # wait): a node given its tasks a few at a time, as a large cluster's
+                # passes do, gets a message every so often rather than one per pass.
+                await asyncio.sleep(ASSIGNMENT_BATCHING)
         log.info("session closed")
+
+    def _next_message(self, session: AgentSession) -> dispatcher_pb2.SessionMessage | None:
+        """What the session stream has to say next (None: nothing): the managers if
+        they changed, log subscriptions, up to _MAX_CHANGES_PER_MESSAGE assignment
+        changes."""
+        message = dispatcher_pb2.SessionMessage()
+        empty = True
+        if session.peers_changed:
+            session.peers_changed = False
+            message.managers.extend(self.peers())
+            empty = False
+        if session.subscriptions:
+            for sub, ended in session.subscriptions:
+                message.subscriptions.add(subscription=sub, close=ended)
+            session.subscriptions.clear()
+            empty = False
+        if session.pending:
+            changes = list(session.pending.values())[:_MAX_CHANGES_PER_MESSAGE]
+            for c in changes:
+                del session.pending[c.task.id]
+            message.assignments.type = dispatcher_pb2.AssignmentsMessage.TYPE_INCREMENTAL
+            message.assignments.changes.extend(changes)
+            empty = False
+        return None if empty else message
 
     def _caller(self, context: Context) -> str:
         """The node id of the caller's certificate (checked against this cluster)."""
@@ -223,9 +275,8 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         return updated  # type: ignore[no-any-return]
 
     def _close(self, session: AgentSession, *, expired: bool = False) -> None:
-        session.closed.set()
-        session.changed.set()
-        session.peers_changed.set()
+        session.closed = True
+        session.wake.set()
         if expired and self.session_keys is not None:
             self.session_keys.closed(session.node_id, session.id)
         if self.sessions.get(session.node_id) is session:
@@ -273,7 +324,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                     f"heartbeat for session {request.session_id!r} on the stream of "
                     f"session {session.id!r}: open a Heartbeats stream per session",
                 )
-            if session.closed.is_set():
+            if session.closed:
                 await context.abort(
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"session {session.id!r} has ended: open a new session",
@@ -358,7 +409,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
 
     async def _revive(self, session: AgentSession) -> None:
         def ready(node: objects_pb2.Node) -> objects_pb2.Node | None:
-            if session.closed.is_set() or node.status.state != types_pb2.NODE_STATE_DOWN:
+            if session.closed or node.status.state != types_pb2.NODE_STATE_DOWN:
                 return None
             node.status.state = types_pb2.NODE_STATE_READY
             node.status.message = ""
@@ -376,72 +427,20 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         finally:
             session.reviving = False
 
-    # ---- assignments ------------------------------------------------------------------
-
-    async def Assignments(
-        self, request: dispatcher_pb2.AssignmentsRequest, context: Context
-    ) -> AsyncIterator[dispatcher_pb2.AssignmentsMessage]:
-        session = await self._session(request.session_id, context)
-        # Build the full set and start collecting changes in one step, with no await in
-        # between, so that no change falls between the two.
-        session.pending.clear()
-        session.streaming = True
-        complete = [
-            Change(action=Change.ACTION_UPDATE, task=t)
-            for t in self.cache.tasks_by_node.get(session.node_id, {}).values()
-            if t.status.state >= states.ASSIGNED
-        ]
-        yield dispatcher_pb2.AssignmentsMessage(
-            type=dispatcher_pb2.AssignmentsMessage.TYPE_COMPLETE, changes=complete
-        )
-        while not session.closed.is_set():
-            await session.changed.wait()
-            session.changed.clear()
-            while session.pending and not session.closed.is_set():
-                changes = list(session.pending.values())[:_MAX_CHANGES_PER_MESSAGE]
-                for c in changes:
-                    del session.pending[c.task.id]
-                yield dispatcher_pb2.AssignmentsMessage(
-                    type=dispatcher_pb2.AssignmentsMessage.TYPE_INCREMENTAL, changes=changes
-                )
-            # The first change after a quiet spell goes at once; those that follow on
-            # its heels are gathered for ASSIGNMENT_BATCHING (SwarmKit's batching wait):
-            # a node given its tasks a few at a time, as a large cluster's passes do,
-            # gets a message every so often rather than one per pass.
-            await asyncio.sleep(ASSIGNMENT_BATCHING)
-
-    async def Subscriptions(
-        self, request: dispatcher_pb2.SubscriptionsRequest, context: Context
-    ) -> AsyncIterator[dispatcher_pb2.SubscriptionMessage]:
-        session = await self._session(request.session_id, context)
-        for sub in list(self.cache.objects[Kind.LOGSUB].values()):
-            yield dispatcher_pb2.SubscriptionMessage(subscription=sub)
-        closed = asyncio.ensure_future(session.closed.wait())
-        nxt: asyncio.Future[tuple[logs_pb2.LogSubscription, bool]] | None = None
-        try:
-            while not session.closed.is_set():
-                nxt = asyncio.ensure_future(session.subscriptions.get())
-                await asyncio.wait({nxt, closed}, return_when=asyncio.FIRST_COMPLETED)
-                if not nxt.done():
-                    return
-                sub, ended = nxt.result()
-                nxt = None
-                yield dispatcher_pb2.SubscriptionMessage(subscription=sub, close=ended)
-        finally:
-            # Also when the agent went away mid-wait: no task is left behind.
-            closed.cancel()
-            if nxt is not None:
-                nxt.cancel()
+    # ---- assignments and log subscriptions -------------------------------------------
+    # Both go to the agent on its session stream (see Session).
 
     def _on_event(self, ev: Event) -> None:
         if ev.kind is Kind.LOGSUB:
             # Every agent hears of every subscription; each picks its own tasks.
             for session in self.sessions.values():
-                session.subscriptions.put_nowait((ev.obj, ev.new is None))
+                session.subscriptions.append((ev.obj, ev.new is None))
+                session.wake.set()
             return
         if ev.kind is Kind.MANAGER:
             for session in self.sessions.values():
-                session.peers_changed.set()
+                session.peers_changed = True
+                session.wake.set()
             return
         if ev.kind is not Kind.TASK:
             return
@@ -475,7 +474,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         if session is None or not session.streaming:
             return
         session.pending[change.task.id] = change
-        session.changed.set()
+        session.wake.set()
 
     # ---- task status ------------------------------------------------------------------
 

@@ -1204,7 +1204,7 @@ def test_random_bytes_on_the_ports(target: Target) -> None:
         ("dispatcher port, admin cert", manager.addr, admin_key, admin_cert, "Dispatcher",
          dispatcher_seeds),
     ]  # fmt: skip
-    streams = {"Session", "Assignments"}
+    streams = {"Session"}
     for name, addr, k, c, service, seeds in surfaces:
         methods = (
             (ca_pb2 if service == "NodeCA" else dispatcher_pb2)
