@@ -8,7 +8,7 @@ everything the manager has to tell the node: first the session id, the heartbeat
 period and the managers' addresses; then its assignments (the full set, then
 incremental changes) and the log subscriptions that concern it; then changes of the
 managers' list. The agent heartbeats within the period (on a Heartbeats stream) and
-reports task status in batches. One stream for all that the manager sends: at
+reports task status in batches. One stream for all the manager sends unasked: at
 thousands of nodes each open stream costs the manager memory (~20 KB in gRPC's core
 alone). A call with an unknown or expired session id is FAILED_PRECONDITION: the
 agent opens a new session.

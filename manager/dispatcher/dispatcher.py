@@ -182,10 +182,11 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             heartbeat_period=duration(period),
             managers=self.peers(),
         )
-        # The complete assignment set, and the log subscriptions there are. The set is
+        # The complete assignment set, and the log subscriptions there are. Each is
         # built and changes are collected from then on in one step, with no await in
-        # between, so that no change falls between the two.
+        # between, so that no change falls between the two (and none is sent twice).
         session.pending.clear()
+        session.subscriptions.clear()
         session.streaming = True
         complete = [
             Change(action=Change.ACTION_UPDATE, task=t)

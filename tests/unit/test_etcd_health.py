@@ -20,10 +20,8 @@ class ScriptedKV:
 
     def __init__(self) -> None:
         self.failing = False
-        self.calls = 0
 
     async def get(self, *_: Any, **__: Any) -> None:
-        self.calls += 1
         if self.failing:
             raise TimeoutError
 
