@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import grpc
 
 from common import pki
-from common.api import control_pb2, control_pb2_grpc
+from common.api import ca_pb2, ca_pb2_grpc, control_pb2, control_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -303,6 +303,47 @@ class Manager:
     def join_token(self, role: str = "worker") -> str:
         tokens = self.api().GetCluster(control_pb2.GetClusterRequest()).cluster.root_ca.join_tokens
         return str(getattr(tokens, role))
+
+    @property
+    def ca_addr(self) -> str:
+        """Where joining nodes get their certificates (the port after --listen-addr's)."""
+        return f"127.0.0.1:{self.port + 1}"
+
+    def join_worker(self) -> WorkerIdentity:
+        """A new worker node's identity, issued by the CA for the worker join token, as
+        an agent would get it; for tests that speak the dispatcher's protocol by hand."""
+        ca_cert = self.api().GetCluster(control_pb2.GetClusterRequest()).cluster.root_ca.ca_cert
+        key = pki.new_key()
+        request = ca_pb2.IssueNodeCertificateRequest(csr=pki.make_csr(key), token=self.join_token())
+        with tls_channel(self.ca_addr, ca_cert) as channel:
+            issued = ca_pb2_grpc.NodeCAStub(channel).IssueNodeCertificate(request, timeout=10)
+        return WorkerIdentity(issued.node_id, pki.key_pem(key), issued.certificate, ca_cert)
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    """A worker node's id, private key and certificate (PEM), and the cluster's CA."""
+
+    node_id: str
+    key: bytes
+    cert: bytes
+    ca_cert: bytes
+
+    def channel(self, addr: str) -> grpc.Channel:
+        return tls_channel(addr, self.ca_cert, self.key, self.cert)
+
+
+def tls_channel(
+    addr: str, ca: bytes, key: bytes | None = None, cert: bytes | None = None
+) -> grpc.Channel:
+    """A channel to a manager's TLS port, as a node with `key` and `cert` (if given)."""
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
+    channel: grpc.Channel = grpc.secure_channel(
+        addr, creds, options=[("grpc.ssl_target_name_override", pki.SERVER_NAME)]
+    )
+    return channel
 
 
 class Agent:

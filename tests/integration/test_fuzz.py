@@ -67,7 +67,7 @@ from manager.grpc_errors import InvalidArgumentError
 from manager.store.etcd import EtcdConfig, connect
 from manager.store.keys import KeySpace, Kind, decode
 from manager.store.store import Store
-from tests.harness import Agent, Manager, wait_until
+from tests.harness import Agent, Manager, tls_channel, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -946,26 +946,6 @@ def test_corrupted_control_requests(target: Target) -> None:
 # ---- the dispatcher, as an authenticated but misbehaving agent ------------------------
 
 
-def _ca_addr(manager: Manager) -> str:
-    host, _, port = manager.addr.rpartition(":")
-    return f"{host}:{int(port) + 1}"
-
-
-def _worker(target: Target) -> tuple[str, bytes, bytes, bytes]:
-    """A new worker node's id, key and certificate (joined with the token), and the CA."""
-    manager = target.manager
-    ca_cert = manager.api().GetCluster(control_pb2.GetClusterRequest()).cluster.root_ca.ca_cert
-    key = pki.new_key()
-    request = ca_pb2.IssueNodeCertificateRequest(csr=pki.make_csr(key), token=manager.join_token())
-    with _tls_channel(_ca_addr(manager), ca_cert) as ch:
-        issued = ca_pb2.IssueNodeCertificateResponse.FromString(
-            _raw_unary(ch, "/swarmlet.NodeCA/IssueNodeCertificate")(
-                request.SerializeToString(), timeout=CALL_TIMEOUT
-            )
-        )
-    return issued.node_id, pki.key_pem(key), issued.certificate, ca_cert
-
-
 @st.composite
 def descriptions(draw: st.DrawFn) -> objects_pb2.NodeDescription:
     d = objects_pb2.NodeDescription()
@@ -1012,9 +992,10 @@ def test_dispatcher_fuzz(target: Target) -> None:
     times, huge messages) for the node's own tasks and others', from a node with a
     valid certificate."""
     _ensure_services(target)  # the global one gives the new node a task of its own
-    node_id, key, cert, ca_cert = _worker(target)
+    worker = target.manager.join_worker()
+    node_id = worker.node_id
     over = _budget()
-    channel = _tls_channel(target.manager.addr, ca_cert, key, cert)
+    channel = worker.channel(target.manager.addr)
     stub = dispatcher_pb2_grpc.DispatcherStub(channel)
 
     @_settings(120)
@@ -1057,6 +1038,18 @@ def test_dispatcher_fuzz(target: Target) -> None:
                 task_id = pool[index % len(pool)] if pool else "x"
                 report.updates.add(task_id=task_id, status=status)
             target.call("UpdateTaskStatus", stub.UpdateTaskStatus, report)
+            # The same report as agents send theirs, on the Heartbeats stream, then a
+            # heartbeat: only the heartbeat is answered.
+            on_stream = dispatcher_pb2.HeartbeatRequest(session_id=session_id)
+            on_stream.updates.extend(report.updates)
+            answers: list[Any] = []
+
+            def report_on_stream(requests: list[Any], timeout: float) -> None:
+                answers.extend(stub.Heartbeats(iter(requests), timeout=timeout))
+
+            heartbeat = dispatcher_pb2.HeartbeatRequest(session_id=session_id)
+            code = target.call("Heartbeats with a report", report_on_stream, [on_stream, heartbeat])
+            assert code is not Code.OK or len(answers) == 1, answers
         finally:
             stream.cancel()
         assert target.manager.process.running
@@ -1069,15 +1062,6 @@ def test_dispatcher_fuzz(target: Target) -> None:
     target.alive()
     check_stored(target)
     target.report("dispatcher")
-
-
-def _tls_channel(addr: str, ca: bytes, key: bytes | None = None, cert: bytes | None = None) -> Any:
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=ca, private_key=key, certificate_chain=cert
-    )
-    return grpc.secure_channel(
-        addr, creds, options=[("grpc.ssl_target_name_override", pki.SERVER_NAME)]
-    )
 
 
 def _garbage(rng: random.Random) -> bytes:
@@ -1135,8 +1119,7 @@ def test_random_bytes_on_the_ports(target: Target) -> None:
     manager = target.manager
     over = _budget(FUZZ_SECONDS / 2)
     ca_cert = manager.api().GetCluster(control_pb2.GetClusterRequest()).cluster.root_ca.ca_cert
-    host, _, port = manager.addr.rpartition(":")
-    ca_addr = f"{host}:{int(port) + 1}"
+    ca_addr = manager.ca_addr
     admin = manager.state_dir / "admin"
     admin_key, admin_cert = (admin / "key.pem").read_bytes(), (admin / "cert.pem").read_bytes()
 
@@ -1144,7 +1127,7 @@ def test_random_bytes_on_the_ports(target: Target) -> None:
         """A normal call on each of the three surfaces succeeds."""
         target.alive()
         for addr, key, cert in ((manager.addr, admin_key, admin_cert), (ca_addr, None, None)):
-            with _tls_channel(addr, ca_cert, key, cert) as ch:
+            with tls_channel(addr, ca_cert, key, cert) as ch:
                 got = _raw_unary(ch, "/swarmlet.NodeCA/GetRootCACertificate")(b"", timeout=10)
                 assert ca_pb2.GetRootCACertificateResponse.FromString(got).certificate == ca_cert
 
@@ -1173,7 +1156,7 @@ def test_random_bytes_on_the_ports(target: Target) -> None:
     over = _budget(FUZZ_SECONDS / 2)
     token = manager.join_token()
     key = pki.new_key()
-    with _tls_channel(ca_addr, ca_cert) as ch:
+    with tls_channel(ca_addr, ca_cert) as ch:
         issued = ca_pb2.IssueNodeCertificateResponse.FromString(
             _raw_unary(ch, "/swarmlet.NodeCA/IssueNodeCertificate")(
                 ca_pb2.IssueNodeCertificateRequest(
@@ -1211,7 +1194,7 @@ def test_random_bytes_on_the_ports(target: Target) -> None:
             .DESCRIPTOR.services_by_name[service]
             .methods
         )
-        with _tls_channel(addr, ca_cert, k, c) as ch:
+        with tls_channel(addr, ca_cert, k, c) as ch:
             for i in range(120):
                 if over():
                     break
