@@ -21,7 +21,7 @@ WITH_DOCKER = DOCKER_HOST="$$(scripts/dockerd.sh start | tail -n 1)" && export D
 
 .PHONY: help venv protos protos-check lint typecheck vagrant-validate test unit \
 	demo down cluster cluster-down bench-convergence bench-scheduler bench-failover \
-	bench-recovery bench-scale bench-report-cost chaos clean
+	bench-recovery bench-scale chaos clean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -89,9 +89,6 @@ bench-recovery: venv ## recovery benchmark on the local 3-host cluster: swarmlet
 
 bench-scale: venv ## scale benchmark: 500 (SCALE=full: then 5,000) hollow nodes, 15,000 (150,000) tasks (python -m bench.scale)
 	$(PYTHON) -m bench.scale --scale $(SCALE)
-
-bench-report-cost: venv ## manager CPU per task status report: a call vs a stream message (python -m bench.report_cost)
-	$(PYTHON) -m bench.report_cost
 
 chaos: venv ## the long chaos suite on the local cluster (make test runs a short one); SWARMLET_CHAOS_MINUTES bounds it
 	SWARMLET_CHAOS=long $(BIN)/pytest -q tests/chaos

@@ -1,27 +1,30 @@
 """Task status reports on their way to the manager.
 
-Runners add reports at any time; the session sends whatever is due in one message on
-its Heartbeats stream, then the next batch once that is written, so reports coalesce
-naturally under load (and wait, through the stream's flow control, for a manager that
-reads them slowly). A transitional state (accepted .. starting) waits up to
-REPORT_HOLD for the state that follows it, so a task that starts quickly costs one
-report, not five. Reports that could not be sent stay pending for the next session,
-which also re-sends every task's state.
+Runners add reports at any time; the session sends whatever is due in one
+UpdateTaskStatus call, then the next batch, so reports coalesce naturally under load.
+A transitional state (accepted .. starting) waits up to REPORT_HOLD for the state that
+follows it, so a task that starts quickly costs one report, not five.
+A call that times out is tried again (the session's heartbeats decide whether it
+lives); reports that could not be sent stay pending for the next session.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import random
+
+import grpc
 
 from agent.metrics import REPORT_BATCHES
-from common.api import dispatcher_pb2, objects_pb2
+from common.api import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
 from common.statusbatch import PendingStatuses, wait_for_due
 
 MAX_BATCH = 5000
 # How long a transitional state may wait for the state that follows it before it is
 # sent (the manager holds them again before it writes them).
 REPORT_HOLD = 0.5
+# Failures that mean "too slow" rather than "no session": the batch is sent again.
+_SLOW = {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 MAX_BATCH_BYTES = 1024 * 1024
 
 
@@ -41,12 +44,9 @@ class StatusReporter:
         self._pending.discard(task_id)
 
     async def send_forever(
-        self,
-        write: Callable[[dispatcher_pb2.HeartbeatRequest], Awaitable[None]],
-        session_id: str,
+        self, stub: dispatcher_pb2_grpc.DispatcherAsyncStub, session_id: str, timeout: float
     ) -> None:
-        """Send pending reports with `write` (a message on the session's Heartbeats
-        stream) until a write fails, which ends the session."""
+        """Send pending reports until a call fails (which ends the session)."""
         while True:
             batch, wait = self._pending.due(MAX_BATCH)
             if not batch:
@@ -54,7 +54,7 @@ class StatusReporter:
                 continue
             # Bounded in bytes too: gRPC refuses messages over 4 MiB.
             size = 0
-            request = dispatcher_pb2.HeartbeatRequest(session_id=session_id)
+            request = dispatcher_pb2.UpdateTaskStatusRequest(session_id=session_id)
             for n, (tid, status) in enumerate(batch.items()):
                 size += status.ByteSize() + len(tid) + 8
                 if size > MAX_BATCH_BYTES and n:
@@ -65,10 +65,17 @@ class StatusReporter:
                 request.updates.add(task_id=tid, status=status)
             try:
                 REPORT_BATCHES.inc()
-                await write(request)
+                await stub.UpdateTaskStatus(request, timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                for tid, status in batch.items():
+                    self.add(tid, status)
+                if exc.code() not in _SLOW:
+                    raise
+                # The manager (or this node) is slow, not gone: the heartbeats say
+                # whether the session lives. Ending it would cost a reconnection and
+                # a re-send of everything, more load where there is too much.
+                await asyncio.sleep(min(timeout, 1.0) * random.uniform(0.5, 1.5))
             except BaseException:
-                # Sent again in the next session (if this one took them, the manager
-                # keeps the most advanced state: a report twice is harmless).
                 for tid, status in batch.items():
                     self.add(tid, status)
                 raise

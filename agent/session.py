@@ -3,9 +3,7 @@
 A session: open the Session stream (node description in; session id, heartbeat period
 and manager list out, then assignments, log subscriptions and changes of the managers'
 list as they come), re-send every task's status, then heartbeat, follow the session
-stream and send status reports side by side until any of them fails. Heartbeats and
-status reports share one stream to the manager (`Heartbeats`), written one message at
-a time (`StreamWriter`). Then the next manager
+stream and send status reports side by side until any of them fails. Then the next manager
 in the list (never the one that just failed, when there is another) is tried after a
 jittered backoff (100 ms doubling to 8 s). Running tasks are untouched by all of this.
 
@@ -92,22 +90,6 @@ def connect_timeout(period: float) -> float:
 
 class SessionEnded(Exception):
     """The manager ended the session (it expired, was replaced, or the manager stops)."""
-
-
-class StreamWriter:
-    """Writes to a stream's request side one message at a time: gRPC takes one write
-    at a call at once, and the heartbeats and the status reports share the stream."""
-
-    def __init__(self, call: Any) -> None:
-        self.call = call
-        self._lock = asyncio.Lock()
-
-    async def write(self, request: dispatcher_pb2.HeartbeatRequest) -> None:
-        async with self._lock:
-            try:
-                await self.call.write(request)
-            except asyncio.InvalidStateError:
-                raise SessionEnded("the manager ended the heartbeat stream") from None
 
 
 class _Reopen(Exception):
@@ -257,11 +239,11 @@ class SessionLoop:
             SESSIONS_UP.inc()
             for task_id, status in self.worker.statuses().items():
                 self.reporter.add(task_id, status)
-            heartbeats = stub.Heartbeats()
-            writer = StreamWriter(heartbeats)
             parts: dict[str, Coroutine[Any, Any, None]] = {
-                "heartbeats": self._heartbeat(heartbeats, writer, session_id, period),
-                "status reports": self.reporter.send_forever(writer.write, session_id),
+                "heartbeats": self._heartbeat(stub, session_id, period),
+                "status reports": self.reporter.send_forever(
+                    stub, session_id, timeout=max(5.0, 3 * period)
+                ),
                 "session stream": self._follow_session(call),
             }
             tasks = [asyncio.create_task(p, name=n) for n, p in parts.items()]
@@ -271,7 +253,6 @@ class SessionLoop:
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-                heartbeats.cancel()
                 call.cancel()
             for t in done:
                 exc = t.exception()
@@ -307,31 +288,34 @@ class SessionLoop:
         return await asyncio.wait_for(read, _OPEN_TIMEOUT)
 
     async def _heartbeat(
-        self, call: Any, writer: StreamWriter, session_id: str, period: float
+        self, stub: dispatcher_pb2_grpc.DispatcherAsyncStub, session_id: str, period: float
     ) -> None:
-        """Heartbeat on the session's Heartbeats stream (`call`); only heartbeats are
-        answered, so this is its only reader. An answer later than MISSED_HEARTBEATS
-        periods ends the session: by then the manager has given up on it too. (A dead
-        manager is noticed sooner by the pings, when there is another to move to; this
-        deadline is for one that is alive but does not answer, and a shorter one would
-        drop sessions whenever this node or the manager is busy.)"""
+        """Heartbeat on one stream for the session. An answer later than
+        MISSED_HEARTBEATS periods ends the session: by then the manager has given up on
+        it too. (A dead manager is noticed sooner by the pings, when there is another
+        to move to; this deadline is for one that is alive but does not answer, and a
+        shorter one would drop sessions whenever this node or the manager is busy.)"""
+        call = stub.Heartbeats()
         request = dispatcher_pb2.HeartbeatRequest(session_id=session_id)
-        while True:
-            await asyncio.sleep(period * random.uniform(0.8, 1.0))
-            HEARTBEATS_SENT.inc()
-            try:
-                async with asyncio.timeout(MISSED_HEARTBEATS * period):
-                    await writer.write(request)
-                    response = await call.read()
-            except (asyncio.InvalidStateError, SessionEnded):
-                response = grpc.aio.EOF  # the manager ended the stream
-            if response is grpc.aio.EOF:
-                code = await call.code()
-                details = await call.details()
-                raise SessionEnded(f"the manager ended the heartbeats: {code.name}: {details}")
-            assert isinstance(response, dispatcher_pb2.HeartbeatResponse)
-            period = duration_seconds(response.period) or period
-            self.period = period
+        try:
+            while True:
+                await asyncio.sleep(period * random.uniform(0.8, 1.0))
+                HEARTBEATS_SENT.inc()
+                try:
+                    async with asyncio.timeout(MISSED_HEARTBEATS * period):
+                        await call.write(request)
+                        response = await call.read()
+                except asyncio.InvalidStateError:
+                    response = grpc.aio.EOF  # the manager ended the stream
+                if response is grpc.aio.EOF:
+                    code = await call.code()
+                    details = await call.details()
+                    raise SessionEnded(f"the manager ended the heartbeats: {code.name}: {details}")
+                assert isinstance(response, dispatcher_pb2.HeartbeatResponse)
+                period = duration_seconds(response.period) or period
+                self.period = period
+        finally:
+            call.cancel()
 
     async def _follow_session(self, call: grpc.aio.UnaryStreamCall) -> None:  # type: ignore[type-arg]
         # The first message was taken with read(); gRPC forbids mixing it with iteration.

@@ -156,26 +156,15 @@ class HeartbeatRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
-    UPDATES_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
-    @_builtins.property
-    def updates(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskStatusUpdate]:
-        """Set: a status report (not a heartbeat, not answered). The agent sends a report as
-        soon as it has one; an UpdateTaskStatus call costs the manager about four times
-        what a message on an open stream does (make bench-report-cost). Reports lost
-        with a broken stream are sent again: an agent reports every task's state when its
-        next session opens.
-        """
-
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
-        updates: _abc.Iterable[Global___TaskStatusUpdate] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id", "updates", b"updates"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -74,17 +74,14 @@ class DispatcherServicer:
     def Heartbeats(self, request_iterator, context):
         """The same, as messages on one stream per session (what agents use): each request
         is a heartbeat of the session the first one names, each response its answer. At
-        thousands of nodes a message costs the manager a fraction of a call. A request
-        that carries task status updates is a status report instead: it is taken as
-        UpdateTaskStatus takes its updates, and not answered.
+        thousands of nodes a message costs the manager a fraction of a call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateTaskStatus(self, request, context):
-        """Status reports as one call each (agents send theirs on the Heartbeats stream).
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

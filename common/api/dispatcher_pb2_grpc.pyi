@@ -47,12 +47,9 @@ class DispatcherStub:
     Heartbeats: _grpc.StreamStreamMultiCallable[_dispatcher_pb2.HeartbeatRequest, _dispatcher_pb2.HeartbeatResponse]
     """The same, as messages on one stream per session (what agents use): each request
     is a heartbeat of the session the first one names, each response its answer. At
-    thousands of nodes a message costs the manager a fraction of a call. A request
-    that carries task status updates is a status report instead: it is taken as
-    UpdateTaskStatus takes its updates, and not answered.
+    thousands of nodes a message costs the manager a fraction of a call.
     """
     UpdateTaskStatus: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.UpdateTaskStatusRequest, _dispatcher_pb2.UpdateTaskStatusResponse]
-    """Status reports as one call each (agents send theirs on the Heartbeats stream)."""
 
 @_typing.type_check_only
 class DispatcherAsyncStub(DispatcherStub):
@@ -62,12 +59,9 @@ class DispatcherAsyncStub(DispatcherStub):
     Heartbeats: _aio.StreamStreamMultiCallable[_dispatcher_pb2.HeartbeatRequest, _dispatcher_pb2.HeartbeatResponse]  # type: ignore[assignment]
     """The same, as messages on one stream per session (what agents use): each request
     is a heartbeat of the session the first one names, each response its answer. At
-    thousands of nodes a message costs the manager a fraction of a call. A request
-    that carries task status updates is a status report instead: it is taken as
-    UpdateTaskStatus takes its updates, and not answered.
+    thousands of nodes a message costs the manager a fraction of a call.
     """
     UpdateTaskStatus: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.UpdateTaskStatusRequest, _dispatcher_pb2.UpdateTaskStatusResponse]  # type: ignore[assignment]
-    """Status reports as one call each (agents send theirs on the Heartbeats stream)."""
 
 class DispatcherServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -92,9 +86,7 @@ class DispatcherServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_dispatcher_pb2.HeartbeatResponse], _abc.AsyncIterator[_dispatcher_pb2.HeartbeatResponse]]:
         """The same, as messages on one stream per session (what agents use): each request
         is a heartbeat of the session the first one names, each response its answer. At
-        thousands of nodes a message costs the manager a fraction of a call. A request
-        that carries task status updates is a status report instead: it is taken as
-        UpdateTaskStatus takes its updates, and not answered.
+        thousands of nodes a message costs the manager a fraction of a call.
         """
 
     @_abc_1.abstractmethod
@@ -102,7 +94,6 @@ class DispatcherServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _dispatcher_pb2.UpdateTaskStatusRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_dispatcher_pb2.UpdateTaskStatusResponse, _abc.Awaitable[_dispatcher_pb2.UpdateTaskStatusResponse]]:
-        """Status reports as one call each (agents send theirs on the Heartbeats stream)."""
+    ) -> _typing.Union[_dispatcher_pb2.UpdateTaskStatusResponse, _abc.Awaitable[_dispatcher_pb2.UpdateTaskStatusResponse]]: ...
 
 def add_DispatcherServicer_to_server(servicer: DispatcherServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

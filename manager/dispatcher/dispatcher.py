@@ -12,9 +12,7 @@ connected to it, so 5,000 nodes heartbeat every 10 s (Kubernetes' kubelets renew
 node leases as often) while a small cluster keeps the configured period and its quick
 failure detection. Each session is judged by the period it was last told. Agents
 heartbeat on one stream per session (`Heartbeats`): a message costs the manager a
-fraction of what a call does. Their task status reports go on that stream too, as
-requests that carry updates (and get no answer); `UpdateTaskStatus` takes the same
-reports one call each.
+fraction of what a call does.
 
 Everything else the manager tells a node goes on its session stream: the session's
 facts, then its assignments (the full set, then changes), the log subscriptions that
@@ -28,7 +26,7 @@ import asyncio
 import functools
 import math
 import re
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -332,9 +330,6 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"session {session.id!r} has ended: open a new session",
                 )
-            if request.updates:
-                await self._take_statuses(session, request.updates, context)
-                continue  # a status report, not a heartbeat: no answer
             yield self._beat(session)
 
     def _beat(self, session: AgentSession) -> dispatcher_pb2.HeartbeatResponse:
@@ -488,31 +483,21 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self, request: dispatcher_pb2.UpdateTaskStatusRequest, context: Context
     ) -> dispatcher_pb2.UpdateTaskStatusResponse:
         session = await self._session(request.session_id, context)
-        await self._take_statuses(session, request.updates, context)
-        return dispatcher_pb2.UpdateTaskStatusResponse()
-
-    async def _take_statuses(
-        self,
-        session: AgentSession,
-        updates: Iterable[dispatcher_pb2.TaskStatusUpdate],
-        context: Context,
-    ) -> None:
-        """Queue a report's updates for writing: all of them, or none (and the call
-        ends with INVALID_ARGUMENT) if one could not be stored."""
-        for update in updates:
+        for update in request.updates:
             problem = status_problem(update.status)
             if problem:
-                # Nothing of the report is taken: an agent never sends such a report.
+                # Nothing of the request is taken: an agent never sends such a report.
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"status report for task {update.task_id!r}: {problem}",
                 )
         tasks = self.cache.tasks
-        for update in updates:
+        for update in request.updates:
             task = tasks.get(update.task_id)
             # A node may only report on its own tasks.
             if task is not None and task.node_id == session.node_id:
                 self.status_writer.add(update.task_id, trimmed(update.status))
+        return dispatcher_pb2.UpdateTaskStatusResponse()
 
     # ---- shutdown ---------------------------------------------------------------------
 
