@@ -268,6 +268,10 @@ class PhaseRun:
             if proc is not None:
                 with contextlib.suppress(OSError):
                     shutil.copy(proc.process.log_path, folder / f"{name}-{n}.log")
+        if self.manager is not None:
+            # The embedded etcd's own log: its slow requests explain a lost lease.
+            with contextlib.suppress(OSError):
+                shutil.copy(self.manager.state_dir / "etcd.log", folder / f"etcd-{n}.log")
 
     def remove_state(self) -> None:
         for d in (self.manager, self.farm):

@@ -170,7 +170,19 @@ async def keep_alive(
                 deadline = loop.time() + response.TTL
                 await asyncio.sleep(interval)
         except (grpc.aio.AioRpcError, TimeoutError, ConnectionError) as exc:
-            _log.warning("lease keep-alive failed; retrying", error=type(exc).__name__)
+            _log.warning(
+                "lease keep-alive failed; retrying",
+                error=type(exc).__name__,
+                detail=_describe(exc),
+                lease_left=round(deadline - loop.time(), 2),
+            )
             await asyncio.sleep(min(interval, max(0.05, deadline - loop.time())))
         finally:
             call.cancel()
+
+
+def _describe(exc: BaseException) -> str:
+    """What went wrong, in gRPC's words when it was a call that failed."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc) or "no answer in time"
