@@ -27,6 +27,7 @@ from etcd3aio._protobuf import LeaseKeepAliveRequest
 from etcd3aio.lease import LeaseService
 
 from common.log import get_logger
+from manager.store.etcd import describe
 from manager.store.side import SideThread
 
 _log = get_logger("lease")
@@ -173,16 +174,9 @@ async def keep_alive(
             _log.warning(
                 "lease keep-alive failed; retrying",
                 error=type(exc).__name__,
-                detail=_describe(exc),
+                detail=describe(exc),
                 lease_left=round(deadline - loop.time(), 2),
             )
             await asyncio.sleep(min(interval, max(0.05, deadline - loop.time())))
         finally:
             call.cancel()
-
-
-def _describe(exc: BaseException) -> str:
-    """What went wrong, in gRPC's words when it was a call that failed."""
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return f"{exc.code().name}: {exc.details()}"
-    return str(exc) or "no answer in time"

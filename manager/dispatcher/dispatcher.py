@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import math
 import re
 from collections.abc import AsyncIterator, Callable
@@ -107,7 +108,8 @@ class AgentSession:
     # Set whenever there is something to send on the session stream (or it closed).
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     # Assignment changes not yet sent, by task id (a later change replaces an earlier one).
-    pending: dict[str, dispatcher_pb2.AssignmentChange] = field(default_factory=dict)
+    # (The task as cached: it is copied once, into the message that carries it.)
+    pending: dict[str, tuple[int, objects_pb2.Task]] = field(default_factory=dict)
     # Whether the complete set was sent: changes are collected only from then on.
     streaming: bool = False
     # Set when the list of managers changed and the agent should hear it.
@@ -188,14 +190,12 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         session.pending.clear()
         session.subscriptions.clear()
         session.streaming = True
-        complete = [
-            Change(action=Change.ACTION_UPDATE, task=t)
-            for t in self.cache.tasks_by_node.get(session.node_id, {}).values()
-            if t.status.state >= states.ASSIGNED
-        ]
         message = dispatcher_pb2.SessionMessage()
         message.assignments.type = dispatcher_pb2.AssignmentsMessage.TYPE_COMPLETE
-        message.assignments.changes.extend(complete)
+        changes = message.assignments.changes
+        for t in self.cache.tasks_by_node.get(session.node_id, {}).values():
+            if t.status.state >= states.ASSIGNED:
+                changes.add(action=Change.ACTION_UPDATE, task=t)
         for sub in self.cache.objects[Kind.LOGSUB].values():
             message.subscriptions.add(subscription=sub)
         yield message
@@ -221,25 +221,22 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         """What the session stream has to say next (None: nothing): the managers if
         they changed, log subscriptions, up to _MAX_CHANGES_PER_MESSAGE assignment
         changes."""
+        if not (session.peers_changed or session.subscriptions or session.pending):
+            return None
         message = dispatcher_pb2.SessionMessage()
-        empty = True
         if session.peers_changed:
             session.peers_changed = False
             message.managers.extend(self.peers())
-            empty = False
-        if session.subscriptions:
-            for sub, ended in session.subscriptions:
-                message.subscriptions.add(subscription=sub, close=ended)
-            session.subscriptions.clear()
-            empty = False
+        for sub, ended in session.subscriptions:
+            message.subscriptions.add(subscription=sub, close=ended)
+        session.subscriptions.clear()
         if session.pending:
-            changes = list(session.pending.values())[:_MAX_CHANGES_PER_MESSAGE]
-            for c in changes:
-                del session.pending[c.task.id]
             message.assignments.type = dispatcher_pb2.AssignmentsMessage.TYPE_INCREMENTAL
-            message.assignments.changes.extend(changes)
-            empty = False
-        return None if empty else message
+            changes = message.assignments.changes
+            for task_id in list(itertools.islice(session.pending, _MAX_CHANGES_PER_MESSAGE)):
+                action, task = session.pending.pop(task_id)
+                changes.add(action=action, task=task)
+        return message
 
     def _caller(self, context: Context) -> str:
         """The node id of the caller's certificate (checked against this cluster)."""
@@ -453,9 +450,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             and old.status.state >= states.ASSIGNED
             and (new is None or new.node_id != old.node_id)
         ):
-            self._push(
-                old.node_id, Change(action=Change.ACTION_REMOVE, task=objects_pb2.Task(id=old.id))
-            )
+            self._push(old.node_id, Change.ACTION_REMOVE, objects_pb2.Task(id=old.id))
         if (
             new is not None
             and new.node_id
@@ -468,13 +463,13 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 or old.spec_version != new.spec_version
             )
         ):
-            self._push(new.node_id, Change(action=Change.ACTION_UPDATE, task=new))
+            self._push(new.node_id, Change.ACTION_UPDATE, new)
 
-    def _push(self, node_id: str, change: dispatcher_pb2.AssignmentChange) -> None:
+    def _push(self, node_id: str, action: int, task: objects_pb2.Task) -> None:
         session = self.sessions.get(node_id)
         if session is None or not session.streaming:
             return
-        session.pending[change.task.id] = change
+        session.pending[task.id] = (action, task)
         session.wake.set()
 
     # ---- task status ------------------------------------------------------------------
