@@ -11,6 +11,13 @@ TTL (thousands of tasks being placed and reported at once) must not lose its lea
 and with it its leadership and every session it holds, for being busy. A manager
 whose loop makes no progress at all for MAX_STALL seconds (hung, not busy) stops
 keeping its lease alive, so another manager takes over.
+
+A keep-alive answer that comes late does not mean the lease is gone: etcd renews a
+lease when it reads the request, and under load the answer can reach the keep-alive
+thread after the TTL it reported has run out on this side. So before giving the lease
+up, the manager asks etcd how long the lease has left (`_confirm`), and keeps it when
+etcd still holds it. (Giving it up for nothing costs the leader its term: every
+reconciler stops and starts over, the event loop stalled 8.6 s in a 5,000-node run.)
 """
 
 from __future__ import annotations
@@ -19,11 +26,13 @@ import asyncio
 import contextlib
 import functools
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
+from typing import cast
 
 import grpc
 from etcd3aio import Etcd3Client, EtcdError
-from etcd3aio._protobuf import LeaseKeepAliveRequest
+from etcd3aio._protobuf import LeaseKeepAliveRequest, LeaseKeepAliveResponse
 from etcd3aio.lease import LeaseService
 
 from common.log import get_logger
@@ -132,24 +141,30 @@ async def keep_alive(
     lease: LeaseService, lease_id: int, ttl: int, alive: Callable[[], bool]
 ) -> None:
     """Refresh the lease every TTL/3 until it expires or etcd stops answering, or
-    `alive()` says the manager hangs (then the lease is left to expire)."""
+    `alive()` says the manager hangs (then the lease is left to expire).
+
+    Requests go out on their own schedule, not after the previous answer: an answer
+    that is late must not hold the next refresh back. Each answer moves the lease's
+    deadline to TTL after its request was sent, which is when etcd renewed it at the
+    latest.
+    """
     interval = ttl / 3
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ttl
     hung = False
-    while loop.time() < deadline:
+
+    def renewed(at: float, left: float) -> None:
+        nonlocal deadline
+        deadline = max(deadline, at + left)
+
+    while True:
         ticks: asyncio.Queue[None] = asyncio.Queue()
-
-        async def requests(
-            ticks: asyncio.Queue[None] = ticks,
-        ) -> AsyncIterator[LeaseKeepAliveRequest]:
-            while True:
-                await ticks.get()
-                yield LeaseKeepAliveRequest(ID=lease_id)
-
-        call = lease._stub.LeaseKeepAlive(requests())
+        sent: deque[float] = deque()
+        call = lease._stub.LeaseKeepAlive(_requests(lease_id, ticks))
+        answers = asyncio.ensure_future(_read_answers(call, sent, renewed))
         try:
             while True:
+                now = loop.time()
                 if not alive():
                     if not hung:
                         hung = True
@@ -158,19 +173,32 @@ async def keep_alive(
                             "its lease expire so that another manager takes over",
                             stalled_for=MAX_STALL,
                         )
-                    await asyncio.sleep(min(interval, max(0.05, deadline - loop.time())))
-                    if loop.time() >= deadline:
+                    if now >= deadline:
                         return
-                    continue
-                ticks.put_nowait(None)
-                response = await asyncio.wait_for(call.read(), interval * 2)
-                if response is grpc.aio.EOF:
-                    raise ConnectionError("keep-alive stream closed")
-                if response.TTL <= 0:
-                    return  # expired: everything on it is gone
-                deadline = loop.time() + response.TTL
-                await asyncio.sleep(interval)
-        except (grpc.aio.AioRpcError, TimeoutError, ConnectionError) as exc:
+                else:
+                    hung = False
+                    if now >= deadline:
+                        left = await _confirm(lease, lease_id, ttl)
+                        if left < 0:
+                            return
+                        _log.warning(
+                            "lease keep-alives came late, but etcd still holds the lease; "
+                            "keeping it",
+                            lease=hex(lease_id),
+                            etcd_lease_left=left,
+                        )
+                        # etcd cuts the seconds left down to a whole number (0 means
+                        # under one). A keep-alive goes out at once either way; should
+                        # the lease run out before it lands, the leader's writes, which
+                        # compare the leader key, fail.
+                        renewed(loop.time(), max(left, interval))
+                    sent.append(loop.time())
+                    ticks.put_nowait(None)
+                await asyncio.wait({answers}, timeout=interval)
+                if answers.done():
+                    answers.result()
+                    return  # etcd answered that it no longer has the lease
+        except (grpc.aio.AioRpcError, ConnectionError) as exc:
             _log.warning(
                 "lease keep-alive failed; retrying",
                 error=type(exc).__name__,
@@ -179,4 +207,42 @@ async def keep_alive(
             )
             await asyncio.sleep(min(interval, max(0.05, deadline - loop.time())))
         finally:
+            answers.cancel()
             call.cancel()
+            await asyncio.gather(answers, return_exceptions=True)
+
+
+async def _requests(
+    lease_id: int, ticks: asyncio.Queue[None]
+) -> AsyncIterator[LeaseKeepAliveRequest]:
+    while True:
+        await ticks.get()
+        yield LeaseKeepAliveRequest(ID=lease_id)
+
+
+async def _read_answers(
+    call: grpc.aio.StreamStreamCall[LeaseKeepAliveRequest, LeaseKeepAliveResponse],
+    sent: deque[float],
+    renewed: Callable[[float, float], None],
+) -> None:
+    """Read keep-alive answers (one per request, in order) until etcd says the lease
+    is gone (returns) or the stream breaks (raises)."""
+    while True:
+        answer = await call.read()
+        if answer is grpc.aio.EOF:
+            raise ConnectionError("keep-alive stream closed")
+        left = int(cast(LeaseKeepAliveResponse, answer).TTL)
+        if left <= 0:
+            return
+        renewed(sent.popleft() if sent else asyncio.get_running_loop().time(), left)
+
+
+async def _confirm(lease: LeaseService, lease_id: int, ttl: int) -> int:
+    """The whole seconds etcd says the lease has left: -1 when it no longer has it,
+    or when it does not say within a TTL (then it may well be gone)."""
+    try:
+        response = await lease.time_to_live(lease_id, timeout=ttl, max_attempts=1)
+    except (EtcdError, TimeoutError, grpc.aio.AioRpcError) as exc:
+        _log.warning("cannot ask etcd whether the lease is still held", detail=describe(exc))
+        return -1
+    return int(response.TTL)
