@@ -32,6 +32,7 @@ from agent.reporter import StatusReporter
 from agent.worker import Worker
 from common.api import dispatcher_pb2, dispatcher_pb2_grpc
 from common.log import get_logger
+from common.looplag import wait_excluding_stalls
 from common.timeutil import duration_seconds
 
 MIN_BACKOFF = 0.1
@@ -292,15 +293,23 @@ class SessionLoop:
         """The session's first message. A manager that has not even completed the
         handshakes within `connect_timeout` (a dead host accepts no connection, or a
         stopped process never answers the TLS hello) is given up; one that is
-        connected gets `_OPEN_TIMEOUT` to register the node."""
+        connected gets `_OPEN_TIMEOUT` to register the node. (Neither counts time this
+        process's event loop stood still: `wait_excluding_stalls`.)"""
         read = asyncio.ensure_future(call.read())
         limit = connect_timeout(self.period)
-        done, _ = await asyncio.wait({read}, timeout=limit)
-        if not done and channel.get_state() != grpc.ChannelConnectivity.READY:
-            read.cancel()
-            await asyncio.gather(read, return_exceptions=True)
-            raise TimeoutError(f"no connection within {limit:g}s")
-        return await asyncio.wait_for(read, _OPEN_TIMEOUT)
+        try:
+            if (
+                not await wait_excluding_stalls(read, limit)
+                and channel.get_state() != grpc.ChannelConnectivity.READY
+            ):
+                raise TimeoutError(f"no connection within {limit:g}s")
+            if not await wait_excluding_stalls(read, _OPEN_TIMEOUT):
+                raise TimeoutError(f"no answer to the session's opening within {_OPEN_TIMEOUT:g}s")
+        finally:
+            if not read.done():
+                read.cancel()
+                await asyncio.gather(read, return_exceptions=True)
+        return read.result()
 
     async def _heartbeat(
         self, stub: dispatcher_pb2_grpc.DispatcherAsyncStub, session_id: str, period: float
@@ -316,10 +325,18 @@ class SessionLoop:
             while True:
                 await asyncio.sleep(period * random.uniform(0.8, 1.0))
                 HEARTBEATS_SENT.inc()
+                beat = asyncio.ensure_future(_beat(call, request))
                 try:
-                    async with asyncio.timeout(MISSED_HEARTBEATS * period):
-                        await call.write(request)
-                        response = await call.read()
+                    answered = await wait_excluding_stalls(beat, MISSED_HEARTBEATS * period)
+                finally:
+                    if not beat.done():
+                        beat.cancel()
+                if not answered:
+                    raise TimeoutError(
+                        f"no answer to a heartbeat within {MISSED_HEARTBEATS * period:g}s"
+                    )
+                try:
+                    response = beat.result()
                 except asyncio.InvalidStateError:
                     response = grpc.aio.EOF  # the manager ended the stream
                 if response is grpc.aio.EOF:
@@ -355,6 +372,14 @@ class SessionLoop:
             # Learnt of another manager on a connection opened without pings (there was
             # none to move to): reopen once, so a dead manager is left within a period.
             raise _Reopen
+
+
+async def _beat(
+    call: grpc.aio.StreamStreamCall,  # type: ignore[type-arg]
+    request: dispatcher_pb2.HeartbeatRequest,
+) -> object:
+    await call.write(request)
+    return await call.read()
 
 
 def _describe(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from typing import Any
 
 from prometheus_client import Histogram
 
@@ -76,3 +77,30 @@ async def watch_loop_lag() -> None:
         LAG.observe(lag)
         if lag > WARN_LAG:
             _log.warning("event loop running late", lag=round(lag, 2))
+
+
+# A timeout that fires this much later than it was due means the loop stood still.
+STALLED = 0.25
+
+
+async def wait_excluding_stalls(future: asyncio.Future[Any], timeout: float) -> bool:
+    """Wait up to `timeout` seconds for `future`; return whether it is done (it is
+    neither cancelled nor awaited for its result: the caller decides).
+
+    Time this process's event loop stood still does not count: when the wait's own
+    timer fires late, the loop was busy elsewhere and the answer may be waiting behind
+    the stall, so the wait goes on for as long again as the timer was late. A process
+    running thousands of hollow agents stalls for seconds under load; counting that
+    against the manager made agents give up live sessions, and their reconnections
+    fed the load that stalled it.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        done, _ = await asyncio.wait({future}, timeout=max(0.0, deadline - loop.time()))
+        if done:
+            return True
+        late = loop.time() - deadline
+        if late < STALLED:
+            return False
+        deadline = loop.time() + late

@@ -56,8 +56,13 @@ def test_failed_sessions_leave_no_connections_behind() -> None:
         def ready() -> int:
             return sum(1 for n in manager.nodes() if n.status.state == 2)
 
+        def one_each() -> bool:
+            count = established_to(farm_pid, manager.port)
+            assert count == NODES, f"{count} connections for {NODES} agents"
+            return True
+
         wait_until(lambda: ready() == NODES, 60, what=f"{NODES} nodes ready")
-        assert established_to(farm_pid, manager.port) == NODES
+        wait_until(one_each, 15, what="one connection per agent")
         # Stalled for longer than three heartbeat periods: every agent gives its session
         # up, and its attempts to open another time out until the manager runs again.
         manager.process.proc.send_signal(signal.SIGSTOP)
@@ -66,11 +71,7 @@ def test_failed_sessions_leave_no_connections_behind() -> None:
         finally:
             manager.process.proc.send_signal(signal.SIGCONT)
         wait_until(lambda: ready() == NODES, 60, what=f"{NODES} nodes ready again")
-        wait_until(
-            lambda: established_to(farm_pid, manager.port) <= NODES,
-            15,
-            what="one connection per agent, none left of the failed sessions",
-        )
+        wait_until(one_each, 15, what="one connection per agent, none left of the failed sessions")
         assert farm.process.proc.poll() is None
     finally:
         if farm is not None:
