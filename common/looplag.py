@@ -89,18 +89,22 @@ async def wait_excluding_stalls(future: asyncio.Future[Any], timeout: float) -> 
 
     Time this process's event loop stood still does not count: when the wait's own
     timer fires late, the loop was busy elsewhere and the answer may be waiting behind
-    the stall, so the wait goes on for as long again as the timer was late. A process
-    running thousands of hollow agents stalls for seconds under load; counting that
-    against the manager made agents give up live sessions, and their reconnections
-    fed the load that stalled it.
+    the stall, so the wait goes on for as long again as the timer was late (at most
+    `timeout` more in all: a loop that is late all the time must not wait for ever). A
+    process running thousands of hollow agents stalls for seconds under load;
+    counting that against the manager made agents give up live sessions, and their
+    reconnections fed the load that stalled it.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    extended = 0.0
     while True:
         done, _ = await asyncio.wait({future}, timeout=max(0.0, deadline - loop.time()))
         if done:
             return True
         late = loop.time() - deadline
-        if late < STALLED:
+        if late < STALLED or extended >= timeout:
             return False
+        late = min(late, timeout - extended)
+        extended += late
         deadline = loop.time() + late

@@ -41,3 +41,19 @@ async def test_plain_wait_for_gives_up_in_the_same_case() -> None:
     except TimeoutError:
         return
     raise AssertionError("asyncio.wait_for waited through the stall")
+
+
+async def test_a_loop_late_all_the_time_waits_at_most_twice_the_timeout() -> None:
+    loop = asyncio.get_running_loop()
+    never: asyncio.Future[int] = loop.create_future()
+    stop = loop.time() + 3.0
+
+    def stall() -> None:  # the loop stands still 0.3 s in every 0.35 s, for 3 s
+        time.sleep(0.3)
+        if loop.time() < stop:
+            loop.call_later(0.05, stall)
+
+    loop.call_soon(stall)
+    started = time.monotonic()
+    assert not await wait_excluding_stalls(never, 0.5)
+    assert time.monotonic() - started < 2.0
