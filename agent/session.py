@@ -321,9 +321,13 @@ class SessionLoop:
         shorter one would drop sessions whenever this node or the manager is busy.)"""
         call = stub.Heartbeats()
         request = dispatcher_pb2.HeartbeatRequest(session_id=session_id)
+        first = True
         try:
             while True:
-                await asyncio.sleep(period * random.uniform(0.8, 1.0))
+                # The first at once: it tells the manager the session was taken up.
+                if not first:
+                    await asyncio.sleep(period * random.uniform(0.8, 1.0))
+                first = False
                 HEARTBEATS_SENT.inc()
                 beat = asyncio.ensure_future(_beat(call, request))
                 try:

@@ -166,7 +166,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             addr = _peer_host(context.peer())
             node = await self._register(node_id, request.description, addr)
         period = self.period()
-        session = AgentSession(new_id(), node_id, addr, self.clock(), period, period)
+        # The first heartbeat is counted from a period from now: the agent sends it once
+        # it has read the first message below, which a busy agent (or farm of them) can
+        # be slow to do. Nodes were declared down seconds after joining for that alone.
+        session = AgentSession(new_id(), node_id, addr, self.clock() + period, period, period)
         session.registered = timestamp_seconds(node.status.timestamp)
         old = self.sessions.get(node_id)
         if old is not None:
