@@ -274,16 +274,21 @@ def test_an_update_failing_its_health_check_rolls_back(cluster: Cluster, name: s
     cluster.ctl("service", "rm", name, check=True)
 
 
+READY_AFTER = 8
+
+
 def test_health_checks_gate_running(cluster: Cluster, name: str) -> None:
     # Docker's semantics: failures in the start period do not count, the first pass
-    # makes the container healthy. /tmp is made: the image is FROM scratch.
+    # makes the container healthy. /tmp is made: the image is FROM scratch. The
+    # container turns healthy READY_AFTER seconds in: long enough that both tasks are
+    # seen waiting first even on a loaded CI machine (3 s was not, once).
     started = time.monotonic()
     cluster.ctl(
         "service", "create", "-d", "--name", name, "--replicas", "2",
         "--health-cmd", "test -f /tmp/ready", "--health-interval", "500ms",
         "--health-start-period", "30s", SLEEPER,
-        "sh", "-c", "trap 'exit 0' TERM; sleep 3; mkdir -p /tmp; touch /tmp/ready; "
-        "sleep 3600 & wait",
+        "sh", "-c", f"trap 'exit 0' TERM; sleep {READY_AFTER}; mkdir -p /tmp; "
+        "touch /tmp/ready; sleep 3600 & wait",
         check=True,
     )  # fmt: skip
 
@@ -296,11 +301,11 @@ def test_health_checks_gate_running(cluster: Cluster, name: str) -> None:
         )
 
     wait_until(waiting_for_health, 30, 0.05, what="2 tasks waiting for their health check")
-    assert time.monotonic() - started < 3.0  # before the command made /tmp/ready
+    assert time.monotonic() - started < READY_AFTER  # before the command made /tmp/ready
     ps = cluster.ctl("service", "ps", name, check=True).stdout
     assert ps.count("Starting") == 2
     wait_until(lambda: len(running(cluster, name)) == 2, 30, 0.05, what="2 healthy tasks")
-    assert time.monotonic() - started >= 3.0
+    assert time.monotonic() - started >= READY_AFTER
     # The container that was waited for is the one running: nothing failed or restarted.
     assert len(cluster.manager.tasks(name)) == 2
     pretty = cluster.ctl("service", "inspect", "--pretty", name, check=True).stdout
