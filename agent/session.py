@@ -321,13 +321,10 @@ class SessionLoop:
         shorter one would drop sessions whenever this node or the manager is busy.)"""
         call = stub.Heartbeats()
         request = dispatcher_pb2.HeartbeatRequest(session_id=session_id)
-        first = True
         try:
+            # The first at once (it tells the manager the session was taken up), then
+            # one a period after each answer.
             while True:
-                # The first at once: it tells the manager the session was taken up.
-                if not first:
-                    await asyncio.sleep(period * random.uniform(0.8, 1.0))
-                first = False
                 HEARTBEATS_SENT.inc()
                 beat = asyncio.ensure_future(_beat(call, request))
                 try:
@@ -350,6 +347,7 @@ class SessionLoop:
                 assert isinstance(response, dispatcher_pb2.HeartbeatResponse)
                 period = duration_seconds(response.period) or period
                 self.period = period
+                await asyncio.sleep(period * random.uniform(0.8, 1.0))
         finally:
             call.cancel()
 
