@@ -85,8 +85,9 @@ class TaskReaper(Reconciler):
         super().__init__()
         self.cache = cache
         self.store = store
-        # Every task by slot key, and the slot keys of each service.
-        self.slots: dict[str, dict[str, objects_pb2.Task]] = defaultdict(dict)
+        # The ids of every task by slot key (a tuple: a slot holds a handful at most, and
+        # there are as many slots as tasks), and the slot keys of each service.
+        self.slots: dict[str, tuple[str, ...]] = {}
         self.service_slots: dict[str, set[str]] = defaultdict(set)
         cache.add_listener(self._on_event)
         cache.add_resync_listener(self.mark_everything)
@@ -94,10 +95,12 @@ class TaskReaper(Reconciler):
     def _index(self, old: objects_pb2.Task | None, new: objects_pb2.Task | None) -> None:
         if old is not None:
             key = slot_key(old)
-            tasks = self.slots.get(key)
-            if tasks is not None:
-                tasks.pop(old.id, None)
-                if not tasks:
+            ids = self.slots.get(key)
+            if ids is not None:
+                ids = tuple(i for i in ids if i != old.id)
+                if ids:
+                    self.slots[key] = ids
+                else:
                     del self.slots[key]
                     keys = self.service_slots.get(old.service_id)
                     if keys is not None:
@@ -106,7 +109,9 @@ class TaskReaper(Reconciler):
                             del self.service_slots[old.service_id]
         if new is not None:
             key = slot_key(new)
-            self.slots[key][new.id] = new
+            ids = self.slots.get(key, ())
+            if new.id not in ids:
+                self.slots[key] = (*ids, new.id)
             self.service_slots[new.service_id].add(key)
 
     def _on_event(self, ev: Event) -> None:
@@ -153,8 +158,9 @@ class TaskReaper(Reconciler):
         limit = self.history_limit()
         nodes = self.cache.nodes
         ops: list[Delete] = []
+        cached = self.cache.tasks
         for key in keys:
-            tasks = list(self.slots.get(key, {}).values())
+            tasks = [t for t in map(cached.get, self.slots.get(key, ())) if t is not None]
             if not tasks:
                 continue
             service = self.cache.services.get(tasks[0].service_id)

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from common.api import control_pb2, control_pb2_grpc, logs_pb2, objects_pb2
 from manager.controlapi import cluster, nodes, services, tasks
 from manager.controlapi.counts import ServiceCounts
-from manager.controlapi.resolve import resolve_task
 from manager.events import EventLog
 from manager.grpc_errors import (
     Context,
@@ -167,7 +166,7 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
                 raise InvalidArgumentError("name at least one service or task")
             selector = logs_pb2.LogSelector(
                 service_ids=[services.find_service(self.cache, r).id for r in request.service_ids],
-                task_ids=[resolve_task(self.cache.tasks, r).id for r in request.task_ids],
+                task_ids=[tasks.find_task(self.cache, r).id for r in request.task_ids],
             )
         async for batch in self.logs.subscribe(selector, request.options):
             yield control_pb2.ServiceLogsMessage(messages=batch)

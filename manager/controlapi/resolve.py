@@ -34,7 +34,8 @@ def resolve(
                 f"{what} name {ref!r} is ambiguous: {len(named)} {what}s have it ({ids}); "
                 "use the id instead"
             )
-    matches = [o for obj_id, o in table.items() if obj_id.startswith(ref)]
+    # Keys first: reading a value can cost a decode (tasks are cached serialized).
+    matches = [table[obj_id] for obj_id in table if obj_id.startswith(ref)]
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
@@ -46,10 +47,20 @@ def resolve(
     raise NotFoundError(f"{what} {ref!r} not found")
 
 
-def resolve_task(tasks: Mapping[str, objects_pb2.Task], ref: str) -> objects_pb2.Task:
-    """A task by id, id prefix, or name ("web.1": the newest task of that slot)."""
+def resolve_task(
+    tasks: Mapping[str, objects_pb2.Task],
+    ref: str,
+    named_in: Mapping[str, objects_pb2.Task] | None = None,
+) -> objects_pb2.Task:
+    """A task by id, id prefix, or name ("web.1": the newest task of that slot).
+
+    Names are looked for among `named_in` if given (the tasks of the service the name
+    starts with: every task read is decoded, and there may be 150,000), else all."""
     ref = ref.strip()
-    named = [t for t in tasks.values() if t.annotations.name == ref]
+    if ref in tasks:
+        return tasks[ref]
+    pool = tasks if named_in is None else named_in
+    named = [t for t in pool.values() if t.annotations.name == ref]
     if named:
         return max(
             named,

@@ -10,8 +10,18 @@ from manager.controlapi.services import find_service
 from manager.store import Cache
 
 
+def find_task(cache: Cache, ref: str) -> objects_pb2.Task:
+    """The task `ref` names: an id, an id prefix, or a name ("web.1", "web.<node id>")."""
+    # A task's name is "<service>.<slot or node id>": only that service's tasks are
+    # searched for it.
+    service_name, dot, _ = ref.strip().rpartition(".")
+    service_id = cache.service_by_name.get(service_name) if dot else None
+    pool = cache.tasks_by_service.get(service_id) if service_id else None
+    return resolve_task(cache.tasks, ref, named_in=pool if pool is not None else {})
+
+
 def get_task(cache: Cache, request: control_pb2.GetTaskRequest) -> control_pb2.GetTaskResponse:
-    return control_pb2.GetTaskResponse(task=resolve_task(cache.tasks, request.task_id))
+    return control_pb2.GetTaskResponse(task=find_task(cache, request.task_id))
 
 
 def list_tasks(

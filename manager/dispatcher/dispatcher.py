@@ -27,7 +27,7 @@ import functools
 import itertools
 import math
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -489,11 +489,11 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"status report for task {update.task_id!r}: {problem}",
                 )
-        tasks = self.cache.tasks
+        # A node may only report on its own tasks (the index says which, with no task
+        # decoded).
+        own: Mapping[str, object] = self.cache.tasks_by_node.get(session.node_id, {})
         for update in request.updates:
-            task = tasks.get(update.task_id)
-            # A node may only report on its own tasks.
-            if task is not None and task.node_id == session.node_id:
+            if update.task_id in own:
                 self.status_writer.add(update.task_id, trimmed(update.status))
         return dispatcher_pb2.UpdateTaskStatusResponse()
 

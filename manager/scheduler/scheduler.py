@@ -547,8 +547,9 @@ class Scheduler(Reconciler):
 
     def all_keys(self) -> Iterable[str]:
         # Called on start and after a re-list: recount everything from the cache.
-        self.nodes.rebuild(self.cache.nodes, self.cache.tasks.values(), self.clock())
-        self.pending = {t.id for t in self.cache.tasks.values() if is_pending(t)}
+        tasks = list(self.cache.tasks.values())  # decoded once for both
+        self.nodes.rebuild(self.cache.nodes, tasks, self.clock())
+        self.pending = {t.id for t in tasks if is_pending(t)}
         return set(self.pending)
 
     async def reconcile(self, keys: set[str]) -> None:
@@ -571,8 +572,9 @@ class Scheduler(Reconciler):
         for group in groups.values():
             group.sort(key=lambda t: (t.slot, timestamp_seconds(t.meta.created_at)))
             load = task_load(group[0])  # the same for every task of the group
+            by_id = {t.id: t for t in group}
             for d in schedule_group(group, self.nodes, self.pipeline, now):
-                task = self.cache.tasks[d.task_id]
+                task = by_id[d.task_id]
                 if d.node_id:
                     ops.append(Update(Kind.TASK, d.task_id, _assign(d.node_id), base=task))
                     placements.append((infos[d.node_id], load))

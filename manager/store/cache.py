@@ -4,16 +4,17 @@ Reconcilers and the control API read the cache, never etcd. The cache lists the 
 (paginated, at one revision), then watches from the revision after; when etcd has
 compacted that revision away it lists again. Listeners are plain functions called, in
 revision order, for every change; they must be quick (mark something dirty, wake a
-loop) because they run inside the watch loop. Objects handed out are shared: treat
-them as read-only and copy before changing.
+loop) because they run inside the watch loop. Nodes, services and the rest are kept
+decoded and handed out shared: treat them as read-only and copy before changing.
+Tasks, by far the most numerous, are kept serialized (`tasktable.py`): each read
+decodes a fresh copy, so hold on to what you read rather than reading it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from common.api import objects_pb2
 from common.log import get_logger
 from manager.store.keys import KeySpace, Kind, decode
 from manager.store.store import Store
+from manager.store.tasktable import TaskIndex, TaskTable
 from manager.store.watch import WatchCanceledError, open_watch
 
 _log = get_logger("cache")
@@ -58,9 +60,9 @@ class Cache:
         self._client = client
         self._store = store
         self._keys: KeySpace = store.keys
-        self.objects: dict[Kind, dict[str, Any]] = {k: {} for k in Kind}
-        self.tasks_by_service: dict[str, dict[str, objects_pb2.Task]] = defaultdict(dict)
-        self.tasks_by_node: dict[str, dict[str, objects_pb2.Task]] = defaultdict(dict)
+        self.objects: dict[Kind, MutableMapping[str, Any]] = _empty_tables()
+        self.tasks_by_service = TaskIndex(self.tasks)
+        self.tasks_by_node = TaskIndex(self.tasks)
         self.service_by_name: dict[str, str] = {}
         self.revision = 0
         self._listeners: list[Listener] = []
@@ -75,19 +77,21 @@ class Cache:
 
     @property
     def nodes(self) -> dict[str, objects_pb2.Node]:
-        return self.objects[Kind.NODE]
+        return self.objects[Kind.NODE]  # type: ignore[return-value]
 
     @property
     def services(self) -> dict[str, objects_pb2.Service]:
-        return self.objects[Kind.SERVICE]
+        return self.objects[Kind.SERVICE]  # type: ignore[return-value]
 
     @property
-    def tasks(self) -> dict[str, objects_pb2.Task]:
-        return self.objects[Kind.TASK]
+    def tasks(self) -> TaskTable:
+        table = self.objects[Kind.TASK]
+        assert isinstance(table, TaskTable)
+        return table
 
     @property
     def clusters(self) -> dict[str, objects_pb2.Cluster]:
-        return self.objects[Kind.CLUSTER]
+        return self.objects[Kind.CLUSTER]  # type: ignore[return-value]
 
     def get(self, kind: Kind, obj_id: str) -> Any | None:
         return self.objects[kind].get(obj_id)
@@ -150,13 +154,18 @@ class Cache:
 
     async def _relist(self) -> None:
         kvs, revision = await self._store.list_raw(self._keys.prefix.encode())
-        fresh: dict[Kind, dict[str, Any]] = {k: {} for k in Kind}
+        fresh = _empty_tables()
+        tasks = fresh[Kind.TASK]
+        assert isinstance(tasks, TaskTable)
         for kv in kvs:
             parsed = self._keys.parse(kv.key)
             if parsed is None:
                 continue
             kind, obj_id = parsed
-            fresh[kind][obj_id] = decode(kind, kv.value, kv.mod_revision)
+            if kind is Kind.TASK:
+                tasks.put(obj_id, kv.value, kv.mod_revision)
+            else:
+                fresh[kind][obj_id] = decode(kind, kv.value, kv.mod_revision)
         first = not self.synced.is_set()
         with self.lock:
             self.objects = fresh
@@ -198,18 +207,35 @@ class Cache:
             if parsed is None:
                 return
             kind, obj_id = parsed
-            table = self.objects[kind]
-            old = table.get(obj_id)
-            if ev.type == _DELETE:
-                if old is None:
-                    return
-                del table[obj_id]
-                new = None
+            old: Any
+            new: Any
+            if kind is Kind.TASK:
+                tasks = self.tasks
+                seen = tasks.revision(obj_id)
+                if ev.type == _DELETE:
+                    if seen is None:
+                        return
+                    old = tasks[obj_id]
+                    del tasks[obj_id]
+                    new = None
+                else:
+                    if seen is not None and seen >= revision:
+                        return  # already seen (a re-list raced the watch)
+                    old = None if seen is None else tasks[obj_id]
+                    new = tasks.put(obj_id, ev.kv.value, revision)
             else:
-                if old is not None and old.meta.version >= revision:
-                    return  # already seen (a re-list raced the watch)
-                new = decode(kind, ev.kv.value, revision)
-                table[obj_id] = new
+                table = self.objects[kind]
+                old = table.get(obj_id)
+                if ev.type == _DELETE:
+                    if old is None:
+                        return
+                    del table[obj_id]
+                    new = None
+                else:
+                    if old is not None and old.meta.version >= revision:
+                        return  # already seen (a re-list raced the watch)
+                    new = decode(kind, ev.kv.value, revision)
+                    table[obj_id] = new
             self._index(kind, old, new)
             event = Event(kind, old, new, revision)
             for listener in self._listeners:
@@ -230,8 +256,8 @@ class Cache:
             self._revision_waiters = still
 
     def _rebuild_indexes(self) -> None:
-        self.tasks_by_service = defaultdict(dict)
-        self.tasks_by_node = defaultdict(dict)
+        self.tasks_by_service = TaskIndex(self.tasks)
+        self.tasks_by_node = TaskIndex(self.tasks)
         self.service_by_name = {}
         for task in self.tasks.values():
             self._index(Kind.TASK, None, task)
@@ -241,13 +267,13 @@ class Cache:
     def _index(self, kind: Kind, old: Any, new: Any) -> None:
         if kind is Kind.TASK:
             if old is not None:
-                _discard(self.tasks_by_service, old.service_id, old.id)
+                self.tasks_by_service.discard(old.service_id, old.id)
                 if old.node_id:
-                    _discard(self.tasks_by_node, old.node_id, old.id)
+                    self.tasks_by_node.discard(old.node_id, old.id)
             if new is not None:
-                self.tasks_by_service[new.service_id][new.id] = new
+                self.tasks_by_service.add(new.service_id, new.id)
                 if new.node_id:
-                    self.tasks_by_node[new.node_id][new.id] = new
+                    self.tasks_by_node.add(new.node_id, new.id)
         elif kind is Kind.SERVICE:
             if old is not None:
                 self.service_by_name.pop(old.spec.annotations.name, None)
@@ -273,9 +299,7 @@ class Cache:
         self._advance(revision)
 
 
-def _discard(index: dict[str, dict[str, Any]], key: str, obj_id: str) -> None:
-    bucket = index.get(key)
-    if bucket is not None:
-        bucket.pop(obj_id, None)
-        if not bucket:
-            del index[key]
+def _empty_tables() -> dict[Kind, MutableMapping[str, Any]]:
+    tables: dict[Kind, MutableMapping[str, Any]] = {k: {} for k in Kind if k is not Kind.TASK}
+    tables[Kind.TASK] = TaskTable()
+    return tables
