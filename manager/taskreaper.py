@@ -93,6 +93,8 @@ class TaskReaper(Reconciler):
         cache.add_resync_listener(self.mark_everything)
 
     def _index(self, old: objects_pb2.Task | None, new: objects_pb2.Task | None) -> None:
+        if old is not None and new is not None and slot_key(old) == slot_key(new):
+            return  # most changes (status reports) leave a task in its slot
         if old is not None:
             key = slot_key(old)
             ids = self.slots.get(key)

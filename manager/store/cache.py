@@ -236,7 +236,7 @@ class Cache:
                         return  # already seen (a re-list raced the watch)
                     new = decode(kind, ev.kv.value, revision)
                     table[obj_id] = new
-            self._index(kind, old, new)
+            self._index(kind, old, new, obj_id)
             event = Event(kind, old, new, revision)
             for listener in self._listeners:
                 self._safe_call(listener, event)
@@ -259,21 +259,31 @@ class Cache:
         self.tasks_by_service = TaskIndex(self.tasks)
         self.tasks_by_node = TaskIndex(self.tasks)
         self.service_by_name = {}
-        for task in self.tasks.values():
-            self._index(Kind.TASK, None, task)
+        for task_id, task in self.tasks.items():
+            self._index(Kind.TASK, None, task, task_id)
         for service in self.services.values():
             self._index(Kind.SERVICE, None, service)
 
-    def _index(self, kind: Kind, old: Any, new: Any) -> None:
+    def _index(self, kind: Kind, old: Any, new: Any, obj_id: str | None = None) -> None:
         if kind is Kind.TASK:
-            if old is not None:
-                self.tasks_by_service.discard(old.service_id, old.id)
-                if old.node_id:
-                    self.tasks_by_node.discard(old.node_id, old.id)
-            if new is not None:
-                self.tasks_by_service.add(new.service_id, new.id)
-                if new.node_id:
-                    self.tasks_by_node.add(new.node_id, new.id)
+            # The indexes hold `obj_id`, the table's own key string, so that 150,000 ids
+            # are stored once, not once per index; and a task whose service and node
+            # did not change (most changes: status reports) is left where it is.
+            task_id = obj_id if obj_id is not None else (new or old).id
+            old_service = old.service_id if old is not None else None
+            new_service = new.service_id if new is not None else None
+            if old_service != new_service:
+                if old_service is not None:
+                    self.tasks_by_service.discard(old_service, task_id)
+                if new_service is not None:
+                    self.tasks_by_service.add(new_service, task_id)
+            old_node = old.node_id if old is not None else ""
+            new_node = new.node_id if new is not None else ""
+            if old_node != new_node:
+                if old_node:
+                    self.tasks_by_node.discard(old_node, task_id)
+                if new_node:
+                    self.tasks_by_node.add(new_node, task_id)
         elif kind is Kind.SERVICE:
             if old is not None:
                 self.service_by_name.pop(old.spec.annotations.name, None)
