@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from common.api import control_pb2, objects_pb2
 from common.timeutil import timestamp_seconds
 from manager.controlapi.nodes import find_node
@@ -13,11 +15,14 @@ from manager.store import Cache
 def find_task(cache: Cache, ref: str) -> objects_pb2.Task:
     """The task `ref` names: an id, an id prefix, or a name ("web.1", "web.<node id>")."""
     # A task's name is "<service>.<slot or node id>": only that service's tasks are
-    # searched for it.
+    # searched for it (without a dot, none). With no such service (removed while its
+    # tasks shut down, or a name that is not a task's) every task is.
     service_name, dot, _ = ref.strip().rpartition(".")
-    service_id = cache.service_by_name.get(service_name) if dot else None
-    pool = cache.tasks_by_service.get(service_id) if service_id else None
-    return resolve_task(cache.tasks, ref, named_in=pool if pool is not None else {})
+    pool: Mapping[str, objects_pb2.Task] | None = {}
+    if dot:
+        service_id = cache.service_by_name.get(service_name)
+        pool = cache.tasks_by_service.get(service_id) if service_id else None
+    return resolve_task(cache.tasks, ref, named_in=pool)
 
 
 def get_task(cache: Cache, request: control_pb2.GetTaskRequest) -> control_pb2.GetTaskResponse:
