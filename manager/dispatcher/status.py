@@ -28,6 +28,11 @@ _log = get_logger("dispatcher.status")
 
 # First wait before retrying a write that etcd refused (doubling up to 5 s).
 FLUSH_INTERVAL = 0.1
+# Reports written in one commit at most. A commit keeps every object it writes until
+# its last transaction is answered (decoded, about 2 KB each), and under load the
+# batches grow by themselves: tens of thousands at once when a large service starts.
+# 2,048 is 16 transactions, four rounds of the store's four in flight.
+MAX_BATCH = 2048
 # How long a transitional state may wait for a later state of its task to replace it.
 TRANSITIONAL_HOLD = 1.0
 # Longer messages from an agent are cut to this many characters before they are stored.
@@ -117,9 +122,10 @@ class TaskStatusWriter:
     async def run(self) -> None:
         backoff = FLUSH_INTERVAL
         while True:
-            # Write whatever is due as soon as the previous write is done: a lone report
-            # goes out at once, and under load the batches grow by themselves.
-            batch, wait = self._pending.due()
+            # Write what is due (MAX_BATCH at most) as soon as the previous write is
+            # done: a lone report goes out at once, and under load the batches grow by
+            # themselves, up to the cap.
+            batch, wait = self._pending.due(MAX_BATCH)
             if not batch:
                 await wait_for_due(self._wake, wait)
                 continue

@@ -272,3 +272,24 @@ def test_long_texts_are_cut() -> None:
     assert s.err == long  # the report itself is left alone
     short = report(states.REJECTED, err="no such image")
     assert status_mod.trimmed(short) is short
+
+
+async def test_a_large_backlog_is_written_in_capped_commits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A commit holds every object it writes until it returns: a backlog of thousands
+    # goes out in several commits of MAX_BATCH at most, one right after the other.
+    monkeypatch.setattr(status_mod, "MAX_BATCH", 4)
+    svc = f.service(10)
+    store = FakeStore([f.task(svc, i, task_id=f"t{i}", state=states.ASSIGNED) for i in range(10)])
+    writer = TaskStatusWriter(store)  # type: ignore[arg-type]
+    for i in range(10):
+        writer.add(f"t{i}", report(states.RUNNING))
+    runner = asyncio.create_task(writer.run())
+    try:
+        await until(lambda: writer.written == 10)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert store.commits == [4, 4, 2]
+    assert all(t.status.state == states.RUNNING for t in store.tasks.values())
