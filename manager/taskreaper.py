@@ -93,28 +93,28 @@ class TaskReaper(Reconciler):
         cache.add_resync_listener(self.mark_everything)
 
     def _index(self, old: objects_pb2.Task | None, new: objects_pb2.Task | None) -> None:
-        if old is not None and new is not None and slot_key(old) == slot_key(new):
+        old_key = slot_key(old) if old is not None else None
+        new_key = slot_key(new) if new is not None else None
+        if old_key == new_key:
             return  # most changes (status reports) leave a task in its slot
-        if old is not None:
-            key = slot_key(old)
-            ids = self.slots.get(key)
+        if old is not None and old_key is not None:
+            ids = self.slots.get(old_key)
             if ids is not None:
                 ids = tuple(i for i in ids if i != old.id)
                 if ids:
-                    self.slots[key] = ids
+                    self.slots[old_key] = ids
                 else:
-                    del self.slots[key]
+                    del self.slots[old_key]
                     keys = self.service_slots.get(old.service_id)
                     if keys is not None:
-                        keys.discard(key)
+                        keys.discard(old_key)
                         if not keys:
                             del self.service_slots[old.service_id]
-        if new is not None:
-            key = slot_key(new)
-            ids = self.slots.get(key, ())
+        if new is not None and new_key is not None:
+            ids = self.slots.get(new_key, ())
             if new.id not in ids:
-                self.slots[key] = (*ids, new.id)
-            self.service_slots[new.service_id].add(key)
+                self.slots[new_key] = (*ids, new.id)
+            self.service_slots[new.service_id].add(new_key)
 
     def _on_event(self, ev: Event) -> None:
         if ev.kind is Kind.TASK:

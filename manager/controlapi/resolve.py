@@ -57,8 +57,6 @@ def resolve_task(
     Names are looked for among `named_in` if given (the tasks of the service the name
     starts with: every task read is decoded, and there may be 150,000), else all."""
     ref = ref.strip()
-    if ref in tasks:
-        return tasks[ref]
     pool = tasks if named_in is None else named_in
     named = [t for t in pool.values() if t.annotations.name == ref]
     if named:

@@ -155,17 +155,12 @@ class Cache:
     async def _relist(self) -> None:
         kvs, revision = await self._store.list_raw(self._keys.prefix.encode())
         fresh = _empty_tables()
-        tasks = fresh[Kind.TASK]
-        assert isinstance(tasks, TaskTable)
         for kv in kvs:
             parsed = self._keys.parse(kv.key)
             if parsed is None:
                 continue
             kind, obj_id = parsed
-            if kind is Kind.TASK:
-                tasks.put(obj_id, kv.value, kv.mod_revision)
-            else:
-                fresh[kind][obj_id] = decode(kind, kv.value, kv.mod_revision)
+            _put(fresh[kind], kind, obj_id, kv.value, kv.mod_revision)
         first = not self.synced.is_set()
         with self.lock:
             self.objects = fresh
@@ -207,35 +202,18 @@ class Cache:
             if parsed is None:
                 return
             kind, obj_id = parsed
-            old: Any
-            new: Any
-            if kind is Kind.TASK:
-                tasks = self.tasks
-                seen = tasks.revision(obj_id)
-                if ev.type == _DELETE:
-                    if seen is None:
-                        return
-                    old = tasks[obj_id]
-                    del tasks[obj_id]
-                    new = None
-                else:
-                    if seen is not None and seen >= revision:
-                        return  # already seen (a re-list raced the watch)
-                    old = None if seen is None else tasks[obj_id]
-                    new = tasks.put(obj_id, ev.kv.value, revision)
+            table = self.objects[kind]
+            old = table.get(obj_id)
+            if ev.type == _DELETE:
+                if old is None:
+                    return
+                del table[obj_id]
+                new = None
             else:
-                table = self.objects[kind]
-                old = table.get(obj_id)
-                if ev.type == _DELETE:
-                    if old is None:
-                        return
-                    del table[obj_id]
-                    new = None
-                else:
-                    if old is not None and old.meta.version >= revision:
-                        return  # already seen (a re-list raced the watch)
-                    new = decode(kind, ev.kv.value, revision)
-                    table[obj_id] = new
+                if old is not None and old.meta.version >= revision:
+                    return  # already seen (a re-list raced the watch)
+                _put(table, kind, obj_id, ev.kv.value, revision)
+                new = table[obj_id]
             self._index(kind, old, new, obj_id)
             event = Event(kind, old, new, revision)
             for listener in self._listeners:
@@ -262,28 +240,27 @@ class Cache:
         for task_id, task in self.tasks.items():
             self._index(Kind.TASK, None, task, task_id)
         for service in self.services.values():
-            self._index(Kind.SERVICE, None, service)
+            self._index(Kind.SERVICE, None, service, service.id)
 
-    def _index(self, kind: Kind, old: Any, new: Any, obj_id: str | None = None) -> None:
+    def _index(self, kind: Kind, old: Any, new: Any, obj_id: str) -> None:
         if kind is Kind.TASK:
             # The indexes hold `obj_id`, the table's own key string, so that 150,000 ids
             # are stored once, not once per index; and a task whose service and node
             # did not change (most changes: status reports) is left where it is.
-            task_id = obj_id if obj_id is not None else (new or old).id
             old_service = old.service_id if old is not None else None
             new_service = new.service_id if new is not None else None
             if old_service != new_service:
                 if old_service is not None:
-                    self.tasks_by_service.discard(old_service, task_id)
+                    self.tasks_by_service.discard(old_service, obj_id)
                 if new_service is not None:
-                    self.tasks_by_service.add(new_service, task_id)
+                    self.tasks_by_service.add(new_service, obj_id)
             old_node = old.node_id if old is not None else ""
             new_node = new.node_id if new is not None else ""
             if old_node != new_node:
                 if old_node:
-                    self.tasks_by_node.discard(old_node, task_id)
+                    self.tasks_by_node.discard(old_node, obj_id)
                 if new_node:
-                    self.tasks_by_node.add(new_node, task_id)
+                    self.tasks_by_node.add(new_node, obj_id)
         elif kind is Kind.SERVICE:
             if old is not None:
                 self.service_by_name.pop(old.spec.annotations.name, None)
@@ -303,10 +280,20 @@ class Cache:
                 kind = Kind.of(obj)
                 old = self.objects[kind].get(obj.id)
                 self.objects[kind][obj.id] = obj
-                self._index(kind, old, obj)
+                self._index(kind, old, obj, obj.id)
                 for listener in self._listeners:
                     self._safe_call(listener, Event(kind, old, obj, revision))
         self._advance(revision)
+
+
+def _put(
+    table: MutableMapping[str, Any], kind: Kind, obj_id: str, value: bytes, revision: int
+) -> None:
+    """Keep what etcd returned: tasks as they are (serialized), everything else decoded."""
+    if isinstance(table, TaskTable):
+        table.put(obj_id, value, revision)
+    else:
+        table[obj_id] = decode(kind, value, revision)
 
 
 def _empty_tables() -> dict[Kind, MutableMapping[str, Any]]:

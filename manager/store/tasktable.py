@@ -22,39 +22,13 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from common.api import objects_pb2
 
 _Task = objects_pb2.Task
-_META_TAG = (_Task.DESCRIPTOR.fields_by_name["meta"].number << 3) | 2  # length-delimited
-_VERSION_TAG = objects_pb2.Task().meta.DESCRIPTOR.fields_by_name["version"].number << 3  # varint
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def with_revision(value: bytes, revision: int) -> bytes:
     """`value` (a serialized Task) with `meta.version = revision` appended."""
-    version = _varint(revision)
-    return value + bytes((_META_TAG, len(version) + 1, _VERSION_TAG)) + version
-
-
-def stored_revision(blob: bytes) -> int:
-    """The revision `with_revision` appended to `blob`."""
-    # The varint's last byte is the blob's last; its earlier bytes have the high bit
-    # set, and the byte before it (the version's tag) does not.
-    start = len(blob) - 1
-    while blob[start - 1] & 0x80:
-        start -= 1
-    value = 0
-    for byte in reversed(blob[start:]):
-        value = (value << 7) | (byte & 0x7F)
-    return value
+    trailer = _Task()
+    trailer.meta.version = revision
+    return value + trailer.SerializeToString()
 
 
 class TaskTable(MutableMapping[str, objects_pb2.Task]):
@@ -69,10 +43,6 @@ class TaskTable(MutableMapping[str, objects_pb2.Task]):
     def __getitem__(self, task_id: str) -> objects_pb2.Task:
         return _Task.FromString(self._blobs[task_id])
 
-    def get(self, task_id: str, default: objects_pb2.Task | None = None) -> objects_pb2.Task | None:  # type: ignore[override]
-        blob = self._blobs.get(task_id)
-        return default if blob is None else _Task.FromString(blob)
-
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._blobs
 
@@ -82,16 +52,9 @@ class TaskTable(MutableMapping[str, objects_pb2.Task]):
     def __len__(self) -> int:
         return len(self._blobs)
 
-    def revision(self, task_id: str) -> int | None:
-        """The stored task's mod_revision, without decoding it."""
-        blob = self._blobs.get(task_id)
-        return None if blob is None else stored_revision(blob)
-
-    def put(self, task_id: str, value: bytes, revision: int) -> objects_pb2.Task:
-        """Store `value` as read at `revision`; returns the task decoded."""
-        blob = with_revision(value, revision)
-        self._blobs[task_id] = blob
-        return _Task.FromString(blob)
+    def put(self, task_id: str, value: bytes, revision: int) -> None:
+        """Store `value` (a serialized Task) as read at `revision`."""
+        self._blobs[task_id] = with_revision(value, revision)
 
     def __setitem__(self, task_id: str, task: objects_pb2.Task) -> None:
         self._blobs[task_id] = with_revision(task.SerializeToString(), task.meta.version)
