@@ -24,11 +24,28 @@ from common.api import objects_pb2
 _Task = objects_pb2.Task
 
 
+_META_TAG = (_Task.DESCRIPTOR.fields_by_name["meta"].number << 3) | 2  # length-delimited
+_VERSION_TAG = _Task().meta.DESCRIPTOR.fields_by_name["version"].number << 3  # varint
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
 def with_revision(value: bytes, revision: int) -> bytes:
-    """`value` (a serialized Task) with `meta.version = revision` appended."""
-    trailer = _Task()
-    trailer.meta.version = revision
-    return value + trailer.SerializeToString()
+    """`value` (a serialized Task) with `meta.version = revision` appended. Written by
+    hand: protobuf would leave out a version of 0 (the default), and the stored one
+    would then show through."""
+    version = _varint(revision)
+    return value + bytes((_META_TAG, len(version) + 1, _VERSION_TAG)) + version
 
 
 class TaskTable(MutableMapping[str, objects_pb2.Task]):
