@@ -12,6 +12,14 @@ just go silent. When there is another manager to move to, the agent notices that
 within one heartbeat period through HTTP/2 keepalive pings (`liveness_options`), and
 gives a manager it cannot even connect to at most a period (`connect_timeout`) before
 it tries the next.
+
+A manager that accepted the connection but has not answered the Session call in time
+is alive and overloaded, not dead: each attempt in a row that opens no session gives
+the next one longer for that answer (`open_timeout`), rather than sending it one new
+connection, TLS handshake and registration after another, each adding to the load
+that held the answers up (a farm of 5,000 hollow agents kept up such a storm for
+minutes, docs/performance.md). A manager that does not even accept the connection is
+still left after a period, every time.
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ DEFAULT_PERIOD = 1.0
 # writes the node to etcd first). A dead one is noticed much sooner, by the pings.
 _OPEN_TIMEOUT = 10.0
 _MIN_CONNECT_TIMEOUT = 0.5
+# How many times longer the opening timeout gets after failed attempts in a row.
+MAX_PATIENCE = 4
 _CHANNEL_OPTIONS: list[tuple[str, str | int]] = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
@@ -85,9 +95,21 @@ def liveness_options(period: float) -> list[tuple[str, str | int]]:
     ]
 
 
+def patience(failures: int) -> int:
+    """By how much the opening timeout grows after `failures` attempts in a row that
+    opened no session: doubling, up to MAX_PATIENCE."""
+    return int(min(2 ** min(max(failures, 0), 8), MAX_PATIENCE))
+
+
 def connect_timeout(period: float) -> float:
     """How long a manager gets to accept the connection (TCP and TLS handshakes)."""
     return max(period, _MIN_CONNECT_TIMEOUT)
+
+
+def open_timeout(failures: int = 0) -> float:
+    """How long a manager that accepted the connection gets to answer the Session call,
+    after `failures` attempts in a row that opened no session."""
+    return _OPEN_TIMEOUT * patience(failures)
 
 
 class SessionEnded(Exception):
@@ -135,6 +157,8 @@ class SessionLoop:
         self.last_failure = ""
         # Whether the current session's connection pings the manager (`_liveness`).
         self._pinging = False
+        # Attempts in a row that opened no session (`patience`).
+        self.failures = 0
         self._switching = False
 
     def use(self, creds: NodeCredentials) -> None:
@@ -203,6 +227,8 @@ class SessionLoop:
                 self._current = None  # nor keep the ended attempt's error (see _session)
                 if self.connected.is_set():
                     SESSIONS_UP.dec()
+                else:
+                    self.failures += 1
                 self.connected.clear()
                 self.session_id = ""
             if established:
@@ -252,6 +278,7 @@ class SessionLoop:
                 "session established", manager=addr, session_id=session_id, heartbeat_period=period
             )
             self.connected.set()
+            self.failures = 0
             SESSIONS_UP.inc()
             for task_id, status in self.worker.statuses().items():
                 self.reporter.add(task_id, status)
@@ -293,18 +320,20 @@ class SessionLoop:
         """The session's first message. A manager that has not even completed the
         handshakes within `connect_timeout` (a dead host accepts no connection, or a
         stopped process never answers the TLS hello) is given up; one that is
-        connected gets `_OPEN_TIMEOUT` to register the node. (Neither counts time this
-        process's event loop stood still: `wait_excluding_stalls`.)"""
+        connected gets `open_timeout` to register the node, longer after attempts in
+        a row that failed. (Neither counts time this process's event loop stood still:
+        `wait_excluding_stalls`.)"""
         read = asyncio.ensure_future(call.read())
         limit = connect_timeout(self.period)
+        opening = open_timeout(self.failures)
         try:
             if (
                 not await wait_excluding_stalls(read, limit)
                 and channel.get_state() != grpc.ChannelConnectivity.READY
             ):
                 raise TimeoutError(f"no connection within {limit:g}s")
-            if not await wait_excluding_stalls(read, _OPEN_TIMEOUT):
-                raise TimeoutError(f"no answer to the session's opening within {_OPEN_TIMEOUT:g}s")
+            if not await wait_excluding_stalls(read, opening):
+                raise TimeoutError(f"no answer to the session's opening within {opening:g}s")
         finally:
             if not read.done():
                 read.cancel()
