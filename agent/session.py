@@ -98,7 +98,7 @@ def liveness_options(period: float) -> list[tuple[str, str | int]]:
 def patience(failures: int) -> int:
     """By how much the opening timeout grows after `failures` attempts in a row that
     opened no session: doubling, up to MAX_PATIENCE."""
-    return int(min(2 ** min(max(failures, 0), 8), MAX_PATIENCE))
+    return min(1 << min(failures, MAX_PATIENCE), MAX_PATIENCE)
 
 
 def connect_timeout(period: float) -> float:
