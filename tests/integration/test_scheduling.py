@@ -981,9 +981,17 @@ def test_node_where_the_service_keeps_failing_ranks_last(farm: Farm, name: str) 
     # ...so the next replacement goes to "good" although both nodes are free, and stays.
     wait_until(lambda: farm.running(name) == Counter({"good": 1}), 20, what="a task on good")
     good = farm.node("good").id
-    later = [t for t in farm.tasks(name) if t.meta.created_at.ToNanoseconds() / 1e9 > active_at]
-    assert later
-    assert all(t.node_id == good for t in later)
+    later = sorted(
+        (t for t in farm.tasks(name) if t.meta.created_at.ToNanoseconds() / 1e9 > active_at),
+        key=lambda t: t.meta.created_at.ToNanoseconds(),
+    )
+    on_good = [t.node_id == good for t in later]
+    assert True in on_good
+    # A replacement made while the node's update was still on its way to the scheduler
+    # (through the store's watch) may yet go to "bad"; from the first on "good", all do.
+    first = on_good.index(True)
+    assert first <= 1, f"{first} replacements went to 'bad' after 'good' was active"
+    assert all(on_good[first:])
     time.sleep(0.5)
     assert farm.running(name) == Counter({"good": 1})
 
