@@ -108,9 +108,11 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         return tasks.get_task(self.cache, request)
 
     @rpc
-    async def ListTasks(
+    async def ListTasks(  # type: ignore[override]
         self, request: control_pb2.ListTasksRequest, context: Context
-    ) -> control_pb2.ListTasksResponse:
+    ) -> tasks.Serialized:
+        # Already serialized (tasks.list_tasks says why): controlapi/threaded.py, which
+        # serves this API, encodes it as it would a ListTasksResponse.
         return tasks.list_tasks(self.cache, request)
 
     # ---- services ----

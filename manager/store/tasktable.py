@@ -28,7 +28,8 @@ _META_TAG = (_Task.DESCRIPTOR.fields_by_name["meta"].number << 3) | 2  # length-
 _VERSION_TAG = _Task().meta.DESCRIPTOR.fields_by_name["version"].number << 3  # varint
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """`value` (not negative) as a protobuf varint."""
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -44,7 +45,7 @@ def with_revision(value: bytes, revision: int) -> bytes:
     """`value` (a serialized Task) with `meta.version = revision` appended. Written by
     hand: protobuf would leave out a version of 0 (the default), and the stored one
     would then show through."""
-    version = _varint(revision)
+    version = varint(revision)
     return value + bytes((_META_TAG, len(version) + 1, _VERSION_TAG)) + version
 
 
@@ -59,6 +60,11 @@ class TaskTable(MutableMapping[str, objects_pb2.Task]):
 
     def __getitem__(self, task_id: str) -> objects_pb2.Task:
         return _Task.FromString(self._blobs[task_id])
+
+    def serialized(self, task_id: str) -> bytes:
+        """The task as stored: a serialized Task (its `meta.version` included), which
+        can go into a response as it is."""
+        return self._blobs[task_id]
 
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._blobs
