@@ -50,7 +50,7 @@ start_daemon() {
     shift
     : >>"$RUN/$what.log"
     printf '\n=== %s: swarm-%s %s\n' "$(date -Is)" "$what" "$*" >>"$RUN/$what.log"
-    setsid "$BIN/swarm-$what" "$@" >>"$RUN/$what.log" 2>&1 </dev/null &
+    (exec_daemon "$BIN/swarm-$what" "$@") >>"$RUN/$what.log" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$RUN/$what.pid"
     say "started swarm-$what (pid $pid, log .run/$what.log)"

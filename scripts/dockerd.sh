@@ -144,11 +144,11 @@ start() {
     rm -f "$pidfile"
     say "starting private dockerd '$name' at $addr (log: ${logfile#"$ROOT"/})"
     printf '\n=== %s: dockerd %s\n' "$(date -Is)" "${args[*]}" >>"$logfile"
-    # setsid: a Ctrl-C on the caller's terminal must not reach the engine.
     if [[ $(id -u) -eq 0 ]]; then
-        setsid dockerd "${args[@]}" >>"$logfile" 2>&1 </dev/null &
+        (exec_daemon dockerd "${args[@]}") >>"$logfile" 2>&1 </dev/null &
     else
-        # The log is opened by this shell, as the caller, on purpose.
+        # The log is opened by this shell, as the caller, on purpose. sudo itself
+        # closes every descriptor but 0-2 (see exec_daemon in lib.sh).
         # shellcheck disable=SC2024
         sudo setsid dockerd "${args[@]}" >>"$logfile" 2>&1 </dev/null &
     fi

@@ -26,6 +26,24 @@ as_root() {
     fi
 }
 
+# Become a daemon: a session of its own (setsid: a Ctrl-C on the caller's
+# terminal must not reach it), and none of the caller's descriptors but 0-2.
+# Without the closing a daemon keeps whatever its caller had open: a lock taken
+# with flock stays held for as long as the daemon runs, a pipe never ends. Call
+# it in a subshell that sets 0-2, in the background:
+#   (exec_daemon CMD ARGS...) >>LOG 2>&1 </dev/null &
+# The subshell and setsid exec the command, so $! is the daemon's own pid.
+exec_daemon() {
+    local fd
+    for fd in "/proc/$BASHPID/fd/"*; do
+        fd=${fd##*/}
+        if ((fd > 2)); then
+            eval "exec $fd>&-" 2>/dev/null || true
+        fi
+    done
+    exec setsid "$@"
+}
+
 # True if a Docker engine answers at the given address (unix://..., tcp://...).
 docker_answers() {
     [[ -n ${1:-} ]] || return 1

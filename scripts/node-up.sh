@@ -101,12 +101,12 @@ start_daemon() {
     mkdir -p "$dir"
     : >>"$dir/$name.log"
     printf '\n=== %s: %s\n' "$(date -Is)" "$*" >>"$dir/$name.log"
-    # setsid and nsenter exec the command: the pid is the daemon's own.
+    # exec_daemon (lib.sh) and nsenter exec the command: the pid is the daemon's own.
     if [[ -n $netns ]]; then
         [[ -e /run/netns/$netns ]] || die "no network namespace $netns (/run/netns/$netns)"
-        setsid nsenter --net="/run/netns/$netns" "$@" >>"$dir/$name.log" 2>&1 </dev/null &
+        (exec_daemon nsenter --net="/run/netns/$netns" "$@") >>"$dir/$name.log" 2>&1 </dev/null &
     else
-        setsid "$@" >>"$dir/$name.log" 2>&1 </dev/null &
+        (exec_daemon "$@") >>"$dir/$name.log" 2>&1 </dev/null &
     fi
     pid=$!
     LAUNCHED=$pid
@@ -241,7 +241,7 @@ own_dockerd() {
         sleep 0.5
     done
     docker_answers "unix://$sock" || fail_daemon "$dir" dockerd "dockerd does not answer at unix://$sock after 60s"
-    # setsid and nsenter exec dockerd: the launcher's pid is dockerd's.
+    # exec_daemon (lib.sh) and nsenter exec dockerd: the launcher's pid is dockerd's.
     [[ -s $dir/dockerd.pid ]] || echo "$launched" >"$dir/dockerd.pid"
     say "dockerd is up at unix://$sock"
     echo "unix://$sock"

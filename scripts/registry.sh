@@ -98,7 +98,7 @@ http:
     X-Content-Type-Options: [nosniff]
 EOF
     printf '\n=== %s: docker-registry serve %s\n' "$(date -Is)" "$conf" >>"$log"
-    setsid docker-registry serve "$conf" >>"$log" 2>&1 </dev/null &
+    (exec_daemon docker-registry serve "$conf") >>"$log" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$DIR/$name.pid"
     for ((i = 0; i < 100; i++)); do
