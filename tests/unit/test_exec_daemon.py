@@ -6,6 +6,7 @@ is its own pid. Real bash, a real background process."""
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -14,10 +15,21 @@ SCRIPT = """
 set -euo pipefail
 source "$ROOT/scripts/lib.sh"
 exec 7>>"$LOCK"          # a descriptor of the caller's, as flock(1) would leave one
-(exec_daemon bash -c 'ls /proc/$$/fd | sort -n | tr "\\n" " "; echo;
-                      ps -o sid= -p $$; echo $$; exec sleep 30') >"$OUT" 2>&1 </dev/null &
+(exec_daemon sleep 30) >"$OUT" 2>&1 </dev/null &
 echo $!
 """
+
+
+def _daemon(pid: int) -> tuple[list[int], int]:
+    """Once `pid` runs sleep: its descriptors and its session id (from /proc)."""
+    for _ in range(200):
+        if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep"):
+            break
+        time.sleep(0.01)
+    fds = sorted(int(p.name) for p in Path(f"/proc/{pid}/fd").iterdir())
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    session = int(stat.rsplit(")", 1)[1].split()[3])
+    return fds, session
 
 
 def test_the_daemon_keeps_only_0_1_2_in_its_own_session(tmp_path: Path) -> None:
@@ -31,18 +43,10 @@ def test_the_daemon_keeps_only_0_1_2_in_its_own_session(tmp_path: Path) -> None:
         timeout=30,
         check=True,
     )
-    launched = int(run.stdout.split()[-1])
+    pid = int(run.stdout.split()[-1])  # $!: the subshell, exec'd into setsid, into sleep
     try:
-        for _ in range(100):
-            lines = out.read_text().splitlines() if out.exists() else []
-            if len(lines) >= 3:
-                break
-            subprocess.run(["sleep", "0.05"], check=True)
-        fds, sid, pid = lines[0].split(), int(lines[1]), int(lines[2])
-        assert fds == ["0", "1", "2"]
-        assert sid == pid  # a session of its own
-        assert pid == launched  # $! is the daemon itself
-        fd_links = {p.resolve() for p in Path(f"/proc/{launched}/fd").iterdir()}
-        assert lock.resolve() not in fd_links
+        fds, session = _daemon(pid)
+        assert fds == [0, 1, 2]
+        assert session == pid  # a session of its own
     finally:
-        subprocess.run(["kill", str(launched)], check=False)
+        subprocess.run(["kill", str(pid)], check=False)
