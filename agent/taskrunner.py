@@ -147,7 +147,11 @@ class TaskRunner:
             _set_exit(status, exit_status)
         self.status = status
         TASK_STATE(status.state).inc()
-        self.log.info(
+        # The steps on the way to running (accepted, preparing, ready, starting) are
+        # debug: at info they were four lines of five per task started, and a tenth of
+        # the CPU of 5,000 hollow agents in one process (docs/performance.md).
+        log = self.log.info if status.state >= states.RUNNING else self.log.debug
+        log(
             "task state",
             state=states.state_name(status.state),
             message=status.message,

@@ -261,7 +261,13 @@ class SwarmletSystem:
         if callable(join_token):  # a harness (and manager) with a cluster CA
             options["join_token"] = join_token()
         self.agent = Agent(
-            [self.manager.addr], self.docker_host, hostname="bench-node", **options
+            [self.manager.addr],
+            self.docker_host,
+            hostname="bench-node",
+            # The breakdown reads the agent's `task state` steps before running:
+            # those are logged at debug.
+            extra=["--log-level", "debug"],
+            **options,
         ).start()
         try:
             node_id = self.agent.node_id
