@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from common.api import control_pb2, objects_pb2, types_pb2
+from manager.controlapi.filters import labels_match
 from manager.controlapi.resolve import resolve
 from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
 from manager.store import Cache, ConflictError, Kind, Store
@@ -53,8 +54,7 @@ def list_nodes(
             continue
         if f.availabilities and node.spec.availability not in f.availabilities:
             continue
-        labels = node.spec.annotations.labels
-        if any(labels.get(k) != v and not (v == "" and k in labels) for k, v in f.labels.items()):
+        if not labels_match(node.spec.annotations.labels, f.labels):
             continue
         out.nodes.append(node)
     return out

@@ -9,6 +9,7 @@ from common.api import control_pb2, objects_pb2, types_pb2
 from common.ids import new_id
 from common.timeutil import stamp_now
 from manager.controlapi.counts import ServiceCounts
+from manager.controlapi.filters import labels_match
 from manager.controlapi.resolve import resolve
 from manager.controlapi.validation import (
     check_service_update,
@@ -102,8 +103,7 @@ def list_services(
             continue
         if f.id_prefixes and not any(service.id.startswith(p) for p in f.id_prefixes):
             continue
-        labels = service.spec.annotations.labels
-        if any(labels.get(k) != v and not (v == "" and k in labels) for k, v in f.labels.items()):
+        if not labels_match(service.spec.annotations.labels, f.labels):
             continue
         out.services.append(service)
         out.statuses[service.id].CopyFrom(service_counts(cache, service, counts))

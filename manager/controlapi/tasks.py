@@ -7,6 +7,7 @@ from operator import itemgetter
 
 from common.api import control_pb2, objects_pb2
 from common.timeutil import timestamp_seconds
+from manager.controlapi.filters import labels_match
 from manager.controlapi.nodes import find_node
 from manager.controlapi.resolve import resolve_task
 from manager.controlapi.services import find_service
@@ -88,8 +89,7 @@ def list_tasks(cache: Cache, request: control_pb2.ListTasksRequest) -> Serialize
             continue
         if f.desired_states and t.desired_state not in f.desired_states:
             continue
-        labels = t.annotations.labels
-        if any(labels.get(k) != v and not (v == "" and k in labels) for k, v in f.labels.items()):
+        if not labels_match(t.annotations.labels, f.labels):
             continue
         key = (t.service_name, t.slot, t.node_id, -timestamp_seconds(t.meta.created_at))
         chosen.append((key, blob))

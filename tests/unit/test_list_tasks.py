@@ -20,6 +20,7 @@ from common.api import control_pb2, objects_pb2, types_pb2
 from common.api.control_pb2_grpc import ControlStub
 from common.timeutil import timestamp_seconds
 from manager.controlapi import ControlAPI, threaded
+from manager.controlapi.filters import labels_match
 from manager.controlapi.tasks import list_tasks
 from manager.store import Cache
 from manager.store.keys import KeySpace
@@ -97,8 +98,7 @@ def _reference(cache: Cache, f: control_pb2.ListTasksRequest.Filters) -> list[An
             continue
         if f.desired_states and t.desired_state not in f.desired_states:
             continue
-        labels = t.annotations.labels
-        if any(labels.get(k) != v and not (v == "" and k in labels) for k, v in f.labels.items()):
+        if not labels_match(t.annotations.labels, f.labels):
             continue
         out.append(t)
     out.sort(
