@@ -155,6 +155,16 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
+def summed(metrics: dict[str, float], name: str, label: str = "") -> float:
+    """The sum of `name`'s samples (over all its labels) in a `scrape`, of those with
+    `label` (`key="value"`) if given."""
+    return sum(
+        v
+        for k, v in metrics.items()
+        if k.partition("{")[0] == name and (not label or label in k.partition("{")[2])
+    )
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -230,8 +240,7 @@ class PhaseRun:
         self.stop = threading.Event()
         self.running = 0  # tasks running per the last service ls
         self.lock = threading.Lock()
-        self.ls: list[float] = []
-        self.ls_at: list[float] = []  # when each call started, seconds since t0
+        self.ls: list[tuple[float, float]] = []  # (when it started, s after t0; how long it took)
         self.ps: list[float] = []
         self.service_ids: list[str] = []
         self.t0 = 0.0
@@ -313,18 +322,11 @@ class PhaseRun:
             except OSError:
                 m = {}
             sample = {"t": time.monotonic() - self.t0}
-            for key, prefix in (
-                ("gc_count", "swarmlet_gc_pause_seconds_count{"),
-                ("gc_sum", "swarmlet_gc_pause_seconds_sum{"),
-                ("gc_short", 'swarmlet_gc_pause_seconds_bucket{generation="'),
-            ):
-                found = [
-                    v
-                    for k, v in m.items()
-                    if k.startswith(prefix) and (key != "gc_short" or k.endswith(',le="0.1"}'))
-                ]
-                if found:
-                    sample[key] = sum(found)
+            if m:
+                # Over every generation; "short" ones took 0.1 s or less.
+                sample["gc_count"] = summed(m, "swarmlet_gc_pause_seconds_count")
+                sample["gc_sum"] = summed(m, "swarmlet_gc_pause_seconds_sum")
+                sample["gc_short"] = summed(m, "swarmlet_gc_pause_seconds_bucket", 'le="0.1"')
             for key, name in (
                 ("placements", "swarmlet_placements_total"),
                 ("heartbeats", "swarmlet_heartbeats_total"),
@@ -359,8 +361,7 @@ class PhaseRun:
                         took = time.monotonic() - start
                         running = sum(c.running for c in reply.statuses.values())
                         with self.lock:
-                            self.ls.append(took)
-                            self.ls_at.append(start - self.t0)
+                            self.ls.append((start - self.t0, took))
                             self.running = running
                     else:
                         service = self.service_ids[0]
@@ -468,10 +469,11 @@ class PhaseRun:
         assert self.manager is not None
         db = next(self.manager.state_dir.glob("**/member/snap/db"), None)
         p.etcd_db_file_bytes = db.stat().st_size if db is not None else 0
-        p.ls_calls, p.ps_calls = len(self.ls), len(self.ps)
-        p.ls_p50, p.ls_p99 = percentile(self.ls, 0.5), percentile(self.ls, 0.99)
-        p.ls_max = max(self.ls, default=None)
-        p.ls_slowest = sorted(zip(self.ls_at, self.ls, strict=True), key=lambda c: -c[1])[:10]
+        ls = [took for _, took in self.ls]
+        p.ls_calls, p.ps_calls = len(ls), len(self.ps)
+        p.ls_p50, p.ls_p99 = percentile(ls, 0.5), percentile(ls, 0.99)
+        p.ls_max = max(ls, default=None)
+        p.ls_slowest = sorted(self.ls, key=lambda call: -call[1])[:10]
         p.ps_p50, p.ps_p99 = percentile(self.ps, 0.5), percentile(self.ps, 0.99)
 
 
