@@ -67,13 +67,6 @@ _log = get_logger("manager")
 CONTROL_SOCKET = "control.sock"
 # Unix socket paths are limited to 108 bytes by the kernel.
 _SUN_PATH_MAX = 107
-# Largest TLS record the manager writes to an agent, bytes (gRPC's `grpc.tsi.max_frame_size`;
-# 1,024 is the least it takes). gRPC keeps a buffer of this size for every connection
-# for as long as it is open, 16 KiB by default: at 5,000 nodes the smaller one frees
-# about 55 MiB of the manager's memory (739 against 791-795 MiB with the nodes idle,
-# docs/performance.md). What the manager sends an agent is small (heartbeat answers,
-# assignments of a few KiB), so more records cost nothing that shows.
-TLS_RECORD_BYTES = 1024
 
 
 class ManagerError(Exception):
@@ -228,7 +221,10 @@ async def _serve_dispatcher(
             # whether a node lives): rare enough to cost nothing at 5,000 nodes.
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
-            ("grpc.tsi.max_frame_size", TLS_RECORD_BYTES),
+            # Not `grpc.tsi.max_frame_size` (smaller TLS records, ~55 MiB less at 5,000
+            # nodes): at 1 KiB some connections' TLS streams came out corrupted
+            # (TSI_DATA_CORRUPTED in test_dispatcher_fuzz, 3 runs in 65; none in 40
+            # without it). docs/performance.md.
             # No bandwidth probes: gRPC follows the DATA it receives with a ping to
             # size its flow-control window, so a heartbeat costs a ping and its
             # answer besides. The agents' channels do without them too (their
