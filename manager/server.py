@@ -221,10 +221,6 @@ async def _serve_dispatcher(
             # whether a node lives): rare enough to cost nothing at 5,000 nodes.
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
-            # Not `grpc.tsi.max_frame_size` (smaller TLS records, ~55 MiB less at 5,000
-            # nodes): at 1 KiB some connections' TLS streams came out corrupted
-            # (TSI_DATA_CORRUPTED in test_dispatcher_fuzz, 3 runs in 65; none in 40
-            # without it). docs/performance.md.
             # No bandwidth probes: gRPC follows the DATA it receives with a ping to
             # size its flow-control window, so a heartbeat costs a ping and its
             # answer besides. The agents' channels do without them too (their
@@ -232,6 +228,10 @@ async def _serve_dispatcher(
             # window passes it in one round trip. 5,000 idle nodes: manager 36-38%
             # -> 26-28% of a core, farm 38-39% -> 22-29% (docs/performance.md).
             ("grpc.http2.bdp_probe", 0),
+            # Deliberately not `grpc.tsi.max_frame_size` (smaller TLS records, ~55 MiB
+            # less at 5,000 nodes): at 1 KiB some connections' TLS streams came out
+            # corrupted (TSI_DATA_CORRUPTED in test_dispatcher_fuzz, 3 runs in 65;
+            # none in 40 without it; docs/performance.md).
         ],
     )
     dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server)
