@@ -14,6 +14,9 @@ TASK_STATE = by_state(TASK_STATES, states.state_name)
 SESSIONS_UP = Gauge("swarmlet_agent_sessions", "Agents of this process in session with a manager.")
 HEARTBEATS_SENT = Counter("swarmlet_agent_heartbeats_total", "Heartbeats sent to managers.")
 REPORT_BATCHES = Counter("swarmlet_agent_status_batches_total", "Status report batches sent.")
+ASSIGNMENT_MESSAGES = Counter(
+    "swarmlet_agent_assignment_messages_total", "Session messages that carried assignments."
+)
 ENGINE_CALLS = Histogram(
     "swarmlet_agent_engine_call_seconds",
     "Duration of Docker engine calls.",

@@ -35,7 +35,7 @@ import grpc
 from agent.credentials import NodeCredentials, channel_options
 from agent.executor import Executor, ExecutorError
 from agent.logs import LogPublisher
-from agent.metrics import HEARTBEATS_SENT, SESSIONS_UP
+from agent.metrics import ASSIGNMENT_MESSAGES, HEARTBEATS_SENT, SESSIONS_UP
 from agent.reporter import StatusReporter
 from agent.worker import Worker
 from common.api import dispatcher_pb2, dispatcher_pb2_grpc
@@ -392,6 +392,7 @@ class SessionLoop:
                 return
             assert isinstance(message, dispatcher_pb2.SessionMessage)
             if message.HasField("assignments"):
+                ASSIGNMENT_MESSAGES.inc()
                 self.worker.apply(message.assignments)
             if message.subscriptions and self.logs is not None:
                 for sub in message.subscriptions:

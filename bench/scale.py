@@ -94,6 +94,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ps-every", type=float, default=2.0, help="service ps call interval, s (2)")
     p.add_argument("--timeout", type=float, default=600.0, help="per-phase timeout, s (600)")
     p.add_argument(
+        "--idle",
+        type=float,
+        default=0.0,
+        help="hold this many seconds with all nodes ready before the first create, and "
+        "report what the idle cluster costs (CPU, RSS) (0: no hold)",
+    )
+    p.add_argument(
         "--output",
         type=Path,
         default=RESULTS / "scale.json",
@@ -114,8 +121,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.phases = [PRESETS["small"], PRESETS["full"]]
     else:
         args.phases = [PRESETS["small"]]
-    if args.ramp < 0 or min(args.sample, args.ls_every, args.ps_every) <= 0:
-        p.error("--ramp must not be negative; --sample, --ls-every, --ps-every positive")
+    if args.ramp < 0 or args.idle < 0 or min(args.sample, args.ls_every, args.ps_every) <= 0:
+        p.error("--ramp and --idle must not be negative; --sample, --ls-every, --ps-every positive")
     return args
 
 
@@ -194,6 +201,11 @@ class Phase:
     tasks: int
     services: int
     ready_seconds: float = 0.0  # farm start to all nodes ready (not a target)
+    # With --idle: the hold's length, and per process its CPU (share of one core) and
+    # RSS at the end of the hold: what the joined, idle nodes cost.
+    idle_seconds: float = 0.0
+    idle_cpu: dict[str, float] = field(default_factory=dict)
+    idle_rss: dict[str, int] = field(default_factory=dict)
     seconds: float | None = None  # first create to all running: the figure
     first_placement: float | None = None
     last_placement: float | None = None
@@ -206,6 +218,12 @@ class Phase:
     etcd_db_in_use_bytes: int = 0
     etcd_db_file_bytes: int = 0
     heartbeats_per_second: float = 0.0
+    # Messages between the manager and the agents, counted by the farm over the run:
+    # session messages that carried assignments, and status report calls. Each costs
+    # the manager about the same whatever it carries, so their number per task says
+    # how well the cluster's size lets them batch.
+    assignment_messages: int = 0
+    status_batches: int = 0
     nodes_down: int = 0
     # The manager's garbage collections: how many, their pauses summed, and how many
     # paused it for over 0.1 s (the stalls `service ls` cannot get past).
@@ -237,6 +255,7 @@ class PhaseRun:
         self.manager: Manager | None = None
         self.farm: Agent | None = None
         self.metrics_url = ""
+        self.farm_metrics_url = ""
         self.stop = threading.Event()
         self.running = 0  # tasks running per the last service ls
         self.lock = threading.Lock()
@@ -256,8 +275,11 @@ class PhaseRun:
         self.manager = Manager(extra=["--metrics-addr", f"127.0.0.1:{port}"]).start()
         print(f"[{p.nodes} nodes] starting a farm of {p.nodes} hollow agents ...", flush=True)
         started = time.monotonic()
+        farm_port = free_port()
+        self.farm_metrics_url = f"http://127.0.0.1:{farm_port}/metrics"
         hollow = ["--executor", "hollow", "--count", str(p.nodes),
-                  "--hollow-ramp", str(self.args.ramp)]  # fmt: skip
+                  "--hollow-ramp", str(self.args.ramp),
+                  "--metrics-addr", f"127.0.0.1:{farm_port}"]  # fmt: skip
         self.farm = Agent(
             [self.manager.addr], "unix:///nonexistent",
             join_token=self.manager.join_token(), extra=hollow,
@@ -266,6 +288,23 @@ class PhaseRun:
                    interval=1.0, what=f"{p.nodes} ready nodes")  # fmt: skip
         p.ready_seconds = time.monotonic() - started
         print(f"[{p.nodes} nodes] all ready after {p.ready_seconds:.1f} s", flush=True)
+        if self.args.idle > 0:
+            self.hold_idle(self.args.idle)
+
+    def hold_idle(self, seconds: float) -> None:
+        """Wait `seconds` with every node joined and nothing to run; note each
+        process's share of a core over the wait (heartbeats, pings: the idle cost)."""
+        p = self.phase
+        print(f"[{p.nodes} nodes] holding {seconds:g} s idle ...", flush=True)
+        pids = self.pids()
+        before = {who: proc_stats(pid)[0] for who, pid in pids.items()}
+        t = time.monotonic()
+        time.sleep(seconds)
+        p.idle_seconds = time.monotonic() - t
+        for who, pid in pids.items():
+            cpu, rss, _ = proc_stats(pid)
+            p.idle_cpu[who] = (cpu - before[who]) / p.idle_seconds
+            p.idle_rss[who] = rss
 
     def all_ready(self) -> bool:
         assert self.farm is not None
@@ -391,6 +430,7 @@ class PhaseRun:
         assert self.manager is not None
         api = self.manager.api()
         before = scrape(self.metrics_url)
+        farm_before = scrape(self.farm_metrics_url)
         self.t0 = time.monotonic()
         p.started_at = datetime.datetime.now(datetime.UTC).isoformat()
         self.spawn(self.sample_metrics)
@@ -430,6 +470,12 @@ class PhaseRun:
         self.stop.set()
         for t in self.threads:
             t.join(timeout=35)
+        farm_after = scrape(self.farm_metrics_url)
+        for name, attr in (
+            ("swarmlet_agent_assignment_messages_total", "assignment_messages"),
+            ("swarmlet_agent_status_batches_total", "status_batches"),
+        ):
+            setattr(p, attr, int(farm_after.get(name, 0) - farm_before.get(name, 0)))
         self.summarise(before)
 
     def summarise(self, before: dict[str, float]) -> None:
@@ -559,6 +605,10 @@ def print_report(phases: list[Phase]) -> None:
     rows: list[tuple[str, Callable[[Phase], str]]] = [
         ("nodes / tasks / services", lambda p: f"{p.nodes:,} / {p.tasks:,} / {p.services}"),
         ("nodes ready after (farm start)", lambda p: _fmt(p.ready_seconds, " s")),
+        *((f"idle {who}: CPU (of a core) / RSS",
+           lambda p, who=who: f"{_fmt(p.idle_cpu.get(who), '%', 100, 1)} / "
+           f"{_fmt(p.idle_rss.get(who), ' MiB', mib, 0)}")
+          for who in PROCESSES if any(p.idle_seconds for p in phases)),
         ("first create -> all running", lambda p: _fmt(p.seconds, " s")),
         ("placements/s (first to last)", lambda p: _fmt(p.placement_rate, "/s", digits=0)),
         ("placements/s by tenth of the tasks",
@@ -577,6 +627,8 @@ def print_report(phases: list[Phase]) -> None:
          lambda p: f"{_fmt(p.ps_p50, ' ms', 1000, 0)} / {_fmt(p.ps_p99, ' ms', 1000, 0)} "
          f"({p.ps_calls} calls)"),
         ("heartbeats handled/s", lambda p: _fmt(p.heartbeats_per_second, "/s", digits=0)),
+        ("messages per task: assignments / reports",
+         lambda p: f"{p.assignment_messages / p.tasks:.2f} / {p.status_batches / p.tasks:.2f}"),
         ("nodes declared down", lambda p: str(p.nodes_down)),
         ("manager GC pauses / total / > 0.1 s",
          lambda p: f"{p.gc_pauses} / {_fmt(p.gc_seconds, ' s', digits=2)} / {p.gc_long_pauses}"),
@@ -605,6 +657,7 @@ def write_json(args: argparse.Namespace, phases: list[Phase], started: datetime.
             "sample_s": args.sample,
             "ls_every_s": args.ls_every,
             "ps_every_s": args.ps_every,
+            "idle_s": args.idle,
         },
         "targets": [{"target": w, "figure": f, "met": ok} for w, f, ok in targets(phases)],
         "phases": [asdict(p) for p in phases],
