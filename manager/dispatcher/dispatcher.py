@@ -68,6 +68,10 @@ MAX_HEARTBEATS_PER_SECOND = 500
 MAX_PERIOD = 60.0
 _MAX_CHANGES_PER_MESSAGE = 2000
 ASSIGNMENT_BATCHING = 0.1
+# Session messages (after each session's first two) the dispatcher sends a second at
+# most, and how many may go at once above that rate; see `SendPacer`.
+MAX_SESSION_MESSAGES_PER_SECOND = 1000
+SESSION_MESSAGE_BURST = 200
 
 Change = dispatcher_pb2.AssignmentChange
 
@@ -84,6 +88,30 @@ def effective_period(configured: float, nodes: int) -> float:
 def _answer(period: float) -> dispatcher_pb2.HeartbeatResponse:
     """The answer to a heartbeat, one object per period (it is never changed)."""
     return dispatcher_pb2.HeartbeatResponse(period=duration(period))
+
+
+class SendPacer:
+    """Turns to send, at most `rate` a second on average, given out in the order asked
+    (a token bucket of `burst` tokens, kept as the time of the next free turn).
+
+    A manager pays for a session message about the same whatever it carries, so when
+    thousands of nodes each get a task now and then, sending each on its own is what
+    limits placement. A session waits for its turn before it builds its message, and
+    the changes that arrive meanwhile go in the same message. Under the rate there is
+    no wait at all: a small cluster's assignments go out at once."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        self.interval = 1.0 / rate
+        self.burst = burst * self.interval  # seconds of turns that may be used at once
+        self.clock = clock
+        self._next = 0.0
+
+    def delay(self) -> float:
+        """Take the next turn; how long to wait for it (0: now)."""
+        now = self.clock()
+        turn = max(self._next, now - self.burst)
+        self._next = turn + self.interval
+        return max(0.0, turn - now)
 
 
 @dataclass(eq=False)
@@ -107,9 +135,10 @@ class AgentSession:
     closed: bool = False
     # Set whenever there is something to send on the session stream (or it closed).
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    # Assignment changes not yet sent, by task id (a later change replaces an earlier one).
-    # (The task as cached: it is copied once, into the message that carries it.)
-    pending: dict[str, tuple[int, objects_pb2.Task]] = field(default_factory=dict)
+    # Assignment changes not yet sent: the action by task id (a later change replaces an
+    # earlier one). Only ids are held: a session may wait seconds for its turn to send
+    # (`SendPacer`), and the message takes each task as the cache has it then.
+    pending: dict[str, Change.Action.ValueType] = field(default_factory=dict)
     # Whether the complete set was sent: changes are collected only from then on.
     streaming: bool = False
     # Set when the list of managers changed and the agent should hear it.
@@ -142,6 +171,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self.status_writer = TaskStatusWriter(store)
         self.registrations = BatchWriter(store, name="node registrations")
         self.heartbeats = 0
+        self.pacer = SendPacer(MAX_SESSION_MESSAGES_PER_SECOND, SESSION_MESSAGE_BURST, clock)
         self._background: set[asyncio.Task[None]] = set()
         cache.add_listener(self._on_event)
 
@@ -204,6 +234,9 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         yield message
         while not session.closed:
             await session.wake.wait()
+            delay = self.pacer.delay()
+            if delay:
+                await asyncio.sleep(delay)
             session.wake.clear()
             sent = False
             while not session.closed:
@@ -236,9 +269,17 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         if session.pending:
             message.assignments.type = dispatcher_pb2.AssignmentsMessage.TYPE_INCREMENTAL
             changes = message.assignments.changes
+            serialized = self.cache.tasks.serialized
             for task_id in list(itertools.islice(session.pending, _MAX_CHANGES_PER_MESSAGE)):
-                action, task = session.pending.pop(task_id)
-                changes.add(action=action, task=task)
+                action = session.pending.pop(task_id)
+                change = changes.add()
+                try:
+                    if action == Change.ACTION_UPDATE:
+                        change.task.MergeFromString(serialized(task_id))
+                except KeyError:
+                    action = Change.ACTION_REMOVE  # deleted since: it is gone for the node too
+                change.action = action
+                change.task.id = task_id
         return message
 
     def _caller(self, context: Context) -> str:
@@ -453,7 +494,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             and old.status.state >= states.ASSIGNED
             and (new is None or new.node_id != old.node_id)
         ):
-            self._push(old.node_id, Change.ACTION_REMOVE, objects_pb2.Task(id=old.id))
+            self._push(old.node_id, Change.ACTION_REMOVE, old.id)
         if (
             new is not None
             and new.node_id
@@ -466,13 +507,13 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 or old.spec_version != new.spec_version
             )
         ):
-            self._push(new.node_id, Change.ACTION_UPDATE, new)
+            self._push(new.node_id, Change.ACTION_UPDATE, new.id)
 
-    def _push(self, node_id: str, action: int, task: objects_pb2.Task) -> None:
+    def _push(self, node_id: str, action: Change.Action.ValueType, task_id: str) -> None:
         session = self.sessions.get(node_id)
         if session is None or not session.streaming:
             return
-        session.pending[task.id] = (action, task)
+        session.pending[task_id] = action
         session.wake.set()
 
     # ---- task status ------------------------------------------------------------------
