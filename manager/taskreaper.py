@@ -67,11 +67,24 @@ def tasks_to_delete(
     return list(doomed.values())
 
 
+Slot = int | str  # a slot number, or "@" and the node id for a global service's task
+
+
+def slot_of(task: objects_pb2.Task) -> Slot:
+    """The task's slot within its service."""
+    return task.slot if task.slot else f"@{task.node_id}"
+
+
 def slot_key(task: objects_pb2.Task) -> str:
     """The key of the task's slot: its service and slot number (or node, for a global
     service). The reaper works slot by slot, so its work follows the changes, not the
     size of the services they happen in."""
-    return f"{task.service_id}/{task.slot}" if task.slot else f"{task.service_id}/@{task.node_id}"
+    return f"{task.service_id}/{slot_of(task)}"
+
+
+def _parse_slot_key(key: str) -> tuple[str, Slot]:
+    service_id, _, slot = key.partition("/")
+    return service_id, (slot if slot.startswith("@") else int(slot))
 
 
 class TaskReaper(Reconciler):
@@ -85,41 +98,64 @@ class TaskReaper(Reconciler):
         super().__init__()
         self.cache = cache
         self.store = store
-        # The ids of every task by slot key (a tuple: a slot holds a handful at most, and
-        # there are as many slots as tasks), and the slot keys of each service.
-        self.slots: dict[str, tuple[str, ...]] = {}
-        self.service_slots: dict[str, set[str]] = defaultdict(set)
+        # The ids of every task, by service and then slot: one id, or a tuple when the
+        # slot keeps history. There are as many slots as tasks, so an entry is kept
+        # small: no key string of its own, and the cache table's id string (`Event.id`).
+        self.slots: dict[str, dict[Slot, str | tuple[str, ...]]] = {}
         cache.add_listener(self._on_event)
         cache.add_resync_listener(self.mark_everything)
 
-    def _index(self, old: objects_pb2.Task | None, new: objects_pb2.Task | None) -> None:
-        old_key = slot_key(old) if old is not None else None
-        new_key = slot_key(new) if new is not None else None
-        if old_key == new_key:
+    def _index(
+        self, old: objects_pb2.Task | None, new: objects_pb2.Task | None, task_id: str
+    ) -> None:
+        old_at = (old.service_id, slot_of(old)) if old is not None else None
+        new_at = (new.service_id, slot_of(new)) if new is not None else None
+        if old_at == new_at:
             return  # most changes (status reports) leave a task in its slot
-        if old is not None and old_key is not None:
-            ids = self.slots.get(old_key)
-            if ids is not None:
-                ids = tuple(i for i in ids if i != old.id)
-                if ids:
-                    self.slots[old_key] = ids
-                else:
-                    del self.slots[old_key]
-                    keys = self.service_slots.get(old.service_id)
-                    if keys is not None:
-                        keys.discard(old_key)
-                        if not keys:
-                            del self.service_slots[old.service_id]
-        if new is not None and new_key is not None:
-            ids = self.slots.get(new_key, ())
-            if new.id not in ids:
-                self.slots[new_key] = (*ids, new.id)
-            self.service_slots[new.service_id].add(new_key)
+        if old_at is not None:
+            self._remove(*old_at, task_id)
+        if new_at is not None:
+            service_id, slot = new_at
+            by_slot = self.slots.get(service_id)
+            if by_slot is None:
+                by_slot = self.slots[service_id] = {}
+            ids = by_slot.get(slot)
+            if ids is None:
+                by_slot[slot] = task_id
+            elif isinstance(ids, str):
+                if ids != task_id:
+                    by_slot[slot] = (ids, task_id)
+            elif task_id not in ids:
+                by_slot[slot] = (*ids, task_id)
+
+    def _remove(self, service_id: str, slot: Slot, task_id: str) -> None:
+        by_slot = self.slots.get(service_id)
+        ids = by_slot.get(slot) if by_slot is not None else None
+        if by_slot is None or ids is None:
+            return
+        rest = tuple(i for i in ((ids,) if isinstance(ids, str) else ids) if i != task_id)
+        if len(rest) > 1:
+            by_slot[slot] = rest
+        elif rest:
+            by_slot[slot] = rest[0]
+        else:
+            del by_slot[slot]
+            if not by_slot:
+                del self.slots[service_id]
+
+    def ids_in(self, key: str) -> tuple[str, ...]:
+        """The ids of the tasks in the slot of `key` (see `slot_key`)."""
+        service_id, slot = _parse_slot_key(key)
+        ids = self.slots.get(service_id, {}).get(slot, ())
+        return (ids,) if isinstance(ids, str) else ids
+
+    def _slot_keys(self, service_id: str) -> list[str]:
+        return [f"{service_id}/{slot}" for slot in self.slots.get(service_id, {})]
 
     def _on_event(self, ev: Event) -> None:
         if ev.kind is Kind.TASK:
             old, new = ev.old, ev.new
-            self._index(old, new)
+            self._index(old, new, ev.id)
             if new is not None and (
                 old is None
                 or old.desired_state != new.desired_state
@@ -138,17 +174,16 @@ class TaskReaper(Reconciler):
             old, new = ev.old, ev.new
             if old is None or old.spec.replicated.replicas != new.spec.replicated.replicas:
                 # Ended tasks of slots above a lower replica count go too.
-                self.mark_many(self.service_slots.get(new.id, ()))
+                self.mark_many(self._slot_keys(new.id))
         elif ev.kind is Kind.CLUSTER:
             self.mark_everything()
 
     def all_keys(self) -> Iterable[str]:
         # Called on start and after a re-list: index everything from the cache again.
         self.slots.clear()
-        self.service_slots.clear()
-        for task in self.cache.tasks.values():
-            self._index(None, task)
-        return list(self.slots)
+        for task_id, task in self.cache.tasks.items():
+            self._index(None, task, task_id)
+        return [key for service_id in self.slots for key in self._slot_keys(service_id)]
 
     def history_limit(self) -> int:
         cluster = self.cache.cluster()
@@ -162,7 +197,7 @@ class TaskReaper(Reconciler):
         ops: list[Delete] = []
         cached = self.cache.tasks
         for key in keys:
-            tasks = [t for t in map(cached.get, self.slots.get(key, ())) if t is not None]
+            tasks = [t for t in map(cached.get, self.ids_in(key)) if t is not None]
             if not tasks:
                 continue
             service = self.cache.services.get(tasks[0].service_id)

@@ -38,12 +38,15 @@ _YIELD_EVERY = 256
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One change: `old` is None for a create, `new` is None for a delete."""
+    """One change: `old` is None for a create, `new` is None for a delete. `id` is the
+    object's id as the cache's table holds it: a listener that keeps ids shares that
+    string rather than holding a copy of its own (`obj.id` makes a new one)."""
 
     kind: Kind
     old: Any
     new: Any
     revision: int
+    id: str
 
     @property
     def obj(self) -> Any:
@@ -215,7 +218,7 @@ class Cache:
                 _put(table, kind, obj_id, ev.kv.value, revision)
                 new = table[obj_id]
             self._index(kind, old, new, obj_id)
-            event = Event(kind, old, new, revision)
+            event = Event(kind, old, new, revision, obj_id)
             for listener in self._listeners:
                 self._safe_call(listener, event)
 
@@ -277,12 +280,12 @@ class Cache:
     def load(self, objs: Iterable[Any], revision: int = 1) -> None:
         with self.lock:
             for obj in objs:
-                kind = Kind.of(obj)
-                old = self.objects[kind].get(obj.id)
-                self.objects[kind][obj.id] = obj
-                self._index(kind, old, obj, obj.id)
+                kind, obj_id = Kind.of(obj), obj.id
+                old = self.objects[kind].get(obj_id)
+                self.objects[kind][obj_id] = obj
+                self._index(kind, old, obj, obj_id)
                 for listener in self._listeners:
-                    self._safe_call(listener, Event(kind, old, obj, revision))
+                    self._safe_call(listener, Event(kind, old, obj, revision, obj_id))
         self._advance(revision)
 
 

@@ -91,7 +91,7 @@ class MemStore:
     def _emit(self, kind: Kind, old: Any, new: Any) -> None:
         self.revision += 1
         for listener in self.listeners:
-            listener(Event(kind, old, new, self.revision))
+            listener(Event(kind, old, new, self.revision, (new if new is not None else old).id))
 
     def put_task(self, new: objects_pb2.Task) -> None:
         old = self.tasks.get(new.id)

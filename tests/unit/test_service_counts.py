@@ -42,7 +42,7 @@ class _Cache:
             self.tasks[task_id] = task
         if old is not None or task is not None:
             for listener in self.listeners:
-                listener(Event(Kind.TASK, old, task, 1))
+                listener(Event(Kind.TASK, old, task, 1, task_id))
 
 
 def recount(cache: _Cache, service_id: str, run: int | None) -> tuple[int, int, int]:

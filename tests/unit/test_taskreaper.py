@@ -6,6 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from common import states
 from common.api import objects_pb2
@@ -208,12 +210,12 @@ class _Cache:
         old = table.get(obj.id)
         table[obj.id] = obj
         for listener in self.listeners:
-            listener(Event(kind, old, obj, 1))
+            listener(Event(kind, old, obj, 1, obj.id))
 
     def drop(self, task_id: str) -> None:
         old = self.tasks.pop(task_id)
         for listener in self.listeners:
-            listener(Event(Kind.TASK, old, None, 1))
+            listener(Event(Kind.TASK, old, None, 1, task_id))
 
 
 class _Store:
@@ -271,3 +273,39 @@ async def test_reaper_deletes_ended_tasks_above_a_lower_replica_count() -> None:
     assert reaper._dirty == {slot_key(ended)}
     await reaper.reconcile(set(reaper._dirty))
     assert store.deleted == [ended.id]
+
+
+# Tasks as (service, slot or 0 for a global task, node); the steps put or drop them.
+_TASK_AT = st.tuples(
+    st.sampled_from(["svcA", "svcB"]), st.integers(0, 3), st.sampled_from(["n1", "n2"])
+)
+_STEPS = st.lists(
+    st.tuples(st.sampled_from(["put", "drop"]), st.integers(0, 5), _TASK_AT), max_size=60
+)
+
+
+@given(_STEPS)
+def test_the_reapers_index_holds_every_cached_task_in_its_slot(
+    steps: list[tuple[str, int, tuple[str, int, str]]],
+) -> None:
+    cache = _Cache()
+    reaper = TaskReaper(cache, _Store(cache))  # type: ignore[arg-type]
+    for action, n, (service_id, slot, node) in steps:
+        task_id = f"t{n}"
+        if action == "drop":
+            if task_id in cache.tasks:
+                cache.drop(task_id)
+            continue
+        # A new task, or one moved to another slot (a renumbered replica).
+        cache.put(objects_pb2.Task(id=task_id, service_id=service_id, slot=slot, node_id=node))
+    expected: dict[str, set[str]] = {}
+    for t in cache.tasks.values():
+        expected.setdefault(slot_key(t), set()).add(t.id)
+    indexed = {
+        key: set(reaper.ids_in(key))
+        for service_id in reaper.slots
+        for key in (f"{service_id}/{slot}" for slot in reaper.slots[service_id])
+    }
+    assert indexed == expected
+    assert all(reaper.slots.values())  # no empty service left behind
+    assert sorted(reaper.all_keys()) == sorted(expected)
