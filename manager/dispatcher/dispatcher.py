@@ -234,6 +234,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         yield message
         while not session.closed:
             await session.wake.wait()
+            if session.closed:
+                break  # no turn taken for a session that is over
+            # Our turn (at once under the dispatcher's rate); changes that come while
+            # we wait for it go in the same message.
             delay = self.pacer.delay()
             if delay:
                 await asyncio.sleep(delay)
@@ -246,8 +250,8 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 sent = True
                 yield news
             if sent:
-                # The first change after a quiet spell goes at once; those that follow on
-                # its heels are gathered for ASSIGNMENT_BATCHING (SwarmKit's batching
+                # The first change after a quiet spell goes at its turn; those that follow
+                # on its heels are gathered for ASSIGNMENT_BATCHING (SwarmKit's batching
                 # wait): a node given its tasks a few at a time, as a large cluster's
                 # passes do, gets a message every so often rather than one per pass.
                 await asyncio.sleep(ASSIGNMENT_BATCHING)
