@@ -107,11 +107,12 @@ class TaskReaper(Reconciler):
 
     def _index(
         self, old: objects_pb2.Task | None, new: objects_pb2.Task | None, task_id: str
-    ) -> None:
+    ) -> bool:
+        """Move the task's id to its new slot; whether it changed slots."""
         old_at = (old.service_id, slot_of(old)) if old is not None else None
         new_at = (new.service_id, slot_of(new)) if new is not None else None
         if old_at == new_at:
-            return  # most changes (status reports) leave a task in its slot
+            return False  # most changes (status reports) leave a task in its slot
         if old_at is not None:
             self._remove(*old_at, task_id)
         if new_at is not None:
@@ -127,6 +128,7 @@ class TaskReaper(Reconciler):
                     by_slot[slot] = (ids, task_id)
             elif task_id not in ids:
                 by_slot[slot] = (*ids, task_id)
+        return True
 
     def _remove(self, service_id: str, slot: Slot, task_id: str) -> None:
         by_slot = self.slots.get(service_id)
@@ -155,15 +157,15 @@ class TaskReaper(Reconciler):
     def _on_event(self, ev: Event) -> None:
         if ev.kind is Kind.TASK:
             old, new = ev.old, ev.new
-            self._index(old, new, ev.id)
+            moved = self._index(old, new, ev.id)
             if new is not None and (
                 old is None
+                or moved
                 or old.desired_state != new.desired_state
                 or (
                     states.is_terminal(new.status.state)
                     and not states.is_terminal(old.status.state)
                 )
-                or slot_key(old) != slot_key(new)
             ):
                 self.mark(slot_key(new))
         elif ev.kind is Kind.NODE and not node_usable(ev.new):

@@ -277,11 +277,11 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             for task_id in list(itertools.islice(session.pending, _MAX_CHANGES_PER_MESSAGE)):
                 action = session.pending.pop(task_id)
                 change = changes.add()
-                try:
-                    if action == Change.ACTION_UPDATE:
+                if action == Change.ACTION_UPDATE:
+                    try:
                         change.task.MergeFromString(serialized(task_id))
-                except KeyError:
-                    action = Change.ACTION_REMOVE  # deleted since: it is gone for the node too
+                    except KeyError:
+                        action = Change.ACTION_REMOVE  # deleted since: gone for the node too
                 change.action = action
                 change.task.id = task_id
         return message
@@ -498,7 +498,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             and old.status.state >= states.ASSIGNED
             and (new is None or new.node_id != old.node_id)
         ):
-            self._push(old.node_id, Change.ACTION_REMOVE, old.id)
+            self._push(old.node_id, Change.ACTION_REMOVE, ev.id)
         if (
             new is not None
             and new.node_id
@@ -511,7 +511,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 or old.spec_version != new.spec_version
             )
         ):
-            self._push(new.node_id, Change.ACTION_UPDATE, new.id)
+            self._push(new.node_id, Change.ACTION_UPDATE, ev.id)
 
     def _push(self, node_id: str, action: Change.Action.ValueType, task_id: str) -> None:
         session = self.sessions.get(node_id)

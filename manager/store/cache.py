@@ -39,8 +39,9 @@ _YIELD_EVERY = 256
 @dataclass(frozen=True, slots=True)
 class Event:
     """One change: `old` is None for a create, `new` is None for a delete. `id` is the
-    object's id as the cache's table holds it: a listener that keeps ids shares that
-    string rather than holding a copy of its own (`obj.id` makes a new one)."""
+    object's id; for a create it is the very string the cache's table is keyed by, so
+    a listener that keeps ids shares it rather than holding a copy of its own
+    (`obj.id` makes a new string at every call)."""
 
     kind: Kind
     old: Any
