@@ -230,6 +230,11 @@ class Phase:
     gc_pauses: int = 0
     gc_seconds: float = 0.0
     gc_long_pauses: int = 0
+    # Of those over 0.1 s, how many collected each generation (0, 1, 2): which of the
+    # collector's thresholds the stalls come from.
+    gc_long_by_generation: list[int] = field(default_factory=lambda: [0, 0, 0])
+    # The most task status reports received and not yet written at one time.
+    status_backlog_peak: int = 0
     ls_p50: float | None = None
     ls_p99: float | None = None
     ls_max: float | None = None
@@ -366,6 +371,11 @@ class PhaseRun:
                 sample["gc_count"] = summed(m, "swarmlet_gc_pause_seconds_count")
                 sample["gc_sum"] = summed(m, "swarmlet_gc_pause_seconds_sum")
                 sample["gc_short"] = summed(m, "swarmlet_gc_pause_seconds_bucket", 'le="0.1"')
+                for gen in range(3):
+                    label = f'generation="{gen}"'
+                    sample[f"gc_long_{gen}"] = summed(
+                        m, "swarmlet_gc_pause_seconds_count", label
+                    ) - summed(m, "swarmlet_gc_pause_seconds_bucket", f'{label},le="0.1"')
             for key, name in (
                 ("placements", "swarmlet_placements_total"),
                 ("heartbeats", "swarmlet_heartbeats_total"),
@@ -373,6 +383,7 @@ class PhaseRun:
                 ("running", 'swarmlet_tasks{state="running"}'),
                 ("db_bytes", "swarmlet_etcd_db_bytes"),
                 ("db_in_use", "swarmlet_etcd_db_in_use_bytes"),
+                ("status_backlog", "swarmlet_task_status_reports_pending"),
             ):
                 if name in m:
                     sample[key] = m[name]
@@ -505,11 +516,15 @@ class PhaseRun:
             p.gc_pauses = int(last["gc_count"] - first["gc_count"])
             p.gc_seconds = last["gc_sum"] - first["gc_sum"]
             p.gc_long_pauses = p.gc_pauses - int(last["gc_short"] - first["gc_short"])
+            p.gc_long_by_generation = [
+                int(last.get(f"gc_long_{g}", 0) - first.get(f"gc_long_{g}", 0)) for g in range(3)
+            ]
         for who in PROCESSES:
             p.usage[who] = Usage(
                 rss_peak=int(max((s.get(f"{who}_hwm", 0) for s in samples), default=0)),
                 cpu=last.get(f"{who}_cpu", 0.0) - first.get(f"{who}_cpu", 0.0),
             )
+        p.status_backlog_peak = int(max((s.get("status_backlog", 0) for s in samples), default=0))
         p.etcd_db_bytes = int(max((s.get("db_bytes", 0) for s in samples), default=0))
         p.etcd_db_in_use_bytes = int(last.get("db_in_use", 0))
         assert self.manager is not None
@@ -629,9 +644,11 @@ def print_report(phases: list[Phase]) -> None:
         ("heartbeats handled/s", lambda p: _fmt(p.heartbeats_per_second, "/s", digits=0)),
         ("messages per task: assignments / reports",
          lambda p: f"{p.assignment_messages / p.tasks:.2f} / {p.status_batches / p.tasks:.2f}"),
+        ("status reports not yet written (peak)", lambda p: f"{p.status_backlog_peak:,}"),
         ("nodes declared down", lambda p: str(p.nodes_down)),
-        ("manager GC pauses / total / > 0.1 s",
-         lambda p: f"{p.gc_pauses} / {_fmt(p.gc_seconds, ' s', digits=2)} / {p.gc_long_pauses}"),
+        ("manager GC pauses / total / > 0.1 s (gen 0, 1, 2)",
+         lambda p: f"{p.gc_pauses} / {_fmt(p.gc_seconds, ' s', digits=2)} / {p.gc_long_pauses}"
+                   f" ({', '.join(map(str, p.gc_long_by_generation))})"),
         ("control API errors", lambda p: str(p.api_errors)),
     ]  # fmt: skip
     width = max(len(r[0]) for r in rows)

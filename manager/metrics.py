@@ -30,6 +30,10 @@ SCHEDULING_LATENCY = Histogram(
 SESSIONS = Gauge("swarmlet_dispatcher_sessions", "Agent sessions held by this manager.")
 HEARTBEATS = PromCounter("swarmlet_heartbeats_total", "Heartbeats received from agents.")
 STATUS_REPORTS = PromCounter("swarmlet_task_status_writes_total", "Task status updates written.")
+STATUS_BACKLOG = Gauge(
+    "swarmlet_task_status_reports_pending",
+    "Task status reports received and not yet written (the status writer's backlog).",
+)
 ETCD_TXN = Histogram(
     "swarmlet_etcd_txn_seconds",
     "Duration of etcd transactions.",

@@ -21,7 +21,7 @@ from common import states
 from common.api import objects_pb2, types_pb2
 from common.log import get_logger
 from common.statusbatch import PendingStatuses, wait_for_due
-from manager.metrics import STATUS_REPORTS
+from manager.metrics import STATUS_BACKLOG, STATUS_REPORTS
 from manager.store import Kind, Store, StoreError, Update
 
 _log = get_logger("dispatcher.status")
@@ -114,6 +114,13 @@ class TaskStatusWriter:
         self._pending = PendingStatuses(TRANSITIONAL_HOLD)
         self._wake = asyncio.Event()
         self.written = 0
+        self._writing = 0  # reports in the commit under way
+        # Read when metrics are scraped: nothing to keep up to date per report.
+        STATUS_BACKLOG.set_function(self.backlog)
+
+    def backlog(self) -> int:
+        """Reports received and not yet written (queued, held or being written)."""
+        return len(self._pending) + self._writing
 
     def add(self, task_id: str, status: objects_pb2.TaskStatus) -> None:
         if self._pending.add(task_id, status):
@@ -129,6 +136,7 @@ class TaskStatusWriter:
             if not batch:
                 await wait_for_due(self._wake, wait)
                 continue
+            self._writing = len(batch)
             try:
                 result = await self.store.commit(
                     [Update(Kind.TASK, tid, forward_only(st)) for tid, st in batch.items()]
@@ -142,6 +150,8 @@ class TaskStatusWriter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            finally:
+                self._writing = 0
             backoff = FLUSH_INTERVAL
             self.written += len(result.written)
             STATUS_REPORTS.inc(len(result.written))

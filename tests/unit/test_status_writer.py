@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from common import states
 from common.api import objects_pb2
@@ -293,3 +294,31 @@ async def test_a_large_backlog_is_written_in_capped_commits(
         await asyncio.gather(runner, return_exceptions=True)
     assert store.commits == [4, 4, 2]
     assert all(t.status.state == states.RUNNING for t in store.tasks.values())
+
+
+async def test_backlog_counts_reports_until_they_are_written(
+    writer_and_store: tuple[TaskStatusWriter, FakeStore],
+) -> None:
+    writer, store = writer_and_store
+    gate = asyncio.Event()
+    write = store.commit
+
+    async def held_commit(ops: Sequence[Update]) -> BatchResult:
+        await gate.wait()
+        return await write(ops)
+
+    store.commit = held_commit  # type: ignore[method-assign]
+    writer.add("t1", report(states.RUNNING))
+    await until(lambda: len(store.commits) == 0 and writer._writing == 1)
+    writer.add("t2", report(states.RUNNING))  # queued behind the write under way
+    writer.add("t3", report(states.FAILED))
+    assert writer.backlog() == 3
+    assert _gauge("swarmlet_task_status_reports_pending") == 3
+    gate.set()
+    await until(lambda: writer.written == 3)
+    assert writer.backlog() == 0
+    assert _gauge("swarmlet_task_status_reports_pending") == 0
+
+
+def _gauge(name: str) -> float | None:
+    return REGISTRY.get_sample_value(name)
