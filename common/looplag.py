@@ -35,13 +35,18 @@ GC_PAUSE = Histogram(
 )
 # When the collection in progress started (a list, to be set from the callback).
 _gc_started = [0.0]
-# Young generations collected far less often than Python's default (700 allocations):
-# a manager holds millions of long-lived objects, and each collection that reaches the
+# Young generations collected less often than Python's default (700 allocations): a
+# manager holds millions of long-lived objects, and each collection that reaches the
 # oldest generation walks all of them (a second or more at 150,000 tasks) to find next
-# to nothing. The middle one is collected every 5 young collections, not every 20: it
-# then walks at most 5 x 50,000 survivors, a pause of 0.2-0.3 s at 150,000 tasks
-# instead of 0.5-0.8 s, which was where a run's slowest control calls fell.
-GC_THRESHOLDS = (50_000, 5, 100)
+# to nothing. The young one every 20,000 net allocations, not 50,000: a young
+# collection walks what is young and alive, and at 50,000 that took 0.1-0.27 s at
+# 5,000 nodes, 3-4 times a run, where about half the slowest `service ls` calls
+# fell; at 20,000 none did (the middle generation's took over 0.1 s 0-3 times), for
+# 2-3 s more of collecting in a 60-85 s run (docs/performance.md).
+# (Most of what the young collections free is gRPC's: every incoming call leaves a
+# cycle of five objects in `_find_method_handler`.) The middle one every 5 young
+# collections, not 20, to keep its pauses short too.
+GC_THRESHOLDS = (20_000, 5, 100)
 
 
 def _on_gc(phase: str, info: dict[str, int]) -> None:
