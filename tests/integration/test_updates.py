@@ -103,8 +103,11 @@ def test_parallel_updates_keep_to_their_order(cluster: Cluster, name: str) -> No
     assert not any(t.replaces for t in running(cluster, name))
     assert not stop_first.errors
     assert len(stop_first.down) > 20
-    # Stop-first takes slots down, but never more than the parallelism at once.
-    assert max(stop_first.down) == 2, stop_first.down
+    # Stop-first takes two slots out of service at once (the parallelism), never more.
+    # Whether both are seen stopped at the same moment depends on how fast the engine
+    # stops one and starts its replacement; the desired states say what was decided.
+    assert min(stop_first.running) == 2, stop_first.running
+    assert max(stop_first.down) <= 2, stop_first.down
 
     with sampling(cluster, name, 4) as start_first:
         cluster.ctl(
