@@ -367,10 +367,9 @@ class PhaseRun:
                 m = {}
             sample = {"t": time.monotonic() - self.t0}
             if m:
-                # Over every generation; "short" ones took 0.1 s or less.
+                # Over every generation, and per generation those over 0.1 s.
                 sample["gc_count"] = summed(m, "swarmlet_gc_pause_seconds_count")
                 sample["gc_sum"] = summed(m, "swarmlet_gc_pause_seconds_sum")
-                sample["gc_short"] = summed(m, "swarmlet_gc_pause_seconds_bucket", 'le="0.1"')
                 for gen in range(3):
                     label = f'generation="{gen}"'
                     sample[f"gc_long_{gen}"] = summed(
@@ -515,10 +514,10 @@ class PhaseRun:
         if "gc_count" in last and "gc_count" in first:
             p.gc_pauses = int(last["gc_count"] - first["gc_count"])
             p.gc_seconds = last["gc_sum"] - first["gc_sum"]
-            p.gc_long_pauses = p.gc_pauses - int(last["gc_short"] - first["gc_short"])
             p.gc_long_by_generation = [
                 int(last.get(f"gc_long_{g}", 0) - first.get(f"gc_long_{g}", 0)) for g in range(3)
             ]
+            p.gc_long_pauses = sum(p.gc_long_by_generation)
         for who in PROCESSES:
             p.usage[who] = Usage(
                 rss_peak=int(max((s.get(f"{who}_hwm", 0) for s in samples), default=0)),
