@@ -235,6 +235,8 @@ class Phase:
     gc_long_by_generation: list[int] = field(default_factory=lambda: [0, 0, 0])
     # The most task status reports received and not yet written at one time.
     status_backlog_peak: int = 0
+    # The manager's malloc: "jemalloc" or "system" (manager/allocator.py).
+    manager_allocator: str = ""
     ls_p50: float | None = None
     ls_p99: float | None = None
     ls_max: float | None = None
@@ -443,6 +445,8 @@ class PhaseRun:
         farm_before = scrape(self.farm_metrics_url)
         self.t0 = time.monotonic()
         p.started_at = datetime.datetime.now(datetime.UTC).isoformat()
+        maps = Path(f"/proc/{self.pids()['manager']}/maps").read_text()
+        p.manager_allocator = "jemalloc" if "libjemalloc" in maps else "system"
         self.spawn(self.sample_metrics)
         self.spawn(self.poll_api, "ls", self.args.ls_every)
         per = [p.tasks // p.services + (1 if i < p.tasks % p.services else 0)
@@ -644,6 +648,7 @@ def print_report(phases: list[Phase]) -> None:
         ("messages per task: assignments / reports",
          lambda p: f"{p.assignment_messages / p.tasks:.2f} / {p.status_batches / p.tasks:.2f}"),
         ("status reports not yet written (peak)", lambda p: f"{p.status_backlog_peak:,}"),
+        ("manager's allocator", lambda p: p.manager_allocator or "-"),
         ("nodes declared down", lambda p: str(p.nodes_down)),
         ("manager GC pauses / total / > 0.1 s (gen 0, 1, 2)",
          lambda p: f"{p.gc_pauses} / {_fmt(p.gc_seconds, ' s', digits=2)} / {p.gc_long_pauses}"

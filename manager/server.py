@@ -37,7 +37,7 @@ from common.looplag import watch_loop_lag
 from common.metrics import serve_metrics
 from common.supervise import cancel_all, supervise
 from common.timeutil import duration, duration_seconds
-from manager import metrics
+from manager import allocator, metrics
 from manager.ca import authz
 from manager.ca.bootstrap import init_root_ca
 from manager.ca.credentials import ManagerTLS
@@ -427,6 +427,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                 embedded_etcd=embedded is not None,
                 control_tcp=config.control_addr or None,
                 admin_certificates=str(admin_dir),
+                allocator=allocator.in_use(),
             )
             try:
                 yield Manager(

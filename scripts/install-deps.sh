@@ -10,6 +10,8 @@
 #   etcd-client      etcdctl, with which tests read etcd behind the managers
 #   busybox-static   the static busybox the demo/test images are made of
 #   docker-registry  the local registry of the multi-host test cluster
+#   libjemalloc2     the allocator the manager runs on when it is there
+#                    (manager/allocator.py; ~90 MiB less at 5,000 nodes)
 #   iproute2, curl, make, and python3-venv when `python3 -m venv` cannot work
 #
 # Environment: PYTHON=/path/to/python3.X picks the interpreter (>= 3.11).
@@ -70,6 +72,7 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v make >/dev/null 2>&1 || missing+=(make)
 # etcdctl: the tests read etcd behind the managers' backs (chaos ledger, etcd auth set-up).
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+deb_installed libjemalloc2 || missing+=(libjemalloc2)
 need_etcd=0
 command -v etcd >/dev/null 2>&1 || need_etcd=1
 

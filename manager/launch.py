@@ -1,0 +1,22 @@
+"""`swarm-manager`'s entry point: settles the memory allocator, then runs the CLI.
+
+It imports nothing heavy before `manager.allocator` has decided whether to execute
+the command again on jemalloc, so a restart costs the interpreter's start and no more.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from manager.allocator import AllocatorError, start_on_jemalloc
+
+
+def run() -> None:
+    try:
+        start_on_jemalloc()
+    except AllocatorError as exc:
+        print(f"swarm-manager: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    from manager.main import run as run_cli
+
+    run_cli()
