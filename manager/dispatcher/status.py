@@ -31,7 +31,7 @@ FLUSH_INTERVAL = 0.1
 # Reports written in one commit at most. A commit keeps every object it writes until
 # its last transaction is answered (decoded, about 2 KB each), and under load the
 # batches grow by themselves: tens of thousands at once when a large service starts.
-# 2,048 is 16 transactions, one round of the store's MAX_IN_FLIGHT.
+# 2,048 is 16 transactions, half of what the store sends at once (MAX_IN_FLIGHT).
 MAX_BATCH = 2048
 # How long a transitional state may wait for a later state of its task to replace it.
 TRANSITIONAL_HOLD = 1.0
