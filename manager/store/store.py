@@ -44,7 +44,7 @@ _MAX_ATTEMPTS = 8
 # an orchestrator pass of 4,096 new tasks took 0.8-2.6 s, 0.6-2.1 s of it committing.
 # At 5,000 nodes: 3,191-3,321 placements/s with 4, 3,554-4,053 with 16, 4,021-5,522
 # with 32. 32 holds 10-25 MiB more at the peak, which fits since the manager runs on
-# jemalloc (with it: 4,136-4,522/s with 16, 5,252-5,295/s with 32; docs/performance.md).
+# jemalloc (with it, four alternated pairs: 3,882-4,632/s with 16, 4,250-5,295/s with 32).
 MAX_IN_FLIGHT = 32
 
 Mutator = Callable[[Any], Any | None]
