@@ -445,7 +445,8 @@ class PhaseRun:
         farm_before = scrape(self.farm_metrics_url)
         self.t0 = time.monotonic()
         p.started_at = datetime.datetime.now(datetime.UTC).isoformat()
-        maps = Path(f"/proc/{self.pids()['manager']}/maps").read_text()
+        assert self.manager.process.proc is not None
+        maps = Path(f"/proc/{self.manager.process.proc.pid}/maps").read_text()
         p.manager_allocator = "jemalloc" if "libjemalloc" in maps else "system"
         self.spawn(self.sample_metrics)
         self.spawn(self.poll_api, "ls", self.args.ls_every)
