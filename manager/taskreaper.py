@@ -145,6 +145,16 @@ class TaskReaper(Reconciler):
             if not by_slot:
                 del self.slots[service_id]
 
+    def _alone_and_wanted(self, task: objects_pb2.Task) -> bool:
+        """The task is the only one in its slot, and neither ended nor unwanted: its
+        slot has nothing `tasks_to_delete` would pick."""
+        ids = self.slots.get(task.service_id, {}).get(slot_of(task))
+        return (
+            isinstance(ids, str)
+            and states.is_runnable(task.desired_state)
+            and not states.is_terminal(task.status.state)
+        )
+
     def ids_in(self, key: str) -> tuple[str, ...]:
         """The ids of the tasks in the slot of `key` (see `slot_key`)."""
         service_id, slot = _parse_slot_key(key)
@@ -158,6 +168,11 @@ class TaskReaper(Reconciler):
         if ev.kind is Kind.TASK:
             old, new = ev.old, ev.new
             moved = self._index(old, new, ev.id)
+            if old is None and new is not None and self._alone_and_wanted(new):
+                # Most tasks are created in a slot of their own (a new service, a
+                # scale-up): nothing there to reap, and a pass over each of them would
+                # cost a look-up and a decode per task while a large service starts.
+                return
             if new is not None and (
                 old is None
                 or moved

@@ -252,6 +252,26 @@ async def test_reaper_trims_only_the_slots_that_changed() -> None:
     assert reaper._dirty == {slot_key(failed)}
 
 
+def test_a_new_task_alone_in_its_slot_leaves_the_reaper_idle() -> None:
+    cache = _Cache()
+    reaper = TaskReaper(cache, _Store(cache))  # type: ignore[arg-type]
+    svc = f.service(3)
+    cache.put(svc)
+    reaper._dirty.clear()
+    fresh = f.task(svc, 1, state=states.PENDING)
+    cache.put(fresh)
+    assert reaper._dirty == set()  # nothing in slot 1 to reap
+    # Created already ended, or unwanted, or beside another task: its slot is looked at.
+    for made in (
+        f.task(svc, 2, state=states.FAILED, desired=states.SHUTDOWN),
+        f.task(svc, 3, state=states.PENDING, desired=states.REMOVE),
+        f.task(svc, 1, state=states.PENDING),
+    ):
+        cache.put(made)
+        assert reaper._dirty == {slot_key(made)}
+        reaper._dirty.clear()
+
+
 def history_ids(cache: _Cache, svc: objects_pb2.Service, slot: int) -> list[str]:
     tasks = [t for t in cache.tasks.values() if t.service_id == svc.id and t.slot == slot]
     return [t.id for t in sorted(tasks, key=lambda t: t.meta.created_at.ToNanoseconds())]
