@@ -137,7 +137,7 @@ class Orchestrator(Reconciler):
     def all_keys(self) -> Iterable[str]:
         return set(self.cache.services) | set(self.cache.tasks_by_service)
 
-    def plan(self, service_id: str, now: float) -> Plan:
+    def plan(self, service_id: str, now: float, max_creates: int | None = None) -> Plan:
         tasks = list(self.cache.tasks_by_service.get(service_id, {}).values())
         service = self.cache.services.get(service_id)
         nodes = self.cache.nodes
@@ -152,7 +152,9 @@ class Orchestrator(Reconciler):
         if service.rebalance_requested > service.rebalance_done and self.placer is not None:
             # Where the scheduler would put the service's tasks now, per node.
             target = self.placer.target_placement(service)
-        return plan_service(service, tasks, lambda n: node_usable(nodes.get(n)), now, nodes, target)
+        return plan_service(
+            service, tasks, lambda n: node_usable(nodes.get(n)), now, nodes, target, max_creates
+        )
 
     async def reconcile(self, keys: set[str]) -> None:
         now = self.clock()
@@ -175,11 +177,12 @@ class Orchestrator(Reconciler):
                 self.mark_many(pending)
                 break
             service_id = pending.pop()
-            plan = self.plan(service_id, now)
+            room = MAX_CREATES_PER_PASS - len(new_tasks)
+            # Only the tasks this pass has room for are made (a task costs ~6 us to make).
+            plan = self.plan(service_id, now, max_creates=room)
             if plan.wake_at is not None:
                 self.mark_at(plan.wake_at, service_id)
-            room = MAX_CREATES_PER_PASS - len(new_tasks)
-            if len(plan.creates) > room:
+            if plan.more or len(plan.creates) > room:
                 # Planning is level-triggered: the slots left out now are planned again
                 # (and created) in the next pass. What the plan decided about the whole
                 # service waits for that pass too.

@@ -62,6 +62,8 @@ class Plan:
     rebalance_done: bool = False
     # A change of the service's update status (updater.UpdateDecision).
     service_update: Any = None
+    # Empty slots were left without a task (the planner was told to make fewer).
+    more: bool = False
 
     def __bool__(self) -> bool:
         return bool(

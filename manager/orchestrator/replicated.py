@@ -45,11 +45,13 @@ def plan_service(
     now: float,
     nodes: Mapping[str, objects_pb2.Node] | None = None,
     rebalance_target: Mapping[str, int] | None = None,
+    max_creates: int | None = None,
 ) -> Plan:
     """What to change so that `service`'s slots converge to its spec.
 
     `rebalance_target` (tasks per node, as the scheduler would place them now) is given
-    while a rebalance is requested."""
+    while a rebalance is requested. At most `max_creates` empty slots get a task; the
+    plan says when some were left (`more`)."""
     plan = Plan()
     nodes = nodes or {}
     replicas = service.spec.replicated.replicas
@@ -73,6 +75,9 @@ def plan_service(
         if state.refill.at > now:
             plan.wake(state.refill.at)
             continue
+        if max_creates is not None and len(plan.creates) >= max_creates:
+            plan.more = True
+            break
         if make is None:
             make = TaskMaker(service)
         plan.creates.append(

@@ -205,6 +205,16 @@ def test_new_service_gets_one_task_per_slot() -> None:
         assert t.service_id == svc.id
 
 
+def test_a_plan_told_to_make_fewer_fills_the_lowest_slots_and_says_so() -> None:
+    svc = f.service(5)
+    plan = plan_service(svc, running(svc, 1), f.all_ok, NOW, max_creates=2)
+    assert sorted(t.slot for t in plan.creates) == [2, 3]
+    assert plan.more
+    enough = plan_service(svc, running(svc, 1), f.all_ok, NOW, max_creates=4)
+    assert sorted(t.slot for t in enough.creates) == [2, 3, 4, 5]
+    assert not enough.more
+
+
 def test_converged_service_needs_nothing() -> None:
     svc = f.service(3)
     plan = plan_service(svc, running(svc, 3), f.all_ok, NOW)
