@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import grpc
 
-from agent.metrics import REPORT_BATCHES
+from agent.metrics import REPORT_BATCHES, REPORT_SECONDS
 from common.api import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
 from common.statusbatch import PendingStatuses, wait_for_due
 
@@ -65,7 +66,9 @@ class StatusReporter:
                 request.updates.add(task_id=tid, status=status)
             try:
                 REPORT_BATCHES.inc()
+                sent = time.monotonic()
                 await stub.UpdateTaskStatus(request, timeout=timeout)
+                REPORT_SECONDS.observe(time.monotonic() - sent)
             except grpc.aio.AioRpcError as exc:
                 for tid, status in batch.items():
                     self.add(tid, status)

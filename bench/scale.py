@@ -36,6 +36,7 @@ import contextlib
 import datetime
 import itertools
 import json
+import math
 import os
 import shutil
 import signal
@@ -172,6 +173,31 @@ def summed(metrics: dict[str, float], name: str, label: str = "") -> float:
     )
 
 
+def histogram_quantile(
+    before: dict[str, float], after: dict[str, float], name: str, q: float
+) -> float | None:
+    """The `q` quantile of what histogram `name` observed between two `scrape`s,
+    interpolated within its bucket as Prometheus' histogram_quantile does (the last
+    finite bound when it falls in the +Inf bucket)."""
+    prefix = f'{name}_bucket{{le="'
+    buckets = sorted(
+        (float(key[len(prefix) : -2]), value - before.get(key, 0.0))
+        for key, value in after.items()
+        if key.startswith(prefix)
+    )
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    low, below = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if math.isinf(bound) or count == below:
+                return low if math.isinf(bound) else bound
+            return low + (bound - low) * (rank - below) / (count - below)
+        low, below = bound, count
+    return None
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -224,6 +250,9 @@ class Phase:
     # how well the cluster's size lets them batch.
     assignment_messages: int = 0
     status_batches: int = 0
+    # How long the agents' status report calls took to be answered (their histogram).
+    report_p50: float | None = None
+    report_p99: float | None = None
     nodes_down: int = 0
     # The manager's garbage collections: how many, their pauses summed, and how many
     # paused it for over 0.1 s (the stalls `service ls` cannot get past).
@@ -491,6 +520,9 @@ class PhaseRun:
             ("swarmlet_agent_status_batches_total", "status_batches"),
         ):
             setattr(p, attr, int(farm_after.get(name, 0) - farm_before.get(name, 0)))
+        report = "swarmlet_agent_status_report_seconds"
+        p.report_p50 = histogram_quantile(farm_before, farm_after, report, 0.5)
+        p.report_p99 = histogram_quantile(farm_before, farm_after, report, 0.99)
         self.summarise(before)
 
     def summarise(self, before: dict[str, float]) -> None:
@@ -648,6 +680,8 @@ def print_report(phases: list[Phase]) -> None:
         ("heartbeats handled/s", lambda p: _fmt(p.heartbeats_per_second, "/s", digits=0)),
         ("messages per task: assignments / reports",
          lambda p: f"{p.assignment_messages / p.tasks:.2f} / {p.status_batches / p.tasks:.2f}"),
+        ("status report calls answered after p50 / p99",
+         lambda p: f"{_fmt(p.report_p50, ' s', digits=2)} / {_fmt(p.report_p99, ' s', digits=2)}"),
         ("status reports not yet written (peak)", lambda p: f"{p.status_backlog_peak:,}"),
         ("manager's allocator", lambda p: p.manager_allocator or "-"),
         ("nodes declared down", lambda p: str(p.nodes_down)),
