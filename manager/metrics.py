@@ -22,6 +22,10 @@ TASKS = Gauge("swarmlet_tasks", "Tasks by observed state.", ["state"])
 NODES = Gauge("swarmlet_nodes", "Nodes by status.", ["status"])
 SERVICES = Gauge("swarmlet_services", "Services.")
 PLACEMENTS = PromCounter("swarmlet_placements_total", "Tasks the scheduler assigned to nodes.")
+LAST_PLACEMENT = Gauge(
+    "swarmlet_last_placement_timestamp_seconds",
+    "When the scheduler last assigned tasks to nodes (Unix time; 0: not yet).",
+)
 SCHEDULING_LATENCY = Histogram(
     "swarmlet_scheduling_latency_seconds",
     "From a task's creation to its assignment to a node.",

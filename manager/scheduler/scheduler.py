@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from common import states
 from common.api import objects_pb2, specs_pb2
 from common.timeutil import stamp_now, timestamp_seconds
-from manager.metrics import PLACEMENTS, SCHEDULING_LATENCY
+from manager.metrics import LAST_PLACEMENT, PLACEMENTS, SCHEDULING_LATENCY
 from manager.orchestrator.tasks import TaskMaker
 from manager.reconciler import Reconciler
 from manager.scheduler.constraints import info_getter
@@ -601,6 +601,8 @@ class Scheduler(Reconciler):
                 info.apply(load, -1)
         self.placed += placed
         PLACEMENTS.inc(placed)
+        if placed:
+            LAST_PLACEMENT.set_to_current_time()
         for seconds in waited:
             SCHEDULING_LATENCY.observe(max(0.0, seconds))
         if placed or result.failed:
@@ -645,6 +647,7 @@ class Scheduler(Reconciler):
         if placed:
             self.placed += placed
             PLACEMENTS.inc(placed)
+            LAST_PLACEMENT.set_to_current_time()
             SCHEDULING_LATENCY.observe(0.0)
 
         def release() -> None:

@@ -16,12 +16,14 @@ identical, and so must the counts.
 from __future__ import annotations
 
 import heapq
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from common import states
 from common.api import objects_pb2, specs_pb2, types_pb2
@@ -572,3 +574,18 @@ def test_preview_places_as_a_pass_would_and_leaves_the_infos_alone() -> None:
     # And the same placements for real.
     real = schedule_group(pending, scheduler.nodes, Pipeline(), NOW)
     assert real == preview.decisions
+
+
+def test_place_new_counts_its_placements_and_when_it_made_them() -> None:
+    nodes = f.nodes(_node("n1"), _node("n2"))
+    web = _service("web")
+    scheduler = Scheduler(_Cache([]), None, clock=lambda: NOW)  # type: ignore[arg-type]
+    scheduler.nodes.rebuild(nodes, [], NOW)
+    before = REGISTRY.get_sample_value("swarmlet_placements_total") or 0.0
+    started = time.time()
+    release = scheduler.place_new([f.task(web, s, state=states.PENDING) for s in (1, 2, 3)])
+    release()
+    assert REGISTRY.get_sample_value("swarmlet_placements_total") == before + 3
+    last = REGISTRY.get_sample_value("swarmlet_last_placement_timestamp_seconds")
+    assert last is not None
+    assert started <= last <= time.time()
