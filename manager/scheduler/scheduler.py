@@ -520,6 +520,13 @@ class Scheduler(Reconciler):
         cache.add_listener(self._on_event)
         cache.add_resync_listener(self.mark_everything)
 
+    def _count_placements(self, placed: int) -> None:
+        """Count placements made by a pass or before a first write, and when."""
+        if placed:
+            self.placed += placed
+            PLACEMENTS.inc(placed)
+            LAST_PLACEMENT.set_to_current_time()
+
     def _retry_all_pending(self) -> None:
         if self.pending:
             self._retry_pending = True
@@ -599,10 +606,7 @@ class Scheduler(Reconciler):
             # the ranking saw them; the watch counts what was stored, so take them out.
             for info, load in placements:
                 info.apply(load, -1)
-        self.placed += placed
-        PLACEMENTS.inc(placed)
-        if placed:
-            LAST_PLACEMENT.set_to_current_time()
+        self._count_placements(placed)
         for seconds in waited:
             SCHEDULING_LATENCY.observe(max(0.0, seconds))
         if placed or result.failed:
@@ -645,9 +649,7 @@ class Scheduler(Reconciler):
                 else:
                     _explain(d.explanation)(task)
         if placed:
-            self.placed += placed
-            PLACEMENTS.inc(placed)
-            LAST_PLACEMENT.set_to_current_time()
+            self._count_placements(placed)
             SCHEDULING_LATENCY.observe(0.0)
 
         def release() -> None:
