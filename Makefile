@@ -87,7 +87,7 @@ bench-failover: venv ## leader failover benchmark, no Docker needed (python -m b
 bench-recovery: venv ## recovery benchmark on the local 3-host cluster: swarmlet vs Docker Swarm (python -m bench.recovery)
 	$(PYTHON) -m bench.recovery
 
-bench-scale: venv ## scale benchmark: 500 (SCALE=full: then 5,000) hollow nodes, 15,000 (150,000) tasks (python -m bench.scale)
+bench-scale: venv ## scale benchmark: 500 hollow nodes, 15,000 tasks (SCALE=full: then 5,000 nodes, 150,000 tasks, then 150,000 on 500) (python -m bench.scale)
 	$(PYTHON) -m bench.scale --scale $(SCALE)
 
 chaos: venv ## the long chaos suite on the local cluster (make test runs a short one); SWARMLET_CHAOS_MINUTES bounds it

@@ -59,7 +59,15 @@ from tests.harness import Agent, Manager, free_port, wait_until
 IMAGE = "swarmlet/sleeper:latest"
 _TICK = os.sysconf("SC_CLK_TCK")
 
-PRESETS = {"small": (500, 15_000, 3), "full": (5_000, 150_000, 30)}
+SMALL = (500, 15_000, 3)
+FULL = (5_000, 150_000, 30)
+# The full work on the small cluster: the 5,000-node phase's tasks and services on 500
+# nodes. Set against FULL, only the number of nodes differs, so the ratio of the two
+# rates is what the nodes themselves cost; set against SMALL, the rate also differs by
+# the work (15,000 tasks are placed in a 2-second burst, before the first status
+# reports come back). The target is judged against SMALL; this one is for comparison.
+FULL_WORK_ON_SMALL = (SMALL[0], FULL[1], FULL[2])
+PRESETS = {"small": [SMALL], "full": [SMALL, FULL, FULL_WORK_ON_SMALL]}
 
 # Issue 6's targets (2 cores, everything on one machine).
 TARGET_SECONDS = 120.0  # all 150,000 tasks running
@@ -82,8 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scale",
         choices=sorted(PRESETS),
         default=os.environ.get("SCALE", "small"),
-        help="small: 500 nodes, 15,000 tasks; full: small, then 5,000 nodes, 150,000 tasks "
-        "(default: $SCALE, else small)",
+        help="small: 500 nodes, 15,000 tasks; full: small, then 5,000 nodes, 150,000 tasks, "
+        "then those 150,000 tasks on 500 nodes (default: $SCALE, else small)",
     )
     p.add_argument("--nodes", type=int, help="one phase of this many nodes instead of a preset")
     p.add_argument("--tasks", type=int, help="with --nodes: total replicas")
@@ -120,10 +128,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.phases = [(args.nodes, args.tasks, args.services)]
     elif args.tasks is not None or args.services is not None:
         p.error("--tasks and --services go with --nodes")
-    elif args.scale == "full":
-        args.phases = [PRESETS["small"], PRESETS["full"]]
     else:
-        args.phases = [PRESETS["small"]]
+        args.phases = list(PRESETS[args.scale])
     if args.ramp < 0 or args.idle < 0 or min(args.sample, args.ls_every, args.ps_every) <= 0:
         p.error("--ramp and --idle must not be negative; --sample, --ls-every, --ps-every positive")
     return args
@@ -366,7 +372,7 @@ class PhaseRun:
                 self.manager.stop()
 
     def keep_logs(self, folder: Path) -> None:
-        n = self.phase.nodes
+        n = f"{self.phase.nodes}-{self.phase.tasks}"
         for proc, name in ((self.manager, "manager"), (self.farm, "farm")):
             if proc is not None:
                 with contextlib.suppress(OSError):
@@ -635,9 +641,12 @@ def verdict(ok: bool | None) -> str:
 
 
 def targets(phases: list[Phase]) -> list[tuple[str, str, bool | None]]:
-    """(what, figure, met?) for each of issue 6's targets, judged on the largest phase."""
-    big = max(phases, key=lambda p: p.nodes)
+    """(what, figure, met?) for each of issue 6's targets, judged on the largest phase
+    (the ratio against the first phase with fewest nodes: the small preset); met is None
+    for a figure given for comparison only."""
+    big = max(phases, key=lambda p: (p.nodes, p.tasks))
     small = min(phases, key=lambda p: p.nodes)
+    same_work = [p for p in phases if p.nodes < big.nodes and p.tasks == big.tasks]
     full = big.nodes >= 5_000 and big.tasks >= 150_000
     out: list[tuple[str, str, bool | None]] = [
         (
@@ -659,6 +668,15 @@ def targets(phases: list[Phase]) -> list[tuple[str, str, bool | None]]:
                 f"placements/s at {big.nodes:,} nodes >= {TARGET_RATIO}x at {small.nodes:,}",
                 f"{ratio:.2f}x",
                 ratio >= TARGET_RATIO,
+            )
+        )
+    if same_work and big.placement_rate and same_work[0].placement_rate:
+        other = same_work[0]
+        out.append(
+            (
+                f"for comparison: the same {big.tasks:,} tasks on {other.nodes:,} nodes",
+                f"{big.placement_rate / other.placement_rate:.2f}x",
+                None,
             )
         )
     out += [
