@@ -357,7 +357,6 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                 events=events,
             )
 
-            control_servers.append(await _serve_control(control, config.control_socket))
             ca_service = NodeCAService(cache, store)
             # Log lines come to this manager's dispatcher port from the agents.
             control.logs = LogBroker(cache, store, lease, publisher_addr="")
@@ -377,6 +376,10 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                     ca_service, ca_addr, tls.server_credentials(require_client_auth=False)
                 )
             )
+            # The control socket last: once it answers, the dispatcher and the CA
+            # listen too (and the API's log broker is set), so an operator's
+            # `swarmctl` (or a test) that sees the manager up can join nodes at once.
+            control_servers.append(await _serve_control(control, config.control_socket))
             if config.control_addr:
                 cluster_id = cache.cluster().id  # type: ignore[union-attr]
 
