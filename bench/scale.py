@@ -278,7 +278,7 @@ class Phase:
     gc_long_by_generation: list[int] = field(default_factory=lambda: [0, 0, 0])
     # The most task status reports received and not yet written at one time.
     status_backlog_peak: int = 0
-    # The manager's malloc: "jemalloc" or "system" (manager/allocator.py).
+    # The manager's malloc: "jemalloc" or "system" (manager/daemon/memalloc.py).
     manager_allocator: str = ""
     ls_p50: float | None = None
     ls_p99: float | None = None

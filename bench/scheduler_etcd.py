@@ -1,6 +1,6 @@
 """The scheduler benchmark with the etcd commits: a real etcd (the manager's own
 EmbeddedEtcd, in a temporary directory), a real Store and Cache on it, wired as
-manager/server.py wires them, and the real Scheduler reconciler started as the manager
+manager/daemon/server.py wires them, and the real Scheduler reconciler started as the manager
 starts it (`Scheduler.run()`).
 
 Per run, under a key prefix of its own: the nodes, services and pending tasks are
@@ -29,9 +29,9 @@ from bench.common import BenchError
 from bench.scheduler_workload import hollow_nodes, workload
 from common import states
 from common.api import objects_pb2
-from manager.etcd_embedded import EmbeddedEtcd
 from manager.scheduler import Scheduler
 from manager.store import Cache, Create, Event, Kind, Store
+from manager.store.embedded import EmbeddedEtcd
 from manager.store.etcd import EtcdConfig, connect
 from manager.store.keys import KeySpace
 

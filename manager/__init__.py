@@ -1,7 +1,8 @@
 """The swarmlet manager: keeps the desired state in etcd and drives the cluster toward it.
 
-Parts, one package or module each: `store` (etcd, cache), `controlapi` (what swarmctl
-calls), `orchestrator` (tasks from services), `scheduler` (tasks onto nodes),
-`dispatcher` (agent sessions), `taskreaper`, `nodehealth`, `etcd_embedded`, and
-`server` which wires them together.
+Parts, one package each: `store` (etcd, its cache, the embedded etcd), `controlapi`
+(what swarmctl calls), `orchestrator` (tasks from services, updates, the task reaper),
+`scheduler` (tasks onto nodes), `dispatcher` (agent sessions and node health), `ca`
+(certificates and joining), `leadership` (leases, membership, election), `streams`
+(events and logs), and `daemon`, the `swarm-manager` process that wires them together.
 """

@@ -11,7 +11,7 @@
 #   busybox-static   the static busybox the demo/test images are made of
 #   docker-registry  the local registry of the multi-host test cluster
 #   libjemalloc2     the allocator the manager runs on when it is there
-#                    (manager/allocator.py; ~90 MiB less at 5,000 nodes)
+#                    (manager/daemon/memalloc.py; ~90 MiB less at 5,000 nodes)
 #   iproute2, curl, make, and python3-venv when `python3 -m venv` cannot work
 #
 # Environment: PYTHON=/path/to/python3.X picks the interpreter (>= 3.11).

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from common.api import control_pb2, control_pb2_grpc, logs_pb2, objects_pb2
 from manager.controlapi import cluster, nodes, services, tasks
 from manager.controlapi.counts import ServiceCounts
-from manager.events import EventLog
 from manager.grpc_errors import (
     Context,
     FailedPreconditionError,
@@ -16,9 +15,10 @@ from manager.grpc_errors import (
     abort_on_store_errors,
     rpc,
 )
-from manager.logbroker import LogBroker
 from manager.store import Cache, Store, StoreUnavailableError
 from manager.store.health import EtcdHealth
+from manager.streams.events import EventLog
+from manager.streams.logbroker import LogBroker
 
 _WRITES = ("Create", "Update", "Remove", "Rebalance")
 

@@ -12,7 +12,7 @@ import asyncio
 
 from common.api import objects_pb2
 from common.log import get_logger
-from manager.lease import ManagerLease
+from manager.leadership.lease import ManagerLease
 from manager.store import Store, StoreError
 
 _log = get_logger("dispatcher.sessionkeys")

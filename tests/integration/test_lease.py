@@ -15,9 +15,9 @@ import pytest_asyncio
 from etcd3aio import Etcd3Client
 from etcd3aio.lease import LeaseService
 
-from manager import lease as lease_mod
-from manager.etcd_embedded import ETCD_NICE, EmbeddedEtcd
-from manager.lease import ManagerLease, keep_alive
+from manager.leadership import lease as lease_mod
+from manager.leadership.lease import ManagerLease, keep_alive
+from manager.store.embedded import ETCD_NICE, EmbeddedEtcd
 from manager.store.etcd import EtcdConfig, connect
 from manager.store.side import SideThread
 

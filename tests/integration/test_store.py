@@ -19,7 +19,6 @@ from etcd3aio import Etcd3Client
 from common import states
 from common.api import objects_pb2
 from common.ids import new_id
-from manager.etcd_embedded import EmbeddedEtcd
 from manager.store import (
     AlreadyExistsError,
     Cache,
@@ -33,6 +32,7 @@ from manager.store import (
     TooLargeError,
     Update,
 )
+from manager.store.embedded import EmbeddedEtcd
 from manager.store.etcd import EtcdConfig, connect
 from manager.store.keys import KeySpace
 from manager.store.store import MAX_TXN_BYTES, MAX_TXN_OPS
@@ -66,7 +66,7 @@ async def store(client: Etcd3Client, etcd_url: str) -> Store:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def cached(store: Store, client: Etcd3Client) -> AsyncIterator[Cache]:
-    """A running cache over `store`, wired the way manager/server.py wires it."""
+    """A running cache over `store`, wired the way manager/daemon/server.py wires it."""
     cache = Cache(client, store)
     store.base_reader = cache.get
     runner = asyncio.create_task(cache.run())

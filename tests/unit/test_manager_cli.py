@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from manager.main import app
+from manager.daemon.main import app
 
 CLEAN_ENV: dict[str, str | None] = {"SWARMLET_ETCD_USER": None, "SWARMLET_ETCD_PASSWORD": None}
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from common.api import objects_pb2, types_pb2
 from manager.dispatcher.dispatcher import MAX_HEARTBEATS_PER_SECOND, effective_period
-from manager.nodehealth import SessionWatch
+from manager.dispatcher.nodehealth import SessionWatch
 from tests.unit import factories as f
 
 PERIOD = 1.0

@@ -21,6 +21,7 @@ from manager.orchestrator.replicated import (
     plan_removal,
     plan_service,
 )
+from manager.orchestrator.taskreaper import tasks_to_delete
 from manager.orchestrator.tasks import (
     DEFAULT_RESTART_DELAY,
     new_task,
@@ -30,7 +31,6 @@ from manager.orchestrator.tasks import (
 )
 from manager.reconciler import Reconciler
 from manager.store import StoreError
-from manager.taskreaper import tasks_to_delete
 from tests.unit import factories as f
 from tests.unit.factories import NOW
 

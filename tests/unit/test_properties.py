@@ -28,10 +28,10 @@ from common.timeutil import timestamp_seconds
 from manager.dispatcher.status import forward_only
 from manager.orchestrator.orchestrator import _renumber, _shut_down
 from manager.orchestrator.replicated import node_usable, plan_service
+from manager.orchestrator.taskreaper import tasks_to_delete
 from manager.scheduler.nodeinfo import NodeInfos
 from manager.scheduler.pipeline import Pipeline
 from manager.scheduler.scheduler import _assign, _explain, is_pending, schedule_group
-from manager.taskreaper import tasks_to_delete
 from tests.unit import factories as f
 from tests.unit.factories import NOW
 

@@ -31,11 +31,11 @@ from common import states
 from common.api import objects_pb2, types_pb2
 from manager.orchestrator.orchestrator import _renumber, _shut_down
 from manager.orchestrator.replicated import node_usable, plan_removal, plan_service
+from manager.orchestrator.taskreaper import tasks_to_delete
 from manager.scheduler.constraints import parse_all
 from manager.scheduler.nodeinfo import NodeInfos
 from manager.scheduler.scheduler import Scheduler
 from manager.store import BatchResult, Event, Kind, Update
-from manager.taskreaper import tasks_to_delete
 from tests.unit import factories as f
 from tests.unit.factories import NOW
 

@@ -11,8 +11,13 @@ from hypothesis import strategies as st
 
 from common import states
 from common.api import objects_pb2
+from manager.orchestrator.taskreaper import (
+    DEFAULT_HISTORY_LIMIT,
+    TaskReaper,
+    slot_key,
+    tasks_to_delete,
+)
 from manager.store import BatchResult, Delete, Event, Kind
-from manager.taskreaper import DEFAULT_HISTORY_LIMIT, TaskReaper, slot_key, tasks_to_delete
 from tests.unit import factories as f
 from tests.unit.factories import NOW
 

@@ -1,6 +1,6 @@
 """`swarm-manager`'s entry point: settles the memory allocator, then runs the CLI.
 
-It imports nothing heavy before `manager.allocator` has decided whether to execute
+It imports nothing heavy before `manager.daemon.memalloc` has decided whether to execute
 the command again on jemalloc, so a restart costs the interpreter's start and no more.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from manager.allocator import AllocatorError, start_on_jemalloc
+from manager.daemon.memalloc import AllocatorError, start_on_jemalloc
 
 
 def run() -> None:
@@ -17,6 +17,6 @@ def run() -> None:
     except AllocatorError as exc:
         print(f"swarm-manager: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    from manager.main import run as run_cli
+    from manager.daemon.main import run as run_cli
 
     run_cli()

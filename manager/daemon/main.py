@@ -13,9 +13,9 @@ import typer
 from common.log import get_logger, setup_logging
 from common.timeutil import parse_duration
 from manager.controlapi.cluster import MAX_HEARTBEAT_PERIOD, MIN_HEARTBEAT_PERIOD
-from manager.etcd_embedded import EmbeddedEtcdError
-from manager.server import ManagerConfig, ManagerError, serve
+from manager.daemon.server import ManagerConfig, ManagerError, serve
 from manager.store import StoreError
+from manager.store.embedded import EmbeddedEtcdError
 from manager.store.etcd import EtcdConfig
 
 app = typer.Typer(add_completion=False, help=__doc__)

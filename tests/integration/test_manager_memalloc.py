@@ -1,4 +1,4 @@
-"""`swarm-manager` runs itself on jemalloc when the host has it (manager/allocator.py),
+"""`swarm-manager` runs itself on jemalloc when the host has it (manager/daemon/memalloc.py),
 and what it starts (the embedded etcd) inherits the operator's environment, not the
 preload. Real manager processes, started through the installed command."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from manager.allocator import RESTORE_VARIABLE, find_jemalloc
+from manager.daemon.memalloc import RESTORE_VARIABLE, find_jemalloc
 from tests.harness import BIN, Manager, remove_tree, short_tmpdir
 
 StartManager = Callable[[dict[str, str]], Manager]

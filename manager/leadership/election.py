@@ -20,7 +20,7 @@ from etcd3aio import Etcd3Client, EtcdError
 from etcd3aio.kv import KVService
 
 from common.log import get_logger
-from manager.lease import ManagerLease
+from manager.leadership.lease import ManagerLease
 from manager.metrics import LEADER
 from manager.store.keys import KeySpace
 

@@ -11,7 +11,7 @@ import socket
 
 from common.api import objects_pb2, types_pb2
 from common.log import get_logger
-from manager.lease import ManagerLease
+from manager.leadership.lease import ManagerLease
 from manager.store import AlreadyExistsError, Cache, Store, StoreError
 
 _log = get_logger("membership")

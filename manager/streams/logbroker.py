@@ -20,7 +20,7 @@ from common.ids import new_id
 from common.log import get_logger
 from manager.ca import authz
 from manager.grpc_errors import Context, abort_on_store_errors
-from manager.lease import ManagerLease
+from manager.leadership.lease import ManagerLease
 from manager.store import Cache, Store
 
 _log = get_logger("logbroker")

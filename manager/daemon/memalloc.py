@@ -11,7 +11,7 @@ no slower (docs/performance.md, "The manager on jemalloc").
 
 How: a process cannot change its malloc once it runs, so `swarm-manager` executes
 itself again, once, with jemalloc in `LD_PRELOAD` (and `MALLOC_CONF`, unless the
-operator set one), before it imports anything else (`manager/launch.py`). The second
+operator set one), before it imports anything else (`manager/daemon/launch.py`). The second
 start puts the environment back as it was, so the processes the manager starts (the
 embedded etcd) inherit the operator's environment, not the preload.
 

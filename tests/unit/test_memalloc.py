@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from manager import allocator
-from manager.allocator import AllocatorError, find_jemalloc, preload_env, restore_env
+from manager.daemon import memalloc
+from manager.daemon.memalloc import AllocatorError, find_jemalloc, preload_env, restore_env
 
 LIB = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 
@@ -19,9 +19,9 @@ def test_auto_preloads_jemalloc_with_the_compact_configuration() -> None:
     env = preload_env({"PATH": "/bin"}, LIB)
     assert env is not None
     assert env["LD_PRELOAD"] == LIB
-    assert env["MALLOC_CONF"] == allocator.MALLOC_CONF
+    assert env["MALLOC_CONF"] == memalloc.MALLOC_CONF
     assert env["PATH"] == "/bin"
-    assert json.loads(env[allocator.RESTORE_VARIABLE]) == {"LD_PRELOAD": None, "MALLOC_CONF": None}
+    assert json.loads(env[memalloc.RESTORE_VARIABLE]) == {"LD_PRELOAD": None, "MALLOC_CONF": None}
 
 
 def test_the_operators_preloads_and_configuration_are_kept() -> None:
@@ -37,7 +37,7 @@ def test_the_operators_preloads_and_configuration_are_kept() -> None:
         {"SWARMLET_MALLOC": "system"},
         {"SWARMLET_MALLOC": " System "},
         {"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"},  # preloaded by the operator
-        {allocator.RESTORE_VARIABLE: "{}"},  # the restarted process: never again
+        {memalloc.RESTORE_VARIABLE: "{}"},  # the restarted process: never again
     ],
 )
 def test_no_restart(environ: dict[str, str]) -> None:
@@ -76,10 +76,10 @@ def test_restore_leaves_an_environment_it_did_not_change() -> None:
 
 def test_find_jemalloc_looks_in_the_library_dirs(tmp_path: Path) -> None:
     assert find_jemalloc([str(tmp_path)]) is None
-    (tmp_path / allocator.LIBRARY).write_bytes(b"")
-    assert find_jemalloc(["/nonexistent", str(tmp_path)]) == str(tmp_path / allocator.LIBRARY)
+    (tmp_path / memalloc.LIBRARY).write_bytes(b"")
+    assert find_jemalloc(["/nonexistent", str(tmp_path)]) == str(tmp_path / memalloc.LIBRARY)
 
 
 @pytest.mark.skipif("libjemalloc" in os.environ.get("LD_PRELOAD", ""), reason="run on jemalloc")
 def test_this_test_process_runs_on_the_system_allocator() -> None:
-    assert allocator.in_use() == "system"
+    assert memalloc.in_use() == "system"

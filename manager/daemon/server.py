@@ -37,31 +37,32 @@ from common.looplag import watch_loop_lag
 from common.metrics import serve_metrics
 from common.supervise import cancel_all, supervise
 from common.timeutil import duration, duration_seconds
-from manager import allocator, metrics
+from manager import metrics
 from manager.ca import authz
 from manager.ca.bootstrap import init_root_ca
 from manager.ca.credentials import ManagerTLS
 from manager.ca.service import NodeCAService
 from manager.controlapi import ControlAPI, threaded
+from manager.daemon import memalloc
 from manager.dispatcher import Dispatcher
+from manager.dispatcher.nodehealth import NodeHealth
 from manager.dispatcher.sessionkeys import SessionKeys
-from manager.etcd_embedded import EmbeddedEtcd
-from manager.events import EventLog
 from manager.grpc_errors import Context, server_interceptors
-from manager.leadership import Leadership
-from manager.lease import ManagerLease
-from manager.logbroker import LogBroker
-from manager.membership import JoinRefusedError, announce_forever, ensure_manager_node
-from manager.nodehealth import NodeHealth
+from manager.leadership.election import Leadership
+from manager.leadership.lease import ManagerLease
+from manager.leadership.membership import JoinRefusedError, announce_forever, ensure_manager_node
 from manager.orchestrator.orchestrator import Orchestrator
+from manager.orchestrator.taskreaper import DEFAULT_HISTORY_LIMIT, TaskReaper
 from manager.scheduler import Scheduler
 from manager.store import AlreadyExistsError, Cache, Kind, NotLeaderError, Store
 from manager.store.compactor import Compactor
+from manager.store.embedded import EmbeddedEtcd
 from manager.store.etcd import EtcdConfig, connect
 from manager.store.health import EtcdHealth
 from manager.store.keys import KeySpace
 from manager.store.side import SideThread
-from manager.taskreaper import DEFAULT_HISTORY_LIMIT, TaskReaper
+from manager.streams.events import EventLog
+from manager.streams.logbroker import LogBroker
 
 _log = get_logger("manager")
 CONTROL_SOCKET = "control.sock"
@@ -430,7 +431,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                 embedded_etcd=embedded is not None,
                 control_tcp=config.control_addr or None,
                 admin_certificates=str(admin_dir),
-                allocator=allocator.in_use(),
+                allocator=memalloc.in_use(),
             )
             try:
                 yield Manager(

@@ -1,0 +1,2 @@
+"""Streams the manager serves to clients as things happen: cluster events (`events`,
+for `swarmctl events`) and service logs gathered from the agents (`logbroker`)."""
