@@ -12,7 +12,9 @@
 #   docker-registry  the local registry of the multi-host test cluster
 #   libjemalloc2     the allocator the manager runs on when it is there
 #                    (manager/daemon/memalloc.py; ~90 MiB less at 5,000 nodes)
-#   iproute2, curl, make, and python3-venv when `python3 -m venv` cannot work
+#   nftables         the nft tool: the agent's virtual IPs, routing mesh and network
+#                    isolation are one nftables table (agent/network/rules.py)
+#   iproute2, iputils-ping, curl, make, and python3-venv when `python3 -m venv` cannot work
 #
 # Environment: PYTHON=/path/to/python3.X picks the interpreter (>= 3.11).
 # Installing docker.io in a container does not start its service (policy-rc.d);
@@ -68,6 +70,8 @@ command -v dockerd >/dev/null 2>&1 && command -v docker >/dev/null 2>&1 || missi
 deb_installed busybox-static || missing+=(busybox-static)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v make >/dev/null 2>&1 || missing+=(make)
 # etcdctl: the tests read etcd behind the managers' backs (chaos ledger, etcd auth set-up).

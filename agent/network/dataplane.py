@@ -129,6 +129,7 @@ class DataPlane:
     def _apply_one(self, ipr: Netlink, plan: OverlayPlan) -> None:
         bridge = _ensure_bridge(ipr, plan)
         vxlan = _ensure_vxlan(ipr, plan, self.local, bridge)
+        _hairpin_ports(ipr, bridge, vxlan)
         _sync_fdb(ipr, vxlan, {p.mac: str(p.host) for p in plan.peers})
         _sync_neighbours(ipr, vxlan, {str(p.address): p.mac for p in plan.peers})
 
@@ -161,6 +162,15 @@ def _ensure_bridge(ipr: Netlink, plan: OverlayPlan) -> int:
         ipr.addr("add", index=index, address=str(plan.gateway), prefixlen=plan.subnet.prefixlen)
     ipr.link("set", index=index, mtu=OVERLAY_MTU, state="up")
     return index
+
+
+def _hairpin_ports(ipr: Netlink, bridge: int, vxlan: int) -> None:
+    """Hairpin mode on the containers' ports: a task that reaches itself through its
+    service's virtual IP is DNATed back to itself while being bridged (bridge netfilter),
+    and its frame must be allowed out of the port it came in by."""
+    for link in ipr.get_links():
+        if link.get_attr("IFLA_MASTER") == bridge and link["index"] != vxlan:
+            ipr.brport("set", index=link["index"], mode=1)
 
 
 def _vxlan_matches(ipr: Netlink, index: int, plan: OverlayPlan, local: str) -> bool:
