@@ -87,6 +87,25 @@ UPDATE_ORDER_STOP_FIRST: UpdateOrder.ValueType  # 0
 UPDATE_ORDER_START_FIRST: UpdateOrder.ValueType  # 1
 Global___UpdateOrder: _TypeAlias = UpdateOrder  # noqa: Y015
 
+class _ResolutionMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ResolutionModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResolutionMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESOLUTION_MODE_VIP: _ResolutionMode.ValueType  # 0
+    """One virtual IP per network, load-balanced over the running tasks."""
+    RESOLUTION_MODE_DNSRR: _ResolutionMode.ValueType  # 1
+    """The service's name resolves to its running tasks' addresses (DNS round robin)."""
+
+class ResolutionMode(_ResolutionMode, metaclass=_ResolutionModeEnumTypeWrapper): ...
+
+RESOLUTION_MODE_VIP: ResolutionMode.ValueType  # 0
+"""One virtual IP per network, load-balanced over the running tasks."""
+RESOLUTION_MODE_DNSRR: ResolutionMode.ValueType  # 1
+"""The service's name resolves to its running tasks' addresses (DNS round robin)."""
+Global___ResolutionMode: _TypeAlias = ResolutionMode  # noqa: Y015
+
 @_typing.final
 class HealthConfig(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -323,6 +342,34 @@ class Placement(_message.Message):
 Global___Placement: _TypeAlias = Placement  # noqa: Y015
 
 @_typing.final
+class NetworkAttachmentConfig(_message.Message):
+    """A network a service's tasks join (`--network name=NET,alias=A`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    ALIASES_FIELD_NUMBER: _builtins.int
+    target: _builtins.str
+    """The network's id once stored (the control API resolves names to ids)."""
+    @_builtins.property
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names other tasks on the network resolve to this service, beside its own name."""
+
+    def __init__(
+        self,
+        *,
+        target: _builtins.str = ...,
+        aliases: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkAttachmentConfig: _TypeAlias = NetworkAttachmentConfig  # noqa: Y015
+
+@_typing.final
 class TaskSpec(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -331,6 +378,7 @@ class TaskSpec(_message.Message):
     RESTART_FIELD_NUMBER: _builtins.int
     PLACEMENT_FIELD_NUMBER: _builtins.int
     FORCE_UPDATE_FIELD_NUMBER: _builtins.int
+    NETWORKS_FIELD_NUMBER: _builtins.int
     force_update: _builtins.int
     """Bumped by `service update --force` to redeploy without another change."""
     @_builtins.property
@@ -341,6 +389,8 @@ class TaskSpec(_message.Message):
     def restart(self) -> Global___RestartPolicy: ...
     @_builtins.property
     def placement(self) -> Global___Placement: ...
+    @_builtins.property
+    def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkAttachmentConfig]: ...
     def __init__(
         self,
         *,
@@ -349,10 +399,11 @@ class TaskSpec(_message.Message):
         restart: Global___RestartPolicy | None = ...,
         placement: Global___Placement | None = ...,
         force_update: _builtins.int = ...,
+        networks: _abc.Iterable[Global___NetworkAttachmentConfig] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "placement", b"placement", "resources", b"resources", "restart", b"restart"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "force_update", b"force_update", "placement", b"placement", "resources", b"resources", "restart", b"restart"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "force_update", b"force_update", "networks", b"networks", "placement", b"placement", "resources", b"resources", "restart", b"restart"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -470,20 +521,87 @@ class EndpointSpec(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PORTS_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    mode: Global___ResolutionMode.ValueType
     @_builtins.property
     def ports(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.PortConfig]: ...
     def __init__(
         self,
         *,
         ports: _abc.Iterable[_types_pb2.PortConfig] | None = ...,
+        mode: Global___ResolutionMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ports", b"ports"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "ports", b"ports"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EndpointSpec: _TypeAlias = EndpointSpec  # noqa: Y015
+
+@_typing.final
+class IPAMConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBNET_FIELD_NUMBER: _builtins.int
+    GATEWAY_FIELD_NUMBER: _builtins.int
+    subnet: _builtins.str
+    """CIDR; empty: a free subnet of the cluster's address pools."""
+    gateway: _builtins.str
+    """Empty: the subnet's first host address."""
+    def __init__(
+        self,
+        *,
+        subnet: _builtins.str = ...,
+        gateway: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway", b"gateway", "subnet", b"subnet"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IPAMConfig: _TypeAlias = IPAMConfig  # noqa: Y015
+
+@_typing.final
+class NetworkSpec(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANNOTATIONS_FIELD_NUMBER: _builtins.int
+    DRIVER_FIELD_NUMBER: _builtins.int
+    IPAM_FIELD_NUMBER: _builtins.int
+    ATTACHABLE_FIELD_NUMBER: _builtins.int
+    INTERNAL_FIELD_NUMBER: _builtins.int
+    INGRESS_FIELD_NUMBER: _builtins.int
+    driver: _builtins.str
+    """"overlay", the only driver."""
+    attachable: _builtins.bool
+    """Standalone containers may join (kept for `docker network create --attachable`)."""
+    internal: _builtins.bool
+    """No traffic leaves the network."""
+    ingress: _builtins.bool
+    """The routing mesh's network: one per cluster, made with it."""
+    @_builtins.property
+    def annotations(self) -> _types_pb2.Annotations: ...
+    @_builtins.property
+    def ipam(self) -> Global___IPAMConfig: ...
+    def __init__(
+        self,
+        *,
+        annotations: _types_pb2.Annotations | None = ...,
+        driver: _builtins.str = ...,
+        ipam: Global___IPAMConfig | None = ...,
+        attachable: _builtins.bool = ...,
+        internal: _builtins.bool = ...,
+        ingress: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "ipam", b"ipam"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "attachable", b"attachable", "driver", b"driver", "ingress", b"ingress", "internal", b"internal", "ipam", b"ipam"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkSpec: _TypeAlias = NetworkSpec  # noqa: Y015
 
 @_typing.final
 class ServiceSpec(_message.Message):
@@ -631,6 +749,34 @@ class CAConfig(_message.Message):
 Global___CAConfig: _TypeAlias = CAConfig  # noqa: Y015
 
 @_typing.final
+class NetworkConfig(_message.Message):
+    """Where networks' subnets come from (Swarm's --default-addr-pool), fixed when the
+    cluster is created.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEFAULT_ADDR_POOL_FIELD_NUMBER: _builtins.int
+    SUBNET_SIZE_FIELD_NUMBER: _builtins.int
+    subnet_size: _builtins.int
+    """The prefix length of each network's subnet (24 by default)."""
+    @_builtins.property
+    def default_addr_pool(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        default_addr_pool: _abc.Iterable[_builtins.str] | None = ...,
+        subnet_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_addr_pool", b"default_addr_pool", "subnet_size", b"subnet_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkConfig: _TypeAlias = NetworkConfig  # noqa: Y015
+
+@_typing.final
 class ClusterSpec(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -638,6 +784,7 @@ class ClusterSpec(_message.Message):
     ORCHESTRATION_FIELD_NUMBER: _builtins.int
     DISPATCHER_FIELD_NUMBER: _builtins.int
     CA_CONFIG_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def annotations(self) -> _types_pb2.Annotations: ...
     @_builtins.property
@@ -646,6 +793,8 @@ class ClusterSpec(_message.Message):
     def dispatcher(self) -> Global___DispatcherConfig: ...
     @_builtins.property
     def ca_config(self) -> Global___CAConfig: ...
+    @_builtins.property
+    def network(self) -> Global___NetworkConfig: ...
     def __init__(
         self,
         *,
@@ -653,10 +802,11 @@ class ClusterSpec(_message.Message):
         orchestration: Global___OrchestrationConfig | None = ...,
         dispatcher: Global___DispatcherConfig | None = ...,
         ca_config: Global___CAConfig | None = ...,
+        network: Global___NetworkConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "ca_config", b"ca_config", "dispatcher", b"dispatcher", "orchestration", b"orchestration"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "ca_config", b"ca_config", "dispatcher", b"dispatcher", "network", b"network", "orchestration", b"orchestration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "ca_config", b"ca_config", "dispatcher", b"dispatcher", "orchestration", b"orchestration"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "ca_config", b"ca_config", "dispatcher", b"dispatcher", "network", b"network", "orchestration", b"orchestration"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

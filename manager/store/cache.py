@@ -94,6 +94,10 @@ class Cache:
         return table
 
     @property
+    def networks(self) -> dict[str, objects_pb2.Network]:
+        return self.objects[Kind.NETWORK]  # type: ignore[return-value]
+
+    @property
     def clusters(self) -> dict[str, objects_pb2.Cluster]:
         return self.objects[Kind.CLUSTER]  # type: ignore[return-value]
 

@@ -1,7 +1,8 @@
 """Key layout in etcd: one key per object, `<prefix><kind>/<id>`, values serialized protobuf.
 
-Service names are unique; `<prefix>names/services/<name>` holds the id of the service
-with that name and is written in the same transaction as the service. The cluster object
+Service and network names are unique; `<prefix>names/services/<name>` (and
+`names/networks/<name>`) holds the id of the object with that name and is written in
+the same transaction as the object. The cluster object
 reserves `<prefix>names/clusters/default` the same way, so two managers starting at
 once create one cluster.
 """
@@ -23,6 +24,7 @@ class Kind(Enum):
     SERVICE = ("services", objects_pb2.Service)
     TASK = ("tasks", objects_pb2.Task)
     CLUSTER = ("clusters", objects_pb2.Cluster)
+    NETWORK = ("networks", objects_pb2.Network)
     # Held on a manager's lease: they vanish when that manager dies.
     SESSION = ("sessions", objects_pb2.NodeSession)
     MANAGER = ("managers", objects_pb2.ManagerPresence)
