@@ -104,6 +104,31 @@ class ControlStub:
                 request_serializer=control__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=control__pb2.EventMessage.FromString,
                 _registered_method=True)
+        self.CreateNetwork = channel.unary_unary(
+                '/swarmlet.Control/CreateNetwork',
+                request_serializer=control__pb2.CreateNetworkRequest.SerializeToString,
+                response_deserializer=control__pb2.CreateNetworkResponse.FromString,
+                _registered_method=True)
+        self.GetNetwork = channel.unary_unary(
+                '/swarmlet.Control/GetNetwork',
+                request_serializer=control__pb2.GetNetworkRequest.SerializeToString,
+                response_deserializer=control__pb2.GetNetworkResponse.FromString,
+                _registered_method=True)
+        self.ListNetworks = channel.unary_unary(
+                '/swarmlet.Control/ListNetworks',
+                request_serializer=control__pb2.ListNetworksRequest.SerializeToString,
+                response_deserializer=control__pb2.ListNetworksResponse.FromString,
+                _registered_method=True)
+        self.RemoveNetwork = channel.unary_unary(
+                '/swarmlet.Control/RemoveNetwork',
+                request_serializer=control__pb2.RemoveNetworkRequest.SerializeToString,
+                response_deserializer=control__pb2.RemoveNetworkResponse.FromString,
+                _registered_method=True)
+        self.PruneNetworks = channel.unary_unary(
+                '/swarmlet.Control/PruneNetworks',
+                request_serializer=control__pb2.PruneNetworksRequest.SerializeToString,
+                response_deserializer=control__pb2.PruneNetworksResponse.FromString,
+                _registered_method=True)
         self.GetCluster = channel.unary_unary(
                 '/swarmlet.Control/GetCluster',
                 request_serializer=control__pb2.GetClusterRequest.SerializeToString,
@@ -205,6 +230,36 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNetworks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PruneNetworks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCluster(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -289,6 +344,31 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=control__pb2.WatchEventsRequest.FromString,
                     response_serializer=control__pb2.EventMessage.SerializeToString,
+            ),
+            'CreateNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNetwork,
+                    request_deserializer=control__pb2.CreateNetworkRequest.FromString,
+                    response_serializer=control__pb2.CreateNetworkResponse.SerializeToString,
+            ),
+            'GetNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNetwork,
+                    request_deserializer=control__pb2.GetNetworkRequest.FromString,
+                    response_serializer=control__pb2.GetNetworkResponse.SerializeToString,
+            ),
+            'ListNetworks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNetworks,
+                    request_deserializer=control__pb2.ListNetworksRequest.FromString,
+                    response_serializer=control__pb2.ListNetworksResponse.SerializeToString,
+            ),
+            'RemoveNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNetwork,
+                    request_deserializer=control__pb2.RemoveNetworkRequest.FromString,
+                    response_serializer=control__pb2.RemoveNetworkResponse.SerializeToString,
+            ),
+            'PruneNetworks': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneNetworks,
+                    request_deserializer=control__pb2.PruneNetworksRequest.FromString,
+                    response_serializer=control__pb2.PruneNetworksResponse.SerializeToString,
             ),
             'GetCluster': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCluster,
@@ -679,6 +759,141 @@ class Control:
             '/swarmlet.Control/WatchEvents',
             control__pb2.WatchEventsRequest.SerializeToString,
             control__pb2.EventMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmlet.Control/CreateNetwork',
+            control__pb2.CreateNetworkRequest.SerializeToString,
+            control__pb2.CreateNetworkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmlet.Control/GetNetwork',
+            control__pb2.GetNetworkRequest.SerializeToString,
+            control__pb2.GetNetworkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNetworks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmlet.Control/ListNetworks',
+            control__pb2.ListNetworksRequest.SerializeToString,
+            control__pb2.ListNetworksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmlet.Control/RemoveNetwork',
+            control__pb2.RemoveNetworkRequest.SerializeToString,
+            control__pb2.RemoveNetworkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneNetworks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmlet.Control/PruneNetworks',
+            control__pb2.PruneNetworksRequest.SerializeToString,
+            control__pb2.PruneNetworksResponse.FromString,
             options,
             channel_credentials,
             insecure,

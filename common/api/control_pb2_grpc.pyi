@@ -54,6 +54,11 @@ class ControlStub:
     """The lines the tasks of services (or single tasks) wrote, from every node."""
     WatchEvents: _grpc.UnaryStreamMultiCallable[_control_pb2.WatchEventsRequest, _control_pb2.EventMessage]
     """Changes to services, tasks and nodes as they happen (and recent ones with `since`)."""
+    CreateNetwork: _grpc.UnaryUnaryMultiCallable[_control_pb2.CreateNetworkRequest, _control_pb2.CreateNetworkResponse]
+    GetNetwork: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetNetworkRequest, _control_pb2.GetNetworkResponse]
+    ListNetworks: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListNetworksRequest, _control_pb2.ListNetworksResponse]
+    RemoveNetwork: _grpc.UnaryUnaryMultiCallable[_control_pb2.RemoveNetworkRequest, _control_pb2.RemoveNetworkResponse]
+    PruneNetworks: _grpc.UnaryUnaryMultiCallable[_control_pb2.PruneNetworksRequest, _control_pb2.PruneNetworksResponse]
     GetCluster: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetClusterRequest, _control_pb2.GetClusterResponse]
     UpdateCluster: _grpc.UnaryUnaryMultiCallable[_control_pb2.UpdateClusterRequest, _control_pb2.UpdateClusterResponse]
 
@@ -76,6 +81,11 @@ class ControlAsyncStub(ControlStub):
     """The lines the tasks of services (or single tasks) wrote, from every node."""
     WatchEvents: _aio.UnaryStreamMultiCallable[_control_pb2.WatchEventsRequest, _control_pb2.EventMessage]  # type: ignore[assignment]
     """Changes to services, tasks and nodes as they happen (and recent ones with `since`)."""
+    CreateNetwork: _aio.UnaryUnaryMultiCallable[_control_pb2.CreateNetworkRequest, _control_pb2.CreateNetworkResponse]  # type: ignore[assignment]
+    GetNetwork: _aio.UnaryUnaryMultiCallable[_control_pb2.GetNetworkRequest, _control_pb2.GetNetworkResponse]  # type: ignore[assignment]
+    ListNetworks: _aio.UnaryUnaryMultiCallable[_control_pb2.ListNetworksRequest, _control_pb2.ListNetworksResponse]  # type: ignore[assignment]
+    RemoveNetwork: _aio.UnaryUnaryMultiCallable[_control_pb2.RemoveNetworkRequest, _control_pb2.RemoveNetworkResponse]  # type: ignore[assignment]
+    PruneNetworks: _aio.UnaryUnaryMultiCallable[_control_pb2.PruneNetworksRequest, _control_pb2.PruneNetworksResponse]  # type: ignore[assignment]
     GetCluster: _aio.UnaryUnaryMultiCallable[_control_pb2.GetClusterRequest, _control_pb2.GetClusterResponse]  # type: ignore[assignment]
     UpdateCluster: _aio.UnaryUnaryMultiCallable[_control_pb2.UpdateClusterRequest, _control_pb2.UpdateClusterResponse]  # type: ignore[assignment]
 
@@ -179,6 +189,41 @@ class ControlServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_control_pb2.EventMessage], _abc.AsyncIterator[_control_pb2.EventMessage]]:
         """Changes to services, tasks and nodes as they happen (and recent ones with `since`)."""
+
+    @_abc_1.abstractmethod
+    def CreateNetwork(
+        self,
+        request: _control_pb2.CreateNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.CreateNetworkResponse, _abc.Awaitable[_control_pb2.CreateNetworkResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetNetwork(
+        self,
+        request: _control_pb2.GetNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.GetNetworkResponse, _abc.Awaitable[_control_pb2.GetNetworkResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListNetworks(
+        self,
+        request: _control_pb2.ListNetworksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListNetworksResponse, _abc.Awaitable[_control_pb2.ListNetworksResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveNetwork(
+        self,
+        request: _control_pb2.RemoveNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.RemoveNetworkResponse, _abc.Awaitable[_control_pb2.RemoveNetworkResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PruneNetworks(
+        self,
+        request: _control_pb2.PruneNetworksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.PruneNetworksResponse, _abc.Awaitable[_control_pb2.PruneNetworksResponse]]: ...
 
     @_abc_1.abstractmethod
     def GetCluster(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 from common.api import control_pb2, control_pb2_grpc, logs_pb2, objects_pb2
-from manager.controlapi import cluster, nodes, services, tasks
+from manager.controlapi import cluster, networks, nodes, services, tasks
 from manager.controlapi.counts import ServiceCounts
 from manager.grpc_errors import (
     Context,
@@ -20,7 +20,7 @@ from manager.store.health import EtcdHealth
 from manager.streams.events import EventLog
 from manager.streams.logbroker import LogBroker
 
-_WRITES = ("Create", "Update", "Remove", "Rebalance")
+_WRITES = ("Create", "Update", "Remove", "Rebalance", "Prune")
 
 
 class ControlAPI(control_pb2_grpc.ControlServicer):
@@ -187,6 +187,40 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
                 raise FailedPreconditionError("this manager does not serve events")
         async for event in self.events.watch(request):
             yield event
+
+    # ---- networks ----
+
+    @rpc
+    async def CreateNetwork(
+        self, request: control_pb2.CreateNetworkRequest, context: Context
+    ) -> control_pb2.CreateNetworkResponse:
+        return await networks.create_network(self.cache, self.store, request)
+
+    @rpc
+    async def GetNetwork(
+        self, request: control_pb2.GetNetworkRequest, context: Context
+    ) -> control_pb2.GetNetworkResponse:
+        return control_pb2.GetNetworkResponse(
+            network=networks.find_network(self.cache, request.network_id)
+        )
+
+    @rpc
+    async def ListNetworks(
+        self, request: control_pb2.ListNetworksRequest, context: Context
+    ) -> control_pb2.ListNetworksResponse:
+        return networks.list_networks(self.cache, request)
+
+    @rpc
+    async def RemoveNetwork(
+        self, request: control_pb2.RemoveNetworkRequest, context: Context
+    ) -> control_pb2.RemoveNetworkResponse:
+        return await networks.remove_network(self.cache, self.store, request)
+
+    @rpc
+    async def PruneNetworks(
+        self, request: control_pb2.PruneNetworksRequest, context: Context
+    ) -> control_pb2.PruneNetworksResponse:
+        return await networks.prune_networks(self.cache, self.store, request)
 
     # ---- cluster ----
 

@@ -41,7 +41,17 @@ from manager.controlapi.api import ControlAPI
 from manager.grpc_errors import Undecodable, tolerant, undecodable_details
 
 READS = frozenset(
-    {"GetNode", "ListNodes", "GetTask", "ListTasks", "GetService", "ListServices", "GetCluster"}
+    {
+        "GetNode",
+        "ListNodes",
+        "GetTask",
+        "ListTasks",
+        "GetService",
+        "ListServices",
+        "GetNetwork",
+        "ListNetworks",
+        "GetCluster",
+    }
 )
 # Reads that hold `Cache.lock` only for the part that needs it, themselves.
 _LOCKS_ITSELF = frozenset({"ListTasks"})
