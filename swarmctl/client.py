@@ -290,6 +290,38 @@ class ControlClient:
     def remove_node(self, ref: str, *, force: bool = False) -> None:
         self._call("RemoveNode", control_pb2.RemoveNodeRequest(node_id=ref, force=force))
 
+    # Networks
+
+    def create_network(self, spec: specs_pb2.NetworkSpec) -> objects_pb2.Network:
+        resp: control_pb2.CreateNetworkResponse = self._call(
+            "CreateNetwork", control_pb2.CreateNetworkRequest(spec=spec)
+        )
+        return resp.network
+
+    def get_network(self, ref: str) -> objects_pb2.Network:
+        """The network named by id, unique id prefix or name."""
+        resp: control_pb2.GetNetworkResponse = self._call(
+            "GetNetwork", control_pb2.GetNetworkRequest(network_id=ref)
+        )
+        return resp.network
+
+    def list_networks(
+        self, filters: control_pb2.ListNetworksRequest.Filters | None = None
+    ) -> list[objects_pb2.Network]:
+        resp: control_pb2.ListNetworksResponse = self._call(
+            "ListNetworks", control_pb2.ListNetworksRequest(filters=filters)
+        )
+        return list(resp.networks)
+
+    def remove_network(self, ref: str) -> None:
+        self._call("RemoveNetwork", control_pb2.RemoveNetworkRequest(network_id=ref))
+
+    def prune_networks(self) -> list[str]:
+        resp: control_pb2.PruneNetworksResponse = self._call(
+            "PruneNetworks", control_pb2.PruneNetworksRequest()
+        )
+        return list(resp.removed)
+
     # Tasks
 
     def get_task(self, ref: str) -> objects_pb2.Task:

@@ -1,6 +1,6 @@
 """The `swarmctl` command: its global options and the command groups under it.
 
-    swarmctl [-H HOST] service|node|task|cluster COMMAND ...
+    swarmctl [-H HOST] service|node|task|network|cluster COMMAND ...
     swarmctl join-token worker|manager
     swarmctl events [--filter type=service|task|node] [--since TIME] [--until TIME]
 
@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from common.log import setup_logging
-from swarmctl import cli, cluster, events, jointoken, node, service, task
+from swarmctl import cli, cluster, events, jointoken, network, node, service, task
 from swarmctl.client import DEFAULT_HOST, HOST_ENV, ManagerAddress, TLSFiles
 
 app = cli.new_typer(
@@ -26,6 +26,7 @@ app = cli.new_typer(
 app.add_typer(service.app, name="service", help="Manage services.")
 app.add_typer(node.app, name="node", help="Manage nodes.")
 app.add_typer(task.app, name="task", help="Manage tasks.")
+app.add_typer(network.app, name="network", help="Manage networks.")
 app.add_typer(cluster.app, name="cluster", help="Manage the cluster.")
 app.command("join-token")(jointoken.join_token)
 app.command("events")(events.events)
