@@ -69,6 +69,9 @@ class OverlayPlan:
     subnet: ipaddress.IPv4Network
     gateway: ipaddress.IPv4Address
     peers: frozenset[Peer] = field(default_factory=frozenset)
+    # Addresses of this node's bridge besides the gateway, each a /32: virtual IPs (so
+    # this node answers ARP for them) and the node's own address on the network.
+    extra: frozenset[ipaddress.IPv4Address] = field(default_factory=frozenset)
 
     @property
     def bridge(self) -> str:
@@ -158,8 +161,11 @@ def _ensure_bridge(ipr: Netlink, plan: OverlayPlan) -> int:
     have = {
         (a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=index, family=2)
     }
-    if (str(plan.gateway), plan.subnet.prefixlen) not in have:
-        ipr.addr("add", index=index, address=str(plan.gateway), prefixlen=plan.subnet.prefixlen)
+    want = {(str(plan.gateway), plan.subnet.prefixlen)} | {(str(a), 32) for a in plan.extra}
+    for address, prefixlen in have - want:
+        ipr.addr("del", index=index, address=address, prefixlen=prefixlen)
+    for address, prefixlen in want - have:
+        ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
     ipr.link("set", index=index, mtu=OVERLAY_MTU, state="up")
     return index
 

@@ -1,7 +1,9 @@
 """Service discovery: a DNS server the agent runs on each overlay network's gateway
 address, which the network's containers get as their resolver.
 
-It answers, from the names of the one network the query arrived on:
+It answers, from the names of every network the asking task is on (it is known by its
+address on the network the query arrived on; Docker's embedded DNS likewise answers for
+all of a container's networks):
 - `SERVICE` (and each network alias): the service's virtual IP, or in `dnsrr` mode the
   addresses of its running tasks;
 - `tasks.SERVICE`: the addresses of its running tasks;
@@ -84,13 +86,25 @@ def host_resolvers(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[tuple[s
 
 
 class ServiceResolver:
-    """Answers queries from the table of the network whose gateway they arrived on."""
+    """Answers queries from the tables of the asking task's networks."""
 
     def __init__(self, upstreams: Sequence[tuple[str, int]]) -> None:
         self.upstreams = list(upstreams)
         self.tables: dict[str, NameTable] = {}
+        # (network the query arrives on, the task's address there) -> the networks of
+        # that task, that one first. A client not in it is answered from the network's.
+        self.clients: dict[tuple[str, str], tuple[str, ...]] = {}
 
-    async def answer(self, network: str, wire: bytes) -> bytes | None:
+    def lookup(
+        self, network: str, client: str, qname: str
+    ) -> tuple[ipaddress.IPv4Address, ...] | None:
+        for net in self.clients.get((network, client), (network,)):
+            found = self.tables.get(net, NameTable()).lookup(qname)
+            if found is not None:
+                return found
+        return None
+
+    async def answer(self, network: str, wire: bytes, client: str = "") -> bytes | None:
         try:
             query = dns.message.from_wire(wire)
         except Exception:
@@ -98,8 +112,7 @@ class ServiceResolver:
         if len(query.question) != 1:
             return _reply(query, dns.rcode.FORMERR).to_wire()
         question = query.question[0]
-        table = self.tables.get(network, NameTable())
-        found = table.lookup(question.name.to_text())
+        found = self.lookup(network, client, question.name.to_text())
         if found is None:
             return await self._forward(wire, query)
         reply = _reply(query, dns.rcode.NOERROR)
@@ -176,7 +189,7 @@ class _Server(asyncio.DatagramProtocol):
 
     async def _respond(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         try:
-            reply = await self.resolver.answer(self.network, data)
+            reply = await self.resolver.answer(self.network, data, str(addr[0]))
         except Exception:
             log.exception("answering a query failed", network=self.network)
             return

@@ -121,3 +121,15 @@ async def test_no_upstream_answers_servfail(tmp_path: Path) -> None:
     conf = tmp_path / "resolv.conf"
     conf.write_text("# comment\nnameserver 192.0.2.53\nsearch example\n")
     assert host_resolvers(conf) == [("192.0.2.53", 53)]
+
+
+async def test_a_task_on_two_networks_resolves_names_of_both(
+    servers: tuple[DnsServers, ServiceResolver],
+) -> None:
+    dns_servers, resolver = servers
+    resolver.tables["front"] = build_table([ServiceNames(["web"], [A("10.0.0.2")], [])])
+    resolver.tables["back"] = build_table([ServiceNames(["db"], [A("10.1.0.2")], [])])
+    # The asking task (127.0.0.1 here) is on both networks, "front" first.
+    resolver.clients[("front", "127.0.0.1")] = ("front", "back")
+    assert addresses(await ask(dns_servers, "front", "db")) == {"10.1.0.2"}
+    assert addresses(await ask(dns_servers, "front", "web")) == {"10.0.0.2"}
