@@ -161,11 +161,15 @@ def _ensure_bridge(ipr: Netlink, plan: OverlayPlan) -> int:
     have = {
         (a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=index, family=2)
     }
-    want = {(str(plan.gateway), plan.subnet.prefixlen)} | {(str(a), 32) for a in plan.extra}
-    for address, prefixlen in have - want:
+    gateway = (str(plan.gateway), plan.subnet.prefixlen)
+    want = [gateway, *sorted((str(a), 32) for a in plan.extra)]
+    for address, prefixlen in have - set(want):
         ipr.addr("del", index=index, address=address, prefixlen=prefixlen)
-    for address, prefixlen in want - have:
-        ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
+    # The gateway first: Docker, binding its network to this bridge, accepts it only if
+    # the bridge's first address is the gateway.
+    for address, prefixlen in want:
+        if (address, prefixlen) not in have:
+            ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
     ipr.link("set", index=index, mtu=OVERLAY_MTU, state="up")
     return index
 
