@@ -1,0 +1,121 @@
+"""Keeps this node's network data plane in step with the cluster: whenever the manager
+sends a new view of the networks (or a local container starts), it derives the node's
+plan (`view.plan`) and applies it whole: the overlay devices, the nftables table, the
+DNS servers and their tables, and the engine networks no task here needs any more are
+removed.
+
+Level-triggered and idempotent: a burst of updates is applied once, a failed apply is
+retried with backoff, and an agent that restarts applies the same plan again, which
+changes nothing that is right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+import shutil
+from collections.abc import Awaitable, Callable
+
+from agent.network import rules
+from agent.network.dataplane import DataPlane
+from agent.network.dns import DnsServers, ServiceResolver, host_resolvers
+from agent.network.engine import EngineNetworks
+from agent.network.view import ClusterNetworks, NodePlan, local_networks, plan
+from common.log import get_logger
+
+log = get_logger("network")
+
+DEBOUNCE = 0.02
+MAX_BACKOFF = 5.0
+
+
+class NetworkController:
+    """Applies the node's plan for the latest view; `wait_applied` for tests and the
+    task runner (a container that joins a network waits for its overlay)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        underlay: ipaddress.IPv4Address,
+        engine: EngineNetworks | None,
+        *,
+        dataplane: DataPlane | None = None,
+        dns_port: int = 53,
+        apply_rules: Callable[[str], Awaitable[None]] = rules.apply,
+    ) -> None:
+        self.node_id = node_id
+        self.engine = engine
+        self.dataplane = dataplane or DataPlane(underlay)
+        self.resolver = ServiceResolver(host_resolvers())
+        self.dns = DnsServers(self.resolver, port=dns_port)
+        self.apply_rules = apply_rules
+        self.view = ClusterNetworks()
+        self.applied: NodePlan | None = None
+        self._wake = asyncio.Event()
+        self._generation = 0
+        self._applied_generation = -1
+        self._applied_event = asyncio.Event()
+        self._nft_missing = shutil.which("nft") is None
+
+    def update(self, view: ClusterNetworks) -> None:
+        self.view = view
+        self.poke()
+
+    def poke(self) -> None:
+        """Apply again (a container started: its bridge port wants hairpin mode)."""
+        self._generation += 1
+        self._wake.set()
+
+    async def wait_applied(self, timeout: float = 10.0) -> None:
+        target = self._generation
+        async with asyncio.timeout(timeout):
+            while self._applied_generation < target:
+                self._applied_event.clear()
+                await self._applied_event.wait()
+
+    async def run(self) -> None:
+        backoff = 0.1
+        try:
+            while True:
+                await self._wake.wait()
+                await asyncio.sleep(DEBOUNCE)
+                self._wake.clear()
+                generation = self._generation
+                try:
+                    await self.apply_once()
+                except Exception as exc:
+                    log.warning(
+                        "network plan not applied; retrying", error=str(exc), retry_in=backoff
+                    )
+                    await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    self._wake.set()
+                    continue
+                backoff = 0.1
+                self._applied_generation = generation
+                self._applied_event.set()
+        finally:
+            self.dns.close()
+
+    async def apply_once(self) -> None:
+        node_plan = plan(self.view, self.node_id)
+        await asyncio.to_thread(self.dataplane.apply, node_plan.overlays)
+        if self._nft_missing:
+            if node_plan.rules.vips or node_plan.rules.published:
+                raise RuntimeError("nft not found: install nftables for virtual IPs and ports")
+        else:
+            await self.apply_rules(rules.render(node_plan.rules))
+        self.resolver.tables = dict(node_plan.dns)
+        self.resolver.clients = dict(node_plan.dns_clients)
+        await self.dns.listen(node_plan.dns_listen)
+        if self.engine is not None:
+            await self.engine.prune(keep=local_networks(self.view, self.node_id))
+        self.applied = node_plan
+
+    async def clear(self) -> None:
+        """Remove everything this node's data plane holds (the agent leaves the cluster)."""
+        self.view = ClusterNetworks()
+        await self.apply_once()
+        if not self._nft_missing:
+            await self.apply_rules(rules.render_removal())
