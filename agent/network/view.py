@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from agent.network.dataplane import OverlayPlan, Peer, bridge_name
 from agent.network.dns import NameTable, ServiceNames, build_table
 from agent.network.rules import NodeRules, PublishedPort, VirtualIP
+from common.api import network_pb2, types_pb2
 
 IP = ipaddress.IPv4Address
 
@@ -204,3 +205,60 @@ def _dns(
             )
         tables[net_id] = build_table(entries)
     return tables
+
+
+def _ip(text: str) -> IP:
+    return ipaddress.IPv4Interface(text).ip
+
+
+def from_proto(message: network_pb2.NetworkView) -> ClusterNetworks:
+    """The view as the manager sent it (protos/network.proto)."""
+    networks = {}
+    for net in message.networks:
+        alloc = net.allocation
+        networks[net.id] = NetworkInfo(
+            id=net.id,
+            name=net.spec.annotations.name,
+            vni=alloc.vxlan_id,
+            subnet=ipaddress.IPv4Network(alloc.subnet),
+            gateway=IP(alloc.gateway),
+            internal=net.spec.internal,
+            ingress=net.spec.ingress,
+        )
+    services = {}
+    for s in message.services:
+        published = tuple(
+            (_PROTOCOLS.get(p.protocol, "tcp"), p.published_port, p.target_port)
+            for p in s.endpoint.ports
+            if p.publish_mode == types_pb2.PUBLISH_MODE_INGRESS and p.published_port
+        )
+        vips = {v.network_id: _ip(v.addr) for v in s.endpoint.virtual_ips}
+        services[s.id] = ServiceInfo(s.id, s.name, vips, published)
+    tasks = tuple(
+        TaskAddress(
+            task_id=t.id,
+            service_id=t.service_id,
+            network_id=a.network_id,
+            address=_ip(a.addresses[0]),
+            node_id=t.node_id,
+            aliases=tuple(a.aliases),
+            serving=t.serving,
+        )
+        for t in message.tasks
+        for a in t.networks
+        if a.addresses and a.network_id in networks
+    )
+    return ClusterNetworks(
+        networks=networks,
+        services=services,
+        tasks=tasks,
+        hosts={n: IP(addr) for n, addr in message.hosts.items()},
+        node_ingress={n: _ip(addr) for n, addr in message.node_ingress.items()},
+    )
+
+
+_PROTOCOLS = {
+    types_pb2.PORT_PROTOCOL_TCP: "tcp",
+    types_pb2.PORT_PROTOCOL_UDP: "udp",
+    types_pb2.PORT_PROTOCOL_SCTP: "sctp",
+}

@@ -110,3 +110,49 @@ def test_dns_answers_per_network_and_knows_each_local_task() -> None:
     assert node.dns["back"].lookup("web") is None
     assert node.dns_clients[("back", "10.0.2.5")] == ("back", "front")
     assert node.dns_listen == {"back": "10.0.2.1", "front": "10.0.1.1"}
+
+
+def test_the_managers_view_round_trips_into_the_agents() -> None:
+    from common import states
+    from common.api import objects_pb2, specs_pb2, types_pb2
+    from manager.dispatcher.networkview import build_view
+    from tests.fakes import FakeCache
+
+    ingress = objects_pb2.Network(
+        id="ing",
+        spec=specs_pb2.NetworkSpec(ingress=True),
+        allocation=objects_pb2.NetworkAllocation(
+            subnet="10.0.0.0/24", gateway="10.0.0.1", vxlan_id=4096
+        ),
+    )
+    ingress.spec.annotations.name = "ingress"
+    service = objects_pb2.Service(id="web")
+    service.spec.annotations.name = "web"
+    service.endpoint.virtual_ips.add(network_id="ing", addr="10.0.0.2/24")
+    service.endpoint.ports.add(
+        protocol=types_pb2.PORT_PROTOCOL_TCP, target_port=80, published_port=30000
+    )
+    running = objects_pb2.Task(
+        id="t1", service_id="web", node_id="n1", desired_state=states.RUNNING
+    )
+    running.status.state = states.RUNNING
+    running.networks.add(network_id="ing", addresses=["10.0.0.5/24"])
+    stopping = objects_pb2.Task(
+        id="t2", service_id="web", node_id="n2", desired_state=states.SHUTDOWN
+    )
+    stopping.status.state = states.RUNNING
+    stopping.networks.add(network_id="ing", addresses=["10.0.0.6/24"])
+    node = objects_pb2.Node(id="n1")
+    node.status.addr = "192.168.0.1"
+    node.attachments.add(network_id="ing", addresses=["10.0.0.11/24"])
+    cache = FakeCache(ingress, service, running, stopping, node)
+
+    from agent.network.view import from_proto
+
+    got = from_proto(build_view(cache))
+    assert got.networks["ing"].vni == 4096
+    assert got.services["web"].vips == {"ing": IP("10.0.0.2")}
+    assert got.services["web"].published == (("tcp", 30000, 80),)
+    assert {(t.task_id, t.serving) for t in got.tasks} == {("t1", True), ("t2", False)}
+    assert got.hosts == {"n1": IP("192.168.0.1")}
+    assert got.node_ingress == {"n1": IP("10.0.0.11")}
