@@ -12,17 +12,27 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from common import pki
+from common import nodecerts, pki
 from common.api import ca_pb2, ca_pb2_grpc
+from common.nodecerts import NodeCredentials, save
 
-CERT_DIR = "certificates"
+__all__ = [
+    "JoinError",
+    "JoinRefusedError",
+    "NodeCredentials",
+    "channel_options",
+    "fetch_root_ca",
+    "join",
+    "load",
+    "renew",
+    "save",
+]
 _TIMEOUT = 10.0
 
 
@@ -34,57 +44,17 @@ class JoinRefusedError(JoinError):
     """Joining cannot succeed by trying again: bad token, foreign CA, refused by the CA."""
 
 
-@dataclass(frozen=True)
-class NodeCredentials:
-    key_pem: bytes
-    cert_pem: bytes
-    ca_pem: bytes
-
-    @property
-    def identity(self) -> pki.Identity:
-        return pki.identity(self.cert_pem)
-
-    @property
-    def node_id(self) -> str:
-        return self.identity.node_id
-
-    def channel_credentials(self) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(
-            root_certificates=self.ca_pem,
-            private_key=self.key_pem,
-            certificate_chain=self.cert_pem,
-        )
-
-
 def channel_options() -> list[tuple[str, str | int]]:
     # Every manager's certificate names SERVER_NAME: any manager of the cluster will do.
     return [("grpc.ssl_target_name_override", pki.SERVER_NAME)]
 
 
 def load(state_dir: Path) -> NodeCredentials | None:
-    folder = state_dir / CERT_DIR
+    """The node identity kept in `state_dir` (None before the node joined)."""
     try:
-        creds = NodeCredentials(
-            (folder / "node.key").read_bytes(),
-            (folder / "node.crt").read_bytes(),
-            (folder / "ca.crt").read_bytes(),
-        )
-    except FileNotFoundError:
-        return None
-    try:
-        creds.identity  # noqa: B018 - parse now: a broken file should fail at start
-    except pki.PKIError as exc:
-        raise JoinError(
-            f"{folder}/node.crt is not usable ({exc}): remove {folder} and join again"
-        ) from None
-    return creds
-
-
-def save(state_dir: Path, creds: NodeCredentials) -> None:
-    folder = state_dir / CERT_DIR
-    pki.write_private(folder / "node.key", creds.key_pem)
-    pki.write_private(folder / "node.crt", creds.cert_pem)
-    pki.write_private(folder / "ca.crt", creds.ca_pem)
+        return nodecerts.load(state_dir)
+    except nodecerts.UnusableCredentialsError as exc:
+        raise JoinError(f"{exc}: remove {nodecerts.folder(state_dir)} and join again") from None
 
 
 def fetch_root_ca(addr: str, token: pki.JoinToken) -> bytes:

@@ -12,7 +12,7 @@
 #
 # Both are idempotent: a second `up` reuses what runs and the existing service;
 # `down` copes with whatever part of the demo is left. Everything lives in .run/:
-# manager.log, agent.log, manager/ and agent/ (state dirs), *.pid, env.
+# manager.log, agent.log, manager/ (state dir; the agent's is manager/node), *.pid, env.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -21,7 +21,9 @@ RUN="$ROOT/.run"
 BIN="$ROOT/.venv/bin"
 MANAGER_ADDR=127.0.0.1:4242
 MANAGER_DIR="$RUN/manager"
-AGENT_DIR="$RUN/agent"
+# The agent runs the manager's own node (one node per host, as in Swarm): the manager
+# writes that node's identity to <its state dir>/node for the agent on its host.
+AGENT_DIR="$MANAGER_DIR/node"
 CONTROL="unix://$MANAGER_DIR/control.sock"
 SERVICE=web
 IMAGE=swarmlet/demo:latest
@@ -133,8 +135,8 @@ up() {
     if pid="$(daemon_pid agent)"; then
         say "swarm-agent already running (pid $pid)"
     else
-        # The first start joins the cluster with a worker token; later starts reuse the
-        # certificate kept in the agent's state dir.
+        # The agent is the manager's node: it starts with the certificate the manager
+        # wrote to $AGENT_DIR (a join token is used only where there is none).
         token="$(swarmctl join-token -q worker)" || die "cannot read the worker join token"
         start_daemon agent --manager "$MANAGER_ADDR" --state-dir "$AGENT_DIR" \
             --docker-host "$DOCKER_HOST" --join-token "$token"
@@ -187,8 +189,8 @@ up() {
     } >"$RUN/env"
     cat <<MSG
 
-swarmlet is up: manager on $MANAGER_ADDR (state in .run/manager), one agent on
-the Docker engine at $DOCKER_HOST, service $SERVICE with 3 replicas.
+swarmlet is up: one node, the manager on $MANAGER_ADDR (state in .run/manager)
+with its agent on the Docker engine at $DOCKER_HOST, service $SERVICE with 3 replicas.
 To drive it with swarmctl:
 
     export SWARMCTL_HOST=$CONTROL
@@ -248,7 +250,7 @@ down() {
         scripts/dockerd.sh stop "$(cat "$STARTED_ENGINE")"
     fi
     rm -f "$STARTED_ENGINE" "$ENGINE_FILE" "$RUN/env"
-    rm -rf "$MANAGER_DIR" "$AGENT_DIR"
+    rm -rf "$MANAGER_DIR" "$AGENT_DIR" "$RUN/agent"  # $RUN/agent: the layout before one node per host
     say "down"
 }
 

@@ -285,6 +285,8 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
             except JoinRefusedError as exc:
                 raise ManagerError(str(exc)) from None
             admin_dir = tls.write_admin_bundle()
+            # The agent on this host runs this manager's node: one node per host.
+            node_dir = await asyncio.to_thread(tls.write_local_node)
             side = SideThread(etcd_config)
             lease = ManagerLease(client, config.leader_ttl, side)
             # Writes only the leader may make carry a compare on the leader key.
@@ -431,6 +433,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                 embedded_etcd=embedded is not None,
                 control_tcp=config.control_addr or None,
                 admin_certificates=str(admin_dir),
+                local_agent_state_dir=str(node_dir),
                 allocator=memalloc.in_use(),
             )
             try:

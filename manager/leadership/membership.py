@@ -1,6 +1,11 @@
 """Managers as members of the cluster: each one is a node (role manager) in the store,
 joins with the manager join token if the cluster already exists, and announces that it
-is alive with a presence key on its lease (its dispatcher address, for agents)."""
+is alive with a presence key on its lease (its dispatcher address, for agents).
+
+The node made here has no engine: the agent on the manager's host brings that, running
+this same node with the identity the manager writes for it (`ca/credentials.py`,
+`write_local_node`), so a host is one node. What the agent's session registers (the
+engine's description) is left as it is when the manager restarts."""
 
 from __future__ import annotations
 

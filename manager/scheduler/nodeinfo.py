@@ -559,6 +559,11 @@ class NodeInfos:
         self._failures: dict[str, set[NodeInfo]] = defaultdict(set)
         self._pools: OrderedDict[Hashable, Pool] = OrderedDict()
         self._pool_list: list[Pool] = []
+        # Managers' nodes without an engine (no agent runs them): not candidates, but
+        # named when a task fits nowhere that they would otherwise take (the pipeline
+        # shares this dict: it is only ever changed in place). Infos of their own, in
+        # no pool or index.
+        self.engineless: dict[str, NodeInfo] = {}
 
     def _adopt(self, info: NodeInfo) -> NodeInfo:
         info.owner = self
@@ -639,6 +644,8 @@ class NodeInfos:
         self._pools.clear()
         self._pool_list = []
         self.infos = {n.id: self._adopt(NodeInfo(n)) for n in nodes.values() if runs_tasks(n)}
+        self.engineless.clear()
+        self.engineless.update((n.id, NodeInfo(n)) for n in nodes.values() if not runs_tasks(n))
         self._gone = {}
         failures = []
         for t in tasks:
@@ -653,7 +660,10 @@ class NodeInfos:
 
     def node_changed(self, old: objects_pb2.Node | None, new: objects_pb2.Node | None) -> None:
         if new is not None and not runs_tasks(new):
+            self.engineless[new.id] = NodeInfo(new)
             return
+        if old is not None:
+            self.engineless.pop(old.id, None)
         if new is None:
             if old is not None:
                 gone = self.infos.pop(old.id, None)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import cast
 
-from common.api import objects_pb2
-from manager.scheduler.filters import Filter, StaticFilter, default_filters
+from common.api import objects_pb2, types_pb2
+from manager.scheduler.filters import Filter, ReadyFilter, StaticFilter, default_filters
 from manager.scheduler.nodeinfo import NodeInfo
 
 Check = Callable[[NodeInfo], bool]
+# What is wrong with a manager's node that no agent runs, for dry-run output.
+ENGINELESS_REASON = "a manager with no agent (no engine to run tasks)"
 
 
 def _bind(f: Filter, task: objects_pb2.Task) -> Check:
@@ -42,8 +44,14 @@ def _all(checks: list[Check]) -> Check | None:
 class Pipeline:
     """The filters in order; a node is eligible when every enabled filter accepts it."""
 
-    def __init__(self, filters: list[Filter] | None = None) -> None:
+    def __init__(
+        self, filters: list[Filter] | None = None, engineless: Mapping[str, NodeInfo] | None = None
+    ) -> None:
         self.filters = filters if filters is not None else default_filters()
+        # The managers' nodes that no agent runs (no engine): never candidates, so no
+        # filter sees them, but a task that fits nowhere names those it would otherwise
+        # take (`NodeInfos.engineless`, kept up to date by its owner).
+        self.engineless: Mapping[str, NodeInfo] = {} if engineless is None else engineless
         self.failures: Counter[str] = Counter()
         self._active: list[Filter] = []
         self._task: objects_pb2.Task | None = None
@@ -111,9 +119,36 @@ class Pipeline:
         if failed is not None:
             self.failures[failed.name] += 1
 
+    def passed_over(self) -> list[NodeInfo]:
+        """The managers' nodes without an engine that would be candidates for the set
+        task if an agent ran them: active, and passing its constraints and platforms.
+        (Not ready, having no session, is what an agent would change; what their tasks
+        occupy is unknown without an engine.) A drained manager is not named: it would
+        take no task with an agent either."""
+        if not self.engineless:
+            return []
+        checks = [
+            check for f, check in self._bound if is_static(f) and not isinstance(f, ReadyFilter)
+        ]
+        return [
+            info
+            for info in self.engineless.values()
+            if info.node.spec.availability == types_pb2.NODE_AVAILABILITY_ACTIVE
+            and all(check(info) for check in checks)
+        ]
+
     def explain(self) -> str:
         """ "no suitable node (insufficient memory on 2 nodes; ...)", filters in order."""
         reasons = [f.explain(self.failures[f.name]) for f in self._active if self.failures[f.name]]
+        engineless = len(self.passed_over())
+        if engineless:
+            reasons.insert(0, explain_engineless(engineless))
         if not reasons:
             return "no suitable node (no nodes in the cluster)"
         return f"no suitable node ({'; '.join(reasons)})"
+
+
+def explain_engineless(count: int) -> str:
+    """Why managers' nodes without an agent take no tasks, for `count` of them. Short:
+    beside another reason it still fits the 75 characters of a progress line."""
+    return f"{count} manager{'' if count == 1 else 's'} with no agent"

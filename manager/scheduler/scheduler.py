@@ -56,7 +56,7 @@ from manager.scheduler.nodeinfo import (
     share_function,
     task_load,
 )
-from manager.scheduler.pipeline import Pipeline
+from manager.scheduler.pipeline import ENGINELESS_REASON, Pipeline
 from manager.store import Cache, Event, Kind, Store, Update
 
 
@@ -514,6 +514,8 @@ class Scheduler(Reconciler):
         self.store = store
         self.pipeline = pipeline or Pipeline()
         self.nodes = NodeInfos()
+        # Explanations name the managers' nodes no agent runs (kept by `nodes`).
+        self.pipeline.engineless = self.nodes.engineless
         self.pending: set[str] = set()
         self.placed = 0
         self._retry_pending = False
@@ -683,9 +685,13 @@ class Scheduler(Reconciler):
             for t in self.cache.tasks_by_service.get(without_service, {}).values():
                 if counts_against_node(t) and t.node_id in infos:
                     infos[t.node_id].remove(t)
-        return place_group(
-            tasks, infos.values(), Pipeline(self.pipeline.filters), self.clock(), explain_nodes=True
-        )
+        pipeline = Pipeline(self.pipeline.filters, self.nodes.engineless)
+        result = place_group(tasks, infos.values(), pipeline, self.clock(), explain_nodes=True)
+        if tasks:
+            result.rejections += [
+                Rejection(info.node, ENGINELESS_REASON) for info in pipeline.passed_over()
+            ]
+        return result
 
 
 def _assign(node_id: str) -> Callable[[objects_pb2.Task], objects_pb2.Task | None]:

@@ -238,6 +238,10 @@ def slots_history(farm: Farm, service: str) -> Counter[int]:
 # --------------------------------------------------------------------------------------
 
 ALL = {"a-1", "a-2", "b-1", "b-2"}
+# The farm's manager is a node no agent runs (no engine): a task that fits nowhere names
+# it when it would otherwise go there (active, and matching its constraints).
+MANAGER_ENGINELESS = "1 manager with no agent; "
+MANAGER_MATCHES = {"node.role!=worker", "node.ip!=127.0.0.1"}
 
 
 @pytest.mark.parametrize(
@@ -281,7 +285,9 @@ def test_constraint_places_only_on_matching_nodes(
         # Spread evens the service out over exactly the matching nodes.
         assert on == Counter(dict.fromkeys(expected, 2))
     else:
-        explanation = "no suitable node (scheduling constraints not satisfied on 4 nodes)"
+        # The farm's manager runs no agent: named where the task could go but for that.
+        manager = MANAGER_ENGINELESS if constraints[0] in MANAGER_MATCHES else ""
+        explanation = f"no suitable node ({manager}scheduling constraints not satisfied on 4 nodes)"
         assert [t.status.err for t in tasks] == [explanation] * replicas
 
 
@@ -525,7 +531,7 @@ def test_reservations_wait_for_freed_resources(farm: Farm, name: str) -> None:
     hog, waiting, cpu = f"{name}-hog", f"{name}-wait", f"{name}-cpu"
     farm.create(hog, "--replicas", "3", "--reserve-memory", "600M")
     assert farm.wait_running(hog, 3) == Counter({"r-1": 1, "r-2": 1, "r-3": 1})
-    explanation = "no suitable node (insufficient memory on 3 nodes)"
+    explanation = f"no suitable node ({MANAGER_ENGINELESS}insufficient memory on 3 nodes)"
     # The create progress shows why, and so does the failure when it does not converge.
     out = farm.ctl(
         "service",
@@ -550,7 +556,7 @@ def test_reservations_wait_for_freed_resources(farm: Farm, name: str) -> None:
     assert ps.count(f'"{explanation}"') == 2
     # CPU is explained the same way.
     farm.create(cpu, "--reserve-cpu", "2.5")
-    farm.wait_pending(cpu, "no suitable node (insufficient CPU on 3 nodes)")
+    farm.wait_pending(cpu, f"no suitable node ({MANAGER_ENGINELESS}insufficient CPU on 3 nodes)")
     # Scaling the hog down frees one node: one waiting task gets it.
     farm.ctl("service", "scale", "-d", f"{hog}=2", check=True)
     farm.wait_running(waiting, 1)
@@ -564,7 +570,7 @@ def test_reservations_wait_for_freed_resources(farm: Farm, name: str) -> None:
 def test_pending_task_is_placed_when_a_node_joins(farm: Farm, name: str) -> None:
     farm.add("j-1", *SMALL)
     farm.create(name, "--replicas", "2", "--reserve-memory", "600M")
-    farm.wait_pending(name, "no suitable node (insufficient memory on 1 node)")
+    farm.wait_pending(name, f"no suitable node ({MANAGER_ENGINELESS}insufficient memory on 1 node)")
     assert farm.running(name) == Counter({"j-1": 1})
     farm.add("j-2", *SMALL)
     assert farm.wait_running(name, 2) == Counter({"j-1": 1, "j-2": 1})
@@ -741,7 +747,7 @@ def test_tasks_publishing_a_host_port_never_share_a_node(farm: Farm, name: str) 
     farm.add("h-", count=3)
     web, other, udp = f"{name}-web", f"{name}-other", f"{name}-udp"
     farm.create(web, "--replicas", "4", "-p", "8080:80")
-    explanation = "no suitable node (host-mode port already in use on 3 nodes)"
+    explanation = f"no suitable node ({MANAGER_ENGINELESS}host-mode port already in use on 3 nodes)"
     farm.wait_pending(web, explanation)
     assert farm.running(web) == Counter({"h-1": 1, "h-2": 1, "h-3": 1})
     assert explanation in farm.ps(web)

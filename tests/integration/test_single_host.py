@@ -168,7 +168,10 @@ def test_drain_the_only_node_shuts_tasks_down_and_explains(
         return pending if len(pending) == 2 and all(t.status.err for t in pending) else []
 
     pending = wait_until(waiting, 30, what="2 new tasks waiting with an explanation")
-    assert pending[0].status.err == "no suitable node (1 node not available for new tasks)"
+    # The manager's node has no agent here (the agent joined as a node of its own).
+    assert pending[0].status.err == (
+        "no suitable node (1 manager with no agent; 1 node not available for new tasks)"
+    )
     ps = c.ctl("service", "ps", name, check=True).stdout
     assert "no suitable node" in ps
     # Back to active: the waiting tasks are placed.
