@@ -7,6 +7,9 @@ services created from now on; swarmctl writes the same ones into the specs it se
 
 from __future__ import annotations
 
+from common.api import specs_pb2
+from common.modes import JOB_MODES
+
 # -- sessions and node liveness --
 
 # How often an agent heartbeats, until the cluster says otherwise (seconds).
@@ -26,6 +29,16 @@ MISSED_HEARTBEATS = 3
 STOP_GRACE_PERIOD = 10.0
 # How long a slot waits before its ended task is replaced (seconds).
 RESTART_DELAY = 5.0
+
+
+def restart_condition(mode: str | None) -> specs_pb2.RestartCondition.ValueType:
+    """When a task of a service in `mode` is replaced, if its spec does not say: on
+    failure for jobs (a job's task that exits 0 is done), always for the rest."""
+    if mode in JOB_MODES:
+        return specs_pb2.RESTART_CONDITION_ON_FAILURE
+    return specs_pb2.RESTART_CONDITION_ANY
+
+
 # `--update-*` / `--rollback-*`: one task at a time, no delay between them, and each new
 # task watched this long before the rollout counts it as a success (seconds).
 UPDATE_PARALLELISM = 1

@@ -11,8 +11,13 @@ from dataclasses import dataclass, field
 from google.protobuf.duration_pb2 import Duration
 
 from common.api import specs_pb2, types_pb2
-from common.defaults import RESTART_DELAY, UPDATE_DELAY, UPDATE_MONITOR, UPDATE_PARALLELISM
-from common.modes import JOB_MODES
+from common.defaults import (
+    RESTART_DELAY,
+    UPDATE_DELAY,
+    UPDATE_MONITOR,
+    UPDATE_PARALLELISM,
+    restart_condition,
+)
 from common.timeutil import duration
 from swarmctl.errors import SwarmctlError
 from swarmctl.parsing import env_key
@@ -207,13 +212,6 @@ def mode_conflict(
     return None
 
 
-def default_restart_condition(mode: str) -> specs_pb2.RestartCondition.ValueType:
-    """Docker's default: on-failure for jobs (a job's task that exits 0 is done), else any."""
-    if mode in JOB_MODES:
-        return specs_pb2.RESTART_CONDITION_ON_FAILURE
-    return specs_pb2.RESTART_CONDITION_ANY
-
-
 def _set_mode(spec: specs_pb2.ServiceSpec, opts: CreateOptions) -> None:
     if opts.mode == "replicated":
         spec.replicated.replicas = 1 if opts.replicas is None else opts.replicas
@@ -246,7 +244,7 @@ def build_spec(opts: CreateOptions) -> specs_pb2.ServiceSpec:
     if opts.stop_grace_period is not None:
         container.stop_grace_period.CopyFrom(opts.stop_grace_period)
     restart = specs_pb2.RestartPolicy(
-        condition=default_restart_condition(opts.mode)
+        condition=restart_condition(opts.mode)
         if opts.restart_condition is None
         else opts.restart_condition,
         delay=opts.restart_delay,

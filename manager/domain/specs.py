@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from common import defaults
 from common.api import specs_pb2
-from common.modes import is_job
 from common.timeutil import duration, duration_seconds
 
 
@@ -26,12 +25,7 @@ def with_defaults(spec: specs_pb2.ServiceSpec) -> specs_pb2.ServiceSpec:
     if not container.HasField("stop_grace_period"):
         container.stop_grace_period.CopyFrom(duration(defaults.STOP_GRACE_PERIOD))
     if not out.task.restart.HasField("condition"):
-        # A job's task that exits 0 is done; any other task is kept running.
-        out.task.restart.condition = (
-            specs_pb2.RESTART_CONDITION_ON_FAILURE
-            if is_job(out)
-            else specs_pb2.RESTART_CONDITION_ANY
-        )
+        out.task.restart.condition = defaults.restart_condition(out.WhichOneof("mode"))
     if not out.task.restart.HasField("delay"):
         out.task.restart.delay.CopyFrom(duration(defaults.RESTART_DELAY))
     for cfg in (out.update, out.rollback):
