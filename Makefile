@@ -38,9 +38,10 @@ protos: venv ## regenerate common/api/ from protos/*.proto
 protos-check: venv ## fail if common/api/ is stale
 	$(PYTHON) protos/generate.py --check
 
-lint: venv ## ruff check + ruff format --check
+lint: venv ## ruff check + ruff format --check + lint-imports (the layering contracts in pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: venv ## mypy (strict, settings in pyproject.toml)
 	$(BIN)/mypy

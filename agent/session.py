@@ -39,17 +39,15 @@ from agent.metrics import ASSIGNMENT_MESSAGES, HEARTBEATS_SENT, SESSIONS_UP
 from agent.reporter import StatusReporter
 from agent.worker import Worker
 from common.api import dispatcher_pb2, dispatcher_pb2_grpc
+from common.defaults import HEARTBEAT_PERIOD, MISSED_HEARTBEATS
 from common.log import get_logger
 from common.looplag import wait_excluding_stalls
 from common.timeutil import duration_seconds
 
 MIN_BACKOFF = 0.1
-# The manager ends a session after this many periods without a heartbeat (its
-# MISSED_HEARTBEATS); the agent gives a heartbeat's answer as long.
-MISSED_HEARTBEATS = 3
 MAX_BACKOFF = 8.0
 # The heartbeat period until a manager says otherwise (the cluster default).
-DEFAULT_PERIOD = 1.0
+DEFAULT_PERIOD = HEARTBEAT_PERIOD
 # A manager that accepted the connection answers the Session call within this (it
 # writes the node to etcd first). A dead one is noticed much sooner, by the pings.
 _OPEN_TIMEOUT = 10.0

@@ -17,6 +17,7 @@ from agent.executor import AdoptedContainer, Controller, ExecutorError, ExitStat
 from agent.metrics import TASK_STATE
 from common import states
 from common.api import objects_pb2
+from common.defaults import STOP_GRACE_PERIOD
 from common.log import get_logger
 from common.timeutil import duration_seconds, stamp_now
 
@@ -24,7 +25,6 @@ Report = Callable[[str, objects_pb2.TaskStatus], None]
 # One lazy proxy for every runner: binding a fresh proxy per task cost more than all
 # the rest of starting a hollow task.
 _log = get_logger("taskrunner")
-DEFAULT_STOP_GRACE = 10.0
 
 
 def status_from_adopted(adopted: AdoptedContainer) -> objects_pb2.TaskStatus:
@@ -167,7 +167,7 @@ class TaskRunner:
         spec = self.task.spec.container
         if spec.HasField("stop_grace_period"):
             return duration_seconds(spec.stop_grace_period)
-        return DEFAULT_STOP_GRACE
+        return STOP_GRACE_PERIOD
 
     async def run(self) -> None:
         try:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from common import states
 from common.api import objects_pb2, specs_pb2, types_pb2
 from common.ids import new_id
-from manager.orchestrator.tasks import new_task
+from manager.domain.tasks import new_task
 from manager.scheduler.nodeinfo import NodeInfos
 from manager.scheduler.pipeline import Pipeline
 from manager.scheduler.scheduler import schedule_group

@@ -48,7 +48,9 @@ from rich.text import Text
 
 from common import states
 from common.api import control_pb2, objects_pb2, specs_pb2, types_pb2
-from common.timeutil import duration_seconds, format_duration, timestamp_seconds
+from common.modes import JOB_MODES
+from common.rollout import monitor_seconds, rollout_config
+from common.timeutil import format_duration, timestamp_seconds
 from swarmctl.client import ControlClient
 from swarmctl.errors import EXIT_INTERRUPTED, SwarmctlError
 from swarmctl.output import truncate_id
@@ -80,7 +82,6 @@ JOB_STAGES: Mapping[int, int] = {**STAGES, states.COMPLETE: 10}
 MAX_JOB_STAGE = 10
 STATE_WIDTH = max(len(states.state_name(s)) for s in JOB_STAGES)
 _FAILED = (states.FAILED, states.REJECTED)
-JOB_MODES = ("replicated_job", "global_job")
 _US = objects_pb2.UpdateStatus
 _ROLLBACK_STATES = (
     _US.UPDATE_STATE_ROLLBACK_STARTED,
@@ -90,8 +91,6 @@ _ROLLBACK_STATES = (
 _IN_PROGRESS = (_US.UPDATE_STATE_UPDATING, _US.UPDATE_STATE_ROLLBACK_STARTED)
 _FINISHED = (_US.UPDATE_STATE_COMPLETED, _US.UPDATE_STATE_ROLLBACK_COMPLETED)
 _ROLLED_BACK_DUE_TO = "update rolled back due to "
-# The manager's default monitor period of a rollout.
-DEFAULT_MONITOR = 5.0
 
 Line = tuple[str, str]
 """A display line: a key (what it is about, e.g. "1/3") and its text."""
@@ -550,11 +549,7 @@ class Step:
 
 def rollout_monitor(service: objects_pb2.Service) -> float:
     """How long the manager watches new tasks before it calls the rollout complete."""
-    rolling_back = service.update_status.state in _ROLLBACK_STATES
-    cfg = service.spec.rollback if rolling_back else service.spec.update
-    if cfg.HasField("monitor"):
-        return duration_seconds(cfg.monitor)
-    return DEFAULT_MONITOR
+    return monitor_seconds(rollout_config(service))
 
 
 def rolled_back_error(name: str, reason: str) -> str:
@@ -649,13 +644,6 @@ class ConvergenceTracker:
             return Step(lines, conv, done=True)  # the rollback the user asked for
         name = service.spec.annotations.name or service.id
         return Step(lines, conv, done=True, error=rolled_back_error(name, self.rollback_message))
-
-
-def rollout_config(service: objects_pb2.Service) -> specs_pb2.UpdateConfig:
-    """The settings of the rollout under way: the rollback's while rolling back."""
-    if service.update_status.state in _ROLLBACK_STATES:
-        return service.spec.rollback
-    return service.spec.update
 
 
 class Tracker(Protocol):

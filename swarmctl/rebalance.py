@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import typer
 
 from common import states
-from common.api import control_pb2, objects_pb2, types_pb2
+from common.api import control_pb2, objects_pb2
+from common.nodes import runs_tasks, takes_new_tasks
 from swarmctl.client import ControlClient
 from swarmctl.errors import EXIT_INTERRUPTED, SwarmctlError
 from swarmctl.output import natural_key
@@ -54,14 +55,7 @@ def count_rows(
     """
     nodes = list(nodes)
     names = {n.id: n.description.hostname or n.id for n in nodes}
-    usable = {
-        n.id
-        for n in nodes
-        if n.status.state == types_pb2.NODE_STATE_READY
-        and n.spec.availability == types_pb2.NODE_AVAILABILITY_ACTIVE
-        # A manager is a node too, but it has no engine and runs no tasks.
-        and (n.role != types_pb2.NODE_ROLE_MANAGER or n.description.engine.engine_version)
-    }
+    usable = {n.id for n in nodes if takes_new_tasks(n) and runs_tasks(n)}
     node_ids = set(before) | set(after) | usable
     rows = [[names.get(i, i), str(before[i]), str(after[i])] for i in node_ids]
     return sorted(rows, key=lambda r: natural_key(r[0]))

@@ -11,19 +11,18 @@ from dataclasses import dataclass, field
 from google.protobuf.duration_pb2 import Duration
 
 from common.api import specs_pb2, types_pb2
+from common.defaults import (
+    RESTART_DELAY,
+    UPDATE_DELAY,
+    UPDATE_MONITOR,
+    UPDATE_PARALLELISM,
+    restart_condition,
+)
 from common.timeutil import duration
 from swarmctl.errors import SwarmctlError
 from swarmctl.parsing import env_key
 
-DEFAULT_RESTART_DELAY = 5.0
-# Docker's defaults of --update-* and --rollback-*, written into a new service's spec.
-DEFAULT_PARALLELISM = 1
-DEFAULT_MONITOR = 5.0
-
 PortKey = tuple[int, types_pb2.PortProtocol.ValueType]
-
-
-JOB_MODES = ("replicated_job", "global_job")
 
 
 @dataclass
@@ -83,10 +82,10 @@ class UpdateConfigOptions:
 def default_update_config() -> specs_pb2.UpdateConfig:
     """Docker's: one task at a time, no delay, pause on failure, 5s monitor, stop-first."""
     return specs_pb2.UpdateConfig(
-        parallelism=DEFAULT_PARALLELISM,
-        delay=duration(0),
+        parallelism=UPDATE_PARALLELISM,
+        delay=duration(UPDATE_DELAY),
         failure_action=specs_pb2.UPDATE_FAILURE_ACTION_PAUSE,
-        monitor=duration(DEFAULT_MONITOR),
+        monitor=duration(UPDATE_MONITOR),
         max_failure_ratio=0.0,
         order=specs_pb2.UPDATE_ORDER_STOP_FIRST,
     )
@@ -174,7 +173,7 @@ class CreateOptions:
     ports: list[types_pb2.PortConfig] = field(default_factory=list)
     # None is the mode's default: any for services, on-failure for jobs (as Docker).
     restart_condition: specs_pb2.RestartCondition.ValueType | None = None
-    restart_delay: Duration = field(default_factory=lambda: duration(DEFAULT_RESTART_DELAY))
+    restart_delay: Duration = field(default_factory=lambda: duration(RESTART_DELAY))
     restart_max_attempts: int = 0
     restart_window: Duration | None = None
     stop_grace_period: Duration | None = None
@@ -213,13 +212,6 @@ def mode_conflict(
     return None
 
 
-def default_restart_condition(mode: str) -> specs_pb2.RestartCondition.ValueType:
-    """Docker's default: on-failure for jobs (a job's task that exits 0 is done), else any."""
-    if mode in JOB_MODES:
-        return specs_pb2.RESTART_CONDITION_ON_FAILURE
-    return specs_pb2.RESTART_CONDITION_ANY
-
-
 def _set_mode(spec: specs_pb2.ServiceSpec, opts: CreateOptions) -> None:
     if opts.mode == "replicated":
         spec.replicated.replicas = 1 if opts.replicas is None else opts.replicas
@@ -252,7 +244,7 @@ def build_spec(opts: CreateOptions) -> specs_pb2.ServiceSpec:
     if opts.stop_grace_period is not None:
         container.stop_grace_period.CopyFrom(opts.stop_grace_period)
     restart = specs_pb2.RestartPolicy(
-        condition=default_restart_condition(opts.mode)
+        condition=restart_condition(opts.mode)
         if opts.restart_condition is None
         else opts.restart_condition,
         delay=opts.restart_delay,

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from common.api import control_pb2, control_pb2_grpc, logs_pb2, objects_pb2
 from manager.controlapi import cluster, networks, nodes, services, tasks
 from manager.controlapi.counts import ServiceCounts
+from manager.domain.placer import Previewer
 from manager.grpc_errors import (
     Context,
     FailedPreconditionError,
@@ -31,7 +32,7 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         cache: Cache,
         store: Store,
         on_node_removed: Callable[[str], None],
-        previewer: services.Previewer,
+        previewer: Previewer,
         authorize: Callable[[Context], None] | None = None,
         manager_addrs: Callable[[], list[str]] = list,
         health: EtcdHealth | None = None,

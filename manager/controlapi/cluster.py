@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from common.api import control_pb2, objects_pb2, types_pb2
+from common.defaults import MAX_HEARTBEAT_PERIOD, MIN_HEARTBEAT_PERIOD
 from common.timeutil import duration_seconds
 from manager.ca.bootstrap import rotate_token
 from manager.controlapi.validation import check_duration
 from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
 from manager.store import Cache, ConflictError, Kind, NotFoundError, Store
-
-# Below this agents' heartbeats alone would keep a manager busy; above it a dead node
-# goes unnoticed for minutes.
-MIN_HEARTBEAT_PERIOD = 0.1
-MAX_HEARTBEAT_PERIOD = 60.0
 
 
 def get_cluster(cache: Cache) -> objects_pb2.Cluster:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 from common import states
-from common.api import control_pb2, objects_pb2, types_pb2
+from common.api import control_pb2, objects_pb2
 from common.ids import new_id
+from common.modes import GLOBAL, REPLICATED, REPLICATED_JOB, is_job, mode_of
+from common.nodes import takes_new_tasks
+from common.rollout import PAUSED
 from common.timeutil import stamp_now
 from manager.controlapi.counts import ServiceCounts
 from manager.controlapi.filters import labels_match
@@ -16,11 +17,10 @@ from manager.controlapi.validation import (
     complete_service_spec,
     validate_service_spec,
 )
+from manager.domain.placement import matches_placement
+from manager.domain.placer import Previewer
+from manager.domain.tasks import TaskMaker
 from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
-from manager.orchestrator.global_mode import matches_placement
-from manager.orchestrator.tasks import TaskMaker
-from manager.orchestrator.updater import PAUSED
-from manager.scheduler.scheduler import GroupResult
 from manager.store import AlreadyExistsError, Cache, ConflictError, Kind, Store
 
 
@@ -28,18 +28,15 @@ def find_service(cache: Cache, ref: str) -> objects_pb2.Service:
     return resolve("service", cache.services, ref, lambda s: s.spec.annotations.name)
 
 
-Previewer = Callable[[Sequence[objects_pb2.Task], str], GroupResult]
-
-
 def preview(
     cache: Cache, service: objects_pb2.Service, previewer: Previewer, *, replacing: str = ""
 ) -> control_pb2.PlacementPreview:
     """Where the tasks of `service` would be placed now (the scheduler's own logic)."""
-    mode = service.spec.WhichOneof("mode")
+    mode = mode_of(service.spec)
     new_task = TaskMaker(service)
-    if mode == "replicated":
+    if mode == REPLICATED:
         tasks = [new_task(slot) for slot in range(1, service.spec.replicated.replicas + 1)]
-    elif mode == "replicated_job":
+    elif mode == REPLICATED_JOB:
         job = service.spec.replicated_job
         first_wave = min(job.max_concurrent or job.total_completions, job.total_completions)
         tasks = [new_task(slot) for slot in range(1, first_wave + 1)]
@@ -82,7 +79,7 @@ async def create_service(
             service=candidate, preview=preview(cache, candidate, previewer)
         )
     service = objects_pb2.Service(id=new_id(), spec=spec, spec_version=1)
-    if spec.WhichOneof("mode") in ("replicated_job", "global_job"):
+    if is_job(spec):
         service.job_status.job_iteration = 1
         stamp_now(service.job_status.last_execution)
     created = await store.create(service, unique_name=spec.annotations.name)
@@ -114,8 +111,8 @@ def service_counts(
     cache: Cache, service: objects_pb2.Service, counts: ServiceCounts | None = None
 ) -> control_pb2.ServiceStatusCounts:
     """Running tasks against the desired count (and completions, for jobs)."""
-    mode = service.spec.WhichOneof("mode")
-    job = mode in ("replicated_job", "global_job")
+    mode = mode_of(service.spec)
+    job = is_job(service.spec)
     if counts is not None:
         running, wanted, completed = counts.get(
             service.id, service.job_status.job_iteration if job else None
@@ -133,20 +130,19 @@ def service_counts(
                 wanted += 1
                 if t.status.state == states.RUNNING:
                     running += 1
-    if mode == "replicated":
+    if mode == REPLICATED:
         desired = service.spec.replicated.replicas
-    elif mode == "replicated_job":
+    elif mode == REPLICATED_JOB:
         desired = service.spec.replicated_job.total_completions
     else:
         # Global: one per eligible node, whatever state their tasks are in right now.
+        placement = service.spec.task.placement
         eligible = sum(
             1
             for n in cache.nodes.values()
-            if n.status.state == types_pb2.NODE_STATE_READY
-            and n.spec.availability == types_pb2.NODE_AVAILABILITY_ACTIVE
-            and matches_placement(service, n)
+            if takes_new_tasks(n) and matches_placement(placement, n)
         )
-        desired = eligible if mode == "global" else max(eligible, completed + wanted)
+        desired = eligible if mode == GLOBAL else max(eligible, completed + wanted)
     return control_pb2.ServiceStatusCounts(running=running, desired=desired, completed=completed)
 
 
@@ -183,7 +179,7 @@ async def update_service(
         old_spec = objects_pb2.Service().spec
         old_spec.CopyFrom(service.spec)
         service.spec.CopyFrom(spec)
-        job = spec.WhichOneof("mode") in ("replicated_job", "global_job")
+        job = is_job(spec)
         # Any update of a service whose rollout is paused resumes it, as in Docker, even
         # one that only changes the update config, the replicas or a label.
         resume = not job and service.update_status.state in PAUSED

@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from google.protobuf.duration_pb2 import Duration
 
 from common.api import objects_pb2, specs_pb2, types_pb2
-from common.timeutil import duration, duration_seconds
+from common.modes import GLOBAL_MODES, MODES
+from common.timeutil import duration_seconds
 from manager.controlapi.names import random_name
+from manager.domain import constraints
+from manager.domain.specs import with_defaults
 from manager.grpc_errors import InvalidArgumentError
-from manager.scheduler import constraints
 
 # SwarmKit's rule for service names: a DNS label.
 # (Written so that it cannot backtrack exponentially on a long bad name.)
@@ -40,10 +42,6 @@ MAX_SPEC_BYTES = 128 * 1024
 # orchestrator, on the manager's event loop, and gets a task in etcd. A typo'd count of
 # billions used to freeze the manager for good.
 MAX_REPLICAS = 100_000
-
-DEFAULT_STOP_GRACE = 10.0
-DEFAULT_RESTART_DELAY = 5.0
-DEFAULT_MONITOR = 5.0
 
 
 def validate_name(name: str, what: str = "service") -> None:
@@ -144,7 +142,7 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
         if restart.HasField(name):
             check_duration(getattr(restart, name), f"restart {name}")
     mode = spec.WhichOneof("mode")
-    if mode not in (None, "replicated", "global", "replicated_job", "global_job"):
+    if mode is not None and mode not in MODES:
         raise InvalidArgumentError(
             f"unknown service mode {mode!r}: use replicated, global, replicated-job or global-job"
         )
@@ -158,7 +156,7 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
             raise InvalidArgumentError(
                 f"invalid {what} value {count}: at most {MAX_REPLICAS} tasks per service"
             )
-    if mode in ("global", "global_job") and spec.task.placement.max_replicas:
+    if mode in GLOBAL_MODES and spec.task.placement.max_replicas:
         raise InvalidArgumentError(
             "--replicas-max-per-node does not apply to global services (one task per node)"
         )
@@ -249,30 +247,11 @@ def _validate_ports(ports: object) -> None:
 
 
 def complete_service_spec(spec: specs_pb2.ServiceSpec) -> specs_pb2.ServiceSpec:
-    """A copy of `spec` with every default written in."""
-    out = specs_pb2.ServiceSpec()
-    out.CopyFrom(spec)
+    """A copy of `spec` with every default written in (manager.domain.specs), and a
+    random name if it has none."""
+    out = with_defaults(spec)
     if not out.annotations.name:
         out.annotations.name = random_name()
-    if out.WhichOneof("mode") is None:
-        out.replicated.replicas = 1
-    container = out.task.container
-    if not container.HasField("stop_grace_period"):
-        container.stop_grace_period.CopyFrom(duration(DEFAULT_STOP_GRACE))
-    if not out.task.restart.HasField("condition"):
-        job = out.WhichOneof("mode") in ("replicated_job", "global_job")
-        out.task.restart.condition = (
-            specs_pb2.RESTART_CONDITION_ON_FAILURE if job else specs_pb2.RESTART_CONDITION_ANY
-        )
-    if not out.task.restart.HasField("delay"):
-        out.task.restart.delay.CopyFrom(duration(DEFAULT_RESTART_DELAY))
-    for cfg in (out.update, out.rollback):
-        if cfg.parallelism == 0 and not cfg.HasField("monitor"):
-            cfg.parallelism = 1
-        if not cfg.HasField("monitor"):
-            cfg.monitor.CopyFrom(duration(DEFAULT_MONITOR))
-        if not cfg.HasField("delay"):
-            cfg.delay.CopyFrom(duration(0))
     return out
 
 

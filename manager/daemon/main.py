@@ -10,9 +10,14 @@ from typing import Annotated
 
 import typer
 
+from common.defaults import (
+    HEARTBEAT_PERIOD,
+    MAX_HEARTBEAT_PERIOD,
+    MIN_HEARTBEAT_PERIOD,
+    MISSED_HEARTBEATS,
+)
 from common.log import get_logger, setup_logging
 from common.timeutil import parse_duration
-from manager.controlapi.cluster import MAX_HEARTBEAT_PERIOD, MIN_HEARTBEAT_PERIOD
 from manager.daemon.server import ManagerConfig, ManagerError, serve
 from manager.store import StoreError
 from manager.store.embedded import EmbeddedEtcdError
@@ -79,8 +84,11 @@ def main(
     ] = "",
     etcd_password: Annotated[str, typer.Option(hidden=True, envvar="SWARMLET_ETCD_PASSWORD")] = "",
     heartbeat_period: Annotated[
-        str, typer.Option(help="How often agents heartbeat; a node is down after 3 missed.")
-    ] = "1s",
+        str,
+        typer.Option(
+            help=f"How often agents heartbeat; a node is down after {MISSED_HEARTBEATS} missed."
+        ),
+    ] = f"{HEARTBEAT_PERIOD:g}s",
     control_addr: Annotated[
         str,
         typer.Option(

@@ -31,6 +31,7 @@ from common.api import (
     logs_pb2_grpc,
     objects_pb2,
 )
+from common.defaults import HEARTBEAT_PERIOD
 from common.ids import new_id
 from common.log import get_logger
 from common.looplag import watch_loop_lag
@@ -81,7 +82,7 @@ class ManagerConfig:
     advertise_addr: str = ""
     etcd: EtcdConfig | None = None
     etcd_prefix: str = "/swarmlet/"
-    heartbeat_period: float = 1.0
+    heartbeat_period: float = HEARTBEAT_PERIOD
     # host:port for the control API over TCP (mutual TLS, admin certificates); off if "".
     control_addr: str = ""
     # host:port to serve Prometheus metrics on; off if "".

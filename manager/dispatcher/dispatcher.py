@@ -34,6 +34,7 @@ import grpc
 
 from common import pki, states
 from common.api import dispatcher_pb2, dispatcher_pb2_grpc, logs_pb2, objects_pb2, types_pb2
+from common.defaults import MAX_HEARTBEAT_PERIOD, MISSED_HEARTBEATS
 from common.ids import new_id
 from common.log import get_logger
 from common.timeutil import duration, stamp_now, timestamp_seconds
@@ -62,10 +63,9 @@ from manager.store.batcher import BatchWriter
 
 _log = get_logger("dispatcher")
 _NODE_ID = re.compile(r"^[a-z0-9]{1,64}$")
-MISSED_HEARTBEATS = 3
 MAX_HEARTBEATS_PER_SECOND = 500
 # The longest period a session is ever told (cluster settings allow up to this too).
-MAX_PERIOD = 60.0
+MAX_PERIOD = MAX_HEARTBEAT_PERIOD
 _MAX_CHANGES_PER_MESSAGE = 2000
 ASSIGNMENT_BATCHING = 0.1
 # Session messages (after each session's first two) the dispatcher sends a second at

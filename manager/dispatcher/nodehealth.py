@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable, Iterable
 
 from common.api import objects_pb2, types_pb2
+from common.defaults import MISSED_HEARTBEATS
 from common.log import get_logger
+from common.nodes import runs_tasks
 from common.timeutil import stamp_now, timestamp_seconds
-from manager.dispatcher.dispatcher import MISSED_HEARTBEATS, effective_period
+from manager.dispatcher.dispatcher import effective_period
 from manager.metrics import NODES_DOWN
-from manager.scheduler.nodeinfo import runs_tasks
 from manager.store import Cache, Kind, Store, StoreError, Update
 
 _log = get_logger("nodehealth")

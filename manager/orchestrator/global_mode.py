@@ -16,33 +16,12 @@ from collections.abc import Mapping, Sequence
 
 from common import states
 from common.api import objects_pb2, types_pb2
-from manager.orchestrator.plan import (
-    Plan,
-    SlotState,
-    created_at,
-    node_usable,
-    settle_pairs,
-    settle_slot,
-)
-from manager.orchestrator.tasks import new_task
+from common.modes import GLOBAL_JOB
+from common.nodes import keeps_tasks, takes_new_tasks
+from manager.domain.placement import matches_placement
+from manager.domain.tasks import new_task
+from manager.orchestrator.plan import Plan, SlotState, created_at, settle_pairs, settle_slot
 from manager.orchestrator.updater import plan_rollout
-from manager.scheduler.constraints import normalise_arch, parse_all
-
-
-def matches_placement(service: objects_pb2.Service, node: objects_pb2.Node) -> bool:
-    """The node satisfies the service's constraints and platforms."""
-    placement = service.spec.task.placement
-    if not all(c.matches(node) for c in parse_all(list(placement.constraints))):
-        return False
-    if not placement.platforms:
-        return True
-    os_ = node.description.platform.os.lower()
-    arch = normalise_arch(node.description.platform.architecture)
-    return any(
-        (not p.os or p.os.lower() == os_)
-        and (not p.architecture or normalise_arch(p.architecture) == arch)
-        for p in placement.platforms
-    )
 
 
 def plan_global(
@@ -52,7 +31,8 @@ def plan_global(
     now: float,
 ) -> Plan:
     plan = Plan()
-    is_job = service.spec.HasField("global_job")
+    is_job = service.spec.WhichOneof("mode") == GLOBAL_JOB
+    placement = service.spec.task.placement
     iteration = service.job_status.job_iteration if is_job else None
     by_node: dict[str, list[objects_pb2.Task]] = defaultdict(list)
     for t in tasks:
@@ -60,15 +40,10 @@ def plan_global(
 
     def keeps(node_id: str) -> bool:
         node = nodes.get(node_id)
-        return node_usable(node) and node is not None and matches_placement(service, node)
+        return keeps_tasks(node) and node is not None and matches_placement(placement, node)
 
     def eligible(node: objects_pb2.Node | None) -> bool:
-        return (
-            node is not None
-            and node.status.state == types_pb2.NODE_STATE_READY
-            and node.spec.availability == types_pb2.NODE_AVAILABILITY_ACTIVE
-            and matches_placement(service, node)
-        )
+        return takes_new_tasks(node) and node is not None and matches_placement(placement, node)
 
     # The nodes a rollout replaces tasks on: active ones (a paused node keeps its task
     # as it is, as in SwarmKit) that keep a task or are to get one.

@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 
 from common import states
 from common.api import objects_pb2
+from manager.domain.tasks import new_task
 from manager.orchestrator.plan import Plan, ShutdownTask, SlotState, created_at, settle_slot
-from manager.orchestrator.tasks import new_task
 
 
 def plan_replicated_job(

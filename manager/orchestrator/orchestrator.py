@@ -11,45 +11,25 @@ service to rebalance.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable
 
 from common import states
-from common.api import objects_pb2, types_pb2
+from common.api import objects_pb2
+from common.modes import GLOBAL_MODES, REPLICATED_JOB, is_global, mode_of
+from common.nodes import keeps_tasks, takes_new_tasks
+from common.rollout import ROLLING, US
 from common.timeutil import stamp_now
+from manager.domain.placer import Placer
 from manager.orchestrator.global_mode import plan_global
 from manager.orchestrator.jobs import plan_replicated_job
-from manager.orchestrator.plan import Plan, Renumber, ShutdownTask, node_usable, plan_removal
+from manager.orchestrator.plan import Plan, Renumber, ShutdownTask, plan_removal
 from manager.orchestrator.replicated import plan_service
-from manager.orchestrator.updater import ROLLING, US, UpdateDecision
+from manager.orchestrator.updater import UpdateDecision
 from manager.reconciler import Reconciler
 from manager.store import Cache, Create, Event, Kind, Store, Update
 
-
-def _ready_and_active(node: objects_pb2.Node | None) -> bool:
-    return (
-        node is not None
-        and node.status.state == types_pb2.NODE_STATE_READY
-        and node.spec.availability == types_pb2.NODE_AVAILABILITY_ACTIVE
-    )
-
-
 # Tasks created in one pass at most.
 MAX_CREATES_PER_PASS = 4096
-
-
-class Placer(Protocol):
-    """What the orchestrator asks of the scheduler (see Scheduler)."""
-
-    def target_placement(self, service: objects_pb2.Service) -> Mapping[str, int]:
-        """Tasks per node if the service's replicas were placed afresh now."""
-        ...
-
-    def place_new(
-        self, tasks: Sequence[objects_pb2.Task], freed: Iterable[objects_pb2.Task] = ()
-    ) -> Callable[[], None]:
-        """Place tasks before their first write; returns the release of the counts."""
-        ...
 
 
 class Orchestrator(Reconciler):
@@ -81,11 +61,7 @@ class Orchestrator(Reconciler):
         return self._rebalance_all or super().has_work()
 
     def _global_services(self) -> set[str]:
-        return {
-            s.id
-            for s in self.cache.services.values()
-            if s.spec.WhichOneof("mode") in ("global", "global_job")
-        }
+        return {s.id for s in self.cache.services.values() if is_global(s.spec)}
 
     def _on_event(self, ev: Event) -> None:
         if ev.kind is Kind.SERVICE:
@@ -108,7 +84,7 @@ class Orchestrator(Reconciler):
                 self.mark(ev.obj.service_id)
         elif ev.kind is Kind.NODE:
             old, new = ev.old, ev.new
-            if node_usable(old) and not node_usable(new):
+            if keeps_tasks(old) and not keeps_tasks(new):
                 tasks = self.cache.tasks_by_node.get(ev.obj.id, {}).values()
                 self.mark_many({t.service_id for t in tasks})
             self.mark_many(self._global_services())
@@ -116,8 +92,8 @@ class Orchestrator(Reconciler):
             if (
                 cluster is not None
                 and cluster.spec.orchestration.auto_rebalance
-                and _ready_and_active(new)
-                and not _ready_and_active(old)
+                and takes_new_tasks(new)
+                and not takes_new_tasks(old)
             ):
                 self._rebalance_all = True
                 self._wake.set()
@@ -143,17 +119,17 @@ class Orchestrator(Reconciler):
         nodes = self.cache.nodes
         if service is None:
             return plan_removal(tasks)
-        mode = service.spec.WhichOneof("mode")
-        if mode in ("global", "global_job"):
+        mode = mode_of(service.spec)
+        if mode in GLOBAL_MODES:
             return plan_global(service, tasks, nodes, now)
-        if mode == "replicated_job":
-            return plan_replicated_job(service, tasks, lambda n: node_usable(nodes.get(n)), now)
+        if mode == REPLICATED_JOB:
+            return plan_replicated_job(service, tasks, lambda n: keeps_tasks(nodes.get(n)), now)
         target = None
         if service.rebalance_requested > service.rebalance_done and self.placer is not None:
             # Where the scheduler would put the service's tasks now, per node.
             target = self.placer.target_placement(service)
         return plan_service(
-            service, tasks, lambda n: node_usable(nodes.get(n)), now, nodes, target, max_creates
+            service, tasks, lambda n: keeps_tasks(nodes.get(n)), now, nodes, target, max_creates
         )
 
     async def reconcile(self, keys: set[str]) -> None:

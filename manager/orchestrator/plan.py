@@ -20,15 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common import states
-from common.api import objects_pb2, types_pb2
+from common.api import objects_pb2
 from common.timeutil import timestamp_seconds
-from manager.orchestrator.tasks import (
-    restart_delay,
-    restart_verdict,
-    restart_window,
-    restarts_within,
-    runs_current_spec,
-)
+from manager.domain.specs import restart_delay
+from manager.domain.tasks import runs_current_spec
+from manager.orchestrator.restart import restart_verdict, restart_window, restarts_within
 
 
 @dataclass
@@ -76,15 +72,6 @@ class Plan:
 
     def wake(self, when: float) -> None:
         self.wake_at = when if self.wake_at is None else min(self.wake_at, when)
-
-
-def node_usable(node: objects_pb2.Node | None) -> bool:
-    """Tasks may stay on this node: it exists, is not down and is not drained."""
-    return (
-        node is not None
-        and node.status.state != types_pb2.NODE_STATE_DOWN
-        and node.spec.availability != types_pb2.NODE_AVAILABILITY_DRAIN
-    )
 
 
 def created_at(task: objects_pb2.Task) -> float:

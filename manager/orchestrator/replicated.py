@@ -20,22 +20,21 @@ from collections.abc import Callable, Mapping, Sequence
 
 from common import states
 from common.api import objects_pb2
+from manager.domain.constraints import spread_value
+from manager.domain.tasks import TaskMaker, new_task
 from manager.orchestrator.plan import (
     Plan,
     Renumber,
     ShutdownTask,
     SlotState,
     created_at,
-    node_usable,
     plan_removal,
     settle_pairs,
     settle_slot,
 )
-from manager.orchestrator.tasks import TaskMaker, new_task
 from manager.orchestrator.updater import plan_rollout
-from manager.scheduler.constraints import spread_value
 
-__all__ = ["Plan", "ShutdownTask", "node_usable", "plan_removal", "plan_service"]
+__all__ = ["Plan", "ShutdownTask", "plan_removal", "plan_service"]
 
 
 def plan_service(

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from common import states
 from common.api import objects_pb2
+from common.nodes import keeps_tasks
 from common.timeutil import timestamp_seconds
-from manager.orchestrator.replicated import node_usable
 from manager.reconciler import Reconciler
 from manager.store import Cache, Delete, Event, Kind, Store
 
@@ -27,7 +27,7 @@ def _stopped(task: objects_pb2.Task, nodes: Mapping[str, objects_pb2.Node]) -> b
     return (
         states.is_terminal(task.status.state)
         or not task.node_id
-        or not node_usable(nodes.get(task.node_id))
+        or not keeps_tasks(nodes.get(task.node_id))
     )
 
 
@@ -183,7 +183,7 @@ class TaskReaper(Reconciler):
                 )
             ):
                 self.mark(slot_key(new))
-        elif ev.kind is Kind.NODE and not node_usable(ev.new):
+        elif ev.kind is Kind.NODE and not keeps_tasks(ev.new):
             self.mark_many(
                 slot_key(t) for t in self.cache.tasks_by_node.get(ev.obj.id, {}).values()
             )

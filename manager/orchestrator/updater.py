@@ -23,13 +23,10 @@ from typing import TypeVar
 
 from common import states
 from common.api import objects_pb2, specs_pb2
+from common.rollout import PAUSED, ROLLING, US, rollout_config
 from common.timeutil import duration_seconds, timestamp_seconds
+from manager.domain.tasks import runs_current_spec
 from manager.orchestrator.plan import Plan, ShutdownTask, SlotState
-from manager.orchestrator.tasks import runs_current_spec
-
-US = objects_pb2.UpdateStatus
-ROLLING = (US.UPDATE_STATE_UPDATING, US.UPDATE_STATE_ROLLBACK_STARTED)
-PAUSED = (US.UPDATE_STATE_PAUSED, US.UPDATE_STATE_ROLLBACK_PAUSED)
 
 # A slot's key: its number (replicated) or its node's id (global).
 Slot = TypeVar("Slot", bound=Hashable)
@@ -42,14 +39,6 @@ class UpdateDecision:
     state: int
     message: str
     rollback: bool = False
-
-
-def rollout_config(service: objects_pb2.Service) -> specs_pb2.UpdateConfig:
-    rolling_back = service.update_status.state in (
-        US.UPDATE_STATE_ROLLBACK_STARTED,
-        US.UPDATE_STATE_ROLLBACK_PAUSED,
-    )
-    return service.spec.rollback if rolling_back else service.spec.update
 
 
 def _running_since(task: objects_pb2.Task) -> float | None:

@@ -17,11 +17,11 @@ kept between groups and passes for every task with the same signature (see
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from functools import lru_cache
 from typing import Protocol
 
 from common.api import objects_pb2
-from manager.scheduler.constraints import Constraint, normalise_arch, parse_all
+from manager.domain.constraints import parsed
+from manager.domain.platforms import platform_matcher
 from manager.scheduler.nodeinfo import NodeInfo, host_ports
 
 Matcher = Callable[[NodeInfo], bool]
@@ -126,11 +126,6 @@ class MemoryFilter:
         return f"insufficient memory on {_nodes(count)}"
 
 
-@lru_cache(maxsize=1024)
-def _parsed(exprs: tuple[str, ...]) -> list[Constraint]:
-    return parse_all(exprs)
-
-
 class ConstraintFilter:
     """Every `--constraint` of the task holds for the node."""
 
@@ -143,11 +138,11 @@ class ConstraintFilter:
     static = True
 
     def check(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
-        constraints = _parsed(tuple(task.spec.placement.constraints))
+        constraints = parsed(tuple(task.spec.placement.constraints))
         return all(c.matches(info.node) for c in constraints)
 
     def matcher(self, task: objects_pb2.Task) -> Matcher:
-        matchers = [c.info_matcher() for c in _parsed(tuple(task.spec.placement.constraints))]
+        matchers = [c.info_matcher() for c in parsed(tuple(task.spec.placement.constraints))]
         if len(matchers) == 1:
             return matchers[0]
         return lambda info: all(m(info) for m in matchers)
@@ -174,18 +169,8 @@ class PlatformFilter:
         return self.matcher(task)(info)
 
     def matcher(self, task: objects_pb2.Task) -> Matcher:
-        wanted = [
-            (p.os.lower(), normalise_arch(p.architecture) if p.architecture else "")
-            for p in task.spec.placement.platforms
-        ]
-
-        def match(info: NodeInfo) -> bool:
-            node = info.node.description.platform
-            os_ = node.os.lower()
-            arch = normalise_arch(node.architecture)
-            return any((not o or o == os_) and (not a or a == arch) for o, a in wanted)
-
-        return match
+        match = platform_matcher(task.spec.placement.platforms)
+        return lambda info: match(info.node.description.platform)
 
     def signature(self, task: objects_pb2.Task) -> Hashable:
         return tuple((p.os, p.architecture) for p in task.spec.placement.platforms)

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from common import states
 from common.api import objects_pb2, types_pb2
+from common.nodes import runs_tasks, takes_new_tasks
 from common.timeutil import timestamp_seconds
 
 # A node with this many failures of a service within FAILURE_WINDOW ranks last for it.
@@ -33,11 +34,6 @@ def _shared(value: int) -> int:
             return value
         _SHARED_INTS[value] = shared = value
     return shared
-
-
-def runs_tasks(node: objects_pb2.Node) -> bool:
-    """Agents' nodes run tasks; a manager is a node too (role manager), with no engine."""
-    return node.role != types_pb2.NODE_ROLE_MANAGER or bool(node.description.engine.engine_version)
 
 
 def counts_against_node(task: objects_pb2.Task | None) -> bool:
@@ -147,10 +143,7 @@ class NodeInfo:
     def node(self, node: objects_pb2.Node) -> None:
         self._node = node
         self.id: str = node.id
-        self.usable: bool = (
-            node.status.state == types_pb2.NODE_STATE_READY
-            and node.spec.availability == types_pb2.NODE_AVAILABILITY_ACTIVE
-        )
+        self.usable: bool = takes_new_tasks(node)
         resources = node.description.resources
         # Nodes mostly come in a few sizes: they share the int objects of their
         # capacities (a protobuf read makes a new one each time), which keeps what a

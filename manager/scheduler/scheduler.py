@@ -33,15 +33,15 @@ import heapq
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 from common import states
 from common.api import objects_pb2, specs_pb2
 from common.timeutil import stamp_now, timestamp_seconds
+from manager.domain.constraints import info_getter
+from manager.domain.placer import Decision, GroupResult, Rejection
+from manager.domain.tasks import TaskMaker
 from manager.metrics import LAST_PLACEMENT, PLACEMENTS, SCHEDULING_LATENCY
-from manager.orchestrator.tasks import TaskMaker
 from manager.reconciler import Reconciler
-from manager.scheduler.constraints import info_getter
 from manager.scheduler.nodeinfo import (
     FAILURE_THRESHOLD,
     Entry,
@@ -67,27 +67,6 @@ def is_pending(task: objects_pb2.Task | None) -> bool:
         and task.status.state == states.PENDING
         and states.is_runnable(task.desired_state)
     )
-
-
-@dataclass
-class Decision:
-    task_id: str
-    node_id: str = ""
-    # Why the task could not be placed, when node_id is empty.
-    explanation: str = ""
-
-
-@dataclass
-class Rejection:
-    node: objects_pb2.Node
-    reason: str
-
-
-@dataclass
-class GroupResult:
-    decisions: list[Decision] = field(default_factory=list)
-    # For a dry run: why each node that did not pass was turned down.
-    rejections: list[Rejection] = field(default_factory=list)
 
 
 Key = tuple[object, ...]
@@ -496,7 +475,8 @@ def _best(
 
 
 class Scheduler(Reconciler):
-    """Keeps the set of pending tasks and places them in debounced passes."""
+    """Keeps the set of pending tasks and places them in debounced passes; the
+    orchestrator's Placer (manager.domain.placer) and the control API's previewer."""
 
     name = "scheduler"
     debounce = 0.05

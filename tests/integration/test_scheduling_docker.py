@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from common.api import objects_pb2
-from manager.scheduler.constraints import normalise_arch
+from manager.domain.platforms import normalise_arch
 from manager.scheduler.filters import PlatformFilter
 from manager.scheduler.nodeinfo import NodeInfo
 from tests.conftest import Cluster

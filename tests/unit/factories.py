@@ -14,9 +14,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from common import states
 from common.api import objects_pb2, specs_pb2, types_pb2
+from common.nodes import keeps_tasks
 from common.timeutil import duration
-from manager.orchestrator.replicated import node_usable
-from manager.orchestrator.tasks import new_task
+from manager.domain.tasks import new_task
 
 NOW = 1_700_000_000.0
 
@@ -216,7 +216,7 @@ def nodes(*objs: objects_pb2.Node) -> dict[str, objects_pb2.Node]:
 
 def node_ok(table: Mapping[str, objects_pb2.Node]) -> Callable[[str], bool]:
     """The `node_ok` the replicated orchestrator passes to plan_service."""
-    return lambda node_id: node_usable(table.get(node_id))
+    return lambda node_id: keeps_tasks(table.get(node_id))
 
 
 def all_ok(_node_id: str) -> bool:

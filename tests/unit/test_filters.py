@@ -15,13 +15,13 @@ import pytest
 
 from common import states
 from common.api import objects_pb2, types_pb2
-from manager.scheduler.constraints import (
+from manager.domain.constraints import (
     ConstraintError,
     check_spread_descriptor,
-    normalise_arch,
     parse,
     spread_value,
 )
+from manager.domain.platforms import normalise_arch
 from manager.scheduler.filters import (
     ConstraintFilter,
     CPUFilter,

@@ -12,23 +12,15 @@ import pytest
 
 from common import states
 from common.api import objects_pb2, types_pb2
+from common.defaults import RESTART_DELAY
+from common.nodes import keeps_tasks
 from common.timeutil import timestamp_seconds
+from manager.domain.specs import restart_delay
+from manager.domain.tasks import new_task, runs_current_spec
 from manager.orchestrator.orchestrator import _shut_down
-from manager.orchestrator.replicated import (
-    Plan,
-    ShutdownTask,
-    node_usable,
-    plan_removal,
-    plan_service,
-)
+from manager.orchestrator.replicated import Plan, ShutdownTask, plan_removal, plan_service
+from manager.orchestrator.restart import restart_verdict
 from manager.orchestrator.taskreaper import tasks_to_delete
-from manager.orchestrator.tasks import (
-    DEFAULT_RESTART_DELAY,
-    new_task,
-    restart_delay,
-    restart_verdict,
-    runs_current_spec,
-)
 from manager.reconciler import Reconciler
 from manager.store import StoreError
 from tests.unit import factories as f
@@ -55,7 +47,7 @@ def apply(tasks: dict[str, objects_pb2.Task], plan: Plan, now: float) -> list[ob
     return list(plan.creates)
 
 
-# ---- node_usable --------------------------------------------------------------------
+# ---- keeps_tasks --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -71,8 +63,8 @@ def apply(tasks: dict[str, objects_pb2.Task], plan: Plan, now: float) -> list[ob
         (f.node(state="down", availability="drain"), False),
     ],
 )
-def test_node_usable(node: objects_pb2.Node | None, usable: bool) -> None:
-    assert node_usable(node) is usable
+def test_keeps_tasks(node: objects_pb2.Node | None, usable: bool) -> None:
+    assert keeps_tasks(node) is usable
 
 
 # ---- tasks.py -----------------------------------------------------------------------
@@ -126,7 +118,7 @@ def test_runs_current_spec() -> None:
 
 
 def test_restart_delay() -> None:
-    assert restart_delay(f.service().spec.task) == DEFAULT_RESTART_DELAY == 5.0
+    assert restart_delay(f.service().spec.task) == RESTART_DELAY == 5.0
     assert restart_delay(f.service(delay=0).spec.task) == 0.0
     assert restart_delay(f.service(delay=2.5).spec.task) == 2.5
 

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 
 from common import states
 from common.api import objects_pb2
-from manager.orchestrator.global_mode import matches_placement, plan_global
+from manager.domain.placement import matches_placement
+from manager.orchestrator.global_mode import plan_global
 from manager.orchestrator.jobs import plan_replicated_job
 from manager.orchestrator.plan import Plan
 from manager.orchestrator.replicated import plan_service
@@ -79,8 +80,8 @@ def test_global_service_with_platforms_runs_only_on_those_nodes() -> None:
     nodes["intel"].description.platform.architecture = "x86_64"
     nodes["arm"].description.platform.os = "linux"
     nodes["arm"].description.platform.architecture = "aarch64"
-    assert matches_placement(svc, nodes["intel"])
-    assert not matches_placement(svc, nodes["arm"])
+    assert matches_placement(svc.spec.task.placement, nodes["intel"])
+    assert not matches_placement(svc.spec.task.placement, nodes["arm"])
     assert created_on(plan_global(svc, [], nodes, NOW)) == ["intel"]
 
 

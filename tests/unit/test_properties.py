@@ -24,10 +24,11 @@ from hypothesis import strategies as st
 
 from common import states
 from common.api import objects_pb2, types_pb2
+from common.nodes import keeps_tasks
 from common.timeutil import timestamp_seconds
 from manager.dispatcher.status import forward_only
 from manager.orchestrator.orchestrator import _renumber, _shut_down
-from manager.orchestrator.replicated import node_usable, plan_service
+from manager.orchestrator.replicated import plan_service
 from manager.orchestrator.taskreaper import tasks_to_delete
 from manager.scheduler.nodeinfo import NodeInfos
 from manager.scheduler.pipeline import Pipeline
@@ -109,7 +110,7 @@ class Sim:
 
     def orchestrate(self) -> bool:
         def node_ok(node_id: str) -> bool:
-            return node_usable(self.nodes.get(node_id))
+            return keeps_tasks(self.nodes.get(node_id))
 
         plan = plan_service(self.svc, list(self.tasks.values()), node_ok, self.now, self.nodes)
         self.wake_at = plan.wake_at
@@ -475,7 +476,7 @@ def test_reaper_keeps_what_may_still_run_and_the_newest_history(
     keep = max(limit, 1)
 
     def stopped(t: objects_pb2.Task) -> bool:
-        return states.is_terminal(t.status.state) or not node_usable(nodes.get(t.node_id))
+        return states.is_terminal(t.status.state) or not keeps_tasks(nodes.get(t.node_id))
 
     for t in tasks:
         if t.id in doomed:

@@ -29,10 +29,11 @@ from hypothesis import strategies as st
 
 from common import states
 from common.api import objects_pb2, types_pb2
+from common.nodes import keeps_tasks
+from manager.domain.constraints import parse_all
 from manager.orchestrator.orchestrator import _renumber, _shut_down
-from manager.orchestrator.replicated import node_usable, plan_removal, plan_service
+from manager.orchestrator.replicated import plan_removal, plan_service
 from manager.orchestrator.taskreaper import tasks_to_delete
-from manager.scheduler.constraints import parse_all
 from manager.scheduler.nodeinfo import NodeInfos
 from manager.scheduler.scheduler import Scheduler
 from manager.store import BatchResult, Event, Kind, Update
@@ -206,7 +207,7 @@ class Sim:
 
     def orchestrate(self) -> None:
         def node_ok(node_id: str) -> bool:
-            return node_usable(self.store.nodes.get(node_id))
+            return keeps_tasks(self.store.nodes.get(node_id))
 
         for service_id in sorted(set(self.services) | set(self.removed)):
             tasks = list(self.store.tasks_by_service[service_id].values())

@@ -9,10 +9,11 @@ import pytest
 
 from common import states
 from common.api import objects_pb2
+from manager.domain.placer import Decision
 from manager.scheduler.filters import ReadyFilter, default_filters
 from manager.scheduler.nodeinfo import NodeInfo, NodeInfos, counts_against_node
 from manager.scheduler.pipeline import Pipeline
-from manager.scheduler.scheduler import Decision, _assign, _explain, is_pending, schedule_group
+from manager.scheduler.scheduler import _assign, _explain, is_pending, schedule_group
 from tests.unit import factories as f
 
 

@@ -27,7 +27,9 @@ from prometheus_client import REGISTRY
 
 from common import states
 from common.api import objects_pb2, specs_pb2, types_pb2
-from manager.scheduler.constraints import normalise_arch, parse_all, spread_value
+from manager.domain.constraints import parse_all, spread_value
+from manager.domain.placer import Decision
+from manager.domain.platforms import normalise_arch
 from manager.scheduler.nodeinfo import (
     FAILURE_THRESHOLD,
     NodeInfo,
@@ -36,7 +38,7 @@ from manager.scheduler.nodeinfo import (
     host_ports,
 )
 from manager.scheduler.pipeline import Pipeline
-from manager.scheduler.scheduler import Decision, Scheduler, _assign, schedule_group
+from manager.scheduler.scheduler import Scheduler, _assign, schedule_group
 from tests.unit import factories as f
 from tests.unit.factories import NOW
 

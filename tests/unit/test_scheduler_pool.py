@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.api import objects_pb2
-from manager.scheduler.constraints import Constraint
+from manager.domain.constraints import Constraint
 from manager.scheduler.nodeinfo import Entry, NodeInfo, NodeInfos, Pool
 from tests.unit import factories as f
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from common import states
 from common.api import objects_pb2
 from common.ids import ID_LENGTH, _base36_128, new_id, to_base36
-from manager.orchestrator.tasks import TaskMaker, new_task
+from manager.domain.tasks import TaskMaker, new_task
 from tests.unit import factories as f
 
 

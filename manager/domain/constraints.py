@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import lru_cache
+from typing import Protocol
 
 from common.api import objects_pb2, types_pb2
-
-if TYPE_CHECKING:
-    from manager.scheduler.nodeinfo import NodeInfo
+from manager.domain.platforms import normalise_arch
 
 _EXPR = re.compile(r"^\s*([^=!\s]+)\s*(==|!=)\s*(.*?)\s*$")
 KNOWN_KEYS = (
@@ -29,16 +28,20 @@ KNOWN_KEYS = (
     "node.labels.KEY",
     "engine.labels.KEY",
 )
-# What engines report (uname -m) -> what images say (Go's GOARCH), compared as the latter.
-_ARCH_ALIASES = {
-    "x86_64": "amd64",
-    "x86-64": "amd64",
-    "aarch64": "arm64",
-    "armv7l": "arm",
-    "armv6l": "arm",
-    "i386": "386",
-    "i686": "386",
-}
+
+
+class NodeView(Protocol):
+    """A node with its labels copied into dicts (the scheduler's NodeInfo): reading a
+    label through the protobuf map costs about ten times a dict look-up."""
+
+    @property
+    def node(self) -> objects_pb2.Node: ...
+
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+
+    @property
+    def engine_labels(self) -> Mapping[str, str]: ...
 
 
 class ConstraintError(ValueError):
@@ -47,6 +50,8 @@ class ConstraintError(ValueError):
 
 @dataclass(frozen=True)
 class Constraint:
+    """One parsed constraint: the node's `key` equals `value` (`equal`) or differs."""
+
     key: str
     equal: bool
     value: str
@@ -72,8 +77,8 @@ class Constraint:
 
         return match
 
-    def info_matcher(self) -> Callable[[NodeInfo], bool]:
-        """`matcher` for a NodeInfo: labels come from its dicts, not the protobuf maps."""
+    def info_matcher(self) -> Callable[[NodeView], bool]:
+        """`matcher` for a NodeView: labels come from its dicts, not the protobuf maps."""
         if self.key == "node.ip":
             node_match = self.matches
             return lambda info: node_match(info.node)
@@ -81,7 +86,7 @@ class Constraint:
         value = normalise_arch(self.value) if self.key == "node.platform.arch" else self.value
         want, equal = value.lower(), self.equal
 
-        def match(info: NodeInfo) -> bool:
+        def match(info: NodeView) -> bool:
             actual = get(info)
             if actual is None:
                 return not equal
@@ -97,10 +102,6 @@ class Constraint:
         if "/" in self.value:
             return ip in ipaddress.ip_network(self.value, strict=False)
         return ip == ipaddress.ip_address(self.value)
-
-
-def normalise_arch(arch: str) -> str:
-    return _ARCH_ALIASES.get(arch.lower(), arch.lower())
 
 
 def node_attribute(node: objects_pb2.Node, key: str) -> str | None:
@@ -135,8 +136,8 @@ def attribute_getter(key: str) -> Callable[[objects_pb2.Node], str | None]:
     return lambda node: node_attribute(node, key)
 
 
-def info_getter(key: str) -> Callable[[NodeInfo], str | None]:
-    """attribute_getter for a NodeInfo, reading labels from the info's dicts."""
+def info_getter(key: str) -> Callable[[NodeView], str | None]:
+    """attribute_getter for a NodeView, reading labels from the view's dicts."""
     if key.startswith("node.labels."):
         label = key[len("node.labels.") :]
         return lambda info: info.labels.get(label)
@@ -177,6 +178,13 @@ def parse(expr: str) -> Constraint:
 
 def parse_all(exprs: list[str] | tuple[str, ...]) -> list[Constraint]:
     return [parse(e) for e in exprs]
+
+
+@lru_cache(maxsize=1024)
+def parsed(exprs: tuple[str, ...]) -> list[Constraint]:
+    """parse_all for constraints already validated (stored specs): a service's tasks
+    share them, so each list is parsed once. Do not change the list returned."""
+    return parse_all(exprs)
 
 
 def spread_value(node: objects_pb2.Node, descriptor: str) -> str:
