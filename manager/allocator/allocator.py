@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from common import states
 from common.api import objects_pb2, specs_pb2
 from common.ids import new_id
+from common.nodes import runs_tasks
 from manager.allocator.book import (
     INGRESS_NAME,
     AddressBook,
@@ -27,7 +28,6 @@ from manager.allocator.book import (
 )
 from manager.allocator.ipam import DEFAULT_POOLS, DEFAULT_SUBNET_SIZE, AllocationError
 from manager.reconciler import Reconciler
-from manager.scheduler.nodeinfo import runs_tasks
 from manager.store import (
     AlreadyExistsError,
     Cache,
