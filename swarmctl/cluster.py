@@ -8,6 +8,7 @@ import typer
 from google.protobuf.duration_pb2 import Duration
 
 from common.api import specs_pb2
+from common.limits import INT64_MAX
 from swarmctl import cli, pretty
 from swarmctl.output import print_json
 from swarmctl.parsing import (
@@ -27,7 +28,7 @@ def inspect(ctx: typer.Context) -> None:
 
 
 def _history_limit(text: str) -> int:
-    return parse_count(text, "task history limit")
+    return parse_count(text, "task history limit", INT64_MAX)
 
 
 MIN_CERT_EXPIRY = 60.0  # the manager refuses less too

@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from common.api import control_pb2, objects_pb2, specs_pb2
+from common.limits import MAX_REPLICAS, UINT64_MAX
 from common.timeutil import parse_duration
 from swarmctl import cli, pretty
 from swarmctl.client import ControlClient
@@ -366,11 +367,11 @@ def _resources(
 
 
 def _max_replicas(text: str) -> int:
-    return parse_count(text, "replicas-max-per-node")
+    return parse_count(text, "replicas-max-per-node", UINT64_MAX)
 
 
 def _max_concurrent(text: str) -> int:
-    return parse_count(text, "max-concurrent")
+    return parse_count(text, "max-concurrent", MAX_REPLICAS, "tasks per service")
 
 
 def _constraint(text: str) -> str:
@@ -636,11 +637,11 @@ def create(
 
 
 def _attempts(text: str) -> int:
-    return parse_count(text, "restart max attempts")
+    return parse_count(text, "restart max attempts", UINT64_MAX)
 
 
 def _parallelism(text: str) -> int:
-    return parse_count(text, "parallelism")
+    return parse_count(text, "parallelism", UINT64_MAX)
 
 
 def _update_config(

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from google.protobuf.duration_pb2 import Duration
 
 from common.api import objects_pb2, specs_pb2, types_pb2
+from common.limits import MAX_DURATION_NANOS, MAX_PORT, MAX_REPLICAS
 from common.timeutil import duration, duration_seconds
 from manager.controlapi.names import random_name
 from manager.grpc_errors import InvalidArgumentError
@@ -36,10 +37,6 @@ _LABEL_KEY = re.compile(r"^\S+$")
 # (1.5 MiB by default).
 MAX_SPEC_BYTES = 128 * 1024
 
-# Replicas (and a job's completions) at most: every slot is planned in one pass of the
-# orchestrator, on the manager's event loop, and gets a task in etcd. A typo'd count of
-# billions used to freeze the manager for good.
-MAX_REPLICAS = 100_000
 
 DEFAULT_STOP_GRACE = 10.0
 DEFAULT_RESTART_DELAY = 5.0
@@ -80,10 +77,6 @@ def _check_enum(value: int, enum: object, what: str, accepted: str) -> None:
         raise InvalidArgumentError(f"invalid {what} {value}: use {accepted}")
 
 
-# Docker and SwarmKit keep durations as int64 nanoseconds (Go's time.Duration): about
-# 292 years at most. Longer ones would also push times computed from them (a restart
-# due at now + delay) past what a protobuf Timestamp can hold.
-MAX_DURATION_NANOS = 2**63 - 1
 _MAX_NANOS_FIELD = 999_999_999
 
 
@@ -225,14 +218,14 @@ def _validate_ports(ports: object) -> None:
         _check_enum(port.protocol, types_pb2.PortProtocol, "port protocol", "tcp, udp or sctp")
         _check_enum(port.publish_mode, types_pb2.PublishMode, "publish mode", "host")
         proto = types_pb2.PortProtocol.Name(port.protocol).removeprefix("PORT_PROTOCOL_").lower()
-        if not 1 <= port.target_port <= 65535:
+        if not 1 <= port.target_port <= MAX_PORT:
             raise InvalidArgumentError(
-                f"invalid target port {port.target_port}: use a port from 1 to 65535"
+                f"invalid target port {port.target_port}: use a port from 1 to {MAX_PORT}"
             )
-        if port.published_port > 65535:
+        if port.published_port > MAX_PORT:
             raise InvalidArgumentError(
-                f"invalid published port {port.published_port}: use a port from 1 to 65535, or 0 "
-                "to let the engine pick one"
+                f"invalid published port {port.published_port}: use a port from 1 to "
+                f"{MAX_PORT}, or 0 to let the engine pick one"
             )
         if port.publish_mode != types_pb2.PUBLISH_MODE_HOST:
             raise InvalidArgumentError(
