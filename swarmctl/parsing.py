@@ -159,10 +159,6 @@ def parse_label(text: str) -> tuple[str, str]:
     return key, value
 
 
-def parse_labels(values: Iterable[str]) -> dict[str, str]:
-    return dict(parse_label(v) for v in values)
-
-
 def parse_label_key(text: str) -> str:
     """A label key to remove (`--label-rm key`)."""
     key = text.strip()
@@ -383,11 +379,6 @@ def parse_mode(text: str) -> str:
         raise FlagValueError(
             f"invalid mode {text!r}: use replicated, global, replicated-job or global-job"
         ) from None
-
-
-def mode_flag_name(mode: str) -> str:
-    """The `--mode` value of a ServiceSpec mode field: replicated_job -> replicated-job."""
-    return mode.replace("_", "-")
 
 
 def parse_placement_pref(text: str) -> str:

@@ -105,12 +105,6 @@ class Pipeline:
                 return f
         return None
 
-    def count_failure(self, task: objects_pb2.Task, info: NodeInfo) -> None:
-        """Count why a node that passed earlier no longer takes this group's tasks."""
-        failed = self.first_failure(task, info)
-        if failed is not None:
-            self.failures[failed.name] += 1
-
     def explain(self) -> str:
         """ "no suitable node (insufficient memory on 2 nodes; ...)", filters in order."""
         reasons = [f.explain(self.failures[f.name]) for f in self._active if self.failures[f.name]]
