@@ -91,24 +91,10 @@ def update(
             "nothing to update: give --task-history-limit, --heartbeat-period, "
             "--auto-rebalance or --cert-expiry"
         )
-    limit = (
-        None
-        if task_history_limit is None
-        else cli.flag_value(_history_limit, task_history_limit, "--task-history-limit")
-    )
-    period = (
-        None
-        if heartbeat_period is None
-        else cli.flag_value(parse_positive_duration, heartbeat_period, "--heartbeat-period")
-    )
-    rebalance = (
-        None
-        if auto_rebalance is None
-        else cli.flag_value(parse_bool, auto_rebalance, "--auto-rebalance")
-    )
-    expiry = (
-        None if cert_expiry is None else cli.flag_value(_cert_expiry, cert_expiry, "--cert-expiry")
-    )
+    limit = cli.optional_flag(_history_limit, task_history_limit, "--task-history-limit")
+    period = cli.optional_flag(parse_positive_duration, heartbeat_period, "--heartbeat-period")
+    rebalance = cli.optional_flag(parse_bool, auto_rebalance, "--auto-rebalance")
+    expiry = cli.optional_flag(_cert_expiry, cert_expiry, "--cert-expiry")
     client = cli.get_client(ctx)
     cluster = client.get_cluster()
     spec = specs_pb2.ClusterSpec()

@@ -23,7 +23,14 @@ from google.protobuf.duration_pb2 import Duration
 
 from common import states
 from common.api import specs_pb2, types_pb2
-from common.limits import INT32_MAX, MAX_MEMORY_BYTES, MAX_NANO_CPUS, MAX_PORT, MAX_REPLICAS
+from common.limits import (
+    INT32_MAX,
+    MAX_MEMORY_BYTES,
+    MAX_NANO_CPUS,
+    MAX_PORT,
+    MAX_REPLICAS,
+    UINT64_MAX,
+)
 from common.timeutil import duration, parse_duration
 
 _PROTOCOLS = {
@@ -108,6 +115,33 @@ def parse_count(text: str, what: str, maximum: int, why: str = "") -> int:
 
 def parse_replicas(text: str) -> int:
     return parse_count(text, "replicas", MAX_REPLICAS, "tasks per service")
+
+
+def parse_max_replicas(text: str) -> int:
+    """`--replicas-max-per-node`: 0 is no limit."""
+    return parse_count(text, "replicas-max-per-node", UINT64_MAX)
+
+
+def parse_max_concurrent(text: str) -> int:
+    """`--max-concurrent`: a replicated job's tasks at once."""
+    return parse_count(text, "max-concurrent", MAX_REPLICAS, "tasks per service")
+
+
+def parse_restart_attempts(text: str) -> int:
+    """`--restart-max-attempts`: 0 is no limit."""
+    return parse_count(text, "restart max attempts", UINT64_MAX)
+
+
+def parse_parallelism(text: str) -> int:
+    """`--update-parallelism`, `--rollback-parallelism`: 0 is all at once."""
+    return parse_count(text, "parallelism", UINT64_MAX)
+
+
+def parse_constraint(text: str) -> str:
+    """A constraint as given: the manager checks it (and explains what is wrong)."""
+    if not text.strip():
+        raise FlagValueError("invalid constraint '': expected KEY==VALUE or KEY!=VALUE")
+    return text
 
 
 def parse_duration_value(text: str) -> Duration:
