@@ -110,7 +110,16 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
         )
     validate_name(spec.annotations.name)
     _check_labels(spec.annotations.labels, "service")
-    container = spec.task.container
+    _validate_container(spec.task.container)
+    _validate_restart(spec.task.restart)
+    _validate_mode(spec)
+    _validate_ports(spec.endpoint.ports)
+    _validate_placement(spec.task)
+    _validate_rollout(spec.update, "update")
+    _validate_rollout(spec.rollback, "rollback")
+
+
+def _validate_container(container: specs_pb2.ContainerSpec) -> None:
     validate_image(container.image)
     for entry in container.env:
         key = entry.partition("=")[0]
@@ -128,7 +137,9 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
             raise InvalidArgumentError(
                 f"invalid health check retries {health.retries}: it must not be negative"
             )
-    restart = spec.task.restart
+
+
+def _validate_restart(restart: specs_pb2.RestartPolicy) -> None:
     if restart.condition not in specs_pb2.RestartCondition.values():
         raise InvalidArgumentError(
             f"invalid restart condition {restart.condition}: use none, on-failure or any"
@@ -136,6 +147,9 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
     for name in ("delay", "window"):
         if restart.HasField(name):
             check_duration(getattr(restart, name), f"restart {name}")
+
+
+def _validate_mode(spec: specs_pb2.ServiceSpec) -> None:
     mode = spec.WhichOneof("mode")
     if mode not in (None, "replicated", "global", "replicated_job", "global_job"):
         raise InvalidArgumentError(
@@ -155,25 +169,24 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
         raise InvalidArgumentError(
             "--replicas-max-per-node does not apply to global services (one task per node)"
         )
-    _validate_ports(spec.endpoint.ports)
-    _validate_placement(spec.task)
-    for name in ("update", "rollback"):
-        cfg = getattr(spec, name)
-        for d in ("delay", "monitor"):
-            if cfg.HasField(d):
-                check_duration(getattr(cfg, d), f"{name} {d}")
-        _check_enum(
-            cfg.failure_action,
-            specs_pb2.UpdateFailureAction,
-            f"{name} failure action",
-            "pause, continue or rollback",
+
+
+def _validate_rollout(cfg: specs_pb2.UpdateConfig, name: str) -> None:
+    """The update (or rollback) settings."""
+    for d in ("delay", "monitor"):
+        if cfg.HasField(d):
+            check_duration(getattr(cfg, d), f"{name} {d}")
+    _check_enum(
+        cfg.failure_action,
+        specs_pb2.UpdateFailureAction,
+        f"{name} failure action",
+        "pause, continue or rollback",
+    )
+    _check_enum(cfg.order, specs_pb2.UpdateOrder, f"{name} order", "stop-first or start-first")
+    if not 0 <= cfg.max_failure_ratio <= 1:
+        raise InvalidArgumentError(
+            f"invalid {name} max failure ratio {cfg.max_failure_ratio}: use a number from 0 to 1"
         )
-        _check_enum(cfg.order, specs_pb2.UpdateOrder, f"{name} order", "stop-first or start-first")
-        if not 0 <= cfg.max_failure_ratio <= 1:
-            raise InvalidArgumentError(
-                f"invalid {name} max failure ratio {cfg.max_failure_ratio}: "
-                "use a number from 0 to 1"
-            )
 
 
 def _validate_placement(task: specs_pb2.TaskSpec) -> None:
