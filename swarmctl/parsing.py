@@ -476,6 +476,8 @@ def _cpus(value: str) -> Fraction | None:
     decimal is looked at as a Decimal first, whose exponent says how large it is; a
     fraction's parts are plain integers, bounded by their length.
     """
+    if not value.isascii() or "_" in value:
+        raise ValueError(value)  # Python's numbers take "1_000" and other scripts' digits
     if "/" in value:
         return Fraction(value)
     number = Decimal(value)
