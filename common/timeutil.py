@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
+
+from common.limits import MAX_DURATION_SECONDS
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -43,17 +46,29 @@ def duration_seconds(d: Duration) -> float:
 def parse_duration(text: str) -> float:
     """Seconds in Go's duration syntax as the Docker CLI takes it ("5s", "1m30s", "300ms").
 
-    A bare number is seconds. Raises ValueError naming the input when it is not a duration.
+    A bare number is seconds. Raises ValueError naming the input when it is not a duration:
+    also NaN, infinity, a negative one, or one longer than Go's durations go (int64
+    nanoseconds, about 292 years), as Go's time.ParseDuration refuses an overflow.
     """
     text = text.strip()
     try:
         value = float(text)
     except ValueError:
-        pass
-    else:
-        if value < 0:
-            raise ValueError(f"invalid duration {text!r}: must not be negative")
-        return value
+        value = _unit_seconds(text)
+    if math.isnan(value):
+        raise ValueError(f"invalid duration {text!r}: not a number")
+    if value < 0:
+        raise ValueError(f"invalid duration {text!r}: must not be negative")
+    if value > MAX_DURATION_SECONDS:
+        raise ValueError(
+            f"invalid duration {text!r}: too long (at most {MAX_DURATION_SECONDS}s, about "
+            "292 years)"
+        )
+    return value
+
+
+def _unit_seconds(text: str) -> float:
+    """Seconds of a duration with units ("1m30s")."""
     pos, total = 0, 0.0
     for match in _DURATION.finditer(text):
         if match.start() != pos:

@@ -1,5 +1,5 @@
 """`python -m swarmctl`: the same as the `swarmctl` console script."""
 
-from swarmctl.main import run
+from swarmctl.launch import run
 
 run()

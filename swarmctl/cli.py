@@ -103,6 +103,11 @@ def flag_value(parse: Callable[[str], T], value: str, flag: str) -> T:
         raise typer.BadParameter(str(exc), param_hint=f"'{flag}'") from None
 
 
+def optional_flag(parse: Callable[[str], T], value: str | None, flag: str) -> T | None:
+    """`flag_value` of an optional flag: None when it was not given."""
+    return None if value is None else flag_value(parse, value, flag)
+
+
 def flag_values(parse: Callable[[str], T], values: Iterable[str] | None, flag: str) -> list[T]:
     return [flag_value(parse, v, flag) for v in values or ()]
 

@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -22,7 +23,14 @@ from google.protobuf.message import Message
 
 from common.api import control_pb2, control_pb2_grpc, logs_pb2, objects_pb2, specs_pb2
 from common.log import get_logger
-from swarmctl.errors import ManagerUnreachable, NotFound, SwarmctlError
+from swarmctl.errors import (
+    ManagerUnreachable,
+    NotControlAPI,
+    NotFound,
+    SwarmctlError,
+    TLSFailure,
+)
+from swarmctl.tlscheck import check_files, handshake_problem
 
 DEFAULT_HOST = "unix:///var/lib/swarmlet/manager/control.sock"
 HOST_ENV = "SWARMCTL_HOST"
@@ -53,7 +61,8 @@ class TLSFiles:
 
     @classmethod
     def load(cls, ca: str, cert: str, key: str) -> TLSFiles | None:
-        """Read the three PEM files; None when none is given. ValueError names what is wrong."""
+        """Read the three PEM files; None when none is given. ValueError names what is
+        wrong (a file missing, unreadable, not PEM, or a key not the certificate's)."""
         given = [p for p in (ca, cert, key) if p]
         if not given:
             return None
@@ -63,9 +72,11 @@ class TLSFiles:
                 "manager writes one to <state-dir>/admin/ca.pem, cert.pem and key.pem)"
             )
         try:
-            return cls(*(open(p, "rb").read() for p in (ca, cert, key)))
+            files = cls(*(Path(p).read_bytes() for p in (ca, cert, key)))
         except OSError as exc:
             raise ValueError(f"cannot read {exc.filename}: {exc.strerror}") from None
+        check_files(files.ca, files.cert, files.key, ("--tlscacert", "--tlscert", "--tlskey"))
+        return files
 
 
 @dataclass(frozen=True)
@@ -246,6 +257,13 @@ class ControlClient:
             code, details = exc.code(), exc.details() or ""
         else:  # pragma: no cover - every RpcError of a unary call is also a Call
             code, details = grpc.StatusCode.UNKNOWN, str(exc)
+        if code == grpc.StatusCode.UNIMPLEMENTED:
+            # Every control method exists on a manager: a server without them is another
+            # gRPC service, a manager's dispatcher or CA port most likely.
+            return NotControlAPI(self.address.display)
+        problem = handshake_problem(details) if self.tls is not None else None
+        if code == grpc.StatusCode.UNAVAILABLE and problem is not None:
+            return TLSFailure(self.address.display, problem)
         if code == grpc.StatusCode.UNAVAILABLE and (
             not details or _CONNECT_FAILURE.search(details)
         ):

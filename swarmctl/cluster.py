@@ -8,6 +8,7 @@ import typer
 from google.protobuf.duration_pb2 import Duration
 
 from common.api import specs_pb2
+from common.limits import INT64_MAX
 from swarmctl import cli, pretty
 from swarmctl.output import print_json
 from swarmctl.parsing import (
@@ -27,7 +28,7 @@ def inspect(ctx: typer.Context) -> None:
 
 
 def _history_limit(text: str) -> int:
-    return parse_count(text, "task history limit")
+    return parse_count(text, "task history limit", INT64_MAX)
 
 
 MIN_CERT_EXPIRY = 60.0  # the manager refuses less too
@@ -90,24 +91,10 @@ def update(
             "nothing to update: give --task-history-limit, --heartbeat-period, "
             "--auto-rebalance or --cert-expiry"
         )
-    limit = (
-        None
-        if task_history_limit is None
-        else cli.flag_value(_history_limit, task_history_limit, "--task-history-limit")
-    )
-    period = (
-        None
-        if heartbeat_period is None
-        else cli.flag_value(parse_positive_duration, heartbeat_period, "--heartbeat-period")
-    )
-    rebalance = (
-        None
-        if auto_rebalance is None
-        else cli.flag_value(parse_bool, auto_rebalance, "--auto-rebalance")
-    )
-    expiry = (
-        None if cert_expiry is None else cli.flag_value(_cert_expiry, cert_expiry, "--cert-expiry")
-    )
+    limit = cli.optional_flag(_history_limit, task_history_limit, "--task-history-limit")
+    period = cli.optional_flag(parse_positive_duration, heartbeat_period, "--heartbeat-period")
+    rebalance = cli.optional_flag(parse_bool, auto_rebalance, "--auto-rebalance")
+    expiry = cli.optional_flag(_cert_expiry, cert_expiry, "--cert-expiry")
     client = cli.get_client(ctx)
     cluster = client.get_cluster()
     spec = specs_pb2.ClusterSpec()

@@ -28,13 +28,38 @@ class NotFound(SwarmctlError):
 
 
 class ManagerUnreachable(SwarmctlError):
-    """No manager answered at the address swarmctl was pointed at."""
+    """No manager answered at the address swarmctl was pointed at: a command that works
+    through several objects stops at once rather than failing each one."""
 
-    def __init__(self, address: str, reason: str) -> None:
+    def __init__(self, address: str, reason: str, message: str = "") -> None:
         super().__init__(
-            f"cannot reach a swarmlet manager at {address} ({reason}). "
+            message
+            or f"cannot reach a swarmlet manager at {address} ({reason}). "
             "Start one with 'swarm-manager' (or 'make demo'), or point swarmctl at one "
             "with -H/--host or SWARMCTL_HOST."
         )
         self.address = address
         self.reason = reason
+
+
+class TLSFailure(ManagerUnreachable):
+    """Something answers at the address, but the TLS handshake with it failed: a
+    certificate problem (the message says which), not a missing manager."""
+
+    def __init__(self, address: str, problem: str) -> None:
+        super().__init__(address, problem, f"TLS handshake with {address} failed: {problem}")
+
+
+class NotControlAPI(ManagerUnreachable):
+    """The address serves gRPC, but not the control API: a manager's dispatcher or CA
+    port, which serve agents."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(
+            address,
+            "not the control API",
+            f"{address} does not serve the control API: it serves agents (a manager's "
+            "dispatcher, --listen-addr, or its CA port, the next one). Point swarmctl at the "
+            "manager's control socket (unix://<state-dir>/control.sock on its host) or at "
+            "the address given to swarm-manager --control-addr.",
+        )

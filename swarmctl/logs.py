@@ -22,6 +22,7 @@ from typing import Annotated, Protocol
 import typer
 
 from common.api import control_pb2, logs_pb2, objects_pb2
+from common.limits import INT64_MAX
 from common.timeutil import timestamp_seconds
 from swarmctl import cli
 from swarmctl.client import ControlClient
@@ -53,7 +54,7 @@ def parse_tail(text: str) -> int | None:
     """`-n/--tail`: a number of lines from the end of each task's log, or `all` (None)."""
     if text.strip().lower() == ALL:
         return None
-    return parse_count(text, "tail")
+    return parse_count(text, "tail", INT64_MAX)
 
 
 @dataclass

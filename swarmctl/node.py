@@ -168,10 +168,8 @@ def update(
     _edit(
         cli.get_client(ctx),
         node_ref,
-        availability=None
-        if availability is None
-        else cli.flag_value(parse_availability, availability, "--availability"),
-        role=None if role is None else cli.flag_value(parse_role, role, "--role"),
+        availability=cli.optional_flag(parse_availability, availability, "--availability"),
+        role=cli.optional_flag(parse_role, role, "--role"),
         label_add=dict(cli.flag_values(parse_label, label_add, "--label-add")),
         label_rm=cli.flag_values(parse_label_key, label_rm, "--label-rm"),
     )

@@ -23,9 +23,15 @@ from google.protobuf.duration_pb2 import Duration
 
 from common import states
 from common.api import specs_pb2, types_pb2
+from common.limits import (
+    INT32_MAX,
+    MAX_MEMORY_BYTES,
+    MAX_NANO_CPUS,
+    MAX_PORT,
+    MAX_REPLICAS,
+    UINT64_MAX,
+)
 from common.timeutil import duration, parse_duration
-
-MAX_PORT = 65535
 
 _PROTOCOLS = {
     "tcp": types_pb2.PORT_PROTOCOL_TCP,
@@ -58,12 +64,17 @@ _STRATEGIES = {
 _TRUE = ("1", "t", "true")
 _FALSE = ("0", "f", "false")
 NANO = 1_000_000_000
+# Decimal exponents beyond which a CPU count is surely too large or too precise.
+_MAX_CPU_DIGITS = 30
 # Docker's RAMInBytes (go-units): an optional unit k, m, g, t or p, in 1024 multiples,
 # optionally followed by "i" and/or "b"; a bare number (or "b") is bytes.
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp]?)(i?)(b?)$", re.IGNORECASE)
 _MEMORY_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 _ENV_KEY = re.compile(r"^[^=\s]+$")
-_PORT_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
+_PORT_RANGE = re.compile(r"^([0-9]+)(?:-([0-9]+))?$")
+# A count as typed: ASCII digits (int() would also take "1_000" and other scripts'
+# digits), at most a sign, and a bounded length (int() refuses over 4300 digits).
+_COUNT = re.compile(r"^[-+]?[0-9]{1,100}$")
 
 
 class FlagValueError(ValueError):
@@ -86,22 +97,51 @@ def restart_condition_name(condition: int) -> str:
     return str(condition)
 
 
-def parse_count(text: str, what: str) -> int:
-    """A whole number, 0 or more: `invalid <what> value -1: must be 0 or more` otherwise."""
+def parse_count(text: str, what: str, maximum: int, why: str = "") -> int:
+    """A whole number from 0 to `maximum`: `invalid <what> value -1: must be 0 or more`
+    otherwise. `why` says where the maximum comes from ("tasks per service")."""
     value = text.strip()
-    try:
-        number = int(value, 10)
-    except ValueError:
-        raise FlagValueError(
-            f"invalid {what} value {text!r}: must be a whole number, 0 or more"
-        ) from None
+    if not _COUNT.match(value):
+        raise FlagValueError(f"invalid {what} value {text!r}: must be a whole number, 0 or more")
+    number = int(value)
     if number < 0:
         raise FlagValueError(f"invalid {what} value {number}: must be 0 or more")
+    if number > maximum:
+        raise FlagValueError(
+            f"invalid {what} value {value}: must be at most {maximum}{f' ({why})' if why else ''}"
+        )
     return number
 
 
 def parse_replicas(text: str) -> int:
-    return parse_count(text, "replicas")
+    return parse_count(text, "replicas", MAX_REPLICAS, "tasks per service")
+
+
+def parse_max_replicas(text: str) -> int:
+    """`--replicas-max-per-node`: 0 is no limit."""
+    return parse_count(text, "replicas-max-per-node", UINT64_MAX)
+
+
+def parse_max_concurrent(text: str) -> int:
+    """`--max-concurrent`: a replicated job's tasks at once."""
+    return parse_count(text, "max-concurrent", MAX_REPLICAS, "tasks per service")
+
+
+def parse_restart_attempts(text: str) -> int:
+    """`--restart-max-attempts`: 0 is no limit."""
+    return parse_count(text, "restart max attempts", UINT64_MAX)
+
+
+def parse_parallelism(text: str) -> int:
+    """`--update-parallelism`, `--rollback-parallelism`: 0 is all at once."""
+    return parse_count(text, "parallelism", UINT64_MAX)
+
+
+def parse_constraint(text: str) -> str:
+    """A constraint as given: the manager checks it (and explains what is wrong)."""
+    if not text.strip():
+        raise FlagValueError("invalid constraint '': expected KEY==VALUE or KEY!=VALUE")
+    return text
 
 
 def parse_duration_value(text: str) -> Duration:
@@ -153,10 +193,6 @@ def parse_label(text: str) -> tuple[str, str]:
     return key, value
 
 
-def parse_labels(values: Iterable[str]) -> dict[str, str]:
-    return dict(parse_label(v) for v in values)
-
-
 def parse_label_key(text: str) -> str:
     """A label key to remove (`--label-rm key`)."""
     key = text.strip()
@@ -198,7 +234,7 @@ def parse_protocol(text: str, whole: str) -> types_pb2.PortProtocol.ValueType:
 
 
 def _port_number(text: str, whole: str, what: str, *, allow_zero: bool) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise FlagValueError(f"invalid port {whole!r}: {what} port {text!r} is not a number")
     number = int(text)
     low = 0 if allow_zero else 1
@@ -379,11 +415,6 @@ def parse_mode(text: str) -> str:
         ) from None
 
 
-def mode_flag_name(mode: str) -> str:
-    """The `--mode` value of a ServiceSpec mode field: replicated_job -> replicated-job."""
-    return mode.replace("_", "-")
-
-
 def parse_placement_pref(text: str) -> str:
     """`--placement-pref spread=node.labels.zone`: the spread descriptor.
 
@@ -415,19 +446,50 @@ def parse_nano_cpus(text: str) -> int:
     """
     value = text.strip()
     try:
-        cpus = Fraction(value)
-    except (ValueError, ZeroDivisionError):
+        cpus = _cpus(value)
+    except (ValueError, ZeroDivisionError, ArithmeticError):
         raise FlagValueError(
             f"invalid CPU value {text!r}: use a number of CPUs, like 0.5 or 2"
         ) from None
+    if cpus is None:
+        raise FlagValueError(
+            f"invalid CPU value {text!r}: too large (at most {format_nano_cpus(MAX_NANO_CPUS)})"
+        )
     if cpus < 0:
         raise FlagValueError(f"invalid CPU value {text!r}: must not be negative")
     nanos = cpus * NANO
+    if nanos > MAX_NANO_CPUS:
+        raise FlagValueError(
+            f"invalid CPU value {text!r}: too large (at most {format_nano_cpus(MAX_NANO_CPUS)})"
+        )
     if nanos.denominator != 1:
         raise FlagValueError(
             f"invalid CPU value {text!r}: too precise (the unit is a billionth of a CPU)"
         )
     return int(nanos)
+
+
+def _cpus(value: str) -> Fraction | None:
+    """`value` as an exact number; None when it is too large to be a count of CPUs.
+
+    Fraction("1e999999999") would compute that power of ten (and take forever), so a
+    decimal is looked at as a Decimal first, whose exponent says how large it is; a
+    fraction's parts are plain integers, bounded by their length.
+    """
+    if not value.isascii() or "_" in value:
+        raise ValueError(value)  # Python's numbers take "1_000" and other scripts' digits
+    if "/" in value:
+        return Fraction(value)
+    number = Decimal(value)
+    if not number.is_finite():
+        raise ValueError(value)
+    if number < 0:
+        return Fraction(-1)  # refused as negative, however large
+    if number and number.adjusted() > _MAX_CPU_DIGITS:
+        return None
+    if number and number.adjusted() < -_MAX_CPU_DIGITS:
+        return Fraction(1, NANO * 10)  # finer than a nano CPU, without the huge power
+    return Fraction(number)
 
 
 def parse_memory_bytes(text: str) -> int:
@@ -446,7 +508,13 @@ def parse_memory_bytes(text: str) -> int:
         number = Decimal(match.group(1))
     except InvalidOperation:  # pragma: no cover - the pattern only lets numbers through
         raise FlagValueError(f"invalid memory size {text!r}") from None
-    return int(number * _MEMORY_UNITS[match.group(2).lower()])
+    size = int(number * _MEMORY_UNITS[match.group(2).lower()])
+    if size > MAX_MEMORY_BYTES:
+        raise FlagValueError(
+            f"invalid memory size {text!r}: too large (at most {MAX_MEMORY_BYTES} bytes, "
+            "8 EiB less one byte)"
+        )
+    return size
 
 
 def format_nano_cpus(nanos: int) -> str:
@@ -587,7 +655,7 @@ def parse_failure_ratio(text: str) -> float:
 
 
 def parse_health_retries(text: str) -> int:
-    return parse_count(text, "health retries")
+    return parse_count(text, "health retries", INT32_MAX)
 
 
 def parse_timestamp(text: str, now: float | None = None) -> float:

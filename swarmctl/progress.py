@@ -6,11 +6,11 @@
     3/3: rejected  No such image: nosuch:latest
     verify: Waiting 1 seconds to verify that tasks are stable...
 
-swarmctl polls ListTasks about every 100 ms and looks, per slot, at the newest
-up-to-date task whose desired state is at most RUNNING. All slots running for a second
-is convergence. It gives up at the timeout, or as soon as every slot that is not running
-has failed (or been rejected) twice or more, and then lists the tasks' distinct errors.
-A global service has one line per node (`3f9c0e1a2b4d: running [...]`) instead.
+swarmctl polls ListTasks about every 100 ms; what the tasks say (which slot runs what,
+when the service converged, when to give up) is swarmctl.convergence's to decide, and
+this module draws it and waits. It gives up at the timeout, or as soon as the model says
+the service will not converge, and then lists the tasks' distinct errors. A global
+service has one line per node (`3f9c0e1a2b4d: running [...]`) instead.
 
 A rolling update (the service's update_status) shows through: while the manager
 watches the new tasks for the monitor period, the verify line counts that period down;
@@ -34,11 +34,9 @@ only when it changes, so CI logs stay readable.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import typer
@@ -47,19 +45,20 @@ from rich.live import Live
 from rich.text import Text
 
 from common import states
-from common.api import control_pb2, objects_pb2, specs_pb2, types_pb2
-from common.modes import JOB_MODES
-from common.rollout import monitor_seconds, rollout_config
-from common.timeutil import format_duration, timestamp_seconds
+from common.api import control_pb2, objects_pb2, types_pb2
+from common.timeutil import format_duration
 from swarmctl.client import ControlClient
+from swarmctl.convergence import (
+    Convergence,
+    JobProgress,
+    Progress,
+    SlotProgress,
+    Step,
+    make_tracker,
+)
 from swarmctl.errors import EXIT_INTERRUPTED, SwarmctlError
-from swarmctl.output import truncate_id
 
 POLL_INTERVAL = 0.1
-# How long every slot must stay running before the service counts as converged.
-VERIFY_SECONDS = 1.0
-# Give up once every slot that is not running has had this many failed/rejected tasks.
-FAILURES_TO_GIVE_UP = 2
 # Above this many slots only the overall line is shown (Docker's maxProgressBars).
 MAX_PROGRESS_BARS = 20
 BAR_WIDTH = 50
@@ -81,16 +80,7 @@ MAX_STAGE = 9
 JOB_STAGES: Mapping[int, int] = {**STAGES, states.COMPLETE: 10}
 MAX_JOB_STAGE = 10
 STATE_WIDTH = max(len(states.state_name(s)) for s in JOB_STAGES)
-_FAILED = (states.FAILED, states.REJECTED)
-_US = objects_pb2.UpdateStatus
-_ROLLBACK_STATES = (
-    _US.UPDATE_STATE_ROLLBACK_STARTED,
-    _US.UPDATE_STATE_ROLLBACK_PAUSED,
-    _US.UPDATE_STATE_ROLLBACK_COMPLETED,
-)
-_IN_PROGRESS = (_US.UPDATE_STATE_UPDATING, _US.UPDATE_STATE_ROLLBACK_STARTED)
-_FINISHED = (_US.UPDATE_STATE_COMPLETED, _US.UPDATE_STATE_ROLLBACK_COMPLETED)
-_ROLLED_BACK_DUE_TO = "update rolled back due to "
+
 
 Line = tuple[str, str]
 """A display line: a key (what it is about, e.g. "1/3") and its text."""
@@ -124,573 +114,93 @@ def one_line_error(err: str) -> str:
     return text if len(text) <= MAX_ERROR_WIDTH else text[: MAX_ERROR_WIDTH - 1] + "…"
 
 
-def is_up_to_date(task: objects_pb2.Task, service: objects_pb2.Service) -> bool:
-    """The task was made from the service's current spec (not one an update replaces).
+def slot_text(slot: SlotProgress, *, rollback: bool = False) -> str:
+    """`1/3: running   [=====...>]`, or the state and the task's error.
 
-    A spec change that leaves the task template and ports alone (a scale) bumps the
-    service's spec_version but keeps its tasks, so those count as up to date too.
+    While an update is rolled back (`rollback`) a service's bars run backwards.
     """
-    if service.spec_version and task.spec_version >= service.spec_version:
-        return True
-    return task.spec == service.spec.task and task.endpoint == service.spec.endpoint
+    task = slot.task
+    waiting = not slot.done and not slot.running
+    if task is not None and waiting and not task.status.err and slot.last_failure:
+        task = slot.last_failure
+    if task is None:
+        return f"{slot.label}:"
+    status = task.status
+    state = states.state_name(status.state).ljust(STATE_WIDTH)
+    if status.err:
+        return f"{slot.label}: {state} {one_line_error(status.err)}"
+    if slot.job and status.state in JOB_STAGES:
+        return f"{slot.label}: {state} {job_progress_bar(status.state)}"
+    if status.state in STAGES:
+        return f"{slot.label}: {state} {progress_bar(status.state, rollback)}"
+    return f"{slot.label}: {state} {one_line_error(status.message)}".rstrip()
 
 
-def _slot_key(task: objects_pb2.Task) -> str:
-    return str(task.slot) if task.slot else task.node_id
+def convergence_lines(conv: Convergence, *, rollback: bool = False) -> list[Line]:
+    """`overall progress: N out of M tasks`, then a line per slot (up to 20 slots)."""
+    if conv.global_mode and conv.desired == 0:
+        return [("overall", "overall progress: waiting for new tasks")]
+    what = "rolling back update: " if rollback else ""
+    out = [("overall", f"overall progress: {what}{conv.running} out of {conv.desired} tasks")]
+    if conv.desired <= MAX_PROGRESS_BARS:
+        out.extend((s.label, slot_text(s, rollback=rollback)) for s in conv.slots)
+    return out
 
 
-def _age(task: objects_pb2.Task) -> tuple[float, float, int]:
-    return (
-        timestamp_seconds(task.meta.created_at),
-        timestamp_seconds(task.status.timestamp),
-        task.status.state,
-    )
-
-
-@dataclass(frozen=True)
-class SlotProgress:
-    """One slot (or, for a global service, one node): its newest task and its failures.
-
-    `last_failure` is the slot's newest failed or rejected task: while the slot is not
-    running, its error is what the slot's line shows (the replacement task would only
-    show "new" or "pending" and hide why the slot is not converging).
-    """
-
-    label: str
-    task: objects_pb2.Task | None
-    failures: int = 0
-    last_failure: objects_pb2.Task | None = None
-    # A job's slot: done once its task completed; its bar runs on to COMPLETE.
-    job: bool = False
-    # Shown while an update is rolled back (the bar runs backwards).
-    rollback: bool = False
-
-    @property
-    def running(self) -> bool:
-        return self.task is not None and self.task.status.state == states.RUNNING
-
-    @property
-    def complete(self) -> bool:
-        return self.job and self.task is not None and self.task.status.state == states.COMPLETE
-
-    @property
-    def done(self) -> bool:
-        """Where this slot should be: running (a service) or complete (a job)."""
-        return self.complete if self.job else self.running
-
-    @property
-    def declined(self) -> bool:
-        """Its task ended and the restart policy will not replace it."""
-        return self.task is not None and self.task.restart_declined
-
-    def text(self) -> str:
-        """`1/3: running   [=====...>]`, or the state and the task's error."""
-        task = self.task
-        waiting = not self.done and not self.running
-        if task is not None and waiting and not task.status.err and self.last_failure:
-            task = self.last_failure
-        if task is None:
-            return f"{self.label}:"
-        status = task.status
-        state = states.state_name(status.state).ljust(STATE_WIDTH)
-        if status.err:
-            return f"{self.label}: {state} {one_line_error(status.err)}"
-        if self.job and status.state in JOB_STAGES:
-            return f"{self.label}: {state} {job_progress_bar(status.state)}"
-        if status.state in STAGES:
-            return f"{self.label}: {state} {progress_bar(status.state, self.rollback)}"
-        return f"{self.label}: {state} {one_line_error(status.message)}".rstrip()
-
-
-@dataclass(frozen=True)
-class Convergence:
-    """What one poll shows of a service: slots, running count, errors."""
-
-    running: int
-    desired: int
-    slots: tuple[SlotProgress, ...]
-    errors: tuple[str, ...] = ()
-    global_mode: bool = False
-
-    @property
-    def converged(self) -> bool:
-        if self.global_mode and self.desired == 0:
-            return False
-        return self.running == self.desired
-
-    @property
-    def hopeless(self) -> bool:
-        """Every slot that is not running has failed twice or more (or will not restart)."""
-        pending = [s for s in self.slots if not s.running]
-        if not pending:
-            return False
-        return all(s.failures >= FAILURES_TO_GIVE_UP or s.declined for s in pending)
-
-    outcome = "did not converge"
-
-    def summary(self) -> str:
-        return f"{self.running} out of {self.desired} tasks running"
-
-    def hopeless_reason(self) -> str:
-        unit = "node" if self.global_mode else "slot"
-        return (
-            f"{self.summary()}, and each {unit} not running has failed {FAILURES_TO_GIVE_UP} "
-            "or more times"
+def job_lines(job: JobProgress) -> list[Line]:
+    """Docker's: `job progress: N out of M complete [bar]`, `active tasks: ...`, slots."""
+    if job.waiting:
+        return [("job progress", "job progress: waiting for tasks")]
+    digits = len(str(job.total))
+    out = [
+        (
+            "job progress",
+            f"job progress: {job.completed:>{digits}} out of {job.total} complete "
+            + ratio_bar(job.completed, job.total),
         )
-
-    def notes(self) -> list[str]:
-        """The distinct task errors, or else the messages of the slots not running."""
-        return _notes(self.errors, self.slots)
-
-    def lines(self, *, rollback: bool = False) -> list[Line]:
-        if self.global_mode and self.desired == 0:
-            return [("overall", "overall progress: waiting for new tasks")]
-        what = "rolling back update: " if rollback else ""
-        out = [("overall", f"overall progress: {what}{self.running} out of {self.desired} tasks")]
-        if self.desired <= MAX_PROGRESS_BARS:
-            out.extend((s.label, replace(s, rollback=rollback).text()) for s in self.slots)
-        return out
-
-
-def _notes(errors: Sequence[str], slots: Iterable[SlotProgress]) -> list[str]:
-    if errors:
-        return list(errors)
-    seen: dict[str, None] = {}
-    for slot in slots:
-        if slot.task is not None and not slot.done and slot.task.status.message:
-            seen.setdefault(f"{slot.label}: {slot.task.status.message}", None)
-    return list(seen)
-
-
-def _awaits_replacement(task: objects_pb2.Task) -> bool:
-    """The task ended and its slot waits for the restart policy's replacement (or, if the
-    policy declined, stays empty): unlike a task shut down on purpose, it still counts."""
-    return (
-        task.HasField("restart_at")
-        or task.restart_declined
-        or (task.status.state in _FAILED and states.is_terminal(task.desired_state))
-    )
-
-
-def compute_convergence(
-    service: objects_pb2.Service,
-    tasks: Iterable[objects_pb2.Task],
-    *,
-    active_nodes: set[str] | None = None,
-    positions: MutableMapping[str, int] | None = None,
-) -> Convergence:
-    """The convergence of `service` given all its tasks (history included).
-
-    Per slot it takes the newest up-to-date task with desired state <= RUNNING, skipping
-    tasks on nodes that are down (not in `active_nodes`, when given). `positions` maps
-    slot numbers to the display rows 1..N and is kept across polls so rows stay put.
-    """
-    global_mode = service.spec.WhichOneof("mode") == "global"
-    current = [t for t in tasks if is_up_to_date(t, service)]
-    current.sort(key=_age)
-    failures: dict[str, int] = {}
-    last_failure: dict[str, objects_pb2.Task] = {}
-    errors: dict[str, None] = {}
-    latest: dict[str, objects_pb2.Task] = {}
-    newest: dict[str, objects_pb2.Task] = {}
-    for task in current:
-        key = _slot_key(task)
-        latest[key] = task
-        if task.status.state in _FAILED:
-            failures[key] = failures.get(key, 0) + 1
-            last_failure[key] = task
-        if task.status.err:
-            errors.setdefault(" ".join(task.status.err.split()), None)
-        if not states.is_runnable(task.desired_state):
-            continue
-        if active_nodes is not None and task.node_id and task.node_id not in active_nodes:
-            continue
-        newest[key] = task
-    running = sum(1 for t in newest.values() if t.status.state == states.RUNNING)
-
-    slots: list[SlotProgress]
-    if global_mode:
-        # One task per node: the nodes with a task meant to run, and those whose task
-        # ended and waits for its replacement (a restart delay is no convergence).
-        keys = set(newest)
-        for key, task in latest.items():
-            if key in newest or not _awaits_replacement(task):
-                continue
-            if active_nodes is None or key in active_nodes:
-                keys.add(key)
-        desired = len(keys)
-        slots = [
-            SlotProgress(
-                truncate_id(key),
-                newest.get(key) or latest[key],
-                failures.get(key, 0),
-                last_failure.get(key),
-            )
-            for key in sorted(keys)
-        ]
-    else:
-        desired = service.spec.replicated.replicas
-        rows = positions if positions is not None else {}
-        # Slots get rows as they show up: with a runnable task, or with failed ones
-        # (a slot waiting for its replacement still needs its error shown).
-        for key in sorted(newest.keys() | last_failure.keys(), key=int):
-            if key not in rows:
-                free = sorted(set(range(1, desired + 1)) - set(rows.values()))
-                if free:
-                    rows[key] = free[0]
-        # A row keeps its slot while the slot waits for a replacement task, so that
-        # the failed task (and its error) stays on show.
-        by_row = {row: key for key, row in rows.items() if key in latest}
-        slots = []
-        for row in range(1, desired + 1):
-            label = f"{row}/{desired}"
-            row_key = by_row.get(row)
-            if row_key is None:
-                slots.append(SlotProgress(label, None))
-                continue
-            shown = newest.get(row_key) or latest.get(row_key)
-            slots.append(
-                SlotProgress(label, shown, failures.get(row_key, 0), last_failure.get(row_key))
-            )
-    return Convergence(
-        running=running,
-        desired=desired,
-        slots=tuple(slots),
-        errors=tuple(errors),
-        global_mode=global_mode,
-    )
-
-
-@dataclass(frozen=True)
-class JobProgress:
-    """What one poll shows of a job: completions of its current run, active tasks, slots.
-
-    A replicated job has `total` completions to make, `concurrent` at a time; a global
-    job one per node it has a task on (so `total` is that node count).
-    """
-
-    replicated: bool
-    total: int
-    completed: int
-    active: int
-    concurrent: int
-    slots: tuple[SlotProgress, ...]
-    errors: tuple[str, ...] = ()
-
-    outcome = "did not complete"
-
-    @property
-    def waiting(self) -> bool:
-        """A global job with no task yet: the orchestrator has not made them."""
-        return not self.replicated and self.total == 0
-
-    @property
-    def converged(self) -> bool:
-        """Every completion of the current run is done."""
-        return not self.waiting and self.completed >= self.total
-
-    @property
-    def hopeless(self) -> bool:
-        """Every slot not complete has failed twice or more (or will not restart).
-
-        A slot without a task yet (waiting for a place under max-concurrent) has not.
-        """
-        pending = [s for s in self.slots if not s.complete]
-        if not pending:
-            return False
-        return all(
-            s.task is not None and (s.failures >= FAILURES_TO_GIVE_UP or s.declined)
-            for s in pending
-        )
-
-    def summary(self) -> str:
-        if self.waiting:
-            return "no tasks yet"
-        return f"{self.completed} out of {self.total} complete"
-
-    def hopeless_reason(self) -> str:
-        unit = "slot" if self.replicated else "node"
-        return (
-            f"{self.summary()}, and each {unit} not complete has failed "
-            f"{FAILURES_TO_GIVE_UP} or more times"
-        )
-
-    def notes(self) -> list[str]:
-        return _notes(self.errors, self.slots)
-
-    def lines(self) -> list[Line]:
-        """Docker's: `job progress: N out of M complete [bar]`, `active tasks: ...`, slots."""
-        if self.waiting:
-            return [("job progress", "job progress: waiting for tasks")]
-        digits = len(str(self.total))
-        out = [
+    ]
+    if job.replicated:
+        # Docker's: the lesser of max-concurrent and the completions still to make.
+        wanted = min(job.total - job.completed, job.concurrent)
+        width = len(str(job.concurrent))
+        out.append(
             (
-                "job progress",
-                f"job progress: {self.completed:>{digits}} out of {self.total} complete "
-                + ratio_bar(self.completed, self.total),
+                "active tasks",
+                f"active tasks: {job.active:>{width}} out of {wanted:>{width}} tasks",
             )
-        ]
-        if self.replicated:
-            # Docker's: the lesser of max-concurrent and the completions still to make.
-            wanted = min(self.total - self.completed, self.concurrent)
-            width = len(str(self.concurrent))
-            out.append(
-                (
-                    "active tasks",
-                    f"active tasks: {self.active:>{width}} out of {wanted:>{width}} tasks",
-                )
-            )
-        if self.total <= MAX_PROGRESS_BARS:
-            out.extend((s.label, s.text()) for s in self.slots)
-        return out
-
-
-def compute_job_progress(
-    service: objects_pb2.Service,
-    tasks: Iterable[objects_pb2.Task],
-    *,
-    active_nodes: set[str] | None = None,
-) -> JobProgress:
-    """The progress of the current run of a job (tasks of other runs do not count).
-
-    Per slot (replicated job) or node (global job): complete once a task of this run
-    completed; otherwise its newest task meant to run is shown, or the failed one that
-    waits for its replacement. Tasks on nodes that are down are skipped.
-    """
-    replicated = service.spec.WhichOneof("mode") == "replicated_job"
-    iteration = service.job_status.job_iteration
-    current = [t for t in tasks if t.job_iteration == iteration]
-    current.sort(key=_age)
-    failures: dict[str, int] = {}
-    last_failure: dict[str, objects_pb2.Task] = {}
-    errors: dict[str, None] = {}
-    latest: dict[str, objects_pb2.Task] = {}
-    newest: dict[str, objects_pb2.Task] = {}
-    complete: dict[str, objects_pb2.Task] = {}
-    for task in current:
-        if active_nodes is not None and task.node_id and task.node_id not in active_nodes:
-            continue
-        key = _slot_key(task)
-        latest[key] = task
-        if task.status.state == states.COMPLETE:
-            complete[key] = task
-        if task.status.state in _FAILED:
-            failures[key] = failures.get(key, 0) + 1
-            last_failure[key] = task
-        if task.status.err and task.status.state != states.COMPLETE:
-            errors.setdefault(" ".join(task.status.err.split()), None)
-        if states.is_runnable(task.desired_state) and not states.is_terminal(task.status.state):
-            newest[key] = task
-
-    def slot(label: str, key: str) -> SlotProgress:
-        shown = complete.get(key) or newest.get(key) or latest.get(key)
-        return SlotProgress(label, shown, failures.get(key, 0), last_failure.get(key), job=True)
-
-    if replicated:
-        job = service.spec.replicated_job
-        total = job.total_completions
-        keys = [str(n) for n in range(1, total + 1)]
-        slots = tuple(slot(f"{key}/{total}", key) for key in keys)
-        concurrent = job.max_concurrent or total
-    else:
-        # The nodes with a task of this run, but not those whose task was only shut
-        # down (the node was drained or stopped matching): they will not complete.
-        keys = sorted(
-            key
-            for key, task in latest.items()
-            if key in complete or key in newest or _awaits_replacement(task)
         )
-        total = len(keys)
-        slots = tuple(slot(truncate_id(key), key) for key in keys)
-        concurrent = total
-    completed = sum(1 for key in keys if key in complete)
-    active = sum(1 for key in keys if key not in complete and key in newest)
-    return JobProgress(
-        replicated=replicated,
-        total=total,
-        completed=completed,
-        active=active,
-        concurrent=concurrent,
-        slots=slots,
-        errors=tuple(errors),
-    )
+    if job.total <= MAX_PROGRESS_BARS:
+        out.extend((s.label, slot_text(s)) for s in job.slots)
+    return out
 
 
-class Progress(Protocol):
-    """What the wait loop needs of a poll's result: a service's or a job's."""
-
-    outcome: str
-
-    @property
-    def hopeless(self) -> bool: ...
-
-    def summary(self) -> str: ...
-
-    def hopeless_reason(self) -> str: ...
-
-    def notes(self) -> list[str]: ...
+def progress_lines(progress: Progress, *, rollback: bool = False) -> list[Line]:
+    if isinstance(progress, JobProgress):
+        return job_lines(progress)
+    return convergence_lines(progress, rollback=rollback)
 
 
-@dataclass
-class Step:
-    """The outcome of one poll: what to show, and whether waiting is over."""
-
-    lines: list[Line]
-    convergence: Progress
-    done: bool = False
-    # Why the service will not converge, said after "service NAME did not converge: ".
-    failure: str | None = None
-    # The whole error to report (the update paused, or failed and was rolled back).
-    error: str | None = None
-    # An update is under way whose failures the manager acts on (pause or roll back):
-    # failing slots are no reason to give up yet.
-    manager_decides: bool = False
-
-
-def rollout_monitor(service: objects_pb2.Service) -> float:
-    """How long the manager watches new tasks before it calls the rollout complete."""
-    return monitor_seconds(rollout_config(service))
-
-
-def rolled_back_error(name: str, reason: str) -> str:
-    """What `service update` says when the manager rolled its update back."""
-    text = f"the update of service {name} failed and was rolled back"
-    if reason.startswith(_ROLLED_BACK_DUE_TO):
-        return f"{text} due to {reason.removeprefix(_ROLLED_BACK_DUE_TO)}"
-    return f"{text}: {reason}" if reason else text
-
-
-@dataclass
-class ConvergenceTracker:
-    """Follows a service from poll to poll: stable slot rows, the verify period, failure,
-    and the service's rolling update (update_status) as Docker's display shows it.
-
-    Converged means every slot runs a task of the current spec, and no rollout is under
-    way. A rollout the manager finished (it watched the new tasks for the monitor
-    period) needs no verify period of ours; otherwise the slots must stay running for
-    `verify_seconds`.
-    """
-
-    service_id: str
-    verify_seconds: float = VERIFY_SECONDS
-    positions: dict[str, int] = field(default_factory=dict)
-    converged_since: float | None = None
-    # An update (not a rollback) was seen under way: if it ends rolled back, it failed.
-    saw_update: bool = False
-    # An update or a rollback was seen under way: the manager verifies its end.
-    saw_rollout: bool = False
-    # Why the rollback started ("update rolled back due to ...", "manually requested
-    # rollback"), shown while it runs and after.
-    rollback_message: str = ""
-
-    def note_status(self, status: objects_pb2.UpdateStatus) -> None:
-        """Remember what the service's update status says (also the one an update got)."""
-        if status.state == _US.UPDATE_STATE_UPDATING:
-            self.saw_update = True
-        if status.state in _IN_PROGRESS:
-            self.saw_rollout = True
-        if status.state == _US.UPDATE_STATE_ROLLBACK_STARTED and status.message:
-            self.rollback_message = status.message
-
-    def observe(
-        self,
-        service: objects_pb2.Service,
-        tasks: Sequence[objects_pb2.Task],
-        now: float,
-        active_nodes: set[str] | None = None,
-    ) -> Step:
-        conv = compute_convergence(
-            service, tasks, active_nodes=active_nodes, positions=self.positions
+def step_lines(step: Step) -> list[Line]:
+    """Everything one poll shows: the progress, and around it what the step says of a
+    rollback, the verify period and the end."""
+    out: list[Line] = []
+    if step.rollback and step.rollback_reason:
+        out.append(("rollback", f"rollback: {step.rollback_reason}"))
+    out.extend(progress_lines(step.convergence, rollback=step.rollback))
+    if step.task_failure_detected:
+        out.append(("verify", "verify: Detected task failure"))
+    if step.verify_seconds_left is not None:
+        seconds = step.verify_seconds_left
+        out.append(
+            ("verify", f"verify: Waiting {seconds} seconds to verify that tasks are stable...")
         )
-        update = service.update_status
-        self.note_status(update)
-        rollback = update.state in _ROLLBACK_STATES
-        lines = conv.lines(rollback=rollback)
-        if rollback and self.rollback_message:
-            lines.insert(0, ("rollback", f"rollback: {self.rollback_message}"))
-        if update.state == _US.UPDATE_STATE_PAUSED:
-            return Step(lines, conv, error=update.message or "update paused")
-        if update.state == _US.UPDATE_STATE_ROLLBACK_PAUSED:
-            return Step(lines, conv, error=update.message or "rollback paused")
-        in_progress = update.state in _IN_PROGRESS
-        manager_decides = in_progress and (
-            rollout_config(service).failure_action != specs_pb2.UPDATE_FAILURE_ACTION_CONTINUE
-        )
-        if not conv.converged:
-            if self.converged_since is not None:
-                lines.append(("verify", "verify: Detected task failure"))
-            self.converged_since = None
-            return Step(lines, conv, manager_decides=manager_decides)
-        if self.converged_since is None:
-            self.converged_since = now
-        elapsed = now - self.converged_since
-        if in_progress:
-            # Every slot runs the new spec: the manager watches it for the monitor period.
-            left = rollout_monitor(service) - elapsed
-        else:
-            verified = self.saw_rollout and update.state in _FINISHED
-            left = (0.0 if verified else self.verify_seconds) - elapsed
-        if in_progress or left > 0:
-            seconds = max(1, math.ceil(left))
-            lines.append(
-                ("verify", f"verify: Waiting {seconds} seconds to verify that tasks are stable...")
-            )
-            return Step(lines, conv, manager_decides=manager_decides)
-        lines.append(("verify", f"verify: Service {self.service_id} converged"))
-        if update.state != _US.UPDATE_STATE_ROLLBACK_COMPLETED or not self.saw_rollout:
-            return Step(lines, conv, done=True)
-        lines.append(("rollback done", f"rollback: {update.message or 'rollback completed'}"))
-        if not self.saw_update:
-            return Step(lines, conv, done=True)  # the rollback the user asked for
-        name = service.spec.annotations.name or service.id
-        return Step(lines, conv, done=True, error=rolled_back_error(name, self.rollback_message))
-
-
-class Tracker(Protocol):
-    def observe(
-        self,
-        service: objects_pb2.Service,
-        tasks: Sequence[objects_pb2.Task],
-        now: float,
-        active_nodes: set[str] | None = None,
-    ) -> Step: ...
-
-
-@dataclass
-class JobTracker:
-    """Follows a job from poll to poll until every completion of its current run is done.
-
-    A job stays done once done, so there is no verify period (as in Docker).
-    """
-
-    service_id: str
-
-    def observe(
-        self,
-        service: objects_pb2.Service,
-        tasks: Sequence[objects_pb2.Task],
-        now: float,
-        active_nodes: set[str] | None = None,
-    ) -> Step:
-        progress = compute_job_progress(service, tasks, active_nodes=active_nodes)
-        lines = progress.lines()
-        if progress.converged:
-            lines.append(("job", "job complete"))
-            return Step(lines, progress, done=True)
-        return Step(lines, progress)
-
-
-def make_tracker(service: objects_pb2.Service) -> Tracker:
-    """A job's tracker for a job, a convergence tracker for a service.
-
-    `service` is the one the command wrote (or read): its update status says whether
-    the command started an update.
-    """
-    if service.spec.WhichOneof("mode") in JOB_MODES:
-        return JobTracker(service.id)
-    tracker = ConvergenceTracker(service.id, verify_seconds=VERIFY_SECONDS)
-    tracker.note_status(service.update_status)
-    return tracker
+    if step.converged_service:
+        out.append(("verify", f"verify: Service {step.converged_service} converged"))
+    if step.rollback_done:
+        out.append(("rollback done", f"rollback: {step.rollback_done}"))
+    if step.job_complete:
+        out.append(("job", "job complete"))
+    return out
 
 
 class ProgressOutput(Protocol):
@@ -795,7 +305,7 @@ def wait_for_convergence(
             current = client.get_service(service.id)
             tasks = client.list_tasks(filters)
             step = tracker.observe(current, tasks, clock(), _active_nodes(client))
-            out.show(step.lines)
+            out.show(step_lines(step))
             if step.error is not None:
                 raise SwarmctlError(step.error)
             if step.done:

@@ -7,7 +7,7 @@ Flags marked "(swarmlet extension)" in --help have no Docker counterpart:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -28,30 +28,25 @@ from swarmctl.output import (
     truncate_id,
 )
 from swarmctl.parsing import (
-    FlagValueError,
     parse_command,
-    parse_count,
+    parse_constraint,
     parse_duration_value,
     parse_env,
     parse_env_key,
-    parse_failure_action,
-    parse_failure_ratio,
-    parse_health_retries,
     parse_label,
     parse_label_key,
-    parse_memory_bytes,
+    parse_max_concurrent,
+    parse_max_replicas,
     parse_mode,
-    parse_nano_cpus,
     parse_placement_pref,
     parse_placement_strategy,
     parse_platform,
     parse_port_ref,
     parse_publish,
     parse_replicas,
+    parse_restart_attempts,
     parse_restart_condition,
-    parse_rollback_failure_action,
     parse_scale,
-    parse_update_order,
 )
 from swarmctl.preview import print_preview
 from swarmctl.progress import wait_for_convergence
@@ -348,38 +343,6 @@ def _follow(
     wait_for_convergence(cli.get_client(ctx), service, timeout=timeout, quiet=quiet)
 
 
-def _resources(
-    reserve_cpu: str | None,
-    reserve_memory: str | None,
-    limit_cpu: str | None,
-    limit_memory: str | None,
-) -> Resources:
-    def value(parse: Callable[[str], int], text: str | None, flag: str) -> int | None:
-        return None if text is None else cli.flag_value(parse, text, flag)
-
-    return Resources(
-        reserve_cpu=value(parse_nano_cpus, reserve_cpu, "--reserve-cpu"),
-        reserve_memory=value(parse_memory_bytes, reserve_memory, "--reserve-memory"),
-        limit_cpu=value(parse_nano_cpus, limit_cpu, "--limit-cpu"),
-        limit_memory=value(parse_memory_bytes, limit_memory, "--limit-memory"),
-    )
-
-
-def _max_replicas(text: str) -> int:
-    return parse_count(text, "replicas-max-per-node")
-
-
-def _max_concurrent(text: str) -> int:
-    return parse_count(text, "max-concurrent")
-
-
-def _constraint(text: str) -> str:
-    """A constraint as given: the manager checks it (and explains what is wrong)."""
-    if not text.strip():
-        raise FlagValueError("invalid constraint '': expected KEY==VALUE or KEY!=VALUE")
-    return text
-
-
 def _preview_format(fmt: str | None, dry_run: bool) -> OutputFormat:
     out_format = cli.output_format(fmt)
     if fmt is not None and not dry_run:
@@ -539,9 +502,7 @@ def create(
     """
     mode_field = cli.flag_value(parse_mode, mode, "--mode")
     max_replicas = (
-        0
-        if replicas_max_per_node is None
-        else cli.flag_value(_max_replicas, replicas_max_per_node, "--replicas-max-per-node")
+        cli.optional_flag(parse_max_replicas, replicas_max_per_node, "--replicas-max-per-node") or 0
     )
     conflict = mode_conflict(
         mode_field,
@@ -558,44 +519,37 @@ def create(
         args=list(command or ()),
         name=name,
         mode=mode_field,
-        replicas=None
-        if replicas is None
-        else cli.flag_value(parse_replicas, replicas, "--replicas"),
-        max_concurrent=None
-        if max_concurrent is None
-        else cli.flag_value(_max_concurrent, max_concurrent, "--max-concurrent"),
+        replicas=cli.optional_flag(parse_replicas, replicas, "--replicas"),
+        max_concurrent=cli.optional_flag(parse_max_concurrent, max_concurrent, "--max-concurrent"),
         env=cli.flag_values(parse_env, env, "--env"),
         labels=dict(cli.flag_values(parse_label, label, "--label")),
         container_labels=dict(cli.flag_values(parse_label, container_label, "--container-label")),
         ports=[p for ps in cli.flag_values(parse_publish, publish, "--publish") for p in ps],
-        restart_condition=None
-        if restart_condition is None
-        else cli.flag_value(parse_restart_condition, restart_condition, "--restart-condition"),
+        restart_condition=cli.optional_flag(
+            parse_restart_condition, restart_condition, "--restart-condition"
+        ),
         restart_delay=cli.flag_value(parse_duration_value, restart_delay, "--restart-delay"),
-        restart_max_attempts=0
-        if restart_max_attempts is None
-        else cli.flag_value(_attempts, restart_max_attempts, "--restart-max-attempts"),
-        restart_window=None
-        if restart_window is None
-        else cli.flag_value(parse_duration_value, restart_window, "--restart-window"),
-        stop_grace_period=None
-        if stop_grace_period is None
-        else cli.flag_value(parse_duration_value, stop_grace_period, "--stop-grace-period"),
-        entrypoint=None
-        if entrypoint is None
-        else cli.flag_value(parse_command, entrypoint, "--entrypoint"),
+        restart_max_attempts=cli.optional_flag(
+            parse_restart_attempts, restart_max_attempts, "--restart-max-attempts"
+        )
+        or 0,
+        restart_window=cli.optional_flag(parse_duration_value, restart_window, "--restart-window"),
+        stop_grace_period=cli.optional_flag(
+            parse_duration_value, stop_grace_period, "--stop-grace-period"
+        ),
+        entrypoint=cli.optional_flag(parse_command, entrypoint, "--entrypoint"),
         workdir=workdir,
         user=user,
         hostname=hostname,
-        constraints=cli.flag_values(_constraint, constraint, "--constraint"),
+        constraints=cli.flag_values(parse_constraint, constraint, "--constraint"),
         preferences=cli.flag_values(parse_placement_pref, placement_pref, "--placement-pref"),
         max_replicas=max_replicas,
         platforms=cli.flag_values(parse_platform, platform, "--platform"),
-        strategy=None
-        if placement_strategy is None
-        else cli.flag_value(parse_placement_strategy, placement_strategy, "--placement-strategy"),
-        resources=_resources(reserve_cpu, reserve_memory, limit_cpu, limit_memory),
-        update_config=_update_config(
+        strategy=cli.optional_flag(
+            parse_placement_strategy, placement_strategy, "--placement-strategy"
+        ),
+        resources=Resources.from_flags(reserve_cpu, reserve_memory, limit_cpu, limit_memory),
+        update_config=UpdateConfigOptions.from_flags(
             "update",
             update_parallelism,
             update_delay,
@@ -604,7 +558,7 @@ def create(
             update_max_failure_ratio,
             update_order,
         ),
-        rollback_config=_update_config(
+        rollback_config=UpdateConfigOptions.from_flags(
             "rollback",
             rollback_parallelism,
             rollback_delay,
@@ -613,7 +567,7 @@ def create(
             rollback_max_failure_ratio,
             rollback_order,
         ),
-        health=_health(
+        health=HealthOptions.from_flags(
             health_cmd,
             health_interval,
             health_timeout,
@@ -633,64 +587,6 @@ def create(
     typer.echo(service.id)
     if not detach:
         _follow(ctx, service, timeout=wait, quiet=quiet)
-
-
-def _attempts(text: str) -> int:
-    return parse_count(text, "restart max attempts")
-
-
-def _parallelism(text: str) -> int:
-    return parse_count(text, "parallelism")
-
-
-def _update_config(
-    prefix: str,
-    parallelism: str | None,
-    delay: str | None,
-    failure_action: str | None,
-    monitor: str | None,
-    max_failure_ratio: str | None,
-    order: str | None,
-) -> UpdateConfigOptions:
-    """The `--update-*` (prefix "update") or `--rollback-*` (prefix "rollback") flags."""
-
-    def value(parse: Callable[[str], T], text: str | None, name: str) -> T | None:
-        return None if text is None else cli.flag_value(parse, text, f"--{prefix}-{name}")
-
-    action_parser = parse_failure_action if prefix == "update" else parse_rollback_failure_action
-    return UpdateConfigOptions(
-        parallelism=value(_parallelism, parallelism, "parallelism"),
-        delay=value(parse_duration_value, delay, "delay"),
-        failure_action=value(action_parser, failure_action, "failure-action"),
-        monitor=value(parse_duration_value, monitor, "monitor"),
-        max_failure_ratio=value(parse_failure_ratio, max_failure_ratio, "max-failure-ratio"),
-        order=value(parse_update_order, order, "order"),
-    )
-
-
-def _health(
-    cmd: str | None,
-    interval: str | None,
-    timeout: str | None,
-    retries: str | None,
-    start_period: str | None,
-    disable: bool,
-) -> HealthOptions:
-    def value(parse: Callable[[str], T], text: str | None, flag: str) -> T | None:
-        return None if text is None else cli.flag_value(parse, text, flag)
-
-    opts = HealthOptions(
-        cmd=cmd,
-        interval=value(parse_duration_value, interval, "--health-interval"),
-        timeout=value(parse_duration_value, timeout, "--health-timeout"),
-        retries=value(parse_health_retries, retries, "--health-retries"),
-        start_period=value(parse_duration_value, start_period, "--health-start-period"),
-        disable=disable,
-    )
-    conflict = opts.conflict()
-    if conflict is not None:
-        raise typer.BadParameter(conflict, param_hint="'--no-healthcheck'")
-    return opts
 
 
 @app.command("ls")
@@ -975,18 +871,14 @@ def update(
     """Update a service."""
     opts = UpdateOptions(
         image=image,
-        args=None if args is None else cli.flag_value(parse_command, args, "--args"),
-        entrypoint=None
-        if entrypoint is None
-        else cli.flag_value(parse_command, entrypoint, "--entrypoint"),
+        args=cli.optional_flag(parse_command, args, "--args"),
+        entrypoint=cli.optional_flag(parse_command, entrypoint, "--entrypoint"),
         workdir=workdir,
         user=user,
         hostname=hostname,
         env_add=cli.flag_values(parse_env, env_add, "--env-add"),
         env_rm=cli.flag_values(parse_env_key, env_rm, "--env-rm"),
-        replicas=None
-        if replicas is None
-        else cli.flag_value(parse_replicas, replicas, "--replicas"),
+        replicas=cli.optional_flag(parse_replicas, replicas, "--replicas"),
         label_add=dict(cli.flag_values(parse_label, label_add, "--label-add")),
         label_rm=cli.flag_values(parse_label_key, label_rm, "--label-rm"),
         container_label_add=dict(
@@ -999,42 +891,36 @@ def update(
             p for ps in cli.flag_values(parse_publish, publish_add, "--publish-add") for p in ps
         ],
         publish_rm=cli.flag_values(parse_port_ref, publish_rm, "--publish-rm"),
-        restart_condition=None
-        if restart_condition is None
-        else cli.flag_value(parse_restart_condition, restart_condition, "--restart-condition"),
-        restart_delay=None
-        if restart_delay is None
-        else cli.flag_value(parse_duration_value, restart_delay, "--restart-delay"),
-        restart_max_attempts=None
-        if restart_max_attempts is None
-        else cli.flag_value(_attempts, restart_max_attempts, "--restart-max-attempts"),
-        restart_window=None
-        if restart_window is None
-        else cli.flag_value(parse_duration_value, restart_window, "--restart-window"),
-        stop_grace_period=None
-        if stop_grace_period is None
-        else cli.flag_value(parse_duration_value, stop_grace_period, "--stop-grace-period"),
-        constraint_add=cli.flag_values(_constraint, constraint_add, "--constraint-add"),
-        constraint_rm=cli.flag_values(_constraint, constraint_rm, "--constraint-rm"),
+        restart_condition=cli.optional_flag(
+            parse_restart_condition, restart_condition, "--restart-condition"
+        ),
+        restart_delay=cli.optional_flag(parse_duration_value, restart_delay, "--restart-delay"),
+        restart_max_attempts=cli.optional_flag(
+            parse_restart_attempts, restart_max_attempts, "--restart-max-attempts"
+        ),
+        restart_window=cli.optional_flag(parse_duration_value, restart_window, "--restart-window"),
+        stop_grace_period=cli.optional_flag(
+            parse_duration_value, stop_grace_period, "--stop-grace-period"
+        ),
+        constraint_add=cli.flag_values(parse_constraint, constraint_add, "--constraint-add"),
+        constraint_rm=cli.flag_values(parse_constraint, constraint_rm, "--constraint-rm"),
         placement_pref_add=cli.flag_values(
             parse_placement_pref, placement_pref_add, "--placement-pref-add"
         ),
         placement_pref_rm=cli.flag_values(
             parse_placement_pref, placement_pref_rm, "--placement-pref-rm"
         ),
-        resources=_resources(reserve_cpu, reserve_memory, limit_cpu, limit_memory),
-        max_replicas=None
-        if replicas_max_per_node is None
-        else cli.flag_value(_max_replicas, replicas_max_per_node, "--replicas-max-per-node"),
-        strategy=None
-        if placement_strategy is None
-        else cli.flag_value(parse_placement_strategy, placement_strategy, "--placement-strategy"),
+        resources=Resources.from_flags(reserve_cpu, reserve_memory, limit_cpu, limit_memory),
+        max_replicas=cli.optional_flag(
+            parse_max_replicas, replicas_max_per_node, "--replicas-max-per-node"
+        ),
+        strategy=cli.optional_flag(
+            parse_placement_strategy, placement_strategy, "--placement-strategy"
+        ),
         platform_add=cli.flag_values(parse_platform, platform_add, "--platform-add"),
         platform_rm=cli.flag_values(parse_platform, platform_rm, "--platform-rm"),
-        max_concurrent=None
-        if max_concurrent is None
-        else cli.flag_value(_max_concurrent, max_concurrent, "--max-concurrent"),
-        update_config=_update_config(
+        max_concurrent=cli.optional_flag(parse_max_concurrent, max_concurrent, "--max-concurrent"),
+        update_config=UpdateConfigOptions.from_flags(
             "update",
             update_parallelism,
             update_delay,
@@ -1043,7 +929,7 @@ def update(
             update_max_failure_ratio,
             update_order,
         ),
-        rollback_config=_update_config(
+        rollback_config=UpdateConfigOptions.from_flags(
             "rollback",
             rollback_parallelism,
             rollback_delay,
@@ -1052,7 +938,7 @@ def update(
             rollback_max_failure_ratio,
             rollback_order,
         ),
-        health=_health(
+        health=HealthOptions.from_flags(
             health_cmd,
             health_interval,
             health_timeout,

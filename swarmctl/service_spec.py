@@ -1,13 +1,17 @@
 """ServiceSpecs from `service create` flags, and the edits of `service update`.
 
-Pure functions over parsed values (see swarmctl.parsing), so the spec a command sends
-can be tested without a manager.
+The options of both commands are dataclasses of parsed values. The groups of flags the
+two commands share (resources, --update-*/--rollback-*, --health-*) are built by one
+`from_flags` constructor each, which reports a bad value as a usage error naming its
+flag. `build_spec` and `apply_update` are pure functions over the options, so the spec a
+command sends can be tested without a manager.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import typer
 from google.protobuf.duration_pb2 import Duration
 
 from common.api import specs_pb2, types_pb2
@@ -19,8 +23,20 @@ from common.defaults import (
     restart_condition,
 )
 from common.timeutil import duration
+from swarmctl.cli import optional_flag
 from swarmctl.errors import SwarmctlError
-from swarmctl.parsing import env_key
+from swarmctl.parsing import (
+    env_key,
+    parse_duration_value,
+    parse_failure_action,
+    parse_failure_ratio,
+    parse_health_retries,
+    parse_memory_bytes,
+    parse_nano_cpus,
+    parse_parallelism,
+    parse_rollback_failure_action,
+    parse_update_order,
+)
 
 PortKey = tuple[int, types_pb2.PortProtocol.ValueType]
 
@@ -33,6 +49,21 @@ class Resources:
     reserve_memory: int | None = None
     limit_cpu: int | None = None
     limit_memory: int | None = None
+
+    @classmethod
+    def from_flags(
+        cls,
+        reserve_cpu: str | None,
+        reserve_memory: str | None,
+        limit_cpu: str | None,
+        limit_memory: str | None,
+    ) -> Resources:
+        return cls(
+            reserve_cpu=optional_flag(parse_nano_cpus, reserve_cpu, "--reserve-cpu"),
+            reserve_memory=optional_flag(parse_memory_bytes, reserve_memory, "--reserve-memory"),
+            limit_cpu=optional_flag(parse_nano_cpus, limit_cpu, "--limit-cpu"),
+            limit_memory=optional_flag(parse_memory_bytes, limit_memory, "--limit-memory"),
+        )
 
     def given(self) -> bool:
         return any(v is not None for v in vars(self).values())
@@ -59,6 +90,30 @@ class UpdateConfigOptions:
     monitor: Duration | None = None
     max_failure_ratio: float | None = None
     order: specs_pb2.UpdateOrder.ValueType | None = None
+
+    @classmethod
+    def from_flags(
+        cls,
+        prefix: str,
+        parallelism: str | None,
+        delay: str | None,
+        failure_action: str | None,
+        monitor: str | None,
+        max_failure_ratio: str | None,
+        order: str | None,
+    ) -> UpdateConfigOptions:
+        """The `--update-*` (prefix "update") or `--rollback-*` (prefix "rollback") flags."""
+        action = parse_failure_action if prefix == "update" else parse_rollback_failure_action
+        return cls(
+            parallelism=optional_flag(parse_parallelism, parallelism, f"--{prefix}-parallelism"),
+            delay=optional_flag(parse_duration_value, delay, f"--{prefix}-delay"),
+            failure_action=optional_flag(action, failure_action, f"--{prefix}-failure-action"),
+            monitor=optional_flag(parse_duration_value, monitor, f"--{prefix}-monitor"),
+            max_failure_ratio=optional_flag(
+                parse_failure_ratio, max_failure_ratio, f"--{prefix}-max-failure-ratio"
+            ),
+            order=optional_flag(parse_update_order, order, f"--{prefix}-order"),
+        )
 
     def given(self) -> bool:
         return any(v is not None for v in vars(self).values())
@@ -105,6 +160,30 @@ class HealthOptions:
     retries: int | None = None
     start_period: Duration | None = None
     disable: bool = False
+
+    @classmethod
+    def from_flags(
+        cls,
+        cmd: str | None,
+        interval: str | None,
+        timeout: str | None,
+        retries: str | None,
+        start_period: str | None,
+        disable: bool,
+    ) -> HealthOptions:
+        """The `--health-*` flags and `--no-healthcheck`, which go with none of them."""
+        opts = cls(
+            cmd=cmd,
+            interval=optional_flag(parse_duration_value, interval, "--health-interval"),
+            timeout=optional_flag(parse_duration_value, timeout, "--health-timeout"),
+            retries=optional_flag(parse_health_retries, retries, "--health-retries"),
+            start_period=optional_flag(parse_duration_value, start_period, "--health-start-period"),
+            disable=disable,
+        )
+        conflict = opts.conflict()
+        if conflict is not None:
+            raise typer.BadParameter(conflict, param_hint="'--no-healthcheck'")
+        return opts
 
     def settings_given(self) -> bool:
         return any(
@@ -481,32 +560,7 @@ def apply_update(
     new = specs_pb2.ServiceSpec()
     new.CopyFrom(spec)
     name = service_name or spec.annotations.name
-    container = new.task.container
-    if opts.image is not None:
-        container.image = opts.image
-    if opts.args is not None:
-        del container.args[:]
-        container.args.extend(opts.args)
-    if opts.entrypoint is not None:
-        del container.command[:]
-        container.command.extend(opts.entrypoint)
-    if opts.workdir is not None:
-        container.dir = opts.workdir
-    if opts.user is not None:
-        container.user = opts.user
-    if opts.hostname is not None:
-        container.hostname = opts.hostname
-    if opts.stop_grace_period is not None:
-        container.stop_grace_period.CopyFrom(opts.stop_grace_period)
-    if opts.env_add or opts.env_rm:
-        env = _update_env(list(container.env), opts.env_add, opts.env_rm)
-        del container.env[:]
-        container.env.extend(env)
-    if opts.container_label_add or opts.container_label_rm:
-        labels = dict(container.labels)
-        _update_labels(labels, opts.container_label_add, opts.container_label_rm)
-        container.labels.clear()
-        container.labels.update(labels)
+    _apply_container(new.task.container, opts)
     if opts.label_add or opts.label_rm:
         labels = dict(new.annotations.labels)
         _update_labels(labels, opts.label_add, opts.label_rm)
@@ -521,7 +575,43 @@ def apply_update(
     if opts.max_concurrent is not None:
         set_max_concurrent(new, opts.max_concurrent, name)
     _apply_placement(new.task, opts)
-    restart = new.task.restart
+    _apply_restart(new.task.restart, opts)
+    opts.health.apply(new.task.container)
+    opts.update_config.apply(new.update)
+    opts.rollback_config.apply(new.rollback)
+    if opts.force:
+        new.task.force_update += 1
+    return new
+
+
+def _apply_container(container: specs_pb2.ContainerSpec, opts: UpdateOptions) -> None:
+    """The container's settings: image, command, environment, labels and the rest."""
+    for flag, attr in (("workdir", "dir"), ("user", "user"), ("hostname", "hostname")):
+        value = getattr(opts, flag)
+        if value is not None:
+            setattr(container, attr, value)
+    if opts.image is not None:
+        container.image = opts.image
+    if opts.args is not None:
+        del container.args[:]
+        container.args.extend(opts.args)
+    if opts.entrypoint is not None:
+        del container.command[:]
+        container.command.extend(opts.entrypoint)
+    if opts.stop_grace_period is not None:
+        container.stop_grace_period.CopyFrom(opts.stop_grace_period)
+    if opts.env_add or opts.env_rm:
+        env = _update_env(list(container.env), opts.env_add, opts.env_rm)
+        del container.env[:]
+        container.env.extend(env)
+    if opts.container_label_add or opts.container_label_rm:
+        labels = dict(container.labels)
+        _update_labels(labels, opts.container_label_add, opts.container_label_rm)
+        container.labels.clear()
+        container.labels.update(labels)
+
+
+def _apply_restart(restart: specs_pb2.RestartPolicy, opts: UpdateOptions) -> None:
     if opts.restart_condition is not None:
         restart.condition = opts.restart_condition
     if opts.restart_delay is not None:
@@ -530,9 +620,3 @@ def apply_update(
         restart.max_attempts = opts.restart_max_attempts
     if opts.restart_window is not None:
         restart.window.CopyFrom(opts.restart_window)
-    opts.health.apply(container)
-    opts.update_config.apply(new.update)
-    opts.rollback_config.apply(new.rollback)
-    if opts.force:
-        new.task.force_update += 1
-    return new

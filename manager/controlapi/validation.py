@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from google.protobuf.duration_pb2 import Duration
 
 from common.api import objects_pb2, specs_pb2, types_pb2
+from common.limits import MAX_DURATION_NANOS, MAX_PORT, MAX_REPLICAS
 from common.modes import GLOBAL_MODES, MODES
 from common.timeutil import duration_seconds
 from manager.controlapi.names import random_name
@@ -37,11 +38,6 @@ _LABEL_KEY = re.compile(r"^\S+$")
 # bounded, so that every object stays far below what etcd takes in one request
 # (1.5 MiB by default).
 MAX_SPEC_BYTES = 128 * 1024
-
-# Replicas (and a job's completions) at most: every slot is planned in one pass of the
-# orchestrator, on the manager's event loop, and gets a task in etcd. A typo'd count of
-# billions used to freeze the manager for good.
-MAX_REPLICAS = 100_000
 
 
 def validate_name(name: str, what: str = "service") -> None:
@@ -78,10 +74,6 @@ def _check_enum(value: int, enum: object, what: str, accepted: str) -> None:
         raise InvalidArgumentError(f"invalid {what} {value}: use {accepted}")
 
 
-# Docker and SwarmKit keep durations as int64 nanoseconds (Go's time.Duration): about
-# 292 years at most. Longer ones would also push times computed from them (a restart
-# due at now + delay) past what a protobuf Timestamp can hold.
-MAX_DURATION_NANOS = 2**63 - 1
 _MAX_NANOS_FIELD = 999_999_999
 
 
@@ -115,7 +107,16 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
         )
     validate_name(spec.annotations.name)
     _check_labels(spec.annotations.labels, "service")
-    container = spec.task.container
+    _validate_container(spec.task.container)
+    _validate_restart(spec.task.restart)
+    _validate_mode(spec)
+    _validate_ports(spec.endpoint.ports)
+    _validate_placement(spec.task)
+    _validate_rollout(spec.update, "update")
+    _validate_rollout(spec.rollback, "rollback")
+
+
+def _validate_container(container: specs_pb2.ContainerSpec) -> None:
     validate_image(container.image)
     for entry in container.env:
         key = entry.partition("=")[0]
@@ -133,7 +134,9 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
             raise InvalidArgumentError(
                 f"invalid health check retries {health.retries}: it must not be negative"
             )
-    restart = spec.task.restart
+
+
+def _validate_restart(restart: specs_pb2.RestartPolicy) -> None:
     if restart.condition not in specs_pb2.RestartCondition.values():
         raise InvalidArgumentError(
             f"invalid restart condition {restart.condition}: use none, on-failure or any"
@@ -141,6 +144,9 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
     for name in ("delay", "window"):
         if restart.HasField(name):
             check_duration(getattr(restart, name), f"restart {name}")
+
+
+def _validate_mode(spec: specs_pb2.ServiceSpec) -> None:
     mode = spec.WhichOneof("mode")
     if mode is not None and mode not in MODES:
         raise InvalidArgumentError(
@@ -160,25 +166,24 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
         raise InvalidArgumentError(
             "--replicas-max-per-node does not apply to global services (one task per node)"
         )
-    _validate_ports(spec.endpoint.ports)
-    _validate_placement(spec.task)
-    for name in ("update", "rollback"):
-        cfg = getattr(spec, name)
-        for d in ("delay", "monitor"):
-            if cfg.HasField(d):
-                check_duration(getattr(cfg, d), f"{name} {d}")
-        _check_enum(
-            cfg.failure_action,
-            specs_pb2.UpdateFailureAction,
-            f"{name} failure action",
-            "pause, continue or rollback",
+
+
+def _validate_rollout(cfg: specs_pb2.UpdateConfig, name: str) -> None:
+    """The update (or rollback) settings."""
+    for d in ("delay", "monitor"):
+        if cfg.HasField(d):
+            check_duration(getattr(cfg, d), f"{name} {d}")
+    _check_enum(
+        cfg.failure_action,
+        specs_pb2.UpdateFailureAction,
+        f"{name} failure action",
+        "pause, continue or rollback",
+    )
+    _check_enum(cfg.order, specs_pb2.UpdateOrder, f"{name} order", "stop-first or start-first")
+    if not 0 <= cfg.max_failure_ratio <= 1:
+        raise InvalidArgumentError(
+            f"invalid {name} max failure ratio {cfg.max_failure_ratio}: use a number from 0 to 1"
         )
-        _check_enum(cfg.order, specs_pb2.UpdateOrder, f"{name} order", "stop-first or start-first")
-        if not 0 <= cfg.max_failure_ratio <= 1:
-            raise InvalidArgumentError(
-                f"invalid {name} max failure ratio {cfg.max_failure_ratio}: "
-                "use a number from 0 to 1"
-            )
 
 
 def _validate_placement(task: specs_pb2.TaskSpec) -> None:
@@ -223,14 +228,14 @@ def _validate_ports(ports: object) -> None:
         _check_enum(port.protocol, types_pb2.PortProtocol, "port protocol", "tcp, udp or sctp")
         _check_enum(port.publish_mode, types_pb2.PublishMode, "publish mode", "host")
         proto = types_pb2.PortProtocol.Name(port.protocol).removeprefix("PORT_PROTOCOL_").lower()
-        if not 1 <= port.target_port <= 65535:
+        if not 1 <= port.target_port <= MAX_PORT:
             raise InvalidArgumentError(
-                f"invalid target port {port.target_port}: use a port from 1 to 65535"
+                f"invalid target port {port.target_port}: use a port from 1 to {MAX_PORT}"
             )
-        if port.published_port > 65535:
+        if port.published_port > MAX_PORT:
             raise InvalidArgumentError(
-                f"invalid published port {port.published_port}: use a port from 1 to 65535, or 0 "
-                "to let the engine pick one"
+                f"invalid published port {port.published_port}: use a port from 1 to "
+                f"{MAX_PORT}, or 0 to let the engine pick one"
             )
         if port.publish_mode != types_pb2.PUBLISH_MODE_HOST:
             raise InvalidArgumentError(

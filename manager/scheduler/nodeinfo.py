@@ -206,11 +206,6 @@ class NodeInfo:
     def free_memory(self) -> int:
         return self.memory_capacity - self.reserved_memory
 
-    def free_share(self, task: objects_pb2.Task) -> float:
-        """The smallest free fraction among the resources `task` reserves (1.0 if none)."""
-        wanted = task.spec.resources.reservations
-        return share_function(bool(wanted.nano_cpus), bool(wanted.memory_bytes))(self)
-
     def recent_failures(self, service_id: str, now: float) -> int:
         times = self.failures.get(service_id)
         if not times:
@@ -276,7 +271,7 @@ def _share_both(info: NodeInfo) -> float:
 
 
 def share_function(cpu: bool, memory: bool) -> Callable[[NodeInfo], float]:
-    """`NodeInfo.free_share` for a task that reserves CPU and/or memory: the smallest free
+    """A node's free share for a task that reserves CPU and/or memory: the smallest free
     fraction among those resources the node has a capacity for (1.0 if none)."""
     if cpu and memory:
         return _share_both

@@ -113,12 +113,6 @@ class Pipeline:
                 return f
         return None
 
-    def count_failure(self, task: objects_pb2.Task, info: NodeInfo) -> None:
-        """Count why a node that passed earlier no longer takes this group's tasks."""
-        failed = self.first_failure(task, info)
-        if failed is not None:
-            self.failures[failed.name] += 1
-
     def passed_over(self) -> list[NodeInfo]:
         """The managers' nodes without an engine that would be candidates for the set
         task if an agent ran them: active, and passing its constraints and platforms.

@@ -23,7 +23,7 @@ _log = get_logger("store.batcher")
 @dataclass
 class _Pending:
     op: Op
-    future: asyncio.Future[Any] | None
+    future: asyncio.Future[Any]
 
 
 def _target(op: Op) -> tuple[Kind, str]:
@@ -41,11 +41,6 @@ class BatchWriter:
         self.name = name
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
-
-    def submit_nowait(self, op: Op) -> None:
-        """Queue `op`; its outcome is only logged."""
-        self._pending.append(_Pending(op, None))
-        self._wake.set()
 
     async def submit(self, op: Op) -> Any | None:
         """Queue `op` and wait for the commit that carries it: the object it wrote (None
@@ -71,18 +66,16 @@ class BatchWriter:
                     "batched write failed", batch=self.name, ops=len(batch), error=str(exc)
                 )
                 for p in batch:
-                    if p.future is not None and not p.future.done():
+                    if not p.future.done():
                         p.future.set_exception(exc)
                 continue
             failed = {id(op): error for op, error in result.failed}
             written = {(Kind.of(obj), obj.id): obj for obj in result.written}
             for p in batch:
                 error = failed.get(id(p.op))
-                if p.future is None:
-                    if error is not None:
-                        _log.debug("batched op failed", batch=self.name, error=str(error))
-                elif not p.future.done():
-                    if error is not None:
-                        p.future.set_exception(error)
-                    else:
-                        p.future.set_result(written.get(_target(p.op)))
+                if p.future.done():
+                    continue
+                if error is not None:
+                    p.future.set_exception(error)
+                else:
+                    p.future.set_result(written.get(_target(p.op)))

@@ -112,10 +112,6 @@ class Cache:
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    def remove_listener(self, listener: Listener) -> None:
-        if listener in self._listeners:
-            self._listeners.remove(listener)
-
     def add_resync_listener(self, listener: Callable[[], None]) -> None:
         """Called after a re-list, when events may have been missed: re-check everything."""
         self._resync_listeners.append(listener)

@@ -180,6 +180,45 @@ def test_stale_update_version_is_failed_precondition(cluster: Cluster, name: str
     assert stored.spec.annotations.labels["a"] == "1"
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--reserve-cpu", "1e30", "invalid CPU value '1e30': too large"),
+        ("--limit-memory", "99999999999p", "invalid memory size '99999999999p': too large"),
+        ("--restart-delay", "nan", "invalid duration 'nan': not a number"),
+        ("--update-monitor", "inf", "invalid duration 'inf': too long"),
+        ("--replicas", "100001", "must be at most 100000 (tasks per service)"),
+    ],
+)
+def test_numbers_out_of_range_are_usage_errors(
+    cluster: Cluster, name: str, flag: str, value: str, message: str
+) -> None:
+    result = cluster.ctl("service", "create", "-d", "--name", name, flag, value, SLEEPER)
+    assert result.returncode == 2
+    assert_clean_error(result, f"Invalid value for '{flag}'", message)
+    assert "unexpected" not in result.stderr
+    assert name not in service_names(cluster)
+
+
+def test_numbers_out_of_range_are_invalid_argument(cluster: Cluster, name: str) -> None:
+    api = cluster.manager.api()
+    for edit, words in [
+        (lambda s: setattr(s.update, "max_failure_ratio", float("nan")), "max failure ratio"),
+        (lambda s: setattr(s.replicated, "replicas", 2**64 - 1), "at most 100000"),
+        (lambda s: setattr(s.task.restart.delay, "seconds", 2**63 - 1), "292 years"),
+        (lambda s: setattr(s.task.resources.limits, "nano_cpus", -1), "must not be negative"),
+    ]:
+        spec = specs_pb2.ServiceSpec()
+        spec.annotations.name = name
+        spec.task.container.image = SLEEPER
+        edit(spec)
+        with pytest.raises(grpc.RpcError) as err:
+            api.CreateService(control_pb2.CreateServiceRequest(spec=spec))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert words in (err.value.details() or "")
+    assert name not in service_names(cluster)
+
+
 def test_no_manager_names_the_address_and_how_to_start_one() -> None:
     sock = "/tmp/swarmlet-no-such-manager.sock"
     result = swarmctl(f"unix://{sock}", "service", "ls")

@@ -168,9 +168,44 @@ def test_swarmctl_over_tcp_needs_an_admin_certificate(setup: Setup) -> None:
         )  # fmt: skip
         assert result.returncode == 1
         assert result.stdout == ""
+        assert "did not accept the certificate in --tlscert" in result.stderr
         assert "Traceback" not in result.stderr
     finally:
         shutil.rmtree(forged_dir, ignore_errors=True)
+
+
+def test_swarmctl_names_the_agents_ports_and_tls_failures(setup: Setup) -> None:
+    admin = setup.manager.state_dir / "admin"
+    flags = [
+        "--tlscacert", str(admin / "ca.pem"),
+        "--tlscert", str(admin / "cert.pem"),
+        "--tlskey", str(admin / "key.pem"),
+    ]  # fmt: skip
+    host, port = setup.manager.addr.rsplit(":", 1)
+    # The dispatcher (--listen-addr) and the CA port after it serve agents.
+    for address in (setup.manager.addr, f"{host}:{int(port) + 1}"):
+        result = swarmctl(address, *flags, "node", "ls")
+        assert result.returncode == 1
+        assert result.stderr == (
+            f"Error: tcp://{address} does not serve the control API: it serves agents (a "
+            "manager's dispatcher, --listen-addr, or its CA port, the next one). Point "
+            "swarmctl at the manager's control socket (unix://<state-dir>/control.sock on "
+            "its host) or at the address given to swarm-manager --control-addr.\n"
+        )
+    # A CA of another cluster: the manager's certificate is not signed by it.
+    other = short_tmpdir("swl-other-ca-")
+    try:
+        (other / "ca.pem").write_bytes(pki.RootCA.create().cert_pem)
+        flags[1] = str(other / "ca.pem")
+        result = swarmctl(setup.tcp, *flags, "node", "ls")
+        assert result.returncode == 1
+        assert result.stderr == (
+            f"Error: TLS handshake with {setup.tcp} failed: the manager's certificate is not "
+            "signed by the CA in --tlscacert: give this cluster's CA (ca.pem in "
+            "<state-dir>/admin/ on a manager)\n"
+        )
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
 
 
 def test_cluster_update_sets_the_certificate_expiry(setup: Setup) -> None:

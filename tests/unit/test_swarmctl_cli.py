@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from common import pki
 from swarmctl.client import DEFAULT_HOST
 from swarmctl.main import app
 
@@ -55,9 +56,12 @@ def test_tls_files_must_come_together(tmp_path: Path) -> None:
 
 
 def test_no_manager_over_tcp(tmp_path: Path) -> None:
+    # Real certificate files: swarmctl refuses ones that cannot work before connecting.
+    ca = pki.RootCA.create()
+    key, cert = ca.issue(node_id="admin", role=pki.ROLE_ADMIN, cluster_id="c1")
     files = []
-    for name in ("ca.pem", "cert.pem", "key.pem"):
-        (tmp_path / name).write_bytes(b"-----BEGIN CERTIFICATE-----\n")
+    for name, data in (("ca.pem", ca.cert_pem), ("cert.pem", cert), ("key.pem", key)):
+        (tmp_path / name).write_bytes(data)
         files.append(str(tmp_path / name))
     result = swarmctl(
         "-H", "127.0.0.1:1", "--tlscacert", files[0], "--tlscert", files[1],

@@ -34,7 +34,7 @@ from common.api import (
 )
 from common.ids import new_id
 from common.timeutil import now_timestamp
-from swarmctl import progress
+from swarmctl import convergence
 from swarmctl.main import app
 
 NODE_ID = "node0000000000000000000001"
@@ -414,7 +414,7 @@ def test_service_create_detached_sends_the_docker_style_spec(fake_manager):  # t
 
 
 def test_service_create_shows_progress_until_converged(fake_manager, monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(progress, "VERIFY_SECONDS", 0.2)
+    monkeypatch.setattr(convergence, "VERIFY_SECONDS", 0.2)
     _, address = fake_manager
     result = swarmctl(address, "service", "create", "--name", "web", "--replicas", "2", "busybox")
     assert result.exit_code == 0, result.output
@@ -721,7 +721,7 @@ def test_a_replicated_job_runs_to_completion(fake_manager):  # type: ignore[no-u
 
 
 def test_a_global_service_converges_per_node(fake_manager, monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(progress, "VERIFY_SECONDS", 0.2)
+    monkeypatch.setattr(convergence, "VERIFY_SECONDS", 0.2)
     fake, address = fake_manager
     other = second_node(fake)
     result = swarmctl(address, "service", "create", "--name", "agents", "--mode", "global", "x")
@@ -811,7 +811,7 @@ def log_message(task: objects_pb2.Task, text: str, *, stderr: bool = False, at: 
 
 
 def test_service_logs_prefixes_lines_and_splits_stdout_and_stderr(fake_manager, monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(progress, "VERIFY_SECONDS", 0.05)
+    monkeypatch.setattr(convergence, "VERIFY_SECONDS", 0.05)
     fake, address = fake_manager
     swarmctl(address, "service", "create", "--name", "web", "--replicas", "2", "busybox")
     one, two = sorted(
@@ -844,7 +844,7 @@ def test_service_logs_prefixes_lines_and_splits_stdout_and_stderr(fake_manager, 
 
 
 def test_service_logs_of_a_task_by_name_and_of_nothing(fake_manager, monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(progress, "VERIFY_SECONDS", 0.05)
+    monkeypatch.setattr(convergence, "VERIFY_SECONDS", 0.05)
     fake, address = fake_manager
     swarmctl(address, "service", "create", "--name", "web", "--replicas", "2", "busybox")
     two = next(t for t in fake.tasks if t.slot == 2 and t.desired_state == states.RUNNING)
@@ -868,7 +868,7 @@ def test_service_logs_of_a_task_by_name_and_of_nothing(fake_manager, monkeypatch
 
 def test_service_logs_follow_ends_quietly_on_ctrl_c(fake_manager, monkeypatch):  # type: ignore[no-untyped-def]
     fake, address = fake_manager
-    monkeypatch.setattr(progress, "VERIFY_SECONDS", 0.05)
+    monkeypatch.setattr(convergence, "VERIFY_SECONDS", 0.05)
     swarmctl(address, "service", "create", "--name", "web", "busybox")
     task = next(t for t in fake.tasks if t.desired_state == states.RUNNING)
     fake.log_batches = [[log_message(task, "first")]]

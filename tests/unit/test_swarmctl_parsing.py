@@ -293,6 +293,12 @@ def test_cpus_are_nano_cpus(text: str, nanos: int) -> None:
         ("half", "use a number of CPUs"),
         ("", "use a number of CPUs"),
         ("1/0", "use a number of CPUs"),
+        ("1_000", "use a number of CPUs"),
+        ("\u0661", "use a number of CPUs"),  # an Arabic-Indic 1
+        ("1e30", "too large"),
+        ("1e999999999", "too large"),  # at once, without computing the power of ten
+        ("1e-999999999", "too precise"),
+        ("-1e999999999", "must not be negative"),
     ],
 )
 def test_bad_cpus(text: str, message: str) -> None:

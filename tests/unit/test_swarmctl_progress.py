@@ -10,16 +10,20 @@ import typer
 
 from common import states
 from common.api import objects_pb2, specs_pb2
-from swarmctl.errors import SwarmctlError
-from swarmctl.progress import (
-    ChangedLinesOutput,
+from swarmctl.convergence import (
     ConvergenceTracker,
     JobTracker,
     compute_convergence,
     compute_job_progress,
+)
+from swarmctl.errors import SwarmctlError
+from swarmctl.progress import (
+    ChangedLinesOutput,
     job_progress_bar,
     progress_bar,
+    progress_lines,
     ratio_bar,
+    step_lines,
     wait_for_convergence,
 )
 from swarmctl.rebalance import Requested, wait_for_rebalance
@@ -83,7 +87,7 @@ def test_slots_show_state_bars_and_errors() -> None:
     ]
     conv = compute_convergence(svc, tasks)
     assert (conv.running, conv.desired, conv.converged) == (1, 3, False)
-    assert texts(conv.lines()) == [
+    assert texts(progress_lines(conv)) == [
         "overall progress: 1 out of 3 tasks",
         "1/3: running   [" + "=" * 50 + ">]",
         "2/3: preparing [" + "=" * 33 + ">" + " " * 17 + "]",
@@ -110,9 +114,9 @@ def test_a_failed_slot_shows_its_error_while_the_replacement_starts() -> None:
     replacement = task(svc, 1, states.PENDING)
     conv = compute_convergence(svc, [failed, replacement])
     assert conv.slots[0].task == replacement
-    assert texts(conv.lines())[1] == "1/1: failed    exit status 1"
+    assert texts(progress_lines(conv))[1] == "1/1: failed    exit status 1"
     running = task(svc, 1, states.RUNNING)
-    assert texts(compute_convergence(svc, [failed, running]).lines())[1].startswith(
+    assert texts(progress_lines(compute_convergence(svc, [failed, running])))[1].startswith(
         "1/1: running   [="
     )
 
@@ -123,7 +127,7 @@ def test_tasks_of_an_older_spec_do_not_count() -> None:
     new = service(2, image="nginx:2", spec_version=2)
     conv = compute_convergence(new, [*stale, task(new, 1, states.RUNNING)])
     assert (conv.running, conv.converged) == (1, False)
-    assert texts(conv.lines())[2] == "2/2:"
+    assert texts(progress_lines(conv))[2] == "2/2:"
     # Scaling bumps spec_version but keeps the task spec: existing tasks still count.
     scaled = service(3, image="nginx:1", spec_version=2)
     assert compute_convergence(scaled, stale).running == 2
@@ -144,12 +148,15 @@ def test_rows_stay_put_across_polls() -> None:
     svc = service(2)
     positions: dict[str, int] = {}
     first = compute_convergence(svc, [task(svc, 7, states.PENDING)], positions=positions)
-    assert texts(first.lines())[1:] == ["1/2: pending   " + progress_bar(states.PENDING), "2/2:"]
+    assert texts(progress_lines(first))[1:] == [
+        "1/2: pending   " + progress_bar(states.PENDING),
+        "2/2:",
+    ]
     second = compute_convergence(
         svc, [task(svc, 3, states.PENDING), task(svc, 7, states.RUNNING)], positions=positions
     )
     assert positions == {"7": 1, "3": 2}
-    assert texts(second.lines())[1].startswith("1/2: running")
+    assert texts(progress_lines(second))[1].startswith("1/2: running")
 
 
 def test_give_up_only_when_every_slot_not_running_failed_twice() -> None:
@@ -190,11 +197,11 @@ def test_zero_replicas_converge_and_global_services_wait_for_tasks() -> None:
     getattr(glob.spec, "global").SetInParent()
     conv = compute_convergence(glob, [])
     assert not conv.converged
-    assert texts(conv.lines()) == ["overall progress: waiting for new tasks"]
+    assert texts(progress_lines(conv)) == ["overall progress: waiting for new tasks"]
     tasks = [task(glob, 0, states.RUNNING, node="nodeA"), task(glob, 0, states.NEW, node="nodeB")]
     conv = compute_convergence(glob, tasks)
     assert (conv.running, conv.desired) == (1, 2)
-    assert texts(conv.lines())[1:] == [
+    assert texts(progress_lines(conv))[1:] == [
         "nodeA: running   " + progress_bar(states.RUNNING),
         "nodeB: new       " + progress_bar(states.NEW),
     ]
@@ -203,7 +210,22 @@ def test_zero_replicas_converge_and_global_services_wait_for_tasks() -> None:
 def test_more_than_20_slots_show_only_the_overall_line() -> None:
     svc = service(21)
     conv = compute_convergence(svc, [task(svc, i, states.RUNNING) for i in range(1, 22)])
-    assert texts(conv.lines()) == ["overall progress: 21 out of 21 tasks"]
+    assert texts(progress_lines(conv)) == ["overall progress: 21 out of 21 tasks"]
+
+
+def test_the_model_is_facts_without_text() -> None:
+    # swarmctl.convergence says what happened; swarmctl.progress alone words it.
+    svc = service(1)
+    running = [task(svc, 1, states.RUNNING)]
+    tracker = ConvergenceTracker("svc1", verify_seconds=1.0)
+    first = tracker.observe(svc, running, now=10.0)
+    assert (first.verify_seconds_left, first.done, first.converged_service) == (1, False, "")
+    lost = tracker.observe(svc, [task(svc, 1, states.FAILED, err="boom")], now=10.5)
+    assert lost.task_failure_detected
+    assert lost.verify_seconds_left is None
+    tracker.observe(svc, running, now=11.0)
+    final = tracker.observe(svc, running, now=12.0)
+    assert (final.done, final.converged_service, final.error) == (True, "svc1", None)
 
 
 def test_tracker_verifies_for_a_second_then_reports_convergence() -> None:
@@ -212,17 +234,17 @@ def test_tracker_verifies_for_a_second_then_reports_convergence() -> None:
     tracker = ConvergenceTracker("svc1", verify_seconds=1.0)
     step = tracker.observe(svc, running, now=10.0)
     assert not step.done
-    assert step.lines[-1] == (
+    assert step_lines(step)[-1] == (
         "verify",
         "verify: Waiting 1 seconds to verify that tasks are stable...",
     )
     lost = tracker.observe(svc, [task(svc, 1, states.FAILED, err="boom")], now=10.5)
-    assert lost.lines[-1] == ("verify", "verify: Detected task failure")
+    assert step_lines(lost)[-1] == ("verify", "verify: Detected task failure")
     assert not tracker.observe(svc, running, now=10.6).done
     assert not tracker.observe(svc, running, now=11.5).done
     final = tracker.observe(svc, running, now=11.6)
     assert final.done
-    assert final.lines[-1] == ("verify", "verify: Service svc1 converged")
+    assert step_lines(final)[-1] == ("verify", "verify: Service svc1 converged")
 
 
 US = objects_pb2.UpdateStatus
@@ -254,18 +276,18 @@ def test_an_update_converges_once_the_manager_completes_it() -> None:
     tracker.note_status(svc.update_status)
     # Every slot runs the new spec: the manager watches it for the monitor period.
     step = tracker.observe(svc, running, now=10.0)
-    assert step.lines[-1] == (
+    assert step_lines(step)[-1] == (
         "verify",
         "verify: Waiting 3 seconds to verify that tasks are stable...",
     )
     step = tracker.observe(svc, running, now=20.0)
     assert not step.done  # as long as the manager says the update runs
-    assert step.lines[-1][1] == "verify: Waiting 1 seconds to verify that tasks are stable..."
+    assert step_lines(step)[-1][1] == "verify: Waiting 1 seconds to verify that tasks are stable..."
     done = updating(svc, US.UPDATE_STATE_COMPLETED, "update completed")
     step = tracker.observe(done, running, now=20.1)
     assert step.done
     assert step.error is None
-    assert step.lines[-1] == ("verify", "verify: Service svc1 converged")
+    assert step_lines(step)[-1] == ("verify", "verify: Service svc1 converged")
 
 
 def test_a_completed_status_left_from_an_earlier_update_needs_the_verify_period() -> None:
@@ -286,7 +308,7 @@ def test_an_update_rolled_back_by_the_manager_is_an_error() -> None:
     rolling.spec.rollback.monitor.seconds = 2
     tasks = [task(rolling, 1, states.RUNNING), task(rolling, 2, states.STARTING)]
     step = tracker.observe(rolling, tasks, now=0.0)
-    assert texts(step.lines) == [
+    assert texts(step_lines(step)) == [
         f"rollback: {reason}",
         "overall progress: rolling back update: 1 out of 2 tasks",
         # Docker's bars run backwards while rolling back.
@@ -297,12 +319,12 @@ def test_an_update_rolled_back_by_the_manager_is_an_error() -> None:
     assert step.manager_decides
     tasks = [task(rolling, 1, states.RUNNING), task(rolling, 2, states.RUNNING)]
     step = tracker.observe(rolling, tasks, now=1.0)
-    assert step.lines[-1][1] == "verify: Waiting 2 seconds to verify that tasks are stable..."
+    assert step_lines(step)[-1][1] == "verify: Waiting 2 seconds to verify that tasks are stable..."
     done = updating(rolling, US.UPDATE_STATE_ROLLBACK_COMPLETED, "rollback completed")
     step = tracker.observe(done, tasks, now=3.0)
     assert step.done
-    assert texts(step.lines)[0] == f"rollback: {reason}"
-    assert texts(step.lines)[-2:] == [
+    assert texts(step_lines(step))[0] == f"rollback: {reason}"
+    assert texts(step_lines(step))[-2:] == [
         "verify: Service svc1 converged",
         "rollback: rollback completed",
     ]
@@ -318,12 +340,12 @@ def test_a_rollback_the_user_asked_for_succeeds() -> None:
     tracker = ConvergenceTracker("svc1")
     tracker.note_status(rolling.update_status)
     step = tracker.observe(rolling, [task(svc, 1, states.RUNNING)], now=0.0)
-    assert texts(step.lines)[0] == "rollback: manually requested rollback"
+    assert texts(step_lines(step))[0] == "rollback: manually requested rollback"
     done = updating(svc, US.UPDATE_STATE_ROLLBACK_COMPLETED, "rollback completed")
     step = tracker.observe(done, [task(svc, 1, states.RUNNING)], now=0.1)
     assert step.done
     assert step.error is None
-    assert texts(step.lines)[-1] == "rollback: rollback completed"
+    assert texts(step_lines(step))[-1] == "rollback: rollback completed"
 
 
 def test_failing_slots_of_an_update_are_left_to_the_managers_failure_action() -> None:
@@ -480,7 +502,7 @@ def test_global_services_show_one_line_per_node() -> None:
     conv = compute_convergence(
         glob, [task(glob, 0, states.RUNNING, node=b), task(glob, 0, states.STARTING, node=a)]
     )
-    assert texts(conv.lines()) == [
+    assert texts(progress_lines(conv)) == [
         "overall progress: 1 out of 2 tasks",
         f"{'a' * 12}: starting  " + progress_bar(states.STARTING),
         f"{'b' * 12}: running   " + progress_bar(states.RUNNING),
@@ -495,7 +517,7 @@ def test_a_global_node_waiting_for_a_restart_is_not_converged() -> None:
     tasks = [task(glob, 0, states.RUNNING, node="n1"), failed]
     conv = compute_convergence(glob, tasks)
     assert (conv.running, conv.desired, conv.converged) == (1, 2, False)
-    assert texts(conv.lines())[2] == "n2: failed    exit 1"
+    assert texts(progress_lines(conv))[2] == "n2: failed    exit 1"
     # A node drained (its task shut down on purpose, no replacement) no longer counts.
     drained = task(glob, 0, states.SHUTDOWN, desired=states.SHUTDOWN, node="n2")
     conv = compute_convergence(glob, [tasks[0], drained])
@@ -574,7 +596,7 @@ def test_replicated_job_progress_like_docker() -> None:
     ]
     progress = compute_job_progress(svc, tasks)
     assert (progress.completed, progress.active, progress.converged) == (2, 2, False)
-    assert texts(progress.lines()) == [
+    assert texts(progress_lines(progress)) == [
         "job progress: 2 out of 5 complete " + ratio_bar(2, 5),
         "active tasks: 2 out of 2 tasks",
         "1/5: complete  " + job_progress_bar(states.COMPLETE),
@@ -589,14 +611,14 @@ def test_replicated_job_active_tasks_shrink_as_it_ends() -> None:
     svc = replicated_job(total=12, concurrent=10)
     tasks = [job_task(svc, n, states.COMPLETE) for n in range(1, 11)]
     tasks.append(job_task(svc, 11, states.RUNNING))
-    lines = texts(compute_job_progress(svc, tasks).lines())
+    lines = texts(progress_lines(compute_job_progress(svc, tasks)))
     # Both numbers padded to the width of max-concurrent, as Docker does.
     assert lines[:2] == [
         "job progress: 10 out of 12 complete " + ratio_bar(10, 12),
         "active tasks:  1 out of  2 tasks",
     ]
     many = replicated_job(total=21, concurrent=21)
-    assert len(compute_job_progress(many, []).lines()) == 2
+    assert len(progress_lines(compute_job_progress(many, []))) == 2
 
 
 def test_a_job_is_done_when_every_completion_is() -> None:
@@ -605,7 +627,7 @@ def test_a_job_is_done_when_every_completion_is() -> None:
     tasks = [failed, job_task(svc, 1, states.COMPLETE), job_task(svc, 2, states.COMPLETE)]
     step = JobTracker("job1").observe(svc, tasks, now=0)
     assert step.done
-    assert texts(step.lines)[-1] == "job complete"
+    assert texts(step_lines(step))[-1] == "job complete"
     assert not JobTracker("job1").observe(svc, tasks[:2], now=0).done
     assert compute_job_progress(replicated_job(total=0, concurrent=0), []).converged
 
@@ -627,9 +649,13 @@ def test_a_job_gives_up_when_every_remaining_slot_keeps_failing() -> None:
     )
     assert progress.notes() == [err]
     # A slot shows its failure while the replacement is on its way, not once it runs.
-    lines = texts(compute_job_progress(svc, [*tasks, job_task(svc, 3, states.PENDING)]).lines())
+    lines = texts(
+        progress_lines(compute_job_progress(svc, [*tasks, job_task(svc, 3, states.PENDING)]))
+    )
     assert lines[-1] == f"3/3: failed    {err}"
-    lines = texts(compute_job_progress(svc, [*tasks, job_task(svc, 3, states.RUNNING)]).lines())
+    lines = texts(
+        progress_lines(compute_job_progress(svc, [*tasks, job_task(svc, 3, states.RUNNING)]))
+    )
     assert lines[-1] == "3/3: running   " + job_progress_bar(states.RUNNING)
     # A slot waiting for its turn (max-concurrent) has not failed yet.
     waiting = replicated_job(total=3, concurrent=1)
@@ -645,7 +671,9 @@ def test_a_job_gives_up_when_every_remaining_slot_keeps_failing() -> None:
 
 def test_global_job_progress_counts_the_nodes_of_this_run() -> None:
     svc = global_job(iteration=2)
-    assert texts(compute_job_progress(svc, []).lines()) == ["job progress: waiting for tasks"]
+    assert texts(progress_lines(compute_job_progress(svc, []))) == [
+        "job progress: waiting for tasks"
+    ]
     assert not compute_job_progress(svc, []).converged
     a, b, c = "a" * 25, "b" * 25, "c" * 25
     tasks = [
@@ -659,7 +687,7 @@ def test_global_job_progress_counts_the_nodes_of_this_run() -> None:
     progress = compute_job_progress(svc, tasks)
     assert (progress.completed, progress.total) == (1, 2)
     # No "active tasks" line for a global job: all its tasks start at once.
-    assert texts(progress.lines()) == [
+    assert texts(progress_lines(progress)) == [
         "job progress: 1 out of 2 complete " + ratio_bar(1, 2),
         f"{'a' * 12}: complete  " + job_progress_bar(states.COMPLETE),
         f"{'b' * 12}: running   " + job_progress_bar(states.RUNNING),

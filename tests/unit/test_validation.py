@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.api import specs_pb2, types_pb2
+from common.limits import MAX_REPLICAS
 from common.timeutil import duration, duration_seconds
 from manager.controlapi.validation import (
-    MAX_REPLICAS,
     MAX_SPEC_BYTES,
     check_service_update,
     complete_service_spec,
