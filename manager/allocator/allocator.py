@@ -20,13 +20,9 @@ from common import states
 from common.api import objects_pb2, specs_pb2
 from common.ids import new_id
 from common.nodes import runs_tasks
-from manager.allocator.book import (
-    INGRESS_NAME,
-    AddressBook,
-    owns_addresses,
-    task_networks,
-)
+from manager.allocator.book import INGRESS_NAME, AddressBook, owns_addresses
 from manager.allocator.ipam import DEFAULT_POOLS, DEFAULT_SUBNET_SIZE, AllocationError
+from manager.domain.networks import task_networks
 from manager.reconciler import Reconciler
 from manager.store import (
     AlreadyExistsError,

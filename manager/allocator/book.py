@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from common import states
-from common.api import objects_pb2, specs_pb2, types_pb2
+from common.api import objects_pb2, types_pb2
 from manager.allocator.ipam import (
     DEFAULT_POOLS,
     DEFAULT_SUBNET_SIZE,
@@ -39,24 +39,6 @@ INGRESS_NAME = "ingress"
 def owns_addresses(task: objects_pb2.Task) -> bool:
     """A task holds its addresses until it has ended."""
     return not states.is_terminal(task.status.state)
-
-
-def ingress_ports(endpoint: specs_pb2.EndpointSpec) -> list[types_pb2.PortConfig]:
-    return [p for p in endpoint.ports if p.publish_mode == types_pb2.PUBLISH_MODE_INGRESS]
-
-
-def needs_allocation(spec: specs_pb2.ServiceSpec) -> bool:
-    """A service whose tasks join a network (its own, or the ingress for its ports)."""
-    return bool(spec.task.networks) or bool(ingress_ports(spec.endpoint))
-
-
-def task_networks(task: objects_pb2.Task, ingress_id: str) -> list[tuple[str, list[str]]]:
-    """(network id, aliases) for each network the task joins, the ingress first."""
-    out: list[tuple[str, list[str]]] = []
-    if ingress_id and ingress_ports(task.endpoint):
-        out.append((ingress_id, []))
-    out.extend((n.target, list(n.aliases)) for n in task.spec.networks)
-    return out
 
 
 def cidr(addr: ipaddress.IPv4Address, subnet: ipaddress.IPv4Network) -> str:

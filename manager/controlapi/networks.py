@@ -13,10 +13,10 @@ import re
 
 from common.api import control_pb2, objects_pb2, specs_pb2
 from common.ids import new_id
-from manager.allocator.book import ingress_ports
 from manager.allocator.ipam import AllocationError, parse_subnet
 from manager.controlapi.filters import labels_match
 from manager.controlapi.resolve import resolve
+from manager.domain.networks import ingress_ports
 from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
 from manager.store import Cache, Kind, Store
 

@@ -11,6 +11,7 @@ from common import states
 from common.api import objects_pb2
 from common.ids import new_id
 from common.timeutil import stamp_now
+from manager.domain.networks import needs_allocation
 
 
 def new_task(
@@ -22,7 +23,8 @@ def new_task(
     restart_attempt: int = 0,
     recent_restarts: Sequence[float] = (),
 ) -> objects_pb2.Task:
-    """A PENDING task for `slot` of `service` (or for `node_id` of a global service)."""
+    """A task for `slot` of `service` (or for `node_id` of a global service): PENDING, or
+    NEW while it waits for its addresses (`networks.needs_allocation`)."""
     return TaskMaker(service)(
         slot,
         node_id=node_id,
@@ -48,8 +50,12 @@ class TaskMaker:
         template.annotations.labels.update(service.spec.annotations.labels)
         template.spec.CopyFrom(service.spec.task)
         template.endpoint.CopyFrom(service.spec.endpoint)
-        template.status.state = states.PENDING
-        template.status.message = "pending task scheduling"
+        if needs_allocation(service.spec):
+            template.status.state = states.NEW
+            template.status.message = "waiting for addresses on its networks"
+        else:
+            template.status.state = states.PENDING
+            template.status.message = "pending task scheduling"
         self.template = template
 
     def __call__(

@@ -1,0 +1,26 @@
+"""Which networks a service's tasks join: the networks of its task template, and the
+ingress network (the routing mesh's) when it publishes a port in ingress mode. Such a
+task is made NEW and waits for the allocator to give it its addresses; any other task is
+PENDING, ready for the scheduler, at once."""
+
+from __future__ import annotations
+
+from common.api import objects_pb2, specs_pb2, types_pb2
+
+
+def ingress_ports(endpoint: specs_pb2.EndpointSpec) -> list[types_pb2.PortConfig]:
+    return [p for p in endpoint.ports if p.publish_mode == types_pb2.PUBLISH_MODE_INGRESS]
+
+
+def needs_allocation(spec: specs_pb2.ServiceSpec) -> bool:
+    """A service whose tasks join a network (its own, or the ingress for its ports)."""
+    return bool(spec.task.networks) or bool(ingress_ports(spec.endpoint))
+
+
+def task_networks(task: objects_pb2.Task, ingress_id: str) -> list[tuple[str, list[str]]]:
+    """(network id, aliases) for each network the task joins, the ingress first."""
+    out: list[tuple[str, list[str]]] = []
+    if ingress_id and ingress_ports(task.endpoint):
+        out.append((ingress_id, []))
+    out.extend((n.target, list(n.aliases)) for n in task.spec.networks)
+    return out
