@@ -262,15 +262,24 @@ def _port_range(text: str, whole: str, what: str, *, allow_zero: bool) -> list[i
 
 
 _SHORT_SYNTAX = "[PUBLISHED:]TARGET[/PROTOCOL]"
-_LONG_SYNTAX = "mode=host,target=80,published=8080,protocol=tcp"
+_LONG_SYNTAX = "mode=ingress|host,target=80,published=8080,protocol=tcp"
+# The publish mode of the short syntax (`-p 8080:80`) and of a long form without mode=.
+# Docker's default is ingress (the routing mesh); swarmlet keeps host until its mesh is
+# wired, and switching is this one line.
+DEFAULT_PUBLISH_MODE: types_pb2.PublishMode.ValueType = types_pb2.PUBLISH_MODE_HOST
+_PUBLISH_MODES = {
+    "ingress": types_pb2.PUBLISH_MODE_INGRESS,
+    "host": types_pb2.PUBLISH_MODE_HOST,
+}
 
 
 def parse_publish(text: str) -> list[types_pb2.PortConfig]:
     """One `--publish` value as PortConfigs (a range gives several).
 
     Short syntax `published:target[/protocol]` or `target[/protocol]` (published port 0:
-    the engine picks one); long syntax `mode=host,target=80,published=8080,protocol=tcp`.
-    The publish mode is always host: swarmlet has no routing mesh.
+    one is picked, by the engine in host mode, from 30000-32767 in ingress mode); long
+    syntax `mode=ingress|host,target=80,published=8080,protocol=tcp`. Without a mode, the
+    mode is DEFAULT_PUBLISH_MODE.
     """
     value = text.strip()
     if not value:
@@ -305,7 +314,7 @@ def _parse_short_publish(text: str) -> list[types_pb2.PortConfig]:
             protocol=protocol,
             target_port=target,
             published_port=pub,
-            publish_mode=types_pb2.PUBLISH_MODE_HOST,
+            publish_mode=DEFAULT_PUBLISH_MODE,
         )
         for pub, target in zip(published, targets, strict=True)
     ]
@@ -313,7 +322,7 @@ def _parse_short_publish(text: str) -> list[types_pb2.PortConfig]:
 
 def _parse_long_publish(text: str) -> types_pb2.PortConfig:
     port = types_pb2.PortConfig(
-        protocol=types_pb2.PORT_PROTOCOL_TCP, publish_mode=types_pb2.PUBLISH_MODE_HOST
+        protocol=types_pb2.PORT_PROTOCOL_TCP, publish_mode=DEFAULT_PUBLISH_MODE
     )
     seen_target = False
     for field in text.split(","):
@@ -324,13 +333,14 @@ def _parse_long_publish(text: str) -> types_pb2.PortConfig:
                 f"invalid port {text!r}: {field!r} is not key=value; expected {_LONG_SYNTAX}"
             )
         if key == "mode":
-            if val.lower() == "ingress":
+            try:
+                port.publish_mode = _PUBLISH_MODES[val.lower()]
+            except KeyError:
                 raise FlagValueError(
-                    f"invalid port {text!r}: swarmlet has no routing mesh (mode=ingress); "
-                    "use mode=host, which publishes the port on the node that runs each task"
-                )
-            if val.lower() != "host":
-                raise FlagValueError(f"invalid port {text!r}: unknown mode {val!r}; use mode=host")
+                    f"invalid port {text!r}: unknown publish mode {val!r}; use mode=ingress "
+                    "(the routing mesh: the port answers on every node) or mode=host (on the "
+                    "node that runs each task)"
+                ) from None
         elif key == "target":
             port.target_port = _port_number(val, text, "target", allow_zero=False)
             seen_target = True
@@ -348,6 +358,86 @@ def _parse_long_publish(text: str) -> types_pb2.PortConfig:
     if not seen_target:
         raise FlagValueError(f"invalid port {text!r}: target is missing; expected {_LONG_SYNTAX}")
     return port
+
+
+def publish_mode_name(mode: int) -> str:
+    """`ingress` or `host`, as Docker shows a port's PublishMode."""
+    for name, value in _PUBLISH_MODES.items():
+        if value == mode:
+            return name
+    return str(mode)
+
+
+_NETWORK_LONG_SYNTAX = "name=NETWORK,alias=ALIAS"
+
+
+def parse_network(text: str) -> specs_pb2.NetworkAttachmentConfig:
+    """One `--network` (or `--network-add`) value: `NETWORK` (a name or id) or Docker's
+    long form `name=NETWORK,alias=A,alias=B`. The target is what the user typed; the
+    manager resolves it to the network's id."""
+    value = text.strip()
+    if not value:
+        raise FlagValueError(
+            f"invalid network {text!r}: give a network name or id, or {_NETWORK_LONG_SYNTAX}"
+        )
+    if "=" not in value:
+        return specs_pb2.NetworkAttachmentConfig(target=value)
+    out = specs_pb2.NetworkAttachmentConfig()
+    for field in value.split(","):
+        key, sep, val = field.partition("=")
+        key, val = key.strip().lower(), val.strip()
+        if not sep or not key:
+            raise FlagValueError(
+                f"invalid network {text!r}: invalid field {field!r}; expected "
+                f"{_NETWORK_LONG_SYNTAX}"
+            )
+        if key == "name":
+            out.target = val
+        elif key == "alias":
+            # Whether it is a valid name is the manager's rule (manager/controlapi).
+            out.aliases.append(val)
+        elif key == "driver-opt":
+            raise FlagValueError(
+                f"invalid network {text!r}: driver-opt is not supported (swarmlet's overlay "
+                "driver has no per-attachment options); leave it out"
+            )
+        elif key in ("ip", "ip6", "mac-address", "link-local-ip"):
+            raise FlagValueError(
+                f"invalid network {text!r}: {key} cannot be set for a service (the manager "
+                "gives every task its address); leave it out"
+            )
+        else:
+            raise FlagValueError(
+                f"invalid network {text!r}: invalid field key {key!r}; use name and alias"
+            )
+    if not out.target:
+        raise FlagValueError(
+            f"invalid network {text!r}: network name/id is not specified; expected "
+            f"{_NETWORK_LONG_SYNTAX}"
+        )
+    return out
+
+
+_ENDPOINT_MODES = {
+    "vip": specs_pb2.RESOLUTION_MODE_VIP,
+    "dnsrr": specs_pb2.RESOLUTION_MODE_DNSRR,
+}
+
+
+def parse_endpoint_mode(text: str) -> specs_pb2.ResolutionMode.ValueType:
+    """`--endpoint-mode`: vip (a virtual IP per network) or dnsrr (the service's name
+    resolves to its tasks' addresses)."""
+    try:
+        return _ENDPOINT_MODES[text.strip().lower()]
+    except KeyError:
+        raise FlagValueError(f"invalid endpoint mode {text!r}: use vip or dnsrr") from None
+
+
+def endpoint_mode_name(mode: int) -> str:
+    for name, value in _ENDPOINT_MODES.items():
+        if value == mode:
+            return name
+    return str(mode)
 
 
 def parse_port_ref(text: str) -> tuple[int, types_pb2.PortProtocol.ValueType]:

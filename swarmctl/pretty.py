@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import shlex
 import time
+from collections.abc import Mapping
 
 from common.api import objects_pb2, specs_pb2, types_pb2
 from common.timeutil import duration_seconds, format_duration, human_ago, timestamp_seconds
 from swarmctl.parsing import (
+    endpoint_mode_name,
     failure_action_name,
     format_bytes,
     format_nano_cpus,
     format_platform,
     placement_strategy_name,
     protocol_name,
+    publish_mode_name,
     restart_condition_name,
     update_order_name,
 )
@@ -36,8 +39,13 @@ def _duration(d: object) -> str:
     return format_duration(seconds)
 
 
-def service(svc: objects_pb2.Service, now: float | None = None) -> str:
-    """The human-readable description of one service (`now` for how long ago things were)."""
+def service(
+    svc: objects_pb2.Service,
+    now: float | None = None,
+    network_names: Mapping[str, str] | None = None,
+) -> str:
+    """The human-readable description of one service (`now` for how long ago things were,
+    `network_names` the names of the networks by id; an unknown one shows its id)."""
     spec = svc.spec
     lines = [_kv("ID", svc.id), _kv("Name", spec.annotations.name)]
     if spec.annotations.labels:
@@ -53,14 +61,56 @@ def service(svc: objects_pb2.Service, now: float | None = None) -> str:
     if spec.HasField("rollback"):
         lines.extend(_update_config("RollbackConfig", "Rollback order", spec.rollback))
     lines.extend(_container(spec.task.container))
-    if spec.endpoint.ports:
+    lines.extend(_endpoint(svc, network_names or {}))
+    return "\n".join(lines)
+
+
+def published_ports(svc: objects_pb2.Service) -> list[types_pb2.PortConfig]:
+    """The service's ports as published: those of its spec, each with the number the
+    allocator picked where the spec asks for any (a published port of 0 in ingress
+    mode), once it has (service.endpoint); Docker shows the same from its Endpoint."""
+    picked = {
+        (p.target_port, p.protocol, p.publish_mode): p.published_port
+        for p in svc.endpoint.ports
+        if p.published_port
+    }
+    out = []
+    for port in svc.spec.endpoint.ports:
+        shown = types_pb2.PortConfig()
+        shown.CopyFrom(port)
+        if not shown.published_port:
+            key = (port.target_port, port.protocol, port.publish_mode)
+            shown.published_port = picked.get(key, 0)
+        out.append(shown)
+    return out
+
+
+def _endpoint(svc: objects_pb2.Service, network_names: Mapping[str, str]) -> list[str]:
+    """Docker's Networks, Endpoint Mode and Ports lines, and the virtual IPs the
+    allocator gave the service (which Docker shows only in the JSON)."""
+    spec = svc.spec
+    lines = []
+    if spec.task.networks:
+        names = [network_names.get(n.target, n.target) for n in spec.task.networks]
+        lines.append(_kv("Networks", " ".join(names)))
+        for attachment in spec.task.networks:
+            if attachment.aliases:
+                name = network_names.get(attachment.target, attachment.target)
+                lines.append(_kv(f"Aliases on {name}", ", ".join(attachment.aliases), 1))
+    lines.append(_kv("Endpoint Mode", endpoint_mode_name(spec.endpoint.mode)))
+    ports = published_ports(svc)
+    if ports:
         lines.append("Ports:")
-        for port in spec.endpoint.ports:
+        for port in ports:
             lines.append(f" PublishedPort = {port.published_port}")
             lines.append(f"  Protocol = {protocol_name(port.protocol)}")
             lines.append(f"  TargetPort = {port.target_port}")
-            lines.append(f"  PublishMode = {_publish_mode(port.publish_mode)}")
-    return "\n".join(lines)
+            lines.append(f"  PublishMode = {publish_mode_name(port.publish_mode)}")
+    if svc.endpoint.virtual_ips:
+        lines.append("Virtual IPs:")
+        for vip in svc.endpoint.virtual_ips:
+            lines.append(_kv(network_names.get(vip.network_id, vip.network_id), vip.addr, 1))
+    return lines
 
 
 def update_state_name(state: int) -> str:
@@ -99,10 +149,6 @@ def _update_config(title: str, order_label: str, cfg: specs_pb2.UpdateConfig) ->
     lines.append(_kv("Max failure ratio", f"{cfg.max_failure_ratio:g}", 1))
     lines.append(_kv(order_label, update_order_name(cfg.order), 1))
     return lines
-
-
-def _publish_mode(mode: types_pb2.PublishMode.ValueType) -> str:
-    return types_pb2.PublishMode.Name(mode).removeprefix("PUBLISH_MODE_").lower()
 
 
 def _mode(spec: specs_pb2.ServiceSpec) -> list[str]:

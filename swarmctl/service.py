@@ -31,6 +31,7 @@ from swarmctl.parsing import (
     parse_command,
     parse_constraint,
     parse_duration_value,
+    parse_endpoint_mode,
     parse_env,
     parse_env_key,
     parse_label,
@@ -38,6 +39,7 @@ from swarmctl.parsing import (
     parse_max_concurrent,
     parse_max_replicas,
     parse_mode,
+    parse_network,
     parse_placement_pref,
     parse_placement_strategy,
     parse_platform,
@@ -69,6 +71,7 @@ from swarmctl.service_spec import (
     apply_update,
     build_spec,
     mode_conflict,
+    resolve_network_refs,
     set_replicas,
 )
 from swarmctl.task import (
@@ -135,6 +138,15 @@ MaxConcurrentOpt = Annotated[
         "--max-concurrent",
         metavar="N",
         help="Number of job tasks to run at once (replicated-job; default: --replicas).",
+    ),
+]
+EndpointModeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint-mode",
+        metavar="MODE",
+        help="Endpoint mode: vip (a virtual IP per network, the default) or dnsrr (the "
+        "name resolves to the tasks' addresses).",
     ),
 ]
 StrategyOpt = Annotated[
@@ -324,7 +336,7 @@ def service_rows(
                 service_mode(svc.spec),
                 replicas_text(svc, statuses.get(svc.id)),
                 short_image(svc.spec.task.container.image, no_trunc),
-                format_ports(svc.spec.endpoint.ports),
+                format_ports(pretty.published_ports(svc)),
             ]
         )
     return rows
@@ -394,10 +406,20 @@ def create(
             "-p",
             "--publish",
             metavar="PORT",
-            help="Publish a port on the task's node: [PUBLISHED:]TARGET[/PROTOCOL] or "
-            "mode=host,target=80,published=8080,protocol=tcp.",
+            help="Publish a port: [PUBLISHED:]TARGET[/PROTOCOL] or "
+            "mode=ingress|host,target=80,published=8080,protocol=tcp (ingress: on every "
+            "node, through the routing mesh; host: on the node running each task).",
         ),
     ] = None,
+    network: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--network",
+            metavar="NETWORK",
+            help="Network attachment: NAME or name=NAME,alias=ALIAS (repeatable).",
+        ),
+    ] = None,
+    endpoint_mode: EndpointModeOpt = None,
     restart_condition: Annotated[
         str | None,
         typer.Option(
@@ -525,6 +547,8 @@ def create(
         labels=dict(cli.flag_values(parse_label, label, "--label")),
         container_labels=dict(cli.flag_values(parse_label, container_label, "--container-label")),
         ports=[p for ps in cli.flag_values(parse_publish, publish, "--publish") for p in ps],
+        networks=cli.flag_values(parse_network, network, "--network"),
+        endpoint_mode=cli.optional_flag(parse_endpoint_mode, endpoint_mode, "--endpoint-mode"),
         restart_condition=cli.optional_flag(
             parse_restart_condition, restart_condition, "--restart-condition"
         ),
@@ -663,9 +687,13 @@ def inspect(
     ] = False,
 ) -> None:
     """Display detailed information on one or more services (a JSON array)."""
-    found, ok = cli.fetch_each(services, cli.get_client(ctx).get_service)
+    client = cli.get_client(ctx)
+    found, ok = cli.fetch_each(services, client.get_service)
     if pretty_:
-        typer.echo("\n\n".join(pretty.service(s) for s in found))
+        names: dict[str, str] = {}
+        if any(s.spec.task.networks or s.endpoint.virtual_ips for s in found):
+            names = {n.id: n.spec.annotations.name for n in client.list_networks()}
+        typer.echo("\n\n".join(pretty.service(s, network_names=names) for s in found))
     else:
         print_json(found)
     if not ok:
@@ -776,6 +804,19 @@ def update(
             "--publish-rm", metavar="PORT", help="Remove a published port by TARGET[/PROTOCOL]."
         ),
     ] = None,
+    network_add: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--network-add",
+            metavar="NETWORK",
+            help="Add a network: NAME or name=NAME,alias=ALIAS (a rolling update).",
+        ),
+    ] = None,
+    network_rm: Annotated[
+        list[str] | None,
+        typer.Option("--network-rm", metavar="NETWORK", help="Remove a network."),
+    ] = None,
+    endpoint_mode: EndpointModeOpt = None,
     restart_condition: Annotated[
         str | None,
         typer.Option("--restart-condition", metavar="COND", help="none, on-failure or any."),
@@ -891,6 +932,9 @@ def update(
             p for ps in cli.flag_values(parse_publish, publish_add, "--publish-add") for p in ps
         ],
         publish_rm=cli.flag_values(parse_port_ref, publish_rm, "--publish-rm"),
+        network_add=cli.flag_values(parse_network, network_add, "--network-add"),
+        network_rm=[n.strip() for n in network_rm or ()],
+        endpoint_mode=cli.optional_flag(parse_endpoint_mode, endpoint_mode, "--endpoint-mode"),
         restart_condition=cli.optional_flag(
             parse_restart_condition, restart_condition, "--restart-condition"
         ),
@@ -957,6 +1001,7 @@ def update(
     wait = _timeout(timeout)
     client = cli.get_client(ctx)
     service = client.get_service(service_ref)
+    resolve_network_refs(opts, lambda ref: client.get_network(ref).id)
     if (
         opts.image is not None
         and opts.image != service.spec.task.container.image

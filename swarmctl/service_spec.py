@@ -9,6 +9,7 @@ command sends can be tested without a manager.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import typer
@@ -250,6 +251,10 @@ class CreateOptions:
     labels: dict[str, str] = field(default_factory=dict)
     container_labels: dict[str, str] = field(default_factory=dict)
     ports: list[types_pb2.PortConfig] = field(default_factory=list)
+    # --network: targets as typed (names or ids); the manager resolves them to ids.
+    networks: list[specs_pb2.NetworkAttachmentConfig] = field(default_factory=list)
+    # --endpoint-mode; None is vip.
+    endpoint_mode: specs_pb2.ResolutionMode.ValueType | None = None
     # None is the mode's default: any for services, on-failure for jobs (as Docker).
     restart_condition: specs_pb2.RestartCondition.ValueType | None = None
     restart_delay: Duration = field(default_factory=lambda: duration(RESTART_DELAY))
@@ -308,7 +313,7 @@ def _set_mode(spec: specs_pb2.ServiceSpec, opts: CreateOptions) -> None:
 
 
 def build_spec(opts: CreateOptions) -> specs_pb2.ServiceSpec:
-    """The ServiceSpec to create: explicit restart policy and mode, host-mode ports."""
+    """The ServiceSpec to create: explicit restart policy, mode and update settings."""
     container = specs_pb2.ContainerSpec(
         image=opts.image,
         args=opts.args,
@@ -336,6 +341,9 @@ def build_spec(opts: CreateOptions) -> specs_pb2.ServiceSpec:
         task=specs_pb2.TaskSpec(container=container, restart=restart),
         endpoint=specs_pb2.EndpointSpec(ports=opts.ports),
     )
+    spec.task.networks.extend(opts.networks)
+    if opts.endpoint_mode is not None:
+        spec.endpoint.mode = opts.endpoint_mode
     placement = spec.task.placement
     placement.constraints.extend(opts.constraints)
     for descriptor in opts.preferences:
@@ -380,6 +388,11 @@ class UpdateOptions:
     container_label_rm: list[str] = field(default_factory=list)
     publish_add: list[types_pb2.PortConfig] = field(default_factory=list)
     publish_rm: list[PortKey] = field(default_factory=list)
+    # --network-add / --network-rm: the networks' ids once resolve_network_refs has run
+    # (stored specs hold ids), as typed before.
+    network_add: list[specs_pb2.NetworkAttachmentConfig] = field(default_factory=list)
+    network_rm: list[str] = field(default_factory=list)
+    endpoint_mode: specs_pb2.ResolutionMode.ValueType | None = None
     restart_condition: specs_pb2.RestartCondition.ValueType | None = None
     restart_delay: Duration | None = None
     restart_max_attempts: int | None = None
@@ -402,14 +415,32 @@ class UpdateOptions:
     rollback_config: UpdateConfigOptions = field(default_factory=UpdateConfigOptions)
     health: HealthOptions = field(default_factory=HealthOptions)
     force: bool = False
+    # Network id -> the name or prefix the user typed for it, for messages.
+    network_refs: dict[str, str] = field(default_factory=dict)
 
     def changes_spec(self) -> bool:
         """Whether any option edits the spec (--force aside)."""
         return any(getattr(self, name).given() for name in _OPTION_GROUPS) or any(
             value is not None and value is not False and value not in ([], {})
             for name, value in vars(self).items()
-            if name != "force" and name not in _OPTION_GROUPS
+            if name not in ("force", "network_refs") and name not in _OPTION_GROUPS
         )
+
+
+def resolve_network_refs(opts: UpdateOptions, network_id: Callable[[str], str]) -> None:
+    """Turn the networks of --network-add/--network-rm into ids (`network_id` asks the
+    manager, which refuses an unknown one), as Docker's CLI does before it edits the
+    spec: a stored spec names its networks by id, so only ids compare."""
+    for attachment in opts.network_add:
+        typed = attachment.target
+        attachment.target = network_id(typed)
+        opts.network_refs.setdefault(attachment.target, typed)
+    resolved = []
+    for typed in opts.network_rm:
+        net_id = network_id(typed)
+        opts.network_refs.setdefault(net_id, typed)
+        resolved.append(net_id)
+    opts.network_rm = resolved
 
 
 def set_replicas(spec: specs_pb2.ServiceSpec, replicas: int, service_name: str) -> None:
@@ -553,6 +584,28 @@ def _update_ports(
     return out
 
 
+def _update_networks(
+    networks: list[specs_pb2.NetworkAttachmentConfig],
+    add: list[specs_pb2.NetworkAttachmentConfig],
+    remove: list[str],
+    refs: dict[str, str],
+) -> list[specs_pb2.NetworkAttachmentConfig]:
+    """Docker's order: --network-rm (a network not attached is no error), then
+    --network-add, refusing a network the service is attached to already (remove and
+    add it in one update to change its aliases)."""
+    gone = set(remove)
+    out = [n for n in networks if n.target not in gone]
+    for attachment in add:
+        if any(n.target == attachment.target for n in out):
+            typed = refs.get(attachment.target, attachment.target)
+            raise SwarmctlError(
+                f"service is already attached to network {typed}: to change its aliases, "
+                f"give --network-rm {typed} with the --network-add"
+            )
+        out.append(attachment)
+    return out
+
+
 def apply_update(
     spec: specs_pb2.ServiceSpec, opts: UpdateOptions, service_name: str = ""
 ) -> specs_pb2.ServiceSpec:
@@ -570,6 +623,14 @@ def apply_update(
         ports = _update_ports(list(new.endpoint.ports), opts.publish_add, opts.publish_rm)
         del new.endpoint.ports[:]
         new.endpoint.ports.extend(ports)
+    if opts.endpoint_mode is not None:
+        new.endpoint.mode = opts.endpoint_mode
+    if opts.network_add or opts.network_rm:
+        networks = _update_networks(
+            list(new.task.networks), opts.network_add, opts.network_rm, opts.network_refs
+        )
+        del new.task.networks[:]
+        new.task.networks.extend(networks)
     if opts.replicas is not None:
         set_replicas(new, opts.replicas, name)
     if opts.max_concurrent is not None:

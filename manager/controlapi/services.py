@@ -1,9 +1,14 @@
-"""Control API logic for services: create, get, list, update, remove."""
+"""Control API logic for services: create, get, list, update, remove.
+
+A spec is checked on its own (validation), then against the cluster (its networks
+resolved to ids and its published ports against other services': service_networks),
+before it is stored, on create and on every update, a rollback included.
+"""
 
 from __future__ import annotations
 
 from common import states
-from common.api import control_pb2, objects_pb2
+from common.api import control_pb2, objects_pb2, specs_pb2
 from common.ids import new_id
 from common.modes import GLOBAL, REPLICATED, REPLICATED_JOB, is_job, mode_of
 from common.nodes import takes_new_tasks
@@ -12,6 +17,7 @@ from common.timeutil import stamp_now
 from manager.controlapi.counts import ServiceCounts
 from manager.controlapi.filters import labels_match
 from manager.controlapi.resolve import resolve
+from manager.controlapi.service_networks import check_port_conflicts, resolve_networks
 from manager.controlapi.validation import (
     check_service_update,
     complete_service_spec,
@@ -22,6 +28,12 @@ from manager.domain.placer import Previewer
 from manager.domain.tasks import TaskMaker
 from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
 from manager.store import AlreadyExistsError, Cache, ConflictError, Kind, Store
+
+
+def _check_in_cluster(cache: Cache, spec: specs_pb2.ServiceSpec, service_id: str) -> None:
+    """What `spec` must agree with in the cluster; its networks become ids in place."""
+    resolve_networks(cache, spec)
+    check_port_conflicts(cache, spec, service_id)
 
 
 def find_service(cache: Cache, ref: str) -> objects_pb2.Service:
@@ -71,6 +83,8 @@ async def create_service(
 ) -> control_pb2.CreateServiceResponse:
     spec = complete_service_spec(request.spec)
     validate_service_spec(spec)
+    service_id = new_id()
+    _check_in_cluster(cache, spec, service_id)
     if request.dry_run:
         if spec.annotations.name in cache.service_by_name:
             raise AlreadyExistsError(f"a service named {spec.annotations.name!r} already exists")
@@ -78,7 +92,7 @@ async def create_service(
         return control_pb2.CreateServiceResponse(
             service=candidate, preview=preview(cache, candidate, previewer)
         )
-    service = objects_pb2.Service(id=new_id(), spec=spec, spec_version=1)
+    service = objects_pb2.Service(id=service_id, spec=spec, spec_version=1)
     if is_job(spec):
         service.job_status.job_iteration = 1
         stamp_now(service.job_status.last_execution)
@@ -161,11 +175,14 @@ async def update_service(
     if request.rollback:
         if not current.HasField("previous_spec"):
             raise FailedPreconditionError(f"service {name!r} has no previous spec to roll back to")
-        spec = current.previous_spec
+        spec = objects_pb2.Service().spec
+        spec.CopyFrom(current.previous_spec)
     else:
         spec = complete_service_spec(request.spec)
         validate_service_spec(spec)
         check_service_update(current, spec)
+    # Also on rollback: the previous spec's networks may be gone, or its ports taken.
+    _check_in_cluster(cache, spec, current.id)
     if request.dry_run:
         candidate = objects_pb2.Service()
         candidate.CopyFrom(current)

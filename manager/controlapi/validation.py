@@ -7,7 +7,7 @@ always complete: defaults are written into it, never assumed later.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from google.protobuf.duration_pb2 import Duration
 
@@ -110,7 +110,8 @@ def validate_service_spec(spec: specs_pb2.ServiceSpec) -> None:
     _validate_container(spec.task.container)
     _validate_restart(spec.task.restart)
     _validate_mode(spec)
-    _validate_ports(spec.endpoint.ports)
+    _validate_endpoint(spec.endpoint)
+    _validate_networks(spec.task.networks)
     _validate_placement(spec.task)
     _validate_rollout(spec.update, "update")
     _validate_rollout(spec.rollback, "rollback")
@@ -222,26 +223,34 @@ def _validate_placement(task: specs_pb2.TaskSpec) -> None:
         )
 
 
-def _validate_ports(ports: object) -> None:
+_DNSRR_WITH_INGRESS = (
+    "port published with ingress mode can't be used with dnsrr mode: publish it with "
+    "mode=host, or use --endpoint-mode vip"
+)
+
+
+def _validate_endpoint(endpoint: specs_pb2.EndpointSpec) -> None:
+    _check_enum(endpoint.mode, specs_pb2.ResolutionMode, "endpoint mode", "vip or dnsrr")
     seen: set[tuple[int, int]] = set()
-    for port in ports:  # type: ignore[attr-defined]
+    for port in endpoint.ports:
         _check_enum(port.protocol, types_pb2.PortProtocol, "port protocol", "tcp, udp or sctp")
-        _check_enum(port.publish_mode, types_pb2.PublishMode, "publish mode", "host")
+        _check_enum(port.publish_mode, types_pb2.PublishMode, "publish mode", "ingress or host")
         proto = types_pb2.PortProtocol.Name(port.protocol).removeprefix("PORT_PROTOCOL_").lower()
+        ingress = port.publish_mode == types_pb2.PUBLISH_MODE_INGRESS
         if not 1 <= port.target_port <= MAX_PORT:
             raise InvalidArgumentError(
                 f"invalid target port {port.target_port}: use a port from 1 to {MAX_PORT}"
             )
         if port.published_port > MAX_PORT:
+            picker = "the cluster pick one from 30000-32767" if ingress else "the engine pick one"
             raise InvalidArgumentError(
                 f"invalid published port {port.published_port}: use a port from 1 to "
-                f"{MAX_PORT}, or 0 to let the engine pick one"
+                f"{MAX_PORT}, or 0 to let {picker}"
             )
-        if port.publish_mode != types_pb2.PUBLISH_MODE_HOST:
-            raise InvalidArgumentError(
-                f"port {port.target_port}/{proto}: swarmlet has no ingress routing mesh; publish "
-                "in host mode (mode=host), which binds the port on the node running each task"
-            )
+        # Docker's rule: in dnsrr mode there is no virtual IP for the routing mesh to
+        # balance over, so a port can only be published on the task's own node.
+        if ingress and endpoint.mode == specs_pb2.RESOLUTION_MODE_DNSRR:
+            raise InvalidArgumentError(f"port {port.target_port}/{proto}: {_DNSRR_WITH_INGRESS}")
         if port.published_port:
             key = (port.published_port, port.protocol)
             if key in seen:
@@ -249,6 +258,28 @@ def _validate_ports(ports: object) -> None:
                     f"published port {port.published_port}/{proto} is given twice"
                 )
             seen.add(key)
+
+
+# What other tasks resolve a network alias as: a DNS name.
+_ALIAS = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$")
+
+
+def _validate_networks(networks: Sequence[specs_pb2.NetworkAttachmentConfig]) -> None:
+    """The attachments' form; manager.controlapi.service_networks checks them against
+    the cluster's networks."""
+    for attachment in networks:
+        if not attachment.target.strip():
+            raise InvalidArgumentError(
+                "a network attachment names no network: give its name or id "
+                "(--network NAME or --network name=NAME,alias=ALIAS)"
+            )
+        for alias in attachment.aliases:
+            if not _ALIAS.match(alias):
+                raise InvalidArgumentError(
+                    f"invalid alias {alias!r} on network {attachment.target!r}: an alias is a "
+                    "DNS name (letters, digits, '-', '_' and '.', at most 253 characters, "
+                    "starting and ending with a letter or digit)"
+                )
 
 
 def complete_service_spec(spec: specs_pb2.ServiceSpec) -> specs_pb2.ServiceSpec:

@@ -91,9 +91,23 @@ def test_the_default_address_is_the_local_managers_socket() -> None:
             "Invalid value for '--replicas': invalid replicas value -1: must be 0 or more",
         ),
         (
-            ["service", "create", "-p", "mode=ingress,target=80", "busybox"],
-            "Invalid value for '--publish': invalid port 'mode=ingress,target=80': "
-            "swarmlet has no routing mesh",
+            ["service", "create", "-p", "mode=mesh,target=80", "busybox"],
+            "Invalid value for '--publish': invalid port 'mode=mesh,target=80': "
+            "unknown publish mode 'mesh'",
+        ),
+        (
+            ["service", "create", "--network", "name=front,driver-opt=a=b", "busybox"],
+            "Invalid value for '--network': invalid network 'name=front,driver-opt=a=b': "
+            "driver-opt is not supported",
+        ),
+        (
+            ["service", "create", "--endpoint-mode", "rr", "busybox"],
+            "Invalid value for '--endpoint-mode': invalid endpoint mode 'rr': use vip or dnsrr",
+        ),
+        (
+            ["service", "update", "--network-add", "alias=x", "web"],
+            "Invalid value for '--network-add': invalid network 'alias=x': "
+            "network name/id is not specified",
         ),
         (
             ["service", "create", "--restart-delay", "soon", "busybox"],

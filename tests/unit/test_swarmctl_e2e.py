@@ -36,6 +36,7 @@ from common.ids import new_id
 from common.timeutil import now_timestamp
 from swarmctl import convergence
 from swarmctl.main import app
+from swarmctl.parsing import DEFAULT_PUBLISH_MODE
 
 NODE_ID = "node0000000000000000000001"
 _LIFECYCLE = [
@@ -410,7 +411,7 @@ def test_service_create_detached_sends_the_docker_style_spec(fake_manager):  # t
     assert spec.task.restart.delay.seconds == 5
     (port,) = spec.endpoint.ports
     assert (port.published_port, port.target_port) == (8080, 80)
-    assert port.publish_mode == types_pb2.PUBLISH_MODE_HOST
+    assert port.publish_mode == DEFAULT_PUBLISH_MODE
 
 
 def test_service_create_shows_progress_until_converged(fake_manager, monkeypatch):  # type: ignore[no-untyped-def]

@@ -489,11 +489,12 @@ def test_pretty_shows_the_update_status_and_settings_like_docker() -> None:
         " Max failure ratio: 0",
         " Rollback order: stop-first",
     ]
-    assert lines[-4:] == [
+    assert lines[-5:] == [
         " Healthcheck:",
         "  Command:      test -f /tmp/ready",
         "  Interval:     500ms",
         "  Retries:      1",
+        "Endpoint Mode:  vip",
     ]
     # While it runs there is no completion time yet.
     status.state = objects_pb2.UpdateStatus.UPDATE_STATE_UPDATING
@@ -501,3 +502,77 @@ def test_pretty_shows_the_update_status_and_settings_like_docker() -> None:
     text = pretty.service(svc, now=UPDATE_NOW)
     assert " State:         updating" in text
     assert "Completed:" not in text
+
+
+# networks, endpoint mode, ports and virtual IPs
+
+
+def networked_service() -> objects_pb2.Service:
+    """A service as the allocator leaves it: virtual IPs and the ingress port it picked."""
+    svc = service("n" * 25, "api")
+    spec = svc.spec
+    spec.task.networks.add(target="frontid")
+    spec.task.networks.add(target="backid", aliases=["db-api", "v1"])
+    spec.endpoint.ports.extend(
+        parse_publish("mode=ingress,published=8080,target=80")
+        + parse_publish("mode=ingress,target=443")
+        + parse_publish("mode=host,published=9000,target=9000,protocol=udp")
+    )
+    svc.endpoint.spec.CopyFrom(spec.endpoint)
+    for port in spec.endpoint.ports:
+        svc.endpoint.ports.add().CopyFrom(port)
+    svc.endpoint.ports[1].published_port = 30001
+    svc.endpoint.virtual_ips.add(network_id="ingressid", addr="10.255.0.5/16")
+    svc.endpoint.virtual_ips.add(network_id="frontid", addr="10.0.1.2/24")
+    svc.endpoint.virtual_ips.add(network_id="backid", addr="10.0.2.2/24")
+    return svc
+
+
+NAMES = {"frontid": "front", "backid": "back", "ingressid": "ingress"}
+
+
+def test_pretty_networks_endpoint_ports_and_virtual_ips() -> None:
+    lines = pretty.service(networked_service(), network_names=NAMES).splitlines()
+    start = lines.index("Networks:       front back")
+    assert lines[start:] == [
+        "Networks:       front back",
+        " Aliases on back: db-api, v1",
+        "Endpoint Mode:  vip",
+        "Ports:",
+        " PublishedPort = 8080",
+        "  Protocol = tcp",
+        "  TargetPort = 80",
+        "  PublishMode = ingress",
+        " PublishedPort = 30001",
+        "  Protocol = tcp",
+        "  TargetPort = 443",
+        "  PublishMode = ingress",
+        " PublishedPort = 9000",
+        "  Protocol = udp",
+        "  TargetPort = 9000",
+        "  PublishMode = host",
+        "Virtual IPs:",
+        " ingress:       10.255.0.5/16",
+        " front:         10.0.1.2/24",
+        " back:          10.0.2.2/24",
+    ]
+
+
+def test_pretty_before_allocation_and_without_names() -> None:
+    svc = networked_service()
+    svc.ClearField("endpoint")
+    svc.spec.endpoint.mode = specs_pb2.RESOLUTION_MODE_DNSRR
+    lines = pretty.service(svc).splitlines()
+    assert "Networks:       frontid backid" in lines  # an unknown network shows its id
+    assert "Endpoint Mode:  dnsrr" in lines
+    assert " PublishedPort = 0" in lines  # not picked yet
+    assert "Virtual IPs:" not in lines
+
+
+def test_service_ls_ports_show_the_picked_ingress_port() -> None:
+    svc = networked_service()
+    (row,) = service_rows([svc], {})
+    assert row[5] == "*:8080->80/tcp,*:30001->443/tcp,*:9000->9000/udp"
+    svc.ClearField("endpoint")
+    (row,) = service_rows([svc], {})
+    assert row[5] == "*:8080->80/tcp,*:0->443/tcp,*:9000->9000/udp"

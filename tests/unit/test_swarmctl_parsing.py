@@ -8,15 +8,19 @@ import os
 import pytest
 
 from common.api import specs_pb2, types_pb2
+from swarmctl import parsing
 from swarmctl.client import ManagerAddress
 from swarmctl.parsing import (
+    DEFAULT_PUBLISH_MODE,
     FlagValueError,
+    endpoint_mode_name,
     format_bytes,
     format_nano_cpus,
     format_platform,
     parse_bool,
     parse_command,
     parse_duration_value,
+    parse_endpoint_mode,
     parse_env,
     parse_env_key,
     parse_filters,
@@ -25,6 +29,7 @@ from swarmctl.parsing import (
     parse_memory_bytes,
     parse_mode,
     parse_nano_cpus,
+    parse_network,
     parse_placement_pref,
     parse_placement_strategy,
     parse_platform,
@@ -40,10 +45,10 @@ TCP, UDP = types_pb2.PORT_PROTOCOL_TCP, types_pb2.PORT_PROTOCOL_UDP
 
 
 def ports(text: str) -> list[tuple[int, int, int]]:
-    """(published, target, protocol) of each PortConfig; all must be host mode."""
+    """(published, target, protocol) of each PortConfig; all in the default mode."""
     out = []
     for port in parse_publish(text):
-        assert port.publish_mode == types_pb2.PUBLISH_MODE_HOST
+        assert port.publish_mode == DEFAULT_PUBLISH_MODE
         out.append((port.published_port, port.target_port, port.protocol))
     return out
 
@@ -59,7 +64,6 @@ def ports(text: str) -> list[tuple[int, int, int]]:
         ("0:80", [(0, 80, TCP)]),
         ("8000-8001:80-81", [(8000, 80, TCP), (8001, 81, TCP)]),
         ("80-81", [(0, 80, TCP), (0, 81, TCP)]),
-        ("mode=host,target=80,published=8080,protocol=tcp", [(8080, 80, TCP)]),
         ("target=53,protocol=udp", [(0, 53, UDP)]),
         ("published=8080,target=80", [(8080, 80, TCP)]),
     ],
@@ -82,7 +86,7 @@ def test_publish_short_and_long_syntax(text: str, expected: list[tuple[int, int,
         ("mode=host,published=8080", "target is missing"),
         ("target=80,color=blue", "unknown field 'color'"),
         ("target=80,published", "'published' is not key=value"),
-        ("mode=bogus,target=80", "unknown mode 'bogus'; use mode=host"),
+        ("mode=bogus,target=80", "unknown publish mode 'bogus'; use mode=ingress"),
     ],
 )
 def test_publish_errors_name_the_value_and_what_is_expected(text: str, message: str) -> None:
@@ -92,11 +96,90 @@ def test_publish_errors_name_the_value_and_what_is_expected(text: str, message: 
     assert repr(text) in str(err.value)
 
 
-def test_publish_mode_ingress_explains_there_is_no_routing_mesh() -> None:
+@pytest.mark.parametrize(
+    ("text", "mode"),
+    [
+        ("mode=ingress,target=80,published=8080", types_pb2.PUBLISH_MODE_INGRESS),
+        ("MODE=Ingress,target=80", types_pb2.PUBLISH_MODE_INGRESS),
+        ("mode=host,target=80,published=8080,protocol=tcp", types_pb2.PUBLISH_MODE_HOST),
+    ],
+)
+def test_publish_long_syntax_takes_either_mode(text: str, mode: int) -> None:
+    (port,) = parse_publish(text)
+    assert port.publish_mode == mode
+    assert port.target_port == 80
+
+
+@pytest.mark.parametrize("default", [types_pb2.PUBLISH_MODE_INGRESS, types_pb2.PUBLISH_MODE_HOST])
+def test_the_default_publish_mode_is_one_constant(
+    monkeypatch: pytest.MonkeyPatch, default: int
+) -> None:
+    """Flipping DEFAULT_PUBLISH_MODE (to ingress, once the routing mesh is wired) changes
+    the short syntax and a long one without mode=, and nothing else."""
+    monkeypatch.setattr(parsing, "DEFAULT_PUBLISH_MODE", default)
+    for text in ("8080:80", "80", "8000-8001:80-81/udp", "target=80,published=8080"):
+        assert {p.publish_mode for p in parse_publish(text)} == {default}, text
+    assert parse_publish("mode=host,target=80")[0].publish_mode == types_pb2.PUBLISH_MODE_HOST
+    assert parse_publish("mode=ingress,target=80")[0].publish_mode == types_pb2.PUBLISH_MODE_INGRESS
+
+
+def test_the_default_publish_mode_is_host_until_the_routing_mesh_is_wired() -> None:
+    assert DEFAULT_PUBLISH_MODE == types_pb2.PUBLISH_MODE_HOST
+
+
+@pytest.mark.parametrize(
+    ("text", "target", "aliases"),
+    [
+        ("front", "front", []),
+        (" front ", "front", []),
+        ("abc123", "abc123", []),
+        ("name=front", "front", []),
+        ("name=front,alias=web,alias=www.example", "front", ["web", "www.example"]),
+        ("alias=web,NAME=front", "front", ["web"]),
+    ],
+)
+def test_network_short_and_long_syntax(text: str, target: str, aliases: list[str]) -> None:
+    attachment = parse_network(text)
+    assert attachment.target == target
+    assert list(attachment.aliases) == aliases
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "give a network name or id, or name=NETWORK,alias=ALIAS"),
+        ("alias=web", "network name/id is not specified"),
+        ("name=", "network name/id is not specified"),
+        ("name=front,alias", "invalid field 'alias'"),
+        ("name=front,color=blue", "invalid field key 'color'; use name and alias"),
+        ("name=front,driver-opt=com.docker.network.x=1", "driver-opt is not supported"),
+        ("name=front,ip=10.0.0.9", "ip cannot be set for a service"),
+    ],
+)
+def test_network_errors_name_the_value_and_what_is_expected(text: str, message: str) -> None:
     with pytest.raises(FlagValueError) as err:
-        parse_publish("mode=ingress,target=80,published=8080")
-    assert "swarmlet has no routing mesh" in str(err.value)
-    assert "use mode=host" in str(err.value)
+        parse_network(text)
+    assert message in str(err.value)
+    assert repr(text) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "mode"),
+    [
+        ("vip", specs_pb2.RESOLUTION_MODE_VIP),
+        ("dnsrr", specs_pb2.RESOLUTION_MODE_DNSRR),
+        (" DNSRR ", specs_pb2.RESOLUTION_MODE_DNSRR),
+    ],
+)
+def test_endpoint_mode(text: str, mode: int) -> None:
+    assert parse_endpoint_mode(text) == mode
+    assert endpoint_mode_name(mode) in ("vip", "dnsrr")
+
+
+def test_bad_endpoint_mode() -> None:
+    with pytest.raises(FlagValueError) as err:
+        parse_endpoint_mode("roundrobin")
+    assert str(err.value) == "invalid endpoint mode 'roundrobin': use vip or dnsrr"
 
 
 def test_publish_rm_takes_a_target_and_protocol() -> None:

@@ -7,7 +7,7 @@ import pytest
 from common.api import specs_pb2, types_pb2
 from common.timeutil import duration
 from swarmctl.errors import SwarmctlError
-from swarmctl.parsing import parse_platform, parse_publish
+from swarmctl.parsing import DEFAULT_PUBLISH_MODE, parse_network, parse_platform, parse_publish
 from swarmctl.service_spec import (
     CreateOptions,
     Resources,
@@ -15,6 +15,7 @@ from swarmctl.service_spec import (
     apply_update,
     build_spec,
     mode_conflict,
+    resolve_network_refs,
     set_replicas,
 )
 
@@ -79,7 +80,7 @@ def test_create_with_every_option() -> None:
         60,
     )
     (port,) = spec.endpoint.ports
-    assert port.publish_mode == types_pb2.PUBLISH_MODE_HOST
+    assert port.publish_mode == DEFAULT_PUBLISH_MODE
 
 
 def test_create_global() -> None:
@@ -500,3 +501,95 @@ def test_health_flags_on_update_edit_the_existing_check() -> None:
     again = apply_update(disabled, UpdateOptions(health=HealthOptions(interval=duration(2))))
     assert again.task.container.healthcheck == specs_pb2.HealthConfig(interval=duration(2))
     assert UpdateOptions(health=HealthOptions(disable=True)).changes_spec()
+
+
+# networks and the endpoint mode
+
+
+def test_create_with_networks_and_endpoint_mode() -> None:
+    spec = build_spec(
+        CreateOptions(
+            image="web",
+            networks=[parse_network("front"), parse_network("name=back,alias=api,alias=v1")],
+            endpoint_mode=specs_pb2.RESOLUTION_MODE_DNSRR,
+        )
+    )
+    assert [(n.target, list(n.aliases)) for n in spec.task.networks] == [
+        ("front", []),
+        ("back", ["api", "v1"]),
+    ]
+    assert spec.endpoint.mode == specs_pb2.RESOLUTION_MODE_DNSRR
+    assert build_spec(CreateOptions(image="web")).endpoint.mode == specs_pb2.RESOLUTION_MODE_VIP
+
+
+IDS = {"front": "frontid", "back": "backid", "frontid": "frontid", "fr": "frontid"}
+
+
+def resolved(**kw: object) -> UpdateOptions:
+    """UpdateOptions with their networks resolved as the manager would."""
+    opts = UpdateOptions(**kw)  # type: ignore[arg-type]
+    resolve_network_refs(opts, IDS.__getitem__)
+    return opts
+
+
+def on_networks(*targets: str) -> specs_pb2.ServiceSpec:
+    spec = build_spec(CreateOptions(image="web"))
+    for target in targets:
+        spec.task.networks.add(target=target)
+    return spec
+
+
+def test_network_add_and_rm_work_on_ids() -> None:
+    spec = on_networks("frontid")
+    new = apply_update(
+        spec, resolved(network_add=[parse_network("name=back,alias=api")], network_rm=["fr"])
+    )
+    assert [(n.target, list(n.aliases)) for n in new.task.networks] == [("backid", ["api"])]
+    assert [n.target for n in spec.task.networks] == ["frontid"]  # the input is unchanged
+
+
+def test_network_rm_then_add_changes_the_aliases() -> None:
+    new = apply_update(
+        on_networks("frontid", "backid"),
+        resolved(network_rm=["front"], network_add=[parse_network("name=front,alias=www")]),
+    )
+    assert [(n.target, list(n.aliases)) for n in new.task.networks] == [
+        ("backid", []),
+        ("frontid", ["www"]),
+    ]
+
+
+def test_network_rm_of_a_network_not_attached_does_nothing() -> None:
+    spec = on_networks("frontid")
+    assert apply_update(spec, resolved(network_rm=["back"])) == spec
+
+
+@pytest.mark.parametrize("ref", ["front", "fr"])
+def test_network_add_of_an_attached_network_is_refused_as_docker(ref: str) -> None:
+    with pytest.raises(SwarmctlError) as err:
+        apply_update(on_networks("frontid"), resolved(network_add=[parse_network(ref)]))
+    assert str(err.value).startswith(f"service is already attached to network {ref}: ")
+    assert f"--network-rm {ref}" in str(err.value)
+
+
+def test_network_refs_are_looked_up_once_each_and_count_as_a_change() -> None:
+    asked: list[str] = []
+
+    def lookup(ref: str) -> str:
+        asked.append(ref)
+        return IDS[ref]
+
+    opts = UpdateOptions(network_add=[parse_network("back")], network_rm=["front"])
+    resolve_network_refs(opts, lookup)
+    assert asked == ["back", "front"]
+    assert (opts.network_add[0].target, opts.network_rm) == ("backid", ["frontid"])
+    assert opts.changes_spec()
+    assert not UpdateOptions().changes_spec()
+    assert UpdateOptions(endpoint_mode=specs_pb2.RESOLUTION_MODE_VIP).changes_spec()
+
+
+def test_endpoint_mode_update() -> None:
+    spec = on_networks()
+    new = apply_update(spec, UpdateOptions(endpoint_mode=specs_pb2.RESOLUTION_MODE_DNSRR))
+    assert new.endpoint.mode == specs_pb2.RESOLUTION_MODE_DNSRR
+    assert apply_update(new, UpdateOptions()).endpoint.mode == specs_pb2.RESOLUTION_MODE_DNSRR

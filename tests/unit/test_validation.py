@@ -352,10 +352,64 @@ def test_bad_published_port() -> None:
     invalid(lambda: validate_service_spec(s), "invalid published port 65536")
 
 
-def test_ingress_mode_is_refused_with_advice() -> None:
+def test_ingress_ports_are_accepted() -> None:
     s = spec()
     add_port(s, 80, 8080, host=False)
-    invalid(lambda: validate_service_spec(s), "port 80/tcp", "no ingress routing mesh", "mode=host")
+    add_port(s, 81, host=False)  # the allocator picks one from 30000-32767
+    validate_service_spec(s)
+
+
+def test_ingress_port_out_of_range_says_who_picks_a_free_one() -> None:
+    s = spec()
+    add_port(s, 80, 65536, host=False)
+    invalid(
+        lambda: validate_service_spec(s),
+        "invalid published port 65536",
+        "0 to let the cluster pick one from 30000-32767",
+    )
+
+
+def test_ingress_port_with_dnsrr_is_refused_with_dockers_words() -> None:
+    s = spec()
+    s.endpoint.mode = specs_pb2.RESOLUTION_MODE_DNSRR
+    add_port(s, 80, 8080)  # host mode goes with dnsrr
+    validate_service_spec(s)
+    add_port(s, 81, 8081, host=False)
+    invalid(
+        lambda: validate_service_spec(s),
+        "port 81/tcp: port published with ingress mode can't be used with dnsrr mode",
+        "mode=host",
+        "--endpoint-mode vip",
+    )
+
+
+def test_unknown_endpoint_mode() -> None:
+    s = spec()
+    s.endpoint.mode = 5  # type: ignore[assignment]
+    invalid(lambda: validate_service_spec(s), "invalid endpoint mode 5: use vip or dnsrr")
+
+
+def test_network_attachment_needs_a_network() -> None:
+    s = spec()
+    s.task.networks.add(target=" ")
+    invalid(lambda: validate_service_spec(s), "a network attachment names no network")
+
+
+@pytest.mark.parametrize("alias", ["", "-web", "web-", "we b", "wéb", "a" * 254, "a/b"])
+def test_bad_network_alias(alias: str) -> None:
+    s = spec()
+    s.task.networks.add(target="front", aliases=["ok", alias])
+    invalid(
+        lambda: validate_service_spec(s),
+        f"invalid alias {alias!r} on network 'front'",
+        "DNS name",
+    )
+
+
+def test_good_network_aliases() -> None:
+    s = spec()
+    s.task.networks.add(target="front", aliases=["web", "www.example.com", "db_1", "a" * 253])
+    validate_service_spec(s)
 
 
 def test_published_port_twice() -> None:
@@ -370,7 +424,7 @@ def test_published_port_twice() -> None:
     [
         ("protocol", -1, "invalid port protocol -1"),
         ("protocol", 99, "invalid port protocol 99"),
-        ("publish_mode", 7, "invalid publish mode 7"),
+        ("publish_mode", 7, "invalid publish mode 7: use ingress or host"),
     ],
 )
 def test_unknown_port_enums(field: str, value: int, words: str) -> None:
