@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable
-from typing import cast
+from collections.abc import Callable, Hashable, Iterable, Sequence
 
 from common.api import objects_pb2
 from manager.scheduler.filters import Filter, StaticFilter, default_filters
 from manager.scheduler.nodeinfo import NodeInfo
 
 Check = Callable[[NodeInfo], bool]
-
-
-def _bind(f: Filter, task: objects_pb2.Task) -> Check:
-    """The filter's check for this task, with what it reads of the task bound once."""
-    matcher: Callable[[objects_pb2.Task], Check] | None = getattr(f, "matcher", None)
-    if matcher is not None:
-        return matcher(task)
-    check = f.check
-    return lambda info: check(task, info)
-
-
-def is_static(f: Filter) -> bool:
-    """The filter reads nothing of a node but its object (see filters.py)."""
-    return bool(getattr(f, "static", False)) and hasattr(f, "signature")
 
 
 def _all(checks: list[Check]) -> Check | None:
@@ -42,8 +27,8 @@ def _all(checks: list[Check]) -> Check | None:
 class Pipeline:
     """The filters in order; a node is eligible when every enabled filter accepts it."""
 
-    def __init__(self, filters: list[Filter] | None = None) -> None:
-        self.filters = filters if filters is not None else default_filters()
+    def __init__(self, filters: Sequence[Filter] | None = None) -> None:
+        self.filters: Sequence[Filter] = filters if filters is not None else default_filters()
         self.failures: Counter[str] = Counter()
         self._active: list[Filter] = []
         self._task: objects_pb2.Task | None = None
@@ -54,7 +39,7 @@ class Pipeline:
         """Prepare for the tasks of one group (same service and spec)."""
         self._active = [f for f in self.filters if f.enabled(task)]
         self._task = task
-        self._bound = [(f, _bind(f, task)) for f in self._active]
+        self._bound = [(f, f.matcher(task)) for f in self._active]
         self.failures = Counter()
 
     def static_signature(self) -> Hashable:
@@ -63,12 +48,13 @@ class Pipeline:
         assert self._task is not None
         task = self._task
         return tuple(
-            (type(f), cast(StaticFilter, f).signature(task)) for f in self._active if is_static(f)
+            (type(f), f.signature(task)) for f in self._active if isinstance(f, StaticFilter)
         )
 
     def static_check(self) -> Check:
         """Whether a node passes the active static filters, for the set task."""
-        return _all([check for f, check in self._bound if is_static(f)]) or (lambda info: True)
+        static = [check for f, check in self._bound if isinstance(f, StaticFilter)]
+        return _all(static) or (lambda info: True)
 
     def eligible(self, task: objects_pb2.Task, infos: Iterable[NodeInfo]) -> list[NodeInfo]:
         out = []
@@ -92,7 +78,7 @@ class Pipeline:
     def dynamic_check(self) -> Check | None:
         """Whether a node passes the active filters that look at what its tasks occupy,
         for the set task (None: there are none)."""
-        return _all([check for f, check in self._bound if not is_static(f)])
+        return _all([check for f, check in self._bound if not isinstance(f, StaticFilter)])
 
     def first_failure(self, task: objects_pb2.Task, info: NodeInfo) -> Filter | None:
         if task is self._task:
