@@ -67,6 +67,8 @@ def is_pending(task: objects_pb2.Task | None) -> bool:
 
 @dataclass
 class Decision:
+    """Where one task goes: a node, or why none."""
+
     task_id: str
     node_id: str = ""
     # Why the task could not be placed, when node_id is empty.
@@ -75,12 +77,16 @@ class Decision:
 
 @dataclass
 class Rejection:
+    """A node a dry run turned down, and the first filter's reason."""
+
     node: objects_pb2.Node
     reason: str
 
 
 @dataclass
 class GroupResult:
+    """What placing one group decided."""
+
     decisions: list[Decision] = field(default_factory=list)
     # For a dry run: why each node that did not pass was turned down.
     rejections: list[Rejection] = field(default_factory=list)
