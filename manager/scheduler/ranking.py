@@ -89,18 +89,22 @@ class Ranking(ABC):
     cpu: bool = False
     memory: bool = False
 
-    # Whether every node of the pool (none of the service's tasks, not failing) ranks
-    # before every node that runs the service or failed it: true of spread, whose key
-    # starts (failing, tasks of the service). Then a node a group places on from the
-    # pool ranks after every pool node from then on.
-    pool_first: ClassVar[bool] = False
-    # With pool_first: every pool node's key is below this one (not failing, none of
-    # the service's tasks), so a key of the group's own nodes at or above it ranks
-    # after all of them, with no need to compute the pool node's key.
+    # Set where every pool node's key (not failing, none of the service's tasks) is
+    # below it and the key of every node running the service or failing it is not:
+    # spread's, whose keys start (failing, tasks of the service). A key of the group's
+    # own nodes at or above it then ranks after every pool node, with no need to
+    # compute the pool node's key.
     pool_ceiling: ClassVar[Key | None] = None
     # How many of an entry's order fields (first, second) vary between nodes: the pool
     # sorts by those.
     order_fields: ClassVar[int] = 2
+
+    @property
+    def pool_first(self) -> bool:
+        """Every node of the pool ranks before every node that runs the service or
+        failed it; so a node a group places on from the pool ranks after every pool
+        node from then on."""
+        return self.pool_ceiling is not None
 
     @staticmethod
     def of(task: objects_pb2.Task) -> Ranking:
@@ -127,7 +131,6 @@ class Ranking(ABC):
 class Spread(Ranking):
     """Fewest tasks of the service, then fewest tasks overall."""
 
-    pool_first: ClassVar[bool] = True
     pool_ceiling: ClassVar[Key | None] = (False, 1)
     order_fields: ClassVar[int] = 1
 
@@ -147,7 +150,6 @@ class Spread(Ranking):
 class SpreadByShare(Ranking):
     """Fewest tasks of the service, then the largest free share, then fewest tasks."""
 
-    pool_first: ClassVar[bool] = True
     pool_ceiling: ClassVar[Key | None] = (False, 1)
 
     def key(self, service_id: str, now: float) -> Callable[[NodeInfo], Key]:
