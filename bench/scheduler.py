@@ -221,6 +221,7 @@ class Benchmark:
                         "tasks": last.tasks,
                         "decisions_per_s": spread([s.rate for s in samples]),
                         "seconds": spread([s.seconds for s in samples]),
+                        "cpu_ms": spread([s.cpu_seconds * 1000 for s in samples]),
                         "placed": last.placed,
                         "unplaced": last.unplaced,
                         "tasks_per_node": [last.per_node_min, last.per_node_max],
@@ -355,6 +356,17 @@ class Benchmark:
             if len(rows) > 1:
                 ratio = rows[-1]["decisions_per_s"]["median"] / rows[0]["decisions_per_s"]["median"]
                 line += f"  {f'{ratio:.2f}x':>10}"
+            say(line)
+        # Wall-clock medians move with whatever else runs on the machine; the best CPU
+        # time of a pass much less: the figure to compare commits by (side by side).
+        say(f"  CPU time of a pass, ms, best of {a.runs} (median)")
+        for variant in a.variants:
+            rows = [r for r in memory if r["variant"] == variant]
+            line = f"  {variant:<13}"
+            for r in rows:
+                c = r["cpu_ms"]
+                cell = f"{c['min']:.1f} ({c['median']:.1f})"
+                line += f"  {cell:>26}"
             say(line)
         notes = [
             f"{r['variant']}@{r['nodes']}: {r['unplaced']} unplaced ({r['explanations'][0]})"

@@ -1,23 +1,25 @@
 """Scheduling filters: each decides whether a node can take a task, and says why not.
 
-A filter is asked `check(task, node_info)` for every candidate node; the pipeline
-counts the nodes each filter rejected and asks `explain(count)` for the reason shown
-to the operator, as SwarmKit's filters do. Filters are in pipeline order: ready and
-availability, resources (CPU, memory), constraints, platform, host ports, max replicas
-per node.
+A filter is one definition: `matcher(task)` gives its check of a node with what it
+reads of the task bound once (for a pass over many nodes), and `check(task, info)` is
+that matcher, so that the fast path and the explanation counted from it cannot
+disagree. The pipeline counts the nodes each filter rejected and asks `explain(count)`
+for the reason shown to the operator, as SwarmKit's filters do; that text and the
+dry run's `reason` for one node come from the filter's `reason`. Filters are in
+pipeline order: ready and availability, resources (CPU, memory), constraints,
+platform, host ports, max replicas per node.
 
-Besides `check`, the default filters offer `matcher(task)`: the same check with what it
-reads of the task bound once, for a pass over many nodes. Filters that read nothing of
-the node but its object (not what its tasks occupy) say `static = True` and give a
-`signature(task)`: what they read of the task, so that the nodes passing them can be
-kept between groups and passes for every task with the same signature (see
-`NodeInfos.pool`). A filter without these is checked with `check` on every candidate.
+Filters that read nothing of the node but its object (not what its tasks occupy) are
+`StaticFilter`s and give a `signature(task)`: what they read of the task, so that the
+nodes passing them can be kept between groups and passes for every task with the same
+signature (see `NodeInfos.pool`).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
-from typing import Protocol
+from typing import ClassVar
 
 from common.api import objects_pb2
 from manager.domain.constraints import parsed
@@ -31,62 +33,62 @@ def _nodes(count: int) -> str:
     return "1 node" if count == 1 else f"{count} nodes"
 
 
-class Filter(Protocol):
-    """One rule of the pipeline."""
+class Filter(ABC):
+    """One rule of the pipeline, defined by its matcher."""
 
-    name: str
-    # What is wrong with one node, for dry-run output ("insufficient memory").
-    reason: str
+    name: ClassVar[str]
+    # What is wrong with one node that fails it, for dry-run output ("insufficient
+    # memory").
+    reason: ClassVar[str]
+    # The explanation of `count` nodes turned down: {reason}, {nodes} ("2 nodes").
+    explanation: ClassVar[str] = "{reason} on {nodes}"
 
     def enabled(self, task: objects_pb2.Task) -> bool:
         """Whether the rule applies to this task at all."""
-        ...
+        return True
 
-    def check(self, task: objects_pb2.Task, info: NodeInfo) -> bool: ...
+    @abstractmethod
+    def matcher(self, task: objects_pb2.Task) -> Matcher:
+        """Whether a node passes, for `task`, with what it reads of the task bound."""
 
-    def explain(self, count: int) -> str: ...
+    def check(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
+        """Whether `info` passes for `task` (the matcher, asked once)."""
+        return self.matcher(task)(info)
+
+    def explain(self, count: int) -> str:
+        return self.explanation.format(reason=self.reason, nodes=_nodes(count))
 
 
-class StaticFilter(Filter, Protocol):
+class StaticFilter(Filter):
     """A filter that reads nothing of a node but its object (see the module's text)."""
 
-    static: bool
-
+    @abstractmethod
     def signature(self, task: objects_pb2.Task) -> Hashable:
-        """What `check` reads of the task: tasks with equal signatures pass the same nodes."""
-        ...
+        """What `matcher` reads of the task: tasks with equal signatures pass the same
+        nodes."""
 
 
-class ReadyFilter:
+class ReadyFilter(StaticFilter):
     """The node is ready (its agent has a session) and its availability is active."""
 
     name = "ready"
     reason = "not available for new tasks (down, paused or drained)"
-
-    def enabled(self, task: objects_pb2.Task) -> bool:
-        return True
-
-    static = True
-
-    def check(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
-        # NodeInfo keeps node.status.state == READY and availability == ACTIVE.
-        return info.usable
+    # Docker's words: "1 node not available for new tasks".
+    explanation = "{nodes} not available for new tasks"
 
     def matcher(self, task: objects_pb2.Task) -> Matcher:
+        # NodeInfo keeps node.status.state == READY and availability == ACTIVE.
         return _usable
 
     def signature(self, task: objects_pb2.Task) -> Hashable:
         return ()
-
-    def explain(self, count: int) -> str:
-        return f"{_nodes(count)} not available for new tasks"
 
 
 def _usable(info: NodeInfo) -> bool:
     return info.usable
 
 
-class CPUFilter:
+class CPUFilter(Filter):
     """The node's CPUs minus what its tasks reserve cover the task's CPU reservation."""
 
     name = "cpu"
@@ -95,18 +97,12 @@ class CPUFilter:
     def enabled(self, task: objects_pb2.Task) -> bool:
         return task.spec.resources.reservations.nano_cpus > 0
 
-    def check(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
-        return info.free_cpu >= task.spec.resources.reservations.nano_cpus
-
     def matcher(self, task: objects_pb2.Task) -> Matcher:
         wanted = task.spec.resources.reservations.nano_cpus
         return lambda info: info.cpu_capacity - info.reserved_cpu >= wanted
 
-    def explain(self, count: int) -> str:
-        return f"insufficient CPU on {_nodes(count)}"
 
-
-class MemoryFilter:
+class MemoryFilter(Filter):
     """The node's memory minus what its tasks reserve covers the task's reservation."""
 
     name = "memory"
@@ -115,18 +111,12 @@ class MemoryFilter:
     def enabled(self, task: objects_pb2.Task) -> bool:
         return task.spec.resources.reservations.memory_bytes > 0
 
-    def check(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
-        return info.free_memory >= task.spec.resources.reservations.memory_bytes
-
     def matcher(self, task: objects_pb2.Task) -> Matcher:
         wanted = task.spec.resources.reservations.memory_bytes
         return lambda info: info.memory_capacity - info.reserved_memory >= wanted
 
-    def explain(self, count: int) -> str:
-        return f"insufficient memory on {_nodes(count)}"
 
-
-class ConstraintFilter:
+class ConstraintFilter(StaticFilter):
     """Every `--constraint` of the task holds for the node."""
 
     name = "constraints"
@@ -134,12 +124,6 @@ class ConstraintFilter:
 
     def enabled(self, task: objects_pb2.Task) -> bool:
         return len(task.spec.placement.constraints) > 0
-
-    static = True
-
-    def check(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
-        constraints = parsed(tuple(task.spec.placement.constraints))
-        return all(c.matches(info.node) for c in constraints)
 
     def matcher(self, task: objects_pb2.Task) -> Matcher:
         matchers = [c.info_matcher() for c in parsed(tuple(task.spec.placement.constraints))]
@@ -150,11 +134,8 @@ class ConstraintFilter:
     def signature(self, task: objects_pb2.Task) -> Hashable:
         return tuple(task.spec.placement.constraints)
 
-    def explain(self, count: int) -> str:
-        return f"scheduling constraints not satisfied on {_nodes(count)}"
 
-
-class PlatformFilter:
+class PlatformFilter(StaticFilter):
     """The node's OS and architecture are among the image's platforms."""
 
     name = "platform"
@@ -163,11 +144,6 @@ class PlatformFilter:
     def enabled(self, task: objects_pb2.Task) -> bool:
         return len(task.spec.placement.platforms) > 0
 
-    static = True
-
-    def check(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
-        return self.matcher(task)(info)
-
     def matcher(self, task: objects_pb2.Task) -> Matcher:
         match = platform_matcher(task.spec.placement.platforms)
         return lambda info: match(info.node.description.platform)
@@ -175,11 +151,8 @@ class PlatformFilter:
     def signature(self, task: objects_pb2.Task) -> Hashable:
         return tuple((p.os, p.architecture) for p in task.spec.placement.platforms)
 
-    def explain(self, count: int) -> str:
-        return f"unsupported platform on {_nodes(count)}"
 
-
-class HostPortFilter:
+class HostPortFilter(Filter):
     """No task on the node already publishes one of the task's host ports."""
 
     name = "hostports"
@@ -188,18 +161,12 @@ class HostPortFilter:
     def enabled(self, task: objects_pb2.Task) -> bool:
         return bool(host_ports(task))
 
-    def check(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
-        return not any(hp in info.ports for hp in host_ports(task))
-
     def matcher(self, task: objects_pb2.Task) -> Matcher:
         wanted = host_ports(task)
         return lambda info: not any(hp in info.ports for hp in wanted)
 
-    def explain(self, count: int) -> str:
-        return f"host-mode port already in use on {_nodes(count)}"
 
-
-class MaxReplicasFilter:
+class MaxReplicasFilter(Filter):
     """The node holds fewer than `--replicas-max-per-node` tasks of the service."""
 
     name = "maxreplicas"
@@ -208,15 +175,9 @@ class MaxReplicasFilter:
     def enabled(self, task: objects_pb2.Task) -> bool:
         return task.spec.placement.max_replicas > 0
 
-    def check(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
-        return info.by_service[task.service_id] < task.spec.placement.max_replicas
-
     def matcher(self, task: objects_pb2.Task) -> Matcher:
         service_id, most = task.service_id, task.spec.placement.max_replicas
         return lambda info: info.by_service.get(service_id, 0) < most
-
-    def explain(self, count: int) -> str:
-        return f"max replicas per node reached on {_nodes(count)}"
 
 
 def default_filters() -> list[Filter]:

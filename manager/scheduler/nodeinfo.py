@@ -8,7 +8,7 @@ import operator
 import time
 from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable, Hashable, Iterable
-from typing import Any, Protocol
+from typing import Final, Protocol
 
 from common import states
 from common.api import objects_pb2, types_pb2
@@ -55,8 +55,9 @@ def host_ports(task: objects_pb2.Task) -> list[HostPort]:
     ]
 
 
-# What a task occupies on its node: service id, reserved nano CPUs and memory bytes,
-# host ports.
+# What a task occupies on its node: (service id, reserved nano CPUs, reserved memory
+# bytes, host ports). A plain tuple, unpacked by name where it is read (see Entry for
+# why not a NamedTuple: `apply` unpacks one per placement).
 Load = tuple[str, int, int, tuple[HostPort, ...]]
 
 
@@ -237,56 +238,30 @@ class NodeInfo:
         )
 
 
-def _share_none(info: NodeInfo) -> float:
-    return 1.0
-
-
-def _share_cpu(info: NodeInfo) -> float:
-    capacity = info.cpu_capacity
-    if not capacity:
-        return 1.0
-    return (capacity - info.reserved_cpu) / capacity
-
-
-def _share_memory(info: NodeInfo) -> float:
-    capacity = info.memory_capacity
-    if not capacity:
-        return 1.0
-    return (capacity - info.reserved_memory) / capacity
-
-
-def _share_both(info: NodeInfo) -> float:
-    cpu, memory = info.cpu_capacity, info.memory_capacity
-    if cpu and memory:
-        # Not min(): this runs for every node a pool queues, and the call costs more
-        # than the arithmetic.
-        cpu_share = (cpu - info.reserved_cpu) / cpu
-        memory_share = (memory - info.reserved_memory) / memory
-        return cpu_share if cpu_share < memory_share else memory_share
-    if cpu:
-        return (cpu - info.reserved_cpu) / cpu
-    if memory:
-        return (memory - info.reserved_memory) / memory
-    return 1.0
-
-
-def share_function(cpu: bool, memory: bool) -> Callable[[NodeInfo], float]:
-    """A node's free share for a task that reserves CPU and/or memory: the smallest free
-    fraction among those resources the node has a capacity for (1.0 if none)."""
-    if cpu and memory:
-        return _share_both
-    if cpu:
-        return _share_cpu
-    if memory:
-        return _share_memory
-    return _share_none
-
-
+# A node's spread path: its value for each spread preference's descriptor.
 Path = tuple[str, ...]
-# A pool's entry: the pool's order key (ending with the node id), then the info's
-# version when made (an entry is current while it still equals info.version), then
-# the info. (id, version) is unique in a pool, so the info itself is never compared.
-Entry = tuple[Any, ...]
+
+
+# A node in a pool's lane: (first, second, node id, version, info), its fields read by
+# the names below. Entries compare as tuples: by the ranking's two order fields
+# (ranking.py; second is 0 where a ranking has one), then the node id; (node id,
+# version) is unique in a pool, so the info itself is never compared. version is
+# info.version when the entry was made: the entry is current while they are equal.
+#
+# A plain tuple, not a NamedTuple: a pass makes one for every node it queues (about
+# 15,000 in the scheduler benchmark's pass at 5,000 nodes), and making a NamedTuple
+# costs about seven times a tuple (a call of its class), reading a field by name about
+# twice an index (docs/performance.md, "Decisions").
+Entry = tuple[float, float, str, int, NodeInfo]
+FIRST: Final = 0
+SECOND: Final = 1
+NODE_ID: Final = 2
+VERSION: Final = 3
+INFO: Final = 4
+
+# A node that passes a pool's static filters: (its info, the info's node_version when
+# the filters were checked, its spread path). Unpacked where it is read.
+Member = tuple[NodeInfo, int, Path]
 
 
 class Pool:
@@ -314,18 +289,18 @@ class Pool:
         accepts: Callable[[NodeInfo], bool],
         entry: Callable[[NodeInfo], Entry],
         path: Callable[[NodeInfo], Path] | None,
-        primary: int,
+        order_fields: int,
     ) -> None:
         self.accepts = accepts
         self.entry = entry
         # None: one path, () (no spread preferences).
         self.path = path
-        # How many fields of an entry come before the node id. Entries are sorted by
-        # node id, then by each of those fields from the last to the first, in stable
-        # passes on one field each: cheaper than comparing the tuples.
-        self._primary = [operator.itemgetter(i) for i in reversed(range(primary))]
-        # node id -> (its info, the node_version the static filters saw, its path)
-        self.members: dict[str, tuple[NodeInfo, int, Path]] = {}
+        # The entry's order fields that vary between nodes (first, or first and
+        # second). Entries are sorted by node id, then by each of those fields from the
+        # last to the first, in stable passes on one field each: cheaper than comparing
+        # the tuples.
+        self._order = [_ORDER_FIELDS[i] for i in reversed(range(order_fields))]
+        self.members: dict[str, Member] = {}
         self.lanes: dict[Path, list[Entry]] = {}
         self.queued: dict[Path, list[Entry]] = {}
         # The nodes changed since the last flush, in the order they changed (those a
@@ -335,8 +310,8 @@ class Pool:
     def _sort(self, entries: list[Entry]) -> None:
         """Sort entries best last: the same order as comparing them, for entries of
         distinct nodes (a fill, or one flush's queue: one entry per node)."""
-        entries.sort(key=_ID)
-        for get in self._primary:
+        entries.sort(key=_NODE_ID)
+        for get in self._order:
             entries.sort(key=get)
         entries.reverse()
 
@@ -347,7 +322,7 @@ class Pool:
             # One lane: members and entries in one go (the one cost of a pool that is
             # proportional to the cluster).
             entry = self.entry
-            members: dict[str, tuple[NodeInfo, int, Path]] = {}
+            members: dict[str, Member] = {}
             single: list[Entry] = []
             for info in infos:
                 if accepts(info):
@@ -396,10 +371,10 @@ class Pool:
         if waiting is None:
             self.queued[()] = waiting = []
         for info in dirty:
-            member = members.get(info.id)
-            if member is None or member[0] is not info or member[1] != info.node_version:
+            known, seen, _ = members.get(info.id, _NOT_MEMBER)
+            if known is not info or seen != info.node_version:
                 if live.get(info.id) is not info:
-                    if member is not None and member[0] is info:
+                    if known is info:
                         del members[info.id]
                     continue
                 if not self.accepts(info):
@@ -419,21 +394,21 @@ class Pool:
         elif dirty:
             members, entry, queued = self.members, self.entry, self.queued
             for info in dirty:
-                member = members.get(info.id)
-                if member is None or member[0] is not info or member[1] != info.node_version:
+                known, seen, path = members.get(info.id, _NOT_MEMBER)
+                if known is not info or seen != info.node_version:
                     # A new node, or its object changed (a removal changes node_version).
                     if live.get(info.id) is not info:
-                        if member is not None and member[0] is info:
+                        if known is info:
                             del members[info.id]
                         continue
                     if not self.accepts(info):
                         members.pop(info.id, None)
                         continue
                     path = () if self.path is None else self.path(info)
-                    member = members[info.id] = (info, info.node_version, path)
-                waiting = queued.get(member[2])
+                    members[info.id] = (info, info.node_version, path)
+                waiting = queued.get(path)
                 if waiting is None:
-                    queued[member[2]] = waiting = []
+                    queued[path] = waiting = []
                 waiting.append(entry(info))
             dirty.clear()
         if not self.queued:
@@ -467,7 +442,10 @@ class Pool:
             self._rebuild()  # mostly stale entries: start again from the members
 
 
-_ID = operator.itemgetter(-3)
+_NODE_ID = operator.itemgetter(NODE_ID)
+_ORDER_FIELDS = (operator.itemgetter(FIRST), operator.itemgetter(SECOND))
+# What `members.get` gives for a node that is not one.
+_NOT_MEMBER: tuple[NodeInfo | None, int, Path] = (None, -1, ())
 
 
 def _after_worse(lane: list[Entry], entry: Entry, lo: int = 0) -> int:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import cast
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 
 from common.api import objects_pb2, types_pb2
 from manager.scheduler.filters import Filter, ReadyFilter, StaticFilter, default_filters
@@ -13,20 +12,6 @@ from manager.scheduler.nodeinfo import NodeInfo
 Check = Callable[[NodeInfo], bool]
 # What is wrong with a manager's node that no agent runs, for dry-run output.
 ENGINELESS_REASON = "a manager with no agent (no engine to run tasks)"
-
-
-def _bind(f: Filter, task: objects_pb2.Task) -> Check:
-    """The filter's check for this task, with what it reads of the task bound once."""
-    matcher: Callable[[objects_pb2.Task], Check] | None = getattr(f, "matcher", None)
-    if matcher is not None:
-        return matcher(task)
-    check = f.check
-    return lambda info: check(task, info)
-
-
-def is_static(f: Filter) -> bool:
-    """The filter reads nothing of a node but its object (see filters.py)."""
-    return bool(getattr(f, "static", False)) and hasattr(f, "signature")
 
 
 def _all(checks: list[Check]) -> Check | None:
@@ -45,9 +30,11 @@ class Pipeline:
     """The filters in order; a node is eligible when every enabled filter accepts it."""
 
     def __init__(
-        self, filters: list[Filter] | None = None, engineless: Mapping[str, NodeInfo] | None = None
+        self,
+        filters: Sequence[Filter] | None = None,
+        engineless: Mapping[str, NodeInfo] | None = None,
     ) -> None:
-        self.filters = filters if filters is not None else default_filters()
+        self.filters: Sequence[Filter] = filters if filters is not None else default_filters()
         # The managers' nodes that no agent runs (no engine): never candidates, so no
         # filter sees them, but a task that fits nowhere names those it would otherwise
         # take (`NodeInfos.engineless`, kept up to date by its owner).
@@ -62,7 +49,7 @@ class Pipeline:
         """Prepare for the tasks of one group (same service and spec)."""
         self._active = [f for f in self.filters if f.enabled(task)]
         self._task = task
-        self._bound = [(f, _bind(f, task)) for f in self._active]
+        self._bound = [(f, f.matcher(task)) for f in self._active]
         self.failures = Counter()
 
     def static_signature(self) -> Hashable:
@@ -71,12 +58,13 @@ class Pipeline:
         assert self._task is not None
         task = self._task
         return tuple(
-            (type(f), cast(StaticFilter, f).signature(task)) for f in self._active if is_static(f)
+            (type(f), f.signature(task)) for f in self._active if isinstance(f, StaticFilter)
         )
 
     def static_check(self) -> Check:
         """Whether a node passes the active static filters, for the set task."""
-        return _all([check for f, check in self._bound if is_static(f)]) or (lambda info: True)
+        static = [check for f, check in self._bound if isinstance(f, StaticFilter)]
+        return _all(static) or (lambda info: True)
 
     def eligible(self, task: objects_pb2.Task, infos: Iterable[NodeInfo]) -> list[NodeInfo]:
         out = []
@@ -100,7 +88,7 @@ class Pipeline:
     def dynamic_check(self) -> Check | None:
         """Whether a node passes the active filters that look at what its tasks occupy,
         for the set task (None: there are none)."""
-        return _all([check for f, check in self._bound if not is_static(f)])
+        return _all([check for f, check in self._bound if not isinstance(f, StaticFilter)])
 
     def first_failure(self, task: objects_pb2.Task, info: NodeInfo) -> Filter | None:
         if task is self._task:
@@ -122,7 +110,9 @@ class Pipeline:
         if not self.engineless:
             return []
         checks = [
-            check for f, check in self._bound if is_static(f) and not isinstance(f, ReadyFilter)
+            check
+            for f, check in self._bound
+            if isinstance(f, StaticFilter) and not isinstance(f, ReadyFilter)
         ]
         return [
             info

@@ -3,17 +3,11 @@
 Pending tasks are grouped by service and spec version. For each group the filters run
 once per node; then tasks are placed one by one on the best-ranked eligible node, and a
 node is checked again before each placement (its free resources, host ports and
-per-node count change as tasks land on it). Ranking (`rank_key`):
-
-- nodes where the service failed 5 or more times in the last 5 minutes come last;
-- spread (default): fewest tasks of this service, then, when the task reserves
-  resources, the largest free share of those resources (swarmkit#1033), then fewest
-  tasks overall;
-- binpack (`--placement-strategy binpack`): the smallest free share first, then the
-  most tasks, so nodes fill up before others are used;
-- placement preferences (`spread=node.labels.zone`, nested) come before all of that:
-  the group (label value, then sub-value...) with the fewest tasks of this service wins;
-  nodes without the label form their own group.
+per-node count change as tasks land on it). Nodes are ordered by the group's
+`Ranking` (ranking.py: spread, spread by free share, binpack; nodes failing the
+service last). Placement preferences (`spread=node.labels.zone`, nested) come before
+that: the group of nodes (label value, then sub-value...) with the fewest tasks of
+this service wins; nodes without the label form their own group.
 
 A pass runs ~50 ms after the first change it reacts to (at most 1 s later under a
 stream of changes), and its placements are committed in batched transactions. A task
@@ -33,9 +27,11 @@ import heapq
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from common import states
-from common.api import objects_pb2, specs_pb2
+from common.api import objects_pb2
 from common.timeutil import stamp_now, timestamp_seconds
 from manager.domain.constraints import info_getter
 from manager.domain.placer import Decision, GroupResult, Rejection
@@ -43,7 +39,8 @@ from manager.domain.tasks import TaskMaker
 from manager.metrics import LAST_PLACEMENT, PLACEMENTS, SCHEDULING_LATENCY
 from manager.reconciler import Reconciler
 from manager.scheduler.nodeinfo import (
-    FAILURE_THRESHOLD,
+    INFO,
+    VERSION,
     Entry,
     ListedNodes,
     Load,
@@ -53,10 +50,10 @@ from manager.scheduler.nodeinfo import (
     Path,
     Pool,
     counts_against_node,
-    share_function,
     task_load,
 )
 from manager.scheduler.pipeline import ENGINELESS_REASON, Pipeline
+from manager.scheduler.ranking import Key, Ranking
 from manager.store import Cache, Event, Kind, Store, Update
 
 
@@ -69,43 +66,17 @@ def is_pending(task: objects_pb2.Task | None) -> bool:
     )
 
 
-Key = tuple[object, ...]
+# A node in one of a group's own heaps: (its full rank key, its info), unpacked where
+# it is read. A plain tuple, as a pool's Entry is: a group makes one per placement.
+Ranked = tuple[Key, NodeInfo]
 
 
-def ranker(task: objects_pb2.Task, now: float) -> Callable[[NodeInfo], Key]:
-    """`rank_key` for the tasks of one group, with what it reads of the task bound once."""
-    service_id = task.service_id
-    reservations = task.spec.resources.reservations
-    cpu, memory = bool(reservations.nano_cpus), bool(reservations.memory_bytes)
-    share = share_function(cpu, memory)
+class Held(NamedTuple):
+    """A pool entry a group took from its lane and did not place on: put back after
+    the group (a node ranked in the group's own heaps, or one that did not fit)."""
 
-    if task.spec.placement.strategy == specs_pb2.PLACEMENT_STRATEGY_BINPACK:
-        return lambda i: (
-            bool(i.failures) and i.recent_failures(service_id, now) >= FAILURE_THRESHOLD,
-            share(i),
-            -i.by_service.get(service_id, 0),
-            -i.total,
-            i.id,
-        )
-    if cpu or memory:
-        return lambda i: (
-            bool(i.failures) and i.recent_failures(service_id, now) >= FAILURE_THRESHOLD,
-            i.by_service.get(service_id, 0),
-            -share(i),
-            i.total,
-            i.id,
-        )
-    return lambda i: (
-        bool(i.failures) and i.recent_failures(service_id, now) >= FAILURE_THRESHOLD,
-        i.by_service.get(service_id, 0),
-        i.total,
-        i.id,
-    )
-
-
-def rank_key(task: objects_pb2.Task, info: NodeInfo, now: float) -> Key:
-    """Lower is better; ends with the node id so that ties break the same way every time."""
-    return ranker(task, now)(info)
+    path: Path
+    entry: Entry
 
 
 def schedule_group(
@@ -168,29 +139,6 @@ def place_group(
     return result
 
 
-def _order(task: objects_pb2.Task) -> tuple[str, bool, bool]:
-    """The kind of ranking, as far as it orders nodes not running the service: spread
-    by total tasks, spread by free share then total, or binpack."""
-    reservations = task.spec.resources.reservations
-    cpu, memory = bool(reservations.nano_cpus), bool(reservations.memory_bytes)
-    if task.spec.placement.strategy == specs_pb2.PLACEMENT_STRATEGY_BINPACK:
-        return ("binpack", cpu, memory)
-    if cpu or memory:
-        return ("spread-share", cpu, memory)
-    return ("spread", False, False)
-
-
-def _entry_function(kind: str, cpu: bool, memory: bool) -> Callable[[NodeInfo], Entry]:
-    """A pool's order: `ranker`'s key for a node without tasks or failures of the
-    service (failing False and the service's count 0 are the same for all of them)."""
-    share = share_function(cpu, memory)
-    if kind == "binpack":
-        return lambda i: (share(i), -i.total, i.id, i.version, i)
-    if kind == "spread-share":
-        return lambda i: (-share(i), i.total, i.id, i.version, i)
-    return lambda i: (i.total, i.id, i.version, i)
-
-
 def _path_function(descriptors: tuple[str, ...]) -> Callable[[NodeInfo], Path] | None:
     """A node's spread path: its value for each descriptor ("" without the label, as
     spread_value has it)."""
@@ -201,6 +149,29 @@ def _path_function(descriptors: tuple[str, ...]) -> Callable[[NodeInfo], Path] |
         (get,) = getters
         return lambda info: (get(info) or "",)
     return lambda info: tuple(get(info) or "" for get in getters)
+
+
+@dataclass
+class _Draw:
+    """What drawing nodes for a group's tasks not bound to a node works with."""
+
+    tasks: list[objects_pb2.Task]
+    ranking: Ranking
+    # The group's full rank key of a node.
+    key: Callable[[NodeInfo], Key]
+    # What each task of the group occupies (the tasks of a group have the same spec).
+    load: Load
+    # The re-check before a placement, on what the node's tasks occupy (None: no
+    # filter looks at that for this group).
+    fits: Callable[[NodeInfo], bool] | None
+    # The explanation for a task that fits nowhere.
+    explain: Callable[[], str]
+    # The nodes ranked in the group's own heaps, not to be drawn from the pool. A node
+    # drawn from the pool needs no mark: its entry was the only current one there.
+    skip: set[str]
+    # Pool entries taken and not placed on, put back at the group's end.
+    held: list[Held]
+    decisions: list[Decision]
 
 
 def _place_free(
@@ -216,14 +187,14 @@ def _place_free(
     The candidates are the nodes of the pool for the group's static filters (ready,
     constraints, platform) and ranking. The nodes that run the service (or failed it)
     rank by their own counts: they go into small heaps of the group's own, keyed by
-    `ranker`; every other node ranks by the pool's order, which is the same ranking
-    for them, and is drawn from the pool's heap only when it comes to the top. Each
-    node is checked against the other filters (resources, host ports, max replicas)
-    when it is the best left; one that fails is out for the rest of the group, as its
-    counts only grow. So the work follows the tasks placed and the nodes turned down,
-    not the cluster's size. With spread preferences each spread path has its heaps,
-    and the path with the fewest tasks of the service (level by level) wins, then the
-    best node's key decides between paths.
+    the ranking's full key; every other node ranks by the pool's order, which is the
+    same ranking for them, and is drawn from the pool's lane only when it comes to the
+    top. Each node is checked against the other filters (resources, host ports, max
+    replicas) when it is the best left; one that fails is out for the rest of the
+    group, as its counts only grow. So the work follows the tasks placed and the nodes
+    turned down, not the cluster's size. With spread preferences each spread path has
+    its lane and heap, and the path with the fewest tasks of the service (level by
+    level) wins, then the best node's key decides between paths.
 
     A task that fits nowhere gets the explanation of a pass of the full pipeline over
     every node, as the nodes are then (every node turned down by the filter that turns
@@ -231,25 +202,18 @@ def _place_free(
     """
     first = tasks[0]
     service_id = first.service_id
-    key = ranker(first, now)
-    order = _order(first)
+    ranking = Ranking.of(first)
+    key = ranking.key(service_id, now)
     path_of = _path_function(descriptors)
     pool = index.pool(
-        (pipeline.static_signature(), order, descriptors),
-        lambda: Pool(
-            pipeline.static_check(),
-            _entry_function(*order),
-            path_of,
-            1 if order[0] == "spread" else 2,
-        ),
+        (pipeline.static_signature(), ranking, descriptors),
+        lambda: Pool(pipeline.static_check(), ranking.entry(), path_of, ranking.order_fields),
     )
     members = pool.members
     levels = range(len(descriptors))
     counts: list[Counter[Path]] = [Counter() for _ in levels]
-    # The nodes ranked in `own`, not to be drawn from the pool. A node drawn from the
-    # pool needs no mark: its entry was the only current one there.
     skip: set[str] = set()
-    own: dict[Path, list[tuple[Key, NodeInfo]]] = {}
+    own: dict[Path, list[Ranked]] = {}
     for info in index.running(service_id):
         skip.add(info.id)
         if path_of is not None:
@@ -259,18 +223,13 @@ def _place_free(
                 for lv in levels:
                     counts[lv][path[: lv + 1]] += n
         member = members.get(info.id)
-        if member is not None and member[0] is info:
-            own.setdefault(member[2], []).append((key(info), info))
+        if member is None:
+            continue
+        known, _, path = member
+        if known is info:
+            own.setdefault(path, []).append((key(info), info))
     for ranked in own.values():
         heapq.heapify(ranked)
-    # Pool entries taken and not placed on, put back at the group's end.
-    held: list[tuple[Path, Entry]] = []
-    # What each task of the group occupies (the tasks of a group have the same spec).
-    load = task_load(first)
-    # The re-check before a placement, on what the node's tasks occupy. The checks are
-    # bound to the group's first task, as the eligibility of every node always was: the
-    # tasks of a group have the same spec.
-    fits = pipeline.dynamic_check()
 
     def explain() -> str:
         pipeline.set_task(first)
@@ -278,78 +237,74 @@ def _place_free(
             pipeline.accepts(first, info)
         return pipeline.explain()
 
+    draw = _Draw(
+        tasks,
+        ranking,
+        key,
+        task_load(first),
+        # Bound to the group's first task, as the eligibility of every node always
+        # was: the tasks of a group have the same spec.
+        pipeline.dynamic_check(),
+        explain,
+        skip,
+        [],
+        result.decisions,
+    )
     if descriptors:
-        _draw_by_path(tasks, pool, own, skip, held, counts, key, load, fits, explain, result)
+        _draw_by_path(draw, pool, own, counts)
     else:
-        _draw(
-            tasks,
-            pool.lanes.get((), []),
-            own.get((), []),
-            skip,
-            held,
-            key,
-            load,
-            order,
-            fits,
-            explain,
-            result,
-        )
-    for path, entry in held:
-        if entry[-2] == entry[-1].version:
+        _draw(draw, pool.lanes.get((), []), own.get((), []))
+    for path, entry in draw.held:
+        if entry[VERSION] == entry[INFO].version:
             pool.requeue(path, entry)
 
 
-def _draw(
-    tasks: list[objects_pb2.Task],
-    lane: list[Entry],
-    mine: list[tuple[Key, NodeInfo]],
-    skip: set[str],
-    held: list[tuple[Path, Entry]],
-    key: Callable[[NodeInfo], Key],
-    load: Load,
-    order: tuple[str, bool, bool],
-    fits: Callable[[NodeInfo], bool] | None,
-    explain: Callable[[], str],
-    result: GroupResult,
-) -> None:
+def _draw(draw: _Draw, lane: list[Entry], mine: list[Ranked]) -> None:
     """_place_free without spread preferences: one pool lane and one heap of our own."""
-    # With spread, a pool node's key starts (False, 0): a node of our own whose key
-    # starts higher (more tasks of the service, or failing) ranks after it, with no
-    # need to compute the pool node's key.
-    spread = order[0] != "binpack"
+    # The hot loop: what it reads of `draw` in locals.
+    key, load, fits, skip, held, decisions = (
+        draw.key,
+        draw.load,
+        draw.fits,
+        draw.skip,
+        draw.held,
+        draw.decisions,
+    )
+    ranking = draw.ranking
+    ceiling = ranking.pool_ceiling
     # With spread, a node placed on from the pool has a task of the service now, so it
     # ranks after every pool node: it joins `mine` only once the pool has none left.
+    pool_first = ranking.pool_first
     later: list[NodeInfo] = []
-    decisions = result.decisions
     pop, push = heapq.heappop, heapq.heappush
     explanation = ""
-    for task in tasks:
+    for task in draw.tasks:
         while not explanation:
             # The pool's best current entry not ranked in `mine` (_best, inlined).
             top = None
             while lane:
                 entry = lane[-1]
-                info = entry[-1]
-                if entry[-2] != info.version:
+                info = entry[INFO]
+                if entry[VERSION] != info.version:
                     lane.pop()
                 elif skip and info.id in skip:
-                    held.append(((), lane.pop()))
+                    held.append(Held((), lane.pop()))
                 else:
                     top = entry
                     break
             if top is not None:
-                info = top[-1]
-                k = mine[0][0] if mine else None
-                if k is not None and (not spread or (not k[0] and k[1] == 0)) and k < key(info):
-                    info = pop(mine)[1]
+                info = top[INFO]
+                k = mine[0][0] if mine else None  # the best key of our own
+                if k is not None and (ceiling is None or k < ceiling) and k < key(info):
+                    _, info = pop(mine)
                     if fits is not None and not fits(info):
                         continue  # full now: out for the rest of the group
                 else:
                     lane.pop()
                     if fits is not None and not fits(info):
-                        held.append(((), top))
+                        held.append(Held((), top))
                         continue
-                    if spread:
+                    if pool_first:
                         info.apply(load, 1)
                         later.append(info)
                         decisions.append(Decision(task.id, info.id))
@@ -360,11 +315,11 @@ def _draw(
                 later.clear()
                 continue
             elif mine:
-                info = pop(mine)[1]
+                _, info = pop(mine)
                 if fits is not None and not fits(info):
                     continue
             else:
-                explanation = explain()
+                explanation = draw.explain()
                 continue  # ends the loop: the task gets the explanation
             info.apply(load, 1)
             push(mine, (key(info), info))
@@ -375,20 +330,18 @@ def _draw(
 
 
 def _draw_by_path(
-    tasks: list[objects_pb2.Task],
-    pool: Pool,
-    own: dict[Path, list[tuple[Key, NodeInfo]]],
-    skip: set[str],
-    held: list[tuple[Path, Entry]],
-    counts: list[Counter[Path]],
-    key: Callable[[NodeInfo], Key],
-    load: Load,
-    fits: Callable[[NodeInfo], bool] | None,
-    explain: Callable[[], str],
-    result: GroupResult,
+    draw: _Draw, pool: Pool, own: dict[Path, list[Ranked]], counts: list[Counter[Path]]
 ) -> None:
     """_place_free with spread preferences: per task, the path with the fewest tasks of
     the service (level by level), then the best node key, among paths with candidates."""
+    key, load, fits, skip, held, decisions = (
+        draw.key,
+        draw.load,
+        draw.fits,
+        draw.skip,
+        draw.held,
+        draw.decisions,
+    )
     lanes = pool.lanes
     levels = range(len(counts))
     paths = sorted(set(lanes) | set(own))
@@ -398,7 +351,7 @@ def _draw_by_path(
     # One level (a single preference): a path is its own first-level prefix.
     single = counts[0] if len(counts) == 1 else None
     explanation = ""
-    for task in tasks:
+    for task in draw.tasks:
         while not explanation:
             best: Key | None = None
             best_path: Path = ()
@@ -412,13 +365,13 @@ def _draw_by_path(
                     if not mine:
                         exhausted = True
                         continue
-                    k = mine[0][0]
+                    k, _ = mine[0]
                 else:
-                    cached = top_keys.get(path)
-                    if cached is not None and cached[0] is top:
-                        k = cached[1]
+                    cached_top, cached_key = top_keys.get(path, _NO_TOP)
+                    if cached_top is top:
+                        k = cached_key
                     else:
-                        k = key(top[-1])
+                        k = key(top[INFO])
                         top_keys[path] = (top, k)
                     if mine and mine[0][0] < k:
                         k, top = mine[0][0], None
@@ -432,16 +385,16 @@ def _draw_by_path(
             if exhausted:
                 paths = [p for p in paths if lanes.get(p) or own.get(p)]
             if best is None:
-                explanation = explain()
+                explanation = draw.explain()
                 continue  # ends the loop: the task gets the explanation
             if best_top is not None:
                 lanes[best_path].pop()
-                info = best_top[-1]
+                info = best_top[INFO]
                 if fits is not None and not fits(info):
-                    held.append((best_path, best_top))
+                    held.append(Held(best_path, best_top))
                     continue
             else:
-                info = heapq.heappop(own[best_path])[1]
+                _, info = heapq.heappop(own[best_path])
                 if fits is not None and not fits(info):
                     continue
             info.apply(load, 1)
@@ -451,24 +404,26 @@ def _draw_by_path(
             heapq.heappush(mine, (key(info), info))
             for lv in levels:
                 counts[lv][best_path[: lv + 1]] += 1
-            result.decisions.append(Decision(task.id, info.id))
+            decisions.append(Decision(task.id, info.id))
             break
         else:
-            result.decisions.append(Decision(task.id, explanation=explanation))
+            decisions.append(Decision(task.id, explanation=explanation))
 
 
-def _best(
-    lane: list[Entry], path: Path, skip: set[str], held: list[tuple[Path, Entry]]
-) -> Entry | None:
+# What top_keys gives for a path not seen yet.
+_NO_TOP: tuple[Entry | None, Key] = (None, ())
+
+
+def _best(lane: list[Entry], path: Path, skip: set[str], held: list[Held]) -> Entry | None:
     """The lane's best current entry not skipped; stale entries are dropped and
     skipped ones held (to be put back after the group)."""
     while lane:
         entry = lane[-1]
-        info = entry[-1]
-        if entry[-2] != info.version:
+        info = entry[INFO]
+        if entry[VERSION] != info.version:
             lane.pop()
         elif skip and info.id in skip:
-            held.append((path, lane.pop()))
+            held.append(Held(path, lane.pop()))
         else:
             return entry
     return None

@@ -27,10 +27,12 @@ from manager.scheduler.filters import (
     CPUFilter,
     Filter,
     HostPortFilter,
+    Matcher,
     MaxReplicasFilter,
     MemoryFilter,
     PlatformFilter,
     ReadyFilter,
+    StaticFilter,
     default_filters,
 )
 from manager.scheduler.nodeinfo import NodeInfo
@@ -548,3 +550,43 @@ def test_pipeline_explains_every_failing_filter_in_order() -> None:
         "unsupported platform on 1 node; host-mode port already in use on 1 node; "
         "max replicas per node reached on 1 node)"
     )
+
+
+# ---- one definition per filter ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("flt", default_filters(), ids=lambda v: type(v).__name__)
+def test_every_filters_check_is_its_matcher(flt: Filter) -> None:
+    """No filter has a check of its own beside its matcher: the two cannot disagree."""
+    assert type(flt).check is Filter.check
+    assert type(flt).explain is Filter.explain
+
+
+def test_a_filter_is_defined_by_its_matcher_and_its_reason() -> None:
+    class ZoneFilter(Filter):
+        name = "zone"
+        reason = "not in zone a"
+
+        def matcher(self, task: objects_pb2.Task) -> Matcher:
+            return lambda info: info.labels.get("zone") == "a"
+
+    zf = ZoneFilter()
+    t = task()
+    assert zf.enabled(t)
+    assert accepts(zf, t, on(node(labels={"zone": "a"})))
+    assert not accepts(zf, t, on(node(labels={"zone": "b"})))
+    assert zf.explain(2) == "not in zone a on 2 nodes"
+
+
+def test_a_filter_without_a_matcher_cannot_be_made() -> None:
+    class Unfinished(Filter):
+        name = "unfinished"
+        reason = "never"
+
+    with pytest.raises(TypeError, match="matcher"):
+        Unfinished()  # type: ignore[abstract]
+
+
+def test_static_filters_are_the_ones_reading_only_the_node_object() -> None:
+    static = {type(x).__name__ for x in default_filters() if isinstance(x, StaticFilter)}
+    assert static == {"ReadyFilter", "ConstraintFilter", "PlatformFilter"}

@@ -13,7 +13,8 @@ from common import states
 from common.api import objects_pb2, specs_pb2
 from manager.scheduler.nodeinfo import FAILURE_THRESHOLD, FAILURE_WINDOW, NodeInfo, NodeInfos
 from manager.scheduler.pipeline import Pipeline
-from manager.scheduler.scheduler import rank_key, schedule_group
+from manager.scheduler.ranking import Binpack, Ranking, Spread, SpreadByShare, rank_key
+from manager.scheduler.scheduler import schedule_group
 from tests.unit import factories as f
 from tests.unit.factories import NOW
 from tests.unit.test_filters import node, on, task
@@ -267,3 +268,58 @@ def test_rank_key_ends_with_the_node_id(strategy: str) -> None:
     key = rank_key(t, on(node("zz")), NOW)
     assert key[-1] == "zz"
     assert key[0] is False  # not failing
+
+
+# ---- the strategy objects ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cpus", "gib", "strategy", "expected"),
+    [
+        (0, 0, "spread", Spread()),
+        (1, 0, "spread", SpreadByShare(cpu=True)),
+        (0, 1, "spread", SpreadByShare(memory=True)),
+        (1, 1, "spread", SpreadByShare(cpu=True, memory=True)),
+        (0, 0, "binpack", Binpack()),
+        (1, 1, "binpack", Binpack(cpu=True, memory=True)),
+    ],
+)
+def test_the_ranking_follows_the_strategy_and_the_reservations(
+    cpus: float, gib: float, strategy: str, expected: Ranking
+) -> None:
+    t = task(cpus=cpus, gib=gib)
+    if strategy == "binpack":
+        binpack(t)
+    chosen = Ranking.of(t)
+    assert chosen == expected
+    # Equal rankings order a pool alike: they are one key of the pools kept.
+    assert hash(chosen) == hash(expected)
+    # Different strategies are different pools, whatever they look at.
+    assert Binpack(cpu=True) != SpreadByShare(cpu=True)
+
+
+@pytest.mark.parametrize("strategy", ["spread", "share", "binpack"])
+def test_a_pool_entry_orders_nodes_as_their_keys_do(strategy: str) -> None:
+    """For nodes that run none of the service's tasks and did not fail it (a pool's
+    nodes), the pool's order is the full key's order, both ways round."""
+    t = task(cpus=0.5 if strategy != "spread" else 0)
+    if strategy == "binpack":
+        binpack(t)
+    ranking = Ranking.of(t)
+    infos = [
+        on(node(f"n{i}", cpus=cpus), *[task(service_id="o", cpus=used) for _ in range(n)])
+        for i, (cpus, used, n) in enumerate(
+            [(4, 0, 0), (4, 1, 1), (2, 1, 1), (8, 1, 3), (4, 0.5, 2), (4, 1, 1), (2, 0, 0)]
+        )
+    ]
+    key, entry = ranking.key(t.service_id, NOW), ranking.entry()
+    by_key = sorted(infos, key=key)
+    by_entry = sorted(infos, key=entry)
+    assert [i.id for i in by_entry] == [i.id for i in by_key]
+    # Spread: such nodes rank below the ceiling, a node running the service above it.
+    if ranking.pool_first:
+        assert ranking.pool_ceiling is not None
+        assert all(key(i) < ranking.pool_ceiling for i in infos)
+        assert key(on(node("x"), task(cpus=0.5 if strategy != "spread" else 0))) >= (
+            ranking.pool_ceiling
+        )

@@ -10,7 +10,7 @@ import pytest
 from common import states
 from common.api import objects_pb2
 from manager.domain.placer import Decision
-from manager.scheduler.filters import ReadyFilter, default_filters
+from manager.scheduler.filters import Filter, Matcher, ReadyFilter, default_filters
 from manager.scheduler.nodeinfo import NodeInfo, NodeInfos, counts_against_node
 from manager.scheduler.pipeline import Pipeline
 from manager.scheduler.scheduler import _assign, _explain, is_pending, schedule_group
@@ -31,7 +31,7 @@ def placed(decisions: list[Decision]) -> Counter[str]:
     return Counter(d.node_id for d in decisions if d.node_id)
 
 
-class LabelFilter:
+class LabelFilter(Filter):
     """A second filter, to check how the pipeline combines them."""
 
     name = "label"
@@ -43,11 +43,8 @@ class LabelFilter:
     def enabled(self, task: objects_pb2.Task) -> bool:
         return self._enabled
 
-    def check(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
-        return info.node.spec.annotations.labels.get("zone") == "a"
-
-    def explain(self, count: int) -> str:
-        return f"zone label not matched on {count} node{'s' if count != 1 else ''}"
+    def matcher(self, task: objects_pb2.Task) -> Matcher:
+        return lambda info: info.node.spec.annotations.labels.get("zone") == "a"
 
 
 # ---- is_pending ---------------------------------------------------------------------------

@@ -12,14 +12,23 @@ from hypothesis import strategies as st
 
 from common.api import objects_pb2
 from manager.domain.constraints import Constraint
-from manager.scheduler.nodeinfo import Entry, NodeInfo, NodeInfos, Pool
+from manager.scheduler.nodeinfo import (
+    FIRST,
+    INFO,
+    NODE_ID,
+    VERSION,
+    Entry,
+    NodeInfo,
+    NodeInfos,
+    Pool,
+)
 from tests.unit import factories as f
 
 LOAD = ("svc", 0, 0, ())
 
 
 def _entry(info: NodeInfo) -> Entry:
-    return (info.total, info.id, info.version, info)
+    return (info.total, 0, info.id, info.version, info)
 
 
 def _pool(infos: NodeInfos, insert_at_most: int = Pool.INSERT_AT_MOST) -> Pool:
@@ -33,7 +42,7 @@ def _pool(infos: NodeInfos, insert_at_most: int = Pool.INSERT_AT_MOST) -> Pool:
 
 
 def _current(pool: Pool) -> list[Entry]:
-    return [e for e in pool.lanes[()] if e[-2] == e[-1].version]
+    return [e for e in pool.lanes[()] if e[VERSION] == e[INFO].version]
 
 
 @settings(max_examples=200, deadline=None)
@@ -62,22 +71,22 @@ def test_flushes_keep_the_lane_sorted_with_one_current_entry_per_node(
         lane = pool.lanes[()]
         assert lane == sorted(lane, reverse=True)
         current = _current(pool)
-        assert sorted(e[-1].id for e in current) == sorted(i.id for i in by_index)
-        assert all(e[0] == e[-1].total for e in current)
+        assert sorted(e[NODE_ID] for e in current) == sorted(i.id for i in by_index)
+        assert all(e[FIRST] == e[INFO].total for e in current)
 
 
 def test_a_queue_worse_than_the_whole_lane_goes_in_front_of_it() -> None:
     infos = NodeInfos()
     infos.rebuild(f.nodes(*(f.node(f"n{i}") for i in range(200))), [])
     pool = _pool(infos)
-    drawn = [pool.lanes[()].pop()[-1] for _ in range(100)]  # the best hundred
+    drawn = [pool.lanes[()].pop()[INFO] for _ in range(100)]  # the best hundred
     for info in drawn:
         info.apply(LOAD, 1)
     pool = _pool(infos)
     lane = pool.lanes[()]
     assert lane == sorted(lane, reverse=True)
-    assert [e[0] for e in lane[:100]] == [1] * 100
-    assert [e[0] for e in lane[100:]] == [0] * 100
+    assert [e[FIRST] for e in lane[:100]] == [1] * 100
+    assert [e[FIRST] for e in lane[100:]] == [0] * 100
 
 
 def test_constraints_read_the_labels_the_info_keeps() -> None:
