@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common import states
-from common.api import objects_pb2
+from common.api import objects_pb2, types_pb2
 from common.ids import ID_LENGTH, _base36_128, new_id, to_base36
 from manager.domain.tasks import TaskMaker, new_task
 from tests.unit import factories as f
@@ -59,7 +59,9 @@ def test_task_maker_makes_what_the_fields_say(
 ) -> None:
     service = f.service(replicas=3)
     service.spec.annotations.labels.update(labels)
-    service.spec.endpoint.ports.add(target_port=80, published_port=8080)
+    service.spec.endpoint.ports.add(
+        target_port=80, published_port=8080, publish_mode=types_pb2.PUBLISH_MODE_HOST
+    )
     expected = _built_field_by_field(
         service, slot, node_id, desired, restart_attempt, recent_restarts
     )
@@ -109,3 +111,13 @@ def test_new_ids_look_like_swarmkits() -> None:
     assert all(len(i) == ID_LENGTH and i.isalnum() and i == i.lower() for i in ids)
     # Below 2**128: the first of 25 base36 digits is at most "f".
     assert max(i[0] for i in ids) <= "f"
+
+
+def test_a_task_that_joins_a_network_waits_for_its_addresses() -> None:
+    service = f.service(replicas=1)
+    assert TaskMaker(service)(1).status.state == states.PENDING
+    service.spec.task.networks.add(target="net1")
+    assert TaskMaker(service)(1).status.state == states.NEW
+    published = f.service(replicas=1)
+    published.spec.endpoint.ports.add(target_port=80)  # ingress mode: the routing mesh
+    assert TaskMaker(published)(1).status.state == states.NEW
