@@ -23,7 +23,8 @@ from manager.orchestrator.plan import Plan, Renumber, ShutdownTask, node_usable,
 from manager.orchestrator.replicated import plan_service
 from manager.orchestrator.updater import ROLLING, US, UpdateDecision
 from manager.reconciler import Reconciler
-from manager.store import Cache, Create, Event, Kind, Store, Update
+from manager.store import Create, Event, Kind, Update
+from manager.store.views import CacheView, Committer
 
 
 def _ready_and_active(node: objects_pb2.Node | None) -> bool:
@@ -64,8 +65,8 @@ class Orchestrator(Reconciler):
 
     def __init__(
         self,
-        cache: Cache,
-        store: Store,
+        cache: CacheView,
+        store: Committer,
         clock: Callable[[], float],
         placer: Placer | None = None,
     ) -> None:

@@ -17,7 +17,8 @@ from common.api import objects_pb2
 from common.timeutil import timestamp_seconds
 from manager.orchestrator.replicated import node_usable
 from manager.reconciler import Reconciler
-from manager.store import Cache, Delete, Event, Kind, Store
+from manager.store import Delete, Event, Kind
+from manager.store.views import CacheView, Committer
 
 DEFAULT_HISTORY_LIMIT = 5
 
@@ -94,7 +95,7 @@ class TaskReaper(Reconciler):
     debounce = 0.1
     max_delay = 1.0
 
-    def __init__(self, cache: Cache, store: Store) -> None:
+    def __init__(self, cache: CacheView, store: Committer) -> None:
         super().__init__()
         self.cache = cache
         self.store = store

@@ -57,7 +57,8 @@ from manager.scheduler.nodeinfo import (
     task_load,
 )
 from manager.scheduler.pipeline import Pipeline
-from manager.store import Cache, Event, Kind, Store, Update
+from manager.store import Event, Kind, Update
+from manager.store.views import CacheView, Committer
 
 
 def is_pending(task: objects_pb2.Task | None) -> bool:
@@ -504,8 +505,8 @@ class Scheduler(Reconciler):
 
     def __init__(
         self,
-        cache: Cache,
-        store: Store,
+        cache: CacheView,
+        store: Committer,
         pipeline: Pipeline | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
