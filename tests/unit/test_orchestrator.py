@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
 
 import pytest
 
@@ -31,6 +30,7 @@ from manager.orchestrator.tasks import (
 )
 from manager.reconciler import Reconciler
 from manager.store import StoreError
+from tests.fakes import fake_store
 from tests.unit import factories as f
 from tests.unit.factories import NOW
 
@@ -730,8 +730,13 @@ class Recorder(Reconciler):
 
     name = "test.recorder"
 
-    def __init__(self, keys: Iterable[str] = (), debounce: float = 0.0, **kw: object) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        keys: Iterable[str] = (),
+        debounce: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(clock)
         self.debounce = debounce
         self.keys = set(keys)
         self.passes_seen: list[set[str]] = []
@@ -878,44 +883,6 @@ async def test_reconciler_mark_everything_relists(started: Start) -> None:
 # ---- the Orchestrator's passes are bounded ---------------------------------------------
 
 
-class _PassCache:
-    """What the Orchestrator reads of the cache, with services and no tasks yet."""
-
-    def __init__(self, services: list[objects_pb2.Service]) -> None:
-        self.services = {s.id: s for s in services}
-        self.tasks: dict[str, objects_pb2.Task] = {}
-        self.tasks_by_service: dict[str, dict[str, objects_pb2.Task]] = {}
-        self.tasks_by_node: dict[str, dict[str, objects_pb2.Task]] = {}
-        self.nodes: dict[str, objects_pb2.Node] = {}
-
-    def add_listener(self, listener: object) -> None:
-        pass
-
-    def add_resync_listener(self, listener: object) -> None:
-        pass
-
-    def cluster(self) -> None:
-        return None
-
-    async def wait_for(self, revision: int) -> None:
-        pass
-
-
-class _CreateStore:
-    def __init__(self, cache: _PassCache) -> None:
-        self.cache = cache
-
-    async def commit(self, ops: list[Any]) -> Any:
-        from manager.store import BatchResult, Create
-
-        for op in ops:
-            assert isinstance(op, Create)
-            t = op.obj
-            self.cache.tasks[t.id] = t
-            self.cache.tasks_by_service.setdefault(t.service_id, {})[t.id] = t
-        return BatchResult(revision=1)
-
-
 async def test_a_pass_creates_at_most_its_share_and_leaves_the_rest_marked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -923,8 +890,8 @@ async def test_a_pass_creates_at_most_its_share_and_leaves_the_rest_marked(
 
     monkeypatch.setattr(orch_mod, "MAX_CREATES_PER_PASS", 50)
     services = [f.service(30, service_id=f"s{i}", name=f"web{i}") for i in range(3)]
-    cache = _PassCache(services)
-    orch = orch_mod.Orchestrator(cache, _CreateStore(cache), lambda: NOW)  # type: ignore[arg-type]
+    cache, store = fake_store(*services)
+    orch = orch_mod.Orchestrator(cache, store, lambda: NOW)
     orch._dirty.clear()
     await orch.reconcile({s.id for s in services})
     assert len(cache.tasks) == 50  # one service whole, 20 slots of the next

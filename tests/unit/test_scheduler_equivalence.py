@@ -37,6 +37,7 @@ from manager.scheduler.nodeinfo import (
 )
 from manager.scheduler.pipeline import Pipeline
 from manager.scheduler.scheduler import Decision, Scheduler, _assign, schedule_group
+from tests.fakes import fake_store
 from tests.unit import factories as f
 from tests.unit.factories import NOW
 
@@ -535,26 +536,11 @@ def test_a_node_turned_down_in_a_spread_path_is_a_candidate_for_the_next_group()
     assert _place(table, small, 1) == ["n1"]
 
 
-class _Cache:
-    """What Scheduler.preview reads of the cache."""
-
-    def __init__(self, tasks: list[objects_pb2.Task]) -> None:
-        self.tasks_by_service: dict[str, dict[str, objects_pb2.Task]] = {}
-        for t in tasks:
-            self.tasks_by_service.setdefault(t.service_id, {})[t.id] = t
-
-    def add_listener(self, listener: object) -> None:
-        pass
-
-    def add_resync_listener(self, listener: object) -> None:
-        pass
-
-
 def test_preview_places_as_a_pass_would_and_leaves_the_infos_alone() -> None:
     nodes = f.nodes(_node("n1"), _node("n2", cpus=1), _node("n3", availability="drain"))
     web = _service("web", cpus=0.5)
     running = [f.task(web, 1, node="n1"), f.task(web, 2, node="n1")]
-    scheduler = Scheduler(_Cache(running), None, clock=lambda: NOW)  # type: ignore[arg-type]
+    scheduler = Scheduler(*fake_store(*running), clock=lambda: NOW)
     scheduler.nodes.rebuild(nodes, running, NOW)
     _place(scheduler.nodes, _service("other", cpus=0.5), 1)  # a pool exists
     before = snapshot(list(scheduler.nodes.infos.values()))
@@ -579,7 +565,7 @@ def test_preview_places_as_a_pass_would_and_leaves_the_infos_alone() -> None:
 def test_place_new_counts_its_placements_and_when_it_made_them() -> None:
     nodes = f.nodes(_node("n1"), _node("n2"))
     web = _service("web")
-    scheduler = Scheduler(_Cache([]), None, clock=lambda: NOW)  # type: ignore[arg-type]
+    scheduler = Scheduler(*fake_store(), clock=lambda: NOW)
     scheduler.nodes.rebuild(nodes, [], NOW)
     before = REGISTRY.get_sample_value("swarmlet_placements_total") or 0.0
     started = time.time()
