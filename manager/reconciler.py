@@ -11,7 +11,6 @@ with backoff. On start every key is dirty, so a reconciler recovers from etcd al
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import random
 import time
@@ -67,8 +66,20 @@ class Reconciler:
             if self.has_work():
                 return
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), next_timer)
+            await self._wait_for_wake(next_timer)
+
+    async def _wait_for_wake(self, timeout: float | None) -> bool:
+        """Wait until woken (True) or `timeout` seconds pass (False).
+
+        Not asyncio.wait_for: in Python 3.11 it returns, rather than raising, when it is
+        cancelled just as the event is set, and the cancelled loop then ran on (a
+        reconciler left running after its leadership was lost)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def has_work(self) -> bool:
         """Whether a pass is due; subclasses with other kinds of pending work extend it."""
@@ -101,9 +112,7 @@ class Reconciler:
                     remaining = self.max_delay - (loop.time() - first)
                     if remaining <= 0:
                         break
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), min(self.debounce, remaining))
-                    except TimeoutError:
+                    if not await self._wait_for_wake(min(self.debounce, remaining)):
                         break
             self._wake.clear()
             keys, self._dirty = self._dirty, set()

@@ -903,3 +903,21 @@ async def test_a_pass_creates_at_most_its_share_and_leaves_the_rest_marked(
     for s in services:
         slots = sorted(t.slot for t in cache.tasks_by_service[s.id].values())
         assert slots == list(range(1, 31))  # every slot once
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2])
+async def test_reconciler_stops_when_cancelled_right_after_a_mark(turns: int) -> None:
+    # Leadership lost just as a change wakes the loop: the cancellation must not be lost.
+    # (asyncio.wait_for in Python 3.11 returns instead of raising when the event it
+    # waits for is set before the cancellation is delivered; the reconciler then ran on.)
+    r = Recorder({"a"})
+    runner = asyncio.create_task(r.run())
+    await wait_passes(r, 1)
+    r.mark_at(time.time() + 100, "later")  # the loop waits with a timeout
+    await asyncio.sleep(0.01)
+    r.mark("b")
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    runner.cancel()
+    done, _ = await asyncio.wait([runner], timeout=1.0)
+    assert done, "the reconciler kept running after it was cancelled"
