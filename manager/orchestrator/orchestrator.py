@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Protocol
 
 from common import states
@@ -180,7 +181,14 @@ class Orchestrator(Reconciler):
             service_id = pending.pop()
             room = MAX_CREATES_PER_PASS - len(new_tasks)
             # Only the tasks this pass has room for are made (a task costs ~6 us to make).
-            plan = self.plan(service_id, now, max_creates=room)
+            # A service whose planning raises is left out and retried on its own.
+            plan = self.isolate(
+                service_id,
+                partial(self.plan, service_id, now, max_creates=room),
+                service_id=service_id,
+            )
+            if plan is None:
+                continue
             if plan.wake_at is not None:
                 self.mark_at(plan.wake_at, service_id)
             if plan.more or len(plan.creates) > room:
