@@ -10,6 +10,8 @@
   copy of the current object and skips a None, Delete honours `check`, both honour
   `expect_version`), records every batch, and can be made slow or failing.
 - `offline_cache` is the real `Cache` with no etcd behind it, fed with `Cache.load`.
+- `UnimplementedDispatcher` answers every Dispatcher call with UNIMPLEMENTED; a test's
+  dispatcher overrides the calls it stands in for, on a real gRPC server.
 
 Integration tests use the real Store and Cache on a real etcd; these are for the rules
 that unit tests pin down without one.
@@ -18,12 +20,15 @@ that unit tests pin down without one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
 from types import SimpleNamespace
 from typing import Any, cast
 
-from common.api import objects_pb2
+import grpc
+
+from common.api import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
 from common.timeutil import stamp_now
+from manager.grpc_errors import Context
 from manager.store import (
     AlreadyExistsError,
     BatchResult,
@@ -247,9 +252,43 @@ def fake_store(*objs: Stored) -> tuple[FakeCache, RecordingCommitter]:
     return cache, RecordingCommitter(cache)
 
 
+class UnimplementedDispatcher(dispatcher_pb2_grpc.DispatcherServicer):
+    """A Dispatcher servicer whose every call ends with UNIMPLEMENTED: subclasses
+    override the calls their test needs."""
+
+    async def Session(
+        self, request: dispatcher_pb2.SessionRequest, context: Context
+    ) -> AsyncIterator[dispatcher_pb2.SessionMessage]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Session is not faked")
+        yield dispatcher_pb2.SessionMessage()  # never reached: makes this a generator
+
+    async def Heartbeat(
+        self, request: dispatcher_pb2.HeartbeatRequest, context: Context
+    ) -> dispatcher_pb2.HeartbeatResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Heartbeat is not faked")
+
+    async def Heartbeats(
+        self, request_iterator: AsyncIterator[dispatcher_pb2.HeartbeatRequest], context: Context
+    ) -> AsyncIterator[dispatcher_pb2.HeartbeatResponse]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Heartbeats is not faked")
+        yield dispatcher_pb2.HeartbeatResponse()  # never reached: makes this a generator
+
+    async def UpdateTaskStatus(
+        self, request: dispatcher_pb2.UpdateTaskStatusRequest, context: Context
+    ) -> dispatcher_pb2.UpdateTaskStatusResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "UpdateTaskStatus is not faked")
+
+
 def _fakes_fit(cache: FakeCache, committer: RecordingCommitter) -> tuple[CacheView, Committer]:
     """Never called: mypy checks here that the fakes satisfy the protocols."""
     return cache, committer
 
 
-__all__ = ["FakeCache", "RecordingCommitter", "Stored", "fake_store", "offline_cache"]
+__all__ = [
+    "FakeCache",
+    "RecordingCommitter",
+    "Stored",
+    "UnimplementedDispatcher",
+    "fake_store",
+    "offline_cache",
+]

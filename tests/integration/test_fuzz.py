@@ -528,7 +528,7 @@ def test_what_the_fuzzing_found(target: Target) -> None:
     """Each request the fuzzing found mishandled, with the answer it gets now."""
     api = target.manager.api()
     bad_port = _spec()
-    bad_port.endpoint.ports.add(protocol=-1, target_port=80, publish_mode=1)  # type: ignore[arg-type]
+    bad_port.endpoint.ports.add(protocol=-1, target_port=80, publish_mode=1)
     big = _spec()
     big.task.container.env.append("BIG=" + "y" * 1_600_000)
     bad_nanos = _spec()

@@ -217,7 +217,7 @@ async def test_update_on_a_stale_base_is_applied_to_the_fresh_value(store: Store
     stale.CopyFrom(t)
 
     def shut_down(task: objects_pb2.Task) -> objects_pb2.Task:
-        task.desired_state = states.SHUTDOWN  # type: ignore[assignment]
+        task.desired_state = states.SHUTDOWN
         return task
 
     fresh = await store.update(Kind.TASK, t.id, shut_down)
@@ -295,7 +295,7 @@ async def test_delete_whose_check_fails_deletes_nothing(store: Store) -> None:
     # A stale base for which the check holds: re-checked on the fresh value, still no.
     stale = objects_pb2.Task()
     stale.CopyFrom(t)
-    stale.desired_state = states.REMOVE  # type: ignore[assignment]
+    stale.desired_state = states.REMOVE
     stale.meta.version = t.meta.version - 1
     result = await store.commit([Delete(Kind.TASK, t.id, check=removed, base=stale)])
     assert result.deleted == []

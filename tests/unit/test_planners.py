@@ -137,7 +137,7 @@ def test_a_failed_global_task_is_restarted_on_its_node_after_the_delay() -> None
     assert not plan.creates
     assert plan.wake_at == NOW + 5
     # Once shut down with its restart time, the replacement comes at that time.
-    failed.desired_state = states.SHUTDOWN  # type: ignore[assignment]
+    failed.desired_state = states.SHUTDOWN
     failed.restart_at.CopyFrom(f.timestamp(NOW + 5))
     later = plan_global(svc, [failed, on_node(svc, "labelled")], NODES, NOW + 5)
     assert created_on(later) == ["ready"]
@@ -277,7 +277,7 @@ def test_a_move_in_flight_waits_and_a_finished_one_shuts_the_old_task_down() -> 
     tasks = [f.task(svc, 1, node="n1"), old, new]
     target = {"n1": 1, "n2": 1}
     assert not plan_service(svc, tasks, ok, NOW, rebalance_target=target)
-    new.status.state = states.RUNNING  # type: ignore[assignment]
+    new.status.state = states.RUNNING
     plan = plan_service(svc, tasks, ok, NOW, rebalance_target=target)
     assert shutdowns(plan) == {old.id: states.SHUTDOWN}
     assert not plan.creates

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from common.api import objects_pb2
 from manager.orchestrator import orchestrator as orch_mod
 from manager.orchestrator.orchestrator import Orchestrator
 from manager.orchestrator.plan import Plan
+from manager.orchestrator.replicated import plan_service
 from manager.reconciler import Reconciler
 from tests.fakes import FakeCache, fake_store
 from tests.unit import factories as f
@@ -63,7 +65,7 @@ class Poisoned:
     def __init__(self, bad: str) -> None:
         self.bad = bad
         self.calls: list[str] = []
-        self.real = orch_mod.plan_service
+        self.real = plan_service
 
     def __call__(self, service: objects_pb2.Service, *args: Any, **kw: Any) -> Plan:
         self.calls.append(service.id)
@@ -80,7 +82,7 @@ async def test_a_poisoned_service_does_not_stall_the_others(
     monkeypatch: pytest.MonkeyPatch, running: Callable[[Reconciler], None]
 ) -> None:
     planner = Poisoned("bad")
-    monkeypatch.setattr(orch_mod, "plan_service", planner)
+    monkeypatch.setattr(orch_mod, "plan_service", planner)  # what the orchestrator calls
     services = [
         f.service(2, service_id=sid, name=sid) for sid in ("alpha", "bad", "gamma", "delta")
     ]
@@ -155,7 +157,7 @@ class PerKey(Reconciler):
 
     async def reconcile(self, keys: set[str]) -> None:
         for key in sorted(keys - self.gone):
-            out = self.isolate(key, lambda k=key: self._work(k), thing_id=key)
+            out = self.isolate(key, partial(self._work, key), thing_id=key)
             if out is not None:
                 self.done.append(out)
 

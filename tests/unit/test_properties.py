@@ -356,7 +356,7 @@ def test_cluster_converges_with_restart_any(
     delay: float | None,
     parallelism: int,
     spread: str | None,
-    actions: list[tuple],
+    actions: list[tuple[object, ...]],
 ) -> None:
     """With `restart any` and no attempt limit every slot 1..N ends up running on an
     eligible node whenever there is one, and waits, explained, when there is none.
@@ -389,7 +389,7 @@ def test_cluster_converges_with_any_restart_policy(
     condition: str,
     max_attempts: int,
     delay: float | None,
-    actions: list[tuple],
+    actions: list[tuple[object, ...]],
     final_nodes: int,
 ) -> None:
     """Whatever the restart policy, a slot ends up running, waiting with an explanation,

@@ -98,8 +98,8 @@ def test_failures_are_learnt_from_task_events_and_from_a_rebuild() -> None:
     table.rebuild(nodes, busy, NOW)
     for t in failed:
         running = f.copy(t)
-        running.status.state = states.RUNNING  # type: ignore[assignment]
-        running.desired_state = states.RUNNING  # type: ignore[assignment]
+        running.status.state = states.RUNNING
+        running.desired_state = states.RUNNING
         table.task_changed(None, running, NOW)
         table.task_changed(running, t, NOW)
     assert place(table, task()) == ["n2"]

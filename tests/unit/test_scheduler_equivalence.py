@@ -440,9 +440,9 @@ def test_schedule_group_places_as_the_reference(data: st.DataObject) -> None:
         for t in group:
             d = next(d for d in got if d.task_id == t.id)
             if d.node_id:
-                new = _assign(d.node_id)(f.copy(t))
-                assert new is not None
-                cluster.put_task(new)
+                assigned = _assign(d.node_id)(f.copy(t))
+                assert assigned is not None
+                cluster.put_task(assigned)
             else:
                 cluster.put_task(t)
 

@@ -17,6 +17,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NoReturn
 
 import grpc
 import pytest
@@ -79,6 +80,14 @@ class FakeControl(control_pb2_grpc.ControlServicer):
         self.cluster.spec.dispatcher.heartbeat_period.seconds = 5
 
     # helpers
+
+    async def _service(self, ref: str, context: Any) -> objects_pb2.Service:
+        """The service `ref` names, or the call ends with NOT_FOUND."""
+        svc = self._find_service(ref)
+        if svc is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"service {ref} not found")
+            raise AssertionError("context.abort raises")
+        return svc
 
     def _find_service(self, ref: str) -> objects_pb2.Service | None:
         if ref in self.services:
@@ -182,11 +191,7 @@ class FakeControl(control_pb2_grpc.ControlServicer):
         return control_pb2.CreateServiceResponse(service=svc)
 
     async def GetService(self, request, context):  # type: ignore[no-untyped-def]
-        svc = self._find_service(request.service_id)
-        if svc is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"service {request.service_id} not found"
-            )
+        svc = await self._service(request.service_id, context)
         if svc.rebalance_requested > svc.rebalance_done:
             self._rebalance(svc)
         resp = control_pb2.GetServiceResponse(service=svc)
@@ -220,11 +225,7 @@ class FakeControl(control_pb2_grpc.ControlServicer):
 
     async def UpdateService(self, request, context):  # type: ignore[no-untyped-def]
         self.requests.append(request)
-        svc = self._find_service(request.service_id)
-        if svc is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"service {request.service_id} not found"
-            )
+        svc = await self._service(request.service_id, context)
         if request.service_version != svc.meta.version:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -245,11 +246,7 @@ class FakeControl(control_pb2_grpc.ControlServicer):
 
     async def RebalanceService(self, request, context):  # type: ignore[no-untyped-def]
         self.requests.append(request)
-        svc = self._find_service(request.service_id)
-        if svc is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"service {request.service_id} not found"
-            )
+        svc = await self._service(request.service_id, context)
         if not svc.spec.HasField("replicated"):
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -274,12 +271,11 @@ class FakeControl(control_pb2_grpc.ControlServicer):
             moved.status.state = states.RUNNING
         svc.rebalance_done = svc.rebalance_requested
 
+    async def RemoveNode(self, request, context):  # type: ignore[no-untyped-def]
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "node rm is not faked")
+
     async def RemoveService(self, request, context):  # type: ignore[no-untyped-def]
-        svc = self._find_service(request.service_id)
-        if svc is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"service {request.service_id} not found"
-            )
+        svc = await self._service(request.service_id, context)
         del self.services[svc.id]
         return control_pb2.RemoveServiceResponse()
 
@@ -873,7 +869,7 @@ def test_service_logs_follow_ends_quietly_on_ctrl_c(fake_manager, monkeypatch): 
     task = next(t for t in fake.tasks if t.desired_state == states.RUNNING)
     fake.log_batches = [[log_message(task, "first")]]
 
-    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def interrupted(*args: object, **kwargs: object) -> NoReturn:
         raise KeyboardInterrupt
 
     real_echo = typer.echo

@@ -158,8 +158,8 @@ def task(
     tid: str,
     slot: int,
     *,
-    state: int = states.RUNNING,
-    desired: int = states.RUNNING,
+    state: states.TaskState.ValueType = states.RUNNING,
+    desired: states.TaskState.ValueType = states.RUNNING,
     age: float = 8,
     node: str = "n1",
     err: str = "",
@@ -169,7 +169,7 @@ def task(
         id=tid, service_id="svc", service_name="web", slot=slot, node_id=node, desired_state=desired
     )
     t.spec.container.image = "nginx:1"
-    t.status.state = state  # type: ignore[assignment]
+    t.status.state = state
     t.status.timestamp.CopyFrom(ts(age))
     t.status.err = err
     t.meta.created_at.CopyFrom(ts(created))

@@ -105,7 +105,9 @@ async def test_other_calls_run_on_the_loop_with_their_status_codes(socket: Path)
 
 async def test_bytes_that_are_no_request_are_invalid_argument(socket: Path) -> None:
     def garbage(channel: grpc.Channel) -> Any:
-        call = channel.unary_unary("/swarmlet.Control/ListServices")
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/swarmlet.Control/ListServices"
+        )
         return call(b"\xff\xff\xff\xff", timeout=5)
 
     error = await asyncio.to_thread(_error, socket, garbage)
