@@ -204,7 +204,8 @@ async def test_failed_create_does_not_stop_the_rest_of_its_transaction(store: St
     result = await store.commit(
         [Create(clash, unique_name="taken"), Create(fine, unique_name="free"), Create(task)]
     )
-    assert [op.obj.id for op, _ in result.failed] == [clash.id]
+    assert [op.obj.id for op, _ in result.failed if isinstance(op, Create)] == [clash.id]
+    assert len(result.failed) == 1
     assert isinstance(result.failed[0][1], AlreadyExistsError)
     assert {o.id for o in result.written} == {fine.id, task.id}
     assert await store.get(Kind.SERVICE, clash.id) is None
@@ -429,7 +430,12 @@ async def test_run_lists_again_after_a_compaction(store: Store, client: Etcd3Cli
     cache = Cache(client, store)
     relisted = asyncio.Event()
     resyncs: list[int] = []
-    cache.add_resync_listener(lambda: (resyncs.append(cache.revision), relisted.set()))
+
+    def resynced() -> None:
+        resyncs.append(cache.revision)
+        relisted.set()
+
+    cache.add_resync_listener(resynced)
     written: list[str] = []
     real_relist = cache._relist
     lists = 0
