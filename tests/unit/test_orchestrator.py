@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Unpack
 
 import pytest
 
@@ -39,8 +40,8 @@ def by_id(plan: Plan) -> dict[str, ShutdownTask]:
     return {s.task_id: s for s in plan.shutdowns}
 
 
-def running(svc: objects_pb2.Service, n: int, **kw: object) -> list[objects_pb2.Task]:
-    return [f.task(svc, slot, **kw) for slot in range(1, n + 1)]  # type: ignore[arg-type]
+def running(svc: objects_pb2.Service, n: int, **kw: Unpack[f.TaskArgs]) -> list[objects_pb2.Task]:
+    return [f.task(svc, slot, **kw) for slot in range(1, n + 1)]
 
 
 def apply(tasks: dict[str, objects_pb2.Task], plan: Plan, now: float) -> list[objects_pb2.Task]:
@@ -144,7 +145,7 @@ def test_restart_delay() -> None:
         ("any", states.FAILED, True),
     ],
 )
-def test_restart_verdict_condition(condition: str, state: int, restart: bool) -> None:
+def test_restart_verdict_condition(condition: str, state: f.State, restart: bool) -> None:
     t = f.task(f.service(condition=condition), 1, state=state)
     verdict = restart_verdict(t, [t], NOW)
     assert verdict.restart is restart
@@ -381,7 +382,7 @@ def test_earliest_restart_decides_when_to_wake() -> None:
     ("condition", "state"),
     [("none", states.COMPLETE), ("none", states.FAILED), ("on-failure", states.COMPLETE)],
 )
-def test_declined_slot_stays_empty(condition: str, state: int) -> None:
+def test_declined_slot_stays_empty(condition: str, state: f.State) -> None:
     svc = f.service(1, condition=condition)
     tasks = {t.id: t for t in [f.task(svc, 1, state=state)]}
     plan = plan_service(svc, list(tasks.values()), f.all_ok, NOW)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from typing import Unpack
 
 from common import states
 from common.api import objects_pb2
@@ -34,10 +35,10 @@ def global_service(*constraints: str, job: bool = False) -> objects_pb2.Service:
     return svc
 
 
-def on_node(
-    svc: objects_pb2.Service, node_id: str, state: int = states.RUNNING, **kw: object
-) -> objects_pb2.Task:
-    t = f.task(svc, 0, node=node_id, state=state, **kw)  # type: ignore[arg-type]
+def on_node(svc: objects_pb2.Service, node_id: str, **kw: Unpack[f.TaskArgs]) -> objects_pb2.Task:
+    args = kw.copy()
+    args["node"] = node_id
+    t = f.task(svc, 0, **args)
     t.job_iteration = svc.job_status.job_iteration
     return t
 
@@ -180,7 +181,9 @@ def job(total: int, concurrent: int, iteration: int = 1) -> objects_pb2.Service:
     return svc
 
 
-def job_task(svc: objects_pb2.Service, slot: int, state: int = states.RUNNING) -> objects_pb2.Task:
+def job_task(
+    svc: objects_pb2.Service, slot: int, state: f.State = states.RUNNING
+) -> objects_pb2.Task:
     t = f.task(svc, slot, state=state, desired=states.COMPLETE)
     t.job_iteration = svc.job_status.job_iteration
     return t

@@ -463,7 +463,7 @@ def test_schedule_group_spreads_over_eligible_nodes(
     limit=st.integers(-1, 6),
 )
 def test_reaper_keeps_what_may_still_run_and_the_newest_history(
-    specs: list[tuple[int, int, int, str]], limit: int
+    specs: list[tuple[int, f.State, f.State, str]], limit: int
 ) -> None:
     svc = f.service(3)
     nodes = f.nodes(f.node("n1"), f.node("down", state="down"))

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Unpack
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -450,8 +451,8 @@ def test_schedule_group_places_as_the_reference(data: st.DataObject) -> None:
 # ---- the pools' upkeep, case by case ------------------------------------------------------
 
 
-def _node(node_id: str, cpus: int = 4, **kw: object) -> objects_pb2.Node:
-    n = f.node(node_id, **kw)  # type: ignore[arg-type]
+def _node(node_id: str, cpus: int = 4, **kw: Unpack[f.NodeArgs]) -> objects_pb2.Node:
+    n = f.node(node_id, **kw)
     n.description.resources.nano_cpus = cpus * CPU
     n.description.resources.memory_bytes = 8 * GIB
     return n

@@ -49,7 +49,9 @@ steps = st.lists(
 
 
 @given(steps)
-def test_counts_match_a_recount(changes: list[tuple[int, str, int, int, int, bool]]) -> None:
+def test_counts_match_a_recount(
+    changes: list[tuple[int, str, int, f.State, f.State, bool]],
+) -> None:
     cache = FakeCache()
     counts = ServiceCounts(cache)
     services = {name: f.service(service_id=name, name=name) for name in ("a", "b")}

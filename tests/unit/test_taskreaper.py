@@ -75,7 +75,7 @@ def test_nothing_to_delete() -> None:
         (states.RUNNING, "paused", False),
     ],
 )
-def test_removed_task(state: int, node: str, deleted: bool) -> None:
+def test_removed_task(state: f.State, node: str, deleted: bool) -> None:
     t = f.task(f.service(), 1, state=state, desired=states.REMOVE, node=node)
     assert ids(tasks_to_delete([t], NODES, 5)) == ({t.id} if deleted else set())
 
