@@ -61,6 +61,17 @@ def snapshot(infos: NodeInfos) -> dict[str, tuple[int, dict[str, int]]]:
     }
 
 
+def _int(value: object) -> int:
+    """An action's number (actions are tuples of mixed types, drawn by hypothesis)."""
+    assert isinstance(value, int), value
+    return value
+
+
+def _float(value: object) -> float:
+    assert isinstance(value, int | float), value
+    return float(value)
+
+
 @dataclass
 class Sim:
     svc: objects_pb2.Service
@@ -96,8 +107,8 @@ class Sim:
     def delete_node(self, node_id: str) -> None:
         self.infos.node_changed(self.nodes.pop(node_id), None)
 
-    def report(self, task: objects_pb2.Task, state: int, message: str) -> bool:
-        status = objects_pb2.TaskStatus(state=state, message=message)  # type: ignore[arg-type]
+    def report(self, task: objects_pb2.Task, state: f.State, message: str) -> bool:
+        status = objects_pb2.TaskStatus(state=state, message=message)
         status.timestamp.CopyFrom(f.timestamp(self.now))
         new = forward_only(status)(f.copy(task))
         if new is None:
@@ -203,7 +214,7 @@ class Sim:
             self.joined += 1
             self.put_node(f.node(f"n{self.joined:02d}"))
         elif kind in ("down", "up", "drain", "activate", "label", "remove"):
-            node = self.pick_node(action[1])  # type: ignore[arg-type]
+            node = self.pick_node(_int(action[1]))
             if node is None:
                 return
             if kind == "remove":
@@ -221,13 +232,13 @@ class Sim:
                 node.spec.annotations.labels["zone"] = str(action[2])
             self.put_node(node)
         elif kind == "scale":
-            self.svc = f.changed(self.svc, replicas=action[1])  # type: ignore[arg-type]
+            self.svc = f.changed(self.svc, replicas=_int(action[1]))
         elif kind == "update":
             self.svc = f.changed(self.svc, image=f"app:v{self.svc.spec_version + 1}")
         elif kind == "fail":
-            self.fail(action[1], action[2])  # type: ignore[arg-type]
+            self.fail(_int(action[1]), f.State(_int(action[2])))
         elif kind == "time":
-            self.now += action[1]  # type: ignore[operator]
+            self.now += _float(action[1])
         elif kind == "orchestrate":
             self.orchestrate()
         elif kind == "schedule":
@@ -241,7 +252,7 @@ class Sim:
         else:  # pragma: no cover
             raise AssertionError(kind)
 
-    def fail(self, i: int, outcome: int) -> None:
+    def fail(self, i: int, outcome: f.State) -> None:
         """A started task on a reachable node ends by itself."""
         candidates = [
             t
