@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import structlog
 
+from common import states
 from common.api import objects_pb2
 from manager.orchestrator import orchestrator as orch_mod
 from manager.orchestrator.orchestrator import Orchestrator
@@ -236,3 +237,28 @@ def test_store_errors_are_not_a_keys_failure() -> None:
     with pytest.raises(StoreUnavailableError):
         r.isolate("a", down)
     assert r.key_failures("a") == 0
+
+
+# ---- the TaskReaper: one slot whose decision raises -----------------------------------------
+
+
+async def test_a_poisoned_slot_does_not_stop_the_reaper(monkeypatch: pytest.MonkeyPatch) -> None:
+    from manager.orchestrator import taskreaper as reaper_mod
+    from manager.orchestrator.taskreaper import TaskReaper, slot_key, tasks_to_delete
+
+    def poisoned(tasks: list[objects_pb2.Task], *args: Any) -> list[objects_pb2.Task]:
+        if tasks[0].service_id == "bad":
+            raise KeyError("reaper bug")
+        return tasks_to_delete(tasks, *args)
+
+    monkeypatch.setattr(reaper_mod, "tasks_to_delete", poisoned)
+    good, bad = f.service(1, service_id="good"), f.service(1, service_id="bad")
+    removed = [f.task(svc, 1, state=states.SHUTDOWN, desired=states.REMOVE) for svc in (good, bad)]
+    cache, store = fake_store(f.node("n1"), good, bad, *removed)
+    reaper = TaskReaper(cache, store)
+    with structlog.testing.capture_logs() as logs:
+        await reaper.reconcile(set(reaper.all_keys()))
+    assert store.deleted == [removed[0].id]  # the good slot was reaped in the same pass
+    key = slot_key(removed[1])
+    assert reaper.key_failures(key) == 1
+    assert [e["slot"] for e in logs if e["log_level"] == "error"] == [key]
