@@ -204,7 +204,7 @@ class Bench:
 
     def keep_logs(self) -> Path:
         """Copy the daemons' logs beside the JSON (the state dirs go with the teardown)."""
-        folder = self.args.output.parent / f"{self.args.output.stem}-logs"
+        folder: Path = self.args.output.parent / f"{self.args.output.stem}-logs"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
         for m in self.managers:

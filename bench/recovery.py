@@ -161,7 +161,7 @@ class NodeWatch:
             was_down = now_down
 
     def false_downs(self, allowed: set[str]) -> list[dict[str, Any]]:
-        seen = {}
+        seen: dict[str, dict[str, Any]] = {}
         for d in self.downs:
             if d["id"] not in allowed:
                 seen.setdefault(d["id"], d)
@@ -506,7 +506,7 @@ class Benchmark:
                 )
 
     def write_json(self, s: dict[str, Any], started: datetime.datetime) -> Path:
-        out = self.args.output
+        out: Path = self.args.output
         out.parent.mkdir(parents=True, exist_ok=True)
         doc = {
             "benchmark": "recovery",

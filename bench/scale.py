@@ -676,6 +676,7 @@ def targets(phases: list[Phase]) -> list[tuple[str, str, bool | None]]:
         )
     if same_work and big.placement_rate and same_work[0].placement_rate:
         other = same_work[0]
+        assert other.placement_rate is not None
         out.append(
             (
                 f"for comparison: the same {big.tasks:,} tasks on {other.nodes:,} nodes",

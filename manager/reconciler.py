@@ -3,23 +3,41 @@
 Cache listeners mark keys (service ids, task ids...) dirty; the loop waits for work,
 then reconciles the dirty keys in one pass whose writes go out in batched transactions.
 A change after a quiet spell is handled at once; while changes keep coming, a short
-debounce gathers them into fewer, larger passes. A failed pass puts its keys back and retries
-with backoff. On start every key is dirty, so a reconciler recovers from etcd alone
-(crash-only): nothing it remembers in memory decides anything across restarts.
+debounce gathers them into fewer, larger passes. A pass that fails on the store (StoreError)
+puts its keys back and is retried whole with backoff. On start every key is dirty, so a
+reconciler recovers from etcd alone (crash-only): nothing it remembers in memory decides
+anything across restarts.
+
+A pass does the work of each key (planning one service, reaping one slot) inside
+`isolate`, and batches the writes of all of them. A key whose work raises (a bug, data
+it cannot handle) is left out of the pass, logged with its id, and retried alone with a
+backoff of its own (exponential, capped); the other keys go on. Without that, one
+poisoned service would fail every pass, and no service would be reconciled.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import random
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from common.log import get_logger
 from manager.metrics import RECONCILE
 from manager.store import NotLeaderError, StoreError
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Failing:
+    """A key whose work raised: how many times in a row, and when it is tried again."""
+
+    failures: int
+    retry_at: float
 
 
 class Reconciler:
@@ -30,6 +48,10 @@ class Reconciler:
     debounce = 0.0
     # ...but never delay a pass longer than this after the first change.
     max_delay = 1.0
+    # A key whose work raised is tried again after this long, twice as long after each
+    # failure in a row, up to `key_backoff_max` (seconds on `clock`).
+    key_backoff = 1.0
+    key_backoff_max = 60.0
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
@@ -40,6 +62,8 @@ class Reconciler:
         self._wake.set()
         self.log = get_logger(self.name)
         self.passes = 0
+        # The keys whose work raised, until it succeeds (or they have no work any more).
+        self._failing: dict[str, _Failing] = {}
 
     def mark(self, key: str) -> None:
         self._dirty.add(key)
@@ -67,8 +91,20 @@ class Reconciler:
             if self.has_work():
                 return
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), next_timer)
+            await self._wait_for_wake(next_timer)
+
+    async def _wait_for_wake(self, timeout: float | None) -> bool:
+        """Wait until woken (True) or `timeout` seconds pass (False).
+
+        Not asyncio.wait_for: in Python 3.11 it returns, rather than raising, when it is
+        cancelled just as the event is set, and the cancelled loop then ran on (a
+        reconciler left running after its leadership was lost)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def has_work(self) -> bool:
         """Whether a pass is due; subclasses with other kinds of pending work extend it."""
@@ -80,6 +116,70 @@ class Reconciler:
 
     def all_keys(self) -> Iterable[str]:
         raise NotImplementedError
+
+    # ---- keys whose work raises --------------------------------------------------------
+
+    def isolate(self, key: str, work: Callable[[], T], **ids: Any) -> T | None:
+        """Run `work`, the part of a pass for `key`, and return what it returns; if it
+        raises, return None and let the pass go on without this key.
+
+        The failure is logged with `ids` (e.g. service_id=...) and the traceback, and
+        the key is retried alone after its backoff; until then, marks of the key wait
+        for that retry. A StoreError is not the key's fault but etcd's: it goes up, and
+        the whole pass is retried. `work` must not return None."""
+        try:
+            result = work()
+        except StoreError:
+            raise
+        except Exception:
+            self._key_failed(key, ids)
+            return None
+        if self._failing:
+            self._failing.pop(key, None)
+        return result
+
+    def key_failures(self, key: str) -> int:
+        """How many times in a row the work of `key` raised (0: it is not failing)."""
+        failing = self._failing.get(key)
+        return failing.failures if failing is not None else 0
+
+    def key_retry_at(self, key: str) -> float | None:
+        """When a failing key is tried again (on `clock`)."""
+        failing = self._failing.get(key)
+        return failing.retry_at if failing is not None else None
+
+    def _key_failed(self, key: str, ids: dict[str, Any]) -> None:
+        previous = self._failing.get(key)
+        failures = previous.failures + 1 if previous is not None else 1
+        delay = min(self.key_backoff * 2 ** (failures - 1), self.key_backoff_max)
+        retry_at = self.clock() + delay
+        self._failing[key] = _Failing(failures, retry_at)
+        self.mark_at(retry_at, key)
+        self.log.exception(
+            "reconciling one key failed; retrying it alone",
+            key=key,
+            failures=failures,
+            retry_in=round(delay, 2),
+            **ids,
+        )
+
+    def _hold_back(self, keys: set[str], now: float) -> None:
+        """Take out of `keys` the failing keys whose retry is not due yet (their timer
+        marks them when it is)."""
+        keys.difference_update(
+            [k for k, failing in self._failing.items() if failing.retry_at > now and k in keys]
+        )
+
+    def _forget_settled(self, keys: set[str], started: float) -> None:
+        """Forget the failing keys that were due in this pass and that the pass had no
+        work for (a deleted service, an emptied slot): they are not failing any more.
+        Keys the pass put back for later (`_dirty`) are still pending."""
+        for key in [
+            k
+            for k, failing in self._failing.items()
+            if failing.retry_at <= started and k in keys and k not in self._dirty
+        ]:
+            del self._failing[key]
 
     async def reconcile(self, keys: set[str]) -> None:
         raise NotImplementedError
@@ -101,19 +201,22 @@ class Reconciler:
                     remaining = self.max_delay - (loop.time() - first)
                     if remaining <= 0:
                         break
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), min(self.debounce, remaining))
-                    except TimeoutError:
+                    if not await self._wait_for_wake(min(self.debounce, remaining)):
                         break
             self._wake.clear()
             keys, self._dirty = self._dirty, set()
             if self._everything:
                 self._everything = False
                 keys.update(self.all_keys())
+            started = self.clock()
+            if self._failing:
+                self._hold_back(keys, started)
             try:
                 with RECONCILE.labels(self.name).time():
                     await self.reconcile(keys)
                 self.passes += 1
+                if self._failing:
+                    self._forget_settled(keys, started)
                 backoff = 0.1
                 last_pass = loop.time()
             except NotLeaderError:

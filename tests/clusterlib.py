@@ -26,7 +26,7 @@ import docker
 import grpc
 
 from common.api import control_pb2, control_pb2_grpc, objects_pb2, types_pb2
-from manager.scheduler import constraints
+from manager.domain import constraints
 from tests.harness import swarmctl
 
 ROOT = Path(__file__).resolve().parent.parent

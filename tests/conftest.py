@@ -57,7 +57,8 @@ class Cluster:
         labels = [f"swarmlet.node.id={self.agent.node_id}"]
         if service:
             labels.append(f"swarmlet.service.name={service}")
-        return self.docker.containers.list(all=all, filters={"label": labels})
+        found: list[Any] = self.docker.containers.list(all=all, filters={"label": labels})
+        return found
 
     def wait_node_ready(self) -> None:
         node_id = self.agent.node_id

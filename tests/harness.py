@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import grpc
 
@@ -71,19 +71,24 @@ def short_tmpdir(prefix: str) -> Path:
 
 
 def wait_until(
-    check: Callable[[], T], timeout: float = 30.0, interval: float = 0.1, what: str = "condition"
+    check: Callable[[], T | Literal[False] | None],
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    what: str = "condition",
 ) -> T:
-    """Poll `check` until it returns something truthy; fail the test after `timeout`."""
+    """Poll `check` until it returns something truthy, and return that; fail the test
+    after `timeout`. (None and False mean "not yet", so `cond and value` works.)"""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: object = None
     while time.monotonic() < deadline:
         try:
-            last = check()
+            value = check()
         except (grpc.RpcError, OSError, AssertionError, StopIteration) as exc:
             last = exc
         else:
-            if last:
-                return last
+            if value:
+                return value
+            last = value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 

@@ -26,13 +26,12 @@ from manager.domain.networks import task_networks
 from manager.reconciler import Reconciler
 from manager.store import (
     AlreadyExistsError,
-    Cache,
     Create,
     Event,
     Kind,
-    Store,
     Update,
 )
+from manager.store.views import CacheView, Committer
 
 Op = Update | Create
 
@@ -53,7 +52,7 @@ class Allocator(Reconciler):
 
     name = "allocator"
 
-    def __init__(self, cache: Cache, store: Store) -> None:
+    def __init__(self, cache: CacheView, store: Committer) -> None:
         super().__init__()
         self.cache = cache
         self.store = store

@@ -11,7 +11,8 @@ from collections import Counter
 
 from common import states
 from common.api import objects_pb2
-from manager.store import Cache, Event, Kind
+from manager.store import Event, Kind
+from manager.store.views import CacheView
 
 # What a task adds to its service's counts.
 _RUNNING, _WANTED, _COMPLETED = 0, 1, 2
@@ -30,14 +31,14 @@ class ServiceCounts:
     """Running, wanted (desired to run and not ended) and completed tasks per service,
     in all and per job run (`job_iteration`)."""
 
-    def __init__(self, cache: Cache) -> None:
+    def __init__(self, cache: CacheView) -> None:
         self._all: Counter[tuple[str, int]] = Counter()
         self._runs: Counter[tuple[str, int, int]] = Counter()
         cache.add_listener(self._on_event)
         cache.add_resync_listener(lambda: self._rebuild(cache))
         self._rebuild(cache)
 
-    def _rebuild(self, cache: Cache) -> None:
+    def _rebuild(self, cache: CacheView) -> None:
         self._all.clear()
         self._runs.clear()
         for task in cache.tasks.values():

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from common import states
 from common.api import network_pb2, objects_pb2
-from manager.store import Cache, Event, Kind
+from manager.store import Event, Kind
+from manager.store.views import CacheTables
 
 
 def in_view(task: objects_pb2.Task | None) -> bool:
@@ -29,7 +30,7 @@ def serving(task: objects_pb2.Task) -> bool:
     return task.status.state == states.RUNNING and task.desired_state == states.RUNNING
 
 
-def build_view(cache: Cache) -> network_pb2.NetworkView:
+def build_view(cache: CacheTables) -> network_pb2.NetworkView:
     view = network_pb2.NetworkView()
     networks = cache.networks
     networks = cache.networks

@@ -23,7 +23,8 @@ from common.nodes import runs_tasks
 from common.timeutil import stamp_now, timestamp_seconds
 from manager.dispatcher.dispatcher import effective_period
 from manager.metrics import NODES_DOWN
-from manager.store import Cache, Kind, Store, StoreError, Update
+from manager.store import Kind, StoreError, Update
+from manager.store.views import CacheView, Committer
 
 _log = get_logger("nodehealth")
 GRACE_FACTOR = 2
@@ -82,8 +83,8 @@ class NodeHealth:
 
     def __init__(
         self,
-        cache: Cache,
-        store: Store,
+        cache: CacheView,
+        store: Committer,
         heartbeat_period: float,
         clock: Callable[[], float],
     ) -> None:
@@ -93,7 +94,7 @@ class NodeHealth:
         self.clock = clock
 
     def has_session(self, node_id: str) -> bool:
-        return node_id in self.cache.objects[Kind.SESSION]
+        return self.cache.get(Kind.SESSION, node_id) is not None
 
     def effective_period(self) -> float:
         """The period agents are told: longer than configured in a large cluster."""

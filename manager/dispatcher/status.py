@@ -22,7 +22,8 @@ from common.api import objects_pb2, types_pb2
 from common.log import get_logger
 from common.statusbatch import PendingStatuses, wait_for_due
 from manager.metrics import STATUS_BACKLOG, STATUS_REPORTS
-from manager.store import Kind, Store, StoreError, Update
+from manager.store import Kind, StoreError, Update
+from manager.store.views import Committer
 
 _log = get_logger("dispatcher.status")
 
@@ -109,7 +110,7 @@ def forward_only(
 class TaskStatusWriter:
     """Collects (task id, status) reports and writes them in batches."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Committer) -> None:
         self.store = store
         self._pending = PendingStatuses(TRANSITIONAL_HOLD)
         self._wake = asyncio.Event()

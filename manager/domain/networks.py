@@ -18,9 +18,15 @@ def needs_allocation(spec: specs_pb2.ServiceSpec) -> bool:
 
 
 def task_networks(task: objects_pb2.Task, ingress_id: str) -> list[tuple[str, list[str]]]:
-    """(network id, aliases) for each network the task joins, the ingress first."""
+    """(network id, aliases) for each network the task joins, the ingress first, each
+    network once (the control API refuses a network named twice; a stored spec from
+    elsewhere is not trusted to)."""
     out: list[tuple[str, list[str]]] = []
     if ingress_id and ingress_ports(task.endpoint):
         out.append((ingress_id, []))
-    out.extend((n.target, list(n.aliases)) for n in task.spec.networks)
+    seen = {net for net, _ in out}
+    for n in task.spec.networks:
+        if n.target not in seen:
+            seen.add(n.target)
+            out.append((n.target, list(n.aliases)))
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
+from functools import partial
 
 from common import states
 from common.api import objects_pb2
@@ -26,7 +27,8 @@ from manager.orchestrator.plan import Plan, Renumber, ShutdownTask, plan_removal
 from manager.orchestrator.replicated import plan_service
 from manager.orchestrator.updater import UpdateDecision
 from manager.reconciler import Reconciler
-from manager.store import Cache, Create, Event, Kind, Store, Update
+from manager.store import Create, Event, Kind, Update
+from manager.store.views import CacheView, Committer
 
 # Tasks created in one pass at most.
 MAX_CREATES_PER_PASS = 4096
@@ -44,8 +46,8 @@ class Orchestrator(Reconciler):
 
     def __init__(
         self,
-        cache: Cache,
-        store: Store,
+        cache: CacheView,
+        store: Committer,
         clock: Callable[[], float],
         placer: Placer | None = None,
     ) -> None:
@@ -155,7 +157,14 @@ class Orchestrator(Reconciler):
             service_id = pending.pop()
             room = MAX_CREATES_PER_PASS - len(new_tasks)
             # Only the tasks this pass has room for are made (a task costs ~6 us to make).
-            plan = self.plan(service_id, now, max_creates=room)
+            # A service whose planning raises is left out and retried on its own.
+            plan = self.isolate(
+                service_id,
+                partial(self.plan, service_id, now, max_creates=room),
+                service_id=service_id,
+            )
+            if plan is None:
+                continue
             if plan.wake_at is not None:
                 self.mark_at(plan.wake_at, service_id)
             if plan.more or len(plan.creates) > room:

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 
 from common import states
 from common.api import objects_pb2
 from common.nodes import keeps_tasks
 from common.timeutil import timestamp_seconds
 from manager.reconciler import Reconciler
-from manager.store import Cache, Delete, Event, Kind, Store
+from manager.store import Delete, Event, Kind
+from manager.store.views import CacheView, Committer
 
 DEFAULT_HISTORY_LIMIT = 5
 
@@ -94,7 +96,7 @@ class TaskReaper(Reconciler):
     debounce = 0.1
     max_delay = 1.0
 
-    def __init__(self, cache: Cache, store: Store) -> None:
+    def __init__(self, cache: CacheView, store: Committer) -> None:
         super().__init__()
         self.cache = cache
         self.store = store
@@ -208,6 +210,21 @@ class TaskReaper(Reconciler):
             return DEFAULT_HISTORY_LIMIT
         return int(cluster.spec.orchestration.task_history_retention_limit)
 
+    def _doomed(
+        self,
+        tasks: Sequence[objects_pb2.Task],
+        nodes: Mapping[str, objects_pb2.Node],
+        limit: int,
+    ) -> list[objects_pb2.Task]:
+        """The tasks of one slot to delete now."""
+        service = self.cache.services.get(tasks[0].service_id)
+        max_slot = (
+            service.spec.replicated.replicas
+            if service is not None and service.spec.HasField("replicated")
+            else None
+        )
+        return tasks_to_delete(tasks, nodes, limit, max_slot)
+
     async def reconcile(self, keys: set[str]) -> None:
         limit = self.history_limit()
         nodes = self.cache.nodes
@@ -217,13 +234,14 @@ class TaskReaper(Reconciler):
             tasks = [t for t in map(cached.get, self.ids_in(key)) if t is not None]
             if not tasks:
                 continue
-            service = self.cache.services.get(tasks[0].service_id)
-            max_slot = (
-                service.spec.replicated.replicas
-                if service is not None and service.spec.HasField("replicated")
-                else None
+            # A slot whose decision raises is left out and retried on its own.
+            doomed = self.isolate(
+                key,
+                partial(self._doomed, tasks, nodes, limit),
+                slot=key,
+                service_id=tasks[0].service_id,
             )
-            for t in tasks_to_delete(tasks, nodes, limit, max_slot):
+            for t in doomed or ():
                 ops.append(Delete(Kind.TASK, t.id, check=_still_doomed(t.desired_state)))
         if not ops:
             return

@@ -7,7 +7,7 @@ import copy
 import operator
 import time
 from collections import Counter, OrderedDict, defaultdict, deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Final, Protocol
 
 from common import states
@@ -600,7 +600,7 @@ class NodeInfos:
 
     def rebuild(
         self,
-        nodes: dict[str, objects_pb2.Node],
+        nodes: Mapping[str, objects_pb2.Node],
         tasks: Iterable[objects_pb2.Task],
         now: float | None = None,
     ) -> None:

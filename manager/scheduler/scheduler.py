@@ -54,7 +54,8 @@ from manager.scheduler.nodeinfo import (
 )
 from manager.scheduler.pipeline import ENGINELESS_REASON, Pipeline
 from manager.scheduler.ranking import Key, Ranking
-from manager.store import Cache, Event, Kind, Store, Update
+from manager.store import Event, Kind, Update
+from manager.store.views import CacheView, Committer
 
 
 def is_pending(task: objects_pb2.Task | None) -> bool:
@@ -439,8 +440,8 @@ class Scheduler(Reconciler):
 
     def __init__(
         self,
-        cache: Cache,
-        store: Store,
+        cache: CacheView,
+        store: Committer,
         pipeline: Pipeline | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -15,7 +15,8 @@ from typing import Any
 from common.log import get_logger
 from manager.store.errors import StoreError
 from manager.store.keys import Kind
-from manager.store.store import Create, Op, Store
+from manager.store.store import Create, Op
+from manager.store.views import Committer
 
 _log = get_logger("store.batcher")
 
@@ -35,7 +36,7 @@ def _target(op: Op) -> tuple[Kind, str]:
 class BatchWriter:
     """Commits submitted operations as soon as the previous commit is done."""
 
-    def __init__(self, store: Store, *, interval: float = 0.0, name: str = "batch") -> None:
+    def __init__(self, store: Committer, *, interval: float = 0.0, name: str = "batch") -> None:
         self.store = store
         self.interval = interval
         self.name = name

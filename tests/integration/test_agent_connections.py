@@ -51,6 +51,8 @@ def test_failed_sessions_leave_no_connections_behind() -> None:
             join_token=manager.join_token(),
             extra=["--executor", "hollow", "--count", str(NODES)],
         ).start()
+        assert farm.process.proc is not None
+        assert manager.process.proc is not None
         farm_pid = farm.process.proc.pid
 
         def ready() -> int:

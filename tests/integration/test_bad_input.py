@@ -6,10 +6,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 
 from common.api import control_pb2, specs_pb2
 from tests.conftest import Cluster
@@ -84,12 +87,13 @@ def test_unknown_objects_are_not_found(cluster: Cluster, args: list[str], messag
 
 def test_not_found_status_code(cluster: Cluster) -> None:
     api = cluster.manager.api()
-    for call, request in [
+    calls: list[tuple[Callable[[Any], object], Message]] = [
         (api.GetService, control_pb2.GetServiceRequest(service_id="nope")),
         (api.GetNode, control_pb2.GetNodeRequest(node_id="nope")),
         (api.GetTask, control_pb2.GetTaskRequest(task_id="nope")),
         (api.RemoveService, control_pb2.RemoveServiceRequest(service_id="nope")),
-    ]:
+    ]
+    for call, request in calls:
         with pytest.raises(grpc.RpcError) as err:
             call(request)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -202,12 +206,13 @@ def test_numbers_out_of_range_are_usage_errors(
 
 def test_numbers_out_of_range_are_invalid_argument(cluster: Cluster, name: str) -> None:
     api = cluster.manager.api()
-    for edit, words in [
+    edits: list[tuple[Callable[[specs_pb2.ServiceSpec], None], str]] = [
         (lambda s: setattr(s.update, "max_failure_ratio", float("nan")), "max failure ratio"),
         (lambda s: setattr(s.replicated, "replicas", 2**64 - 1), "at most 100000"),
         (lambda s: setattr(s.task.restart.delay, "seconds", 2**63 - 1), "292 years"),
         (lambda s: setattr(s.task.resources.limits, "nano_cpus", -1), "must not be negative"),
-    ]:
+    ]
+    for edit, words in edits:
         spec = specs_pb2.ServiceSpec()
         spec.annotations.name = name
         spec.task.container.image = SLEEPER

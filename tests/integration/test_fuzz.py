@@ -186,9 +186,11 @@ def _unknown_enums(msg: Message, path: str = "") -> list[str]:
         where = f"{path}.{fd.name}" if path else fd.name
         if fd.type == FieldDescriptor.TYPE_ENUM:
             for v in value if fd.is_repeated else [value]:
+                assert fd.enum_type is not None
                 if v not in fd.enum_type.values_by_number:
                     out.append(f"{where}={v}")
         elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+            assert fd.message_type is not None
             if fd.message_type.GetOptions().map_entry:
                 items = (
                     value.values() if isinstance(next(iter(value.values()), ""), Message) else []
@@ -500,7 +502,7 @@ def _budget(seconds: float = FUZZ_SECONDS) -> Callable[[], bool]:
     return lambda: time.monotonic() > deadline
 
 
-def _settings(n: int) -> Any:
+def _settings(n: int) -> settings:
     return settings(
         max_examples=n,
         deadline=None,
@@ -528,7 +530,7 @@ def test_what_the_fuzzing_found(target: Target) -> None:
     """Each request the fuzzing found mishandled, with the answer it gets now."""
     api = target.manager.api()
     bad_port = _spec()
-    bad_port.endpoint.ports.add(protocol=-1, target_port=80, publish_mode=1)  # type: ignore[arg-type]
+    bad_port.endpoint.ports.add(protocol=-1, target_port=80, publish_mode=1)
     big = _spec()
     big.task.container.env.append("BIG=" + "y" * 1_600_000)
     bad_nanos = _spec()
@@ -636,7 +638,7 @@ def draw_ref(draw: Callable[[Any], Any], ids: list[str], names: list[str]) -> st
         return f" {obj_id}\n"
     if kind == 5 and name:
         return str(name)
-    return short if kind == 1 else text
+    return str(short if kind == 1 else text)
 
 
 SHORT_REF = st.from_regex(r"\A[0-9a-z]{1,3}\Z")
@@ -669,7 +671,8 @@ def test_update_service_fuzz(target: Target) -> None:
                 generated = data.draw(service_specs(name=service.spec.annotations.name))
                 for fd, _ in generated.ListFields():
                     if data.draw(st.booleans()):
-                        edited.ClearField(fd.name)
+                        cleared: Message = edited  # any field, by name
+                        cleared.ClearField(fd.name)
                         if fd.type == FieldDescriptor.TYPE_MESSAGE:
                             getattr(edited, fd.name).CopyFrom(getattr(generated, fd.name))
                         else:
@@ -739,7 +742,7 @@ def test_other_calls_fuzz(target: Target) -> None:
             f.id_prefixes.extend(data.draw(texts))
             f.service_ids.extend(sref() for _ in range(data.draw(st.integers(0, 2))))
             f.node_ids.extend(nref() for _ in range(data.draw(st.integers(0, 2))))
-            f.desired_states.extend(data.draw(enums))
+            f.desired_states.extend(map(types_pb2.TaskState.ValueType, data.draw(enums)))
             f.labels.update(data.draw(st.dictionaries(WEIRD_TEXT, WEIRD_TEXT, max_size=2)))
         elif which == "ListNodes":
             request = control_pb2.ListNodesRequest()
@@ -747,8 +750,8 @@ def test_other_calls_fuzz(target: Target) -> None:
             f2.names.extend(data.draw(texts))
             f2.id_prefixes.extend(data.draw(texts))
             f2.labels.update(data.draw(st.dictionaries(WEIRD_TEXT, WEIRD_TEXT, max_size=2)))
-            f2.roles.extend(data.draw(enums))
-            f2.availabilities.extend(data.draw(enums))
+            f2.roles.extend(map(types_pb2.NodeRole.ValueType, data.draw(enums)))
+            f2.availabilities.extend(map(types_pb2.NodeAvailability.ValueType, data.draw(enums)))
         elif which == "ListServices":
             request = control_pb2.ListServicesRequest()
             f3 = request.filters
@@ -776,9 +779,11 @@ def test_other_calls_fuzz(target: Target) -> None:
             )
             request.spec.CopyFrom(node.spec)
             if "role" in bad:
-                request.spec.desired_role = data.draw(BAD_ENUM)
+                request.spec.desired_role = types_pb2.NodeRole.ValueType(data.draw(BAD_ENUM))
             if "availability" in bad:
-                request.spec.availability = data.draw(st.sampled_from([3, -1, 12345, 2**31 - 1]))
+                request.spec.availability = types_pb2.NodeAvailability.ValueType(
+                    data.draw(st.sampled_from([3, -1, 12345, 2**31 - 1]))
+                )
             request.spec.annotations.labels.update(
                 data.draw(st.dictionaries(WEIRD_TEXT, WEIRD_TEXT, min_size=1, max_size=2))
                 if "labels" in bad
@@ -967,7 +972,9 @@ def task_statuses(draw: st.DrawFn) -> objects_pb2.TaskStatus:
     """A status report as an agent sends it, but for a field or two drawn to be odd."""
     bad = draw(st.sets(st.sampled_from(["state", "time", "text", "ports"]), max_size=2))
     s = objects_pb2.TaskStatus()
-    s.state = draw(BAD_ENUM if "state" in bad else st.sampled_from(TASK_STATES))
+    s.state = types_pb2.TaskState.ValueType(
+        draw(BAD_ENUM if "state" in bad else st.sampled_from(TASK_STATES))
+    )
     s.timestamp.GetCurrentTime()
     if "time" in bad:
         s.timestamp.seconds, s.timestamp.nanos = draw(INT64), draw(INT32)

@@ -14,12 +14,25 @@ from typing import Any
 import pytest
 
 from common.api import types_pb2
-from swarmctl.registry import RegistryError, image_platforms, lookup_platforms, parse_reference
+from swarmctl.registry import (
+    ImageRef,
+    RegistryError,
+    image_platforms,
+    lookup_platforms,
+    parse_reference,
+)
 from tests.harness import free_port
 from tests.integration.test_scheduling import Farm, start_farm
 from tests.registrylib import OCI_INDEX, LocalRegistry, TokenService
 
 ARM_ONLY = "no suitable node (unsupported platform on 2 nodes)"
+
+
+def registry_ref(image: str) -> ImageRef:
+    """`image`, which names a registry host, parsed."""
+    ref = parse_reference(image)
+    assert ref is not None, f"{image} names no registry"
+    return ref
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +127,7 @@ def test_lookup_with_an_anonymous_bearer_token(registry: LocalRegistry) -> None:
         with pytest.raises(urllib.error.HTTPError) as err:  # no token, no answer
             urllib.request.urlopen(f"http://{guarded.addr}/v2/multi/app/manifests/1", timeout=5)
         assert err.value.code == 401
-        assert lookup_platforms(parse_reference(image)) == [  # type: ignore[arg-type]
+        assert lookup_platforms(registry_ref(image)) == [
             ("linux", "arm64"),
             ("linux", "amd64"),
         ]
@@ -131,7 +144,7 @@ def test_lookup_with_an_anonymous_bearer_token(registry: LocalRegistry) -> None:
 def test_unreachable_registry_gives_no_platforms() -> None:
     closed = f"127.0.0.1:{free_port()}"  # nothing listens there
     with pytest.raises(RegistryError, match="cannot reach"):
-        lookup_platforms(parse_reference(f"{closed}/arm/app:1"))  # type: ignore[arg-type]
+        lookup_platforms(registry_ref(f"{closed}/arm/app:1"))
     assert image_platforms(f"{closed}/arm/app:1") == []
 
 

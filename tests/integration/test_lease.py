@@ -105,8 +105,10 @@ class _LateAnswers:
     def LeaseKeepAlive(self, requests: object) -> _LateCall:
         return _LateCall(self._real._stub.LeaseKeepAlive(requests), self.delay)
 
-    async def time_to_live(self, lease_id: int, **kwargs: object) -> object:
-        return await self._real.time_to_live(lease_id, **kwargs)  # type: ignore[arg-type]
+    async def time_to_live(
+        self, lease_id: int, *, timeout: float | None = None, max_attempts: int | None = None
+    ) -> object:
+        return await self._real.time_to_live(lease_id, timeout=timeout, max_attempts=max_attempts)
 
 
 class _LateCall:

@@ -46,7 +46,7 @@ def test_restarted_agent_on_another_manager_is_not_declared_down(
         node_id = old.node_id
 
         def state_of() -> int:
-            return next(n.status.state for n in first.nodes() if n.id == node_id)
+            return int(next(n.status.state for n in first.nodes() if n.id == node_id))
 
         wait_until(lambda: state_of() == READY, 30, what="the node ready")
         # The agent dies and comes back at once, talking to the first manager only; the

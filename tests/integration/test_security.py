@@ -35,8 +35,8 @@ def manager() -> Iterator[Manager]:
         m.cleanup()
 
 
-def hollow_agent(manager: Manager, token: str, **kw: object) -> Agent:
-    return Agent([manager.addr], "unix:///nonexistent", join_token=token, extra=HOLLOW, **kw)  # type: ignore[arg-type]
+def hollow_agent(manager: Manager, token: str) -> Agent:
+    return Agent([manager.addr], "unix:///nonexistent", join_token=token, extra=HOLLOW)
 
 
 def node_ready(manager: Manager, node_id: str) -> bool:

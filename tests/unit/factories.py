@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Mapping
+from typing import TypeAlias, TypedDict, Unpack
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -19,6 +20,62 @@ from common.timeutil import duration
 from manager.domain.tasks import new_task
 
 NOW = 1_700_000_000.0
+
+# A task state (or desired state), as the Task message types it.
+State: TypeAlias = states.TaskState.ValueType
+
+
+class ServiceArgs(TypedDict, total=False):
+    """The keyword arguments of `service`, for helpers that pass them on."""
+
+    replicas: int
+    service_id: str
+    name: str
+    image: str
+    condition: str
+    delay: float | None
+    max_attempts: int
+    window: float | None
+    parallelism: int
+    spec_version: int
+    ports: Iterable[tuple[int, int]]
+    spread: str | None
+
+
+class TaskArgs(TypedDict, total=False):
+    """The keyword arguments of `task`, for helpers that pass them on."""
+
+    state: State
+    desired: State
+    node: str | None
+    created_at: float
+    restart_attempt: int
+    restart_at: float | None
+    declined: bool
+    task_id: str | None
+    recent_restarts: tuple[float, ...]
+    updated_at: float | None
+
+
+class RolloutArgs(TypedDict, total=False):
+    """The keyword arguments of `rollout`, for helpers that pass them on."""
+
+    parallelism: int | None
+    delay: float | None
+    monitor: float | None
+    order: str | None
+    failure_action: str | None
+    max_failure_ratio: float | None
+
+
+class NodeArgs(TypedDict, total=False):
+    """The keyword arguments of `node`, for helpers that pass them on."""
+
+    state: str
+    availability: str
+    labels: Mapping[str, str] | None
+    hostname: str | None
+
 
 CONDITIONS = {
     "none": specs_pb2.RESTART_CONDITION_NONE,
@@ -96,9 +153,9 @@ def service(
     return svc
 
 
-def global_service(**kw: object) -> objects_pb2.Service:
+def global_service(**kw: Unpack[ServiceArgs]) -> objects_pb2.Service:
     """A global service (`service`'s other settings; `replicas` is ignored)."""
-    svc = service(**kw)  # type: ignore[arg-type]
+    svc = service(**kw)
     getattr(svc.spec, "global").SetInParent()
     return svc
 
@@ -159,8 +216,8 @@ def task(
     svc: objects_pb2.Service,
     slot: int,
     *,
-    state: int = states.RUNNING,
-    desired: int = states.RUNNING,
+    state: State = states.RUNNING,
+    desired: State = states.RUNNING,
     node: str | None = None,
     created_at: float = NOW - 100,
     restart_attempt: int = 0,
@@ -184,8 +241,8 @@ def task(
     t.meta.created_at.CopyFrom(timestamp(created_at))
     t.meta.updated_at.CopyFrom(timestamp(created_at if updated_at is None else updated_at))
     t.meta.version = 1
-    t.status.state = state  # type: ignore[assignment]
-    t.desired_state = desired  # type: ignore[assignment]
+    t.status.state = state
+    t.desired_state = desired
     # Assigned tasks are on "n1" unless told otherwise; pending ones on no node.
     t.node_id = node if node is not None else ("n1" if state >= states.ASSIGNED else "")
     if restart_at is not None:

@@ -117,7 +117,9 @@ class AllocatorMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.cache.networks))
     @rule(data=st.data(), replicas=st.integers(1, 6), published=st.booleans())
     def create_service(self, data: st.DataObject, replicas: int, published: bool) -> None:
-        nets = data.draw(st.lists(st.sampled_from(sorted(self.cache.networks)), max_size=2))
+        # The control API refuses the ingress network in --network: ports join it.
+        own = sorted(n.id for n in self.cache.networks.values() if not n.spec.ingress)
+        nets = data.draw(st.lists(st.sampled_from(own), max_size=2)) if own else []
         svc = service(self._id("svc"), sorted(set(nets)), published)
         self.cache.put(svc)
         for n in range(1, replicas + 1):
@@ -202,7 +204,7 @@ class AllocatorMachine(RuleBasedStateMachine):
 
 
 TestAllocator = AllocatorMachine.TestCase
-TestAllocator.settings = settings(max_examples=80, stateful_step_count=30, deadline=None)
+TestAllocator.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
 
 
 def test_the_ingress_network_is_made_once() -> None:

@@ -184,7 +184,7 @@ def test_the_rollout_in_force() -> None:
     svc.spec.update.monitor.CopyFrom(duration(7))
     svc.spec.rollback.monitor.CopyFrom(duration(3))
     for state in objects_pb2.UpdateStatus.UpdateState.values():
-        svc.update_status.state = state  # type: ignore[assignment]
+        svc.update_status.state = state
         expected = 3.0 if state in ROLLING_BACK else 7.0
         assert monitor_seconds(rollout_config(svc)) == expected
     assert monitor_seconds(specs_pb2.UpdateConfig()) == defaults.UPDATE_MONITOR

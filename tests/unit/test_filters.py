@@ -97,8 +97,8 @@ def task(
         t.endpoint.ports.add(
             target_port=80,
             published_port=published,
-            protocol=protocol,  # type: ignore[arg-type]
-            publish_mode=mode,  # type: ignore[arg-type]
+            protocol=protocol,
+            publish_mode=mode,
         )
     t.spec.placement.max_replicas = max_replicas
     return t

@@ -9,19 +9,12 @@ import pytest
 from common.api import objects_pb2
 from manager.controlapi.tasks import find_task
 from manager.store import Cache, NotFoundError
-from manager.store.keys import KeySpace
-
-
-class _NoStore:
-    """Stands in for the store: these tests feed the cache with `load`, never write."""
-
-    keys = KeySpace("/swarmlet")
+from tests.fakes import offline_cache
 
 
 def _cache(*objs: objects_pb2.Service | objects_pb2.Task) -> Cache:
-    cache = Cache(None, _NoStore())  # type: ignore[arg-type]
-    cache.load(objs)
-    return cache
+    # These tests feed the cache with `load` and never write.
+    return offline_cache(*objs)
 
 
 def _service(service_id: str, name: str) -> objects_pb2.Service:

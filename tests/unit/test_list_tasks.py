@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -23,15 +22,14 @@ from manager.controlapi import ControlAPI, threaded
 from manager.controlapi.filters import labels_match
 from manager.controlapi.tasks import list_tasks
 from manager.store import Cache
-from manager.store.keys import KeySpace
+from tests.fakes import Stored, offline_cache
 
 SERVICES = ("web", "db", "cache")
 NODES = ("n1", "n2", "n3")
 
 
 def _cache(tasks: list[objects_pb2.Task]) -> Cache:
-    cache = Cache(None, SimpleNamespace(keys=KeySpace("/t/")))  # type: ignore[arg-type]
-    objs: list[Any] = []
+    objs: list[Stored] = []
     for name in SERVICES:
         service = objects_pb2.Service(id=f"id-{name}")
         service.spec.annotations.name = name
@@ -40,8 +38,7 @@ def _cache(tasks: list[objects_pb2.Task]) -> Cache:
         node = objects_pb2.Node(id=node_id)
         node.description.hostname = f"host-{node_id}"
         objs.append(node)
-    cache.load(objs + tasks)
-    return cache
+    return offline_cache(*objs, *tasks, prefix="/t/")
 
 
 def _task(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from typing import Unpack
 
 import pytest
 
@@ -23,6 +23,7 @@ from manager.orchestrator.restart import restart_verdict
 from manager.orchestrator.taskreaper import tasks_to_delete
 from manager.reconciler import Reconciler
 from manager.store import StoreError
+from tests.fakes import fake_store
 from tests.unit import factories as f
 from tests.unit.factories import NOW
 
@@ -31,8 +32,8 @@ def by_id(plan: Plan) -> dict[str, ShutdownTask]:
     return {s.task_id: s for s in plan.shutdowns}
 
 
-def running(svc: objects_pb2.Service, n: int, **kw: object) -> list[objects_pb2.Task]:
-    return [f.task(svc, slot, **kw) for slot in range(1, n + 1)]  # type: ignore[arg-type]
+def running(svc: objects_pb2.Service, n: int, **kw: Unpack[f.TaskArgs]) -> list[objects_pb2.Task]:
+    return [f.task(svc, slot, **kw) for slot in range(1, n + 1)]
 
 
 def apply(tasks: dict[str, objects_pb2.Task], plan: Plan, now: float) -> list[objects_pb2.Task]:
@@ -136,7 +137,7 @@ def test_restart_delay() -> None:
         ("any", states.FAILED, True),
     ],
 )
-def test_restart_verdict_condition(condition: str, state: int, restart: bool) -> None:
+def test_restart_verdict_condition(condition: str, state: f.State, restart: bool) -> None:
     t = f.task(f.service(condition=condition), 1, state=state)
     verdict = restart_verdict(t, [t], NOW)
     assert verdict.restart is restart
@@ -373,7 +374,7 @@ def test_earliest_restart_decides_when_to_wake() -> None:
     ("condition", "state"),
     [("none", states.COMPLETE), ("none", states.FAILED), ("on-failure", states.COMPLETE)],
 )
-def test_declined_slot_stays_empty(condition: str, state: int) -> None:
+def test_declined_slot_stays_empty(condition: str, state: f.State) -> None:
     svc = f.service(1, condition=condition)
     tasks = {t.id: t for t in [f.task(svc, 1, state=state)]}
     plan = plan_service(svc, list(tasks.values()), f.all_ok, NOW)
@@ -722,8 +723,13 @@ class Recorder(Reconciler):
 
     name = "test.recorder"
 
-    def __init__(self, keys: Iterable[str] = (), debounce: float = 0.0, **kw: object) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        keys: Iterable[str] = (),
+        debounce: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(clock)
         self.debounce = debounce
         self.keys = set(keys)
         self.passes_seen: list[set[str]] = []
@@ -870,44 +876,6 @@ async def test_reconciler_mark_everything_relists(started: Start) -> None:
 # ---- the Orchestrator's passes are bounded ---------------------------------------------
 
 
-class _PassCache:
-    """What the Orchestrator reads of the cache, with services and no tasks yet."""
-
-    def __init__(self, services: list[objects_pb2.Service]) -> None:
-        self.services = {s.id: s for s in services}
-        self.tasks: dict[str, objects_pb2.Task] = {}
-        self.tasks_by_service: dict[str, dict[str, objects_pb2.Task]] = {}
-        self.tasks_by_node: dict[str, dict[str, objects_pb2.Task]] = {}
-        self.nodes: dict[str, objects_pb2.Node] = {}
-
-    def add_listener(self, listener: object) -> None:
-        pass
-
-    def add_resync_listener(self, listener: object) -> None:
-        pass
-
-    def cluster(self) -> None:
-        return None
-
-    async def wait_for(self, revision: int) -> None:
-        pass
-
-
-class _CreateStore:
-    def __init__(self, cache: _PassCache) -> None:
-        self.cache = cache
-
-    async def commit(self, ops: list[Any]) -> Any:
-        from manager.store import BatchResult, Create
-
-        for op in ops:
-            assert isinstance(op, Create)
-            t = op.obj
-            self.cache.tasks[t.id] = t
-            self.cache.tasks_by_service.setdefault(t.service_id, {})[t.id] = t
-        return BatchResult(revision=1)
-
-
 async def test_a_pass_creates_at_most_its_share_and_leaves_the_rest_marked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -915,8 +883,8 @@ async def test_a_pass_creates_at_most_its_share_and_leaves_the_rest_marked(
 
     monkeypatch.setattr(orch_mod, "MAX_CREATES_PER_PASS", 50)
     services = [f.service(30, service_id=f"s{i}", name=f"web{i}") for i in range(3)]
-    cache = _PassCache(services)
-    orch = orch_mod.Orchestrator(cache, _CreateStore(cache), lambda: NOW)  # type: ignore[arg-type]
+    cache, store = fake_store(*services)
+    orch = orch_mod.Orchestrator(cache, store, lambda: NOW)
     orch._dirty.clear()
     await orch.reconcile({s.id for s in services})
     assert len(cache.tasks) == 50  # one service whole, 20 slots of the next
@@ -928,3 +896,21 @@ async def test_a_pass_creates_at_most_its_share_and_leaves_the_rest_marked(
     for s in services:
         slots = sorted(t.slot for t in cache.tasks_by_service[s.id].values())
         assert slots == list(range(1, 31))  # every slot once
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2])
+async def test_reconciler_stops_when_cancelled_right_after_a_mark(turns: int) -> None:
+    # Leadership lost just as a change wakes the loop: the cancellation must not be lost.
+    # (asyncio.wait_for in Python 3.11 returns instead of raising when the event it
+    # waits for is set before the cancellation is delivered; the reconciler then ran on.)
+    r = Recorder({"a"})
+    runner = asyncio.create_task(r.run())
+    await wait_passes(r, 1)
+    r.mark_at(time.time() + 100, "later")  # the loop waits with a timeout
+    await asyncio.sleep(0.01)
+    r.mark("b")
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    runner.cancel()
+    done, _ = await asyncio.wait([runner], timeout=1.0)
+    assert done, "the reconciler kept running after it was cancelled"

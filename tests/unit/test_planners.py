@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from typing import Unpack
 
 from common import states
 from common.api import objects_pb2
@@ -35,10 +36,10 @@ def global_service(*constraints: str, job: bool = False) -> objects_pb2.Service:
     return svc
 
 
-def on_node(
-    svc: objects_pb2.Service, node_id: str, state: int = states.RUNNING, **kw: object
-) -> objects_pb2.Task:
-    t = f.task(svc, 0, node=node_id, state=state, **kw)  # type: ignore[arg-type]
+def on_node(svc: objects_pb2.Service, node_id: str, **kw: Unpack[f.TaskArgs]) -> objects_pb2.Task:
+    args = kw.copy()
+    args["node"] = node_id
+    t = f.task(svc, 0, **args)
     t.job_iteration = svc.job_status.job_iteration
     return t
 
@@ -138,7 +139,7 @@ def test_a_failed_global_task_is_restarted_on_its_node_after_the_delay() -> None
     assert not plan.creates
     assert plan.wake_at == NOW + 5
     # Once shut down with its restart time, the replacement comes at that time.
-    failed.desired_state = states.SHUTDOWN  # type: ignore[assignment]
+    failed.desired_state = states.SHUTDOWN
     failed.restart_at.CopyFrom(f.timestamp(NOW + 5))
     later = plan_global(svc, [failed, on_node(svc, "labelled")], NODES, NOW + 5)
     assert created_on(later) == ["ready"]
@@ -181,7 +182,9 @@ def job(total: int, concurrent: int, iteration: int = 1) -> objects_pb2.Service:
     return svc
 
 
-def job_task(svc: objects_pb2.Service, slot: int, state: int = states.RUNNING) -> objects_pb2.Task:
+def job_task(
+    svc: objects_pb2.Service, slot: int, state: f.State = states.RUNNING
+) -> objects_pb2.Task:
     t = f.task(svc, slot, state=state, desired=states.COMPLETE)
     t.job_iteration = svc.job_status.job_iteration
     return t
@@ -278,7 +281,7 @@ def test_a_move_in_flight_waits_and_a_finished_one_shuts_the_old_task_down() -> 
     tasks = [f.task(svc, 1, node="n1"), old, new]
     target = {"n1": 1, "n2": 1}
     assert not plan_service(svc, tasks, ok, NOW, rebalance_target=target)
-    new.status.state = states.RUNNING  # type: ignore[assignment]
+    new.status.state = states.RUNNING
     plan = plan_service(svc, tasks, ok, NOW, rebalance_target=target)
     assert shutdowns(plan) == {old.id: states.SHUTDOWN}
     assert not plan.creates

@@ -62,6 +62,17 @@ def snapshot(infos: NodeInfos) -> dict[str, tuple[int, dict[str, int]]]:
     }
 
 
+def _int(value: object) -> int:
+    """An action's number (actions are tuples of mixed types, drawn by hypothesis)."""
+    assert isinstance(value, int), value
+    return value
+
+
+def _float(value: object) -> float:
+    assert isinstance(value, int | float), value
+    return float(value)
+
+
 @dataclass
 class Sim:
     svc: objects_pb2.Service
@@ -97,8 +108,8 @@ class Sim:
     def delete_node(self, node_id: str) -> None:
         self.infos.node_changed(self.nodes.pop(node_id), None)
 
-    def report(self, task: objects_pb2.Task, state: int, message: str) -> bool:
-        status = objects_pb2.TaskStatus(state=state, message=message)  # type: ignore[arg-type]
+    def report(self, task: objects_pb2.Task, state: f.State, message: str) -> bool:
+        status = objects_pb2.TaskStatus(state=state, message=message)
         status.timestamp.CopyFrom(f.timestamp(self.now))
         new = forward_only(status)(f.copy(task))
         if new is None:
@@ -204,7 +215,7 @@ class Sim:
             self.joined += 1
             self.put_node(f.node(f"n{self.joined:02d}"))
         elif kind in ("down", "up", "drain", "activate", "label", "remove"):
-            node = self.pick_node(action[1])  # type: ignore[arg-type]
+            node = self.pick_node(_int(action[1]))
             if node is None:
                 return
             if kind == "remove":
@@ -222,13 +233,13 @@ class Sim:
                 node.spec.annotations.labels["zone"] = str(action[2])
             self.put_node(node)
         elif kind == "scale":
-            self.svc = f.changed(self.svc, replicas=action[1])  # type: ignore[arg-type]
+            self.svc = f.changed(self.svc, replicas=_int(action[1]))
         elif kind == "update":
             self.svc = f.changed(self.svc, image=f"app:v{self.svc.spec_version + 1}")
         elif kind == "fail":
-            self.fail(action[1], action[2])  # type: ignore[arg-type]
+            self.fail(_int(action[1]), f.State(_int(action[2])))
         elif kind == "time":
-            self.now += action[1]  # type: ignore[operator]
+            self.now += _float(action[1])
         elif kind == "orchestrate":
             self.orchestrate()
         elif kind == "schedule":
@@ -242,7 +253,7 @@ class Sim:
         else:  # pragma: no cover
             raise AssertionError(kind)
 
-    def fail(self, i: int, outcome: int) -> None:
+    def fail(self, i: int, outcome: f.State) -> None:
         """A started task on a reachable node ends by itself."""
         candidates = [
             t
@@ -357,7 +368,7 @@ def test_cluster_converges_with_restart_any(
     delay: float | None,
     parallelism: int,
     spread: str | None,
-    actions: list[tuple],
+    actions: list[tuple[object, ...]],
 ) -> None:
     """With `restart any` and no attempt limit every slot 1..N ends up running on an
     eligible node whenever there is one, and waits, explained, when there is none.
@@ -390,7 +401,7 @@ def test_cluster_converges_with_any_restart_policy(
     condition: str,
     max_attempts: int,
     delay: float | None,
-    actions: list[tuple],
+    actions: list[tuple[object, ...]],
     final_nodes: int,
 ) -> None:
     """Whatever the restart policy, a slot ends up running, waiting with an explanation,
@@ -464,7 +475,7 @@ def test_schedule_group_spreads_over_eligible_nodes(
     limit=st.integers(-1, 6),
 )
 def test_reaper_keeps_what_may_still_run_and_the_newest_history(
-    specs: list[tuple[int, int, int, str]], limit: int
+    specs: list[tuple[int, f.State, f.State, str]], limit: int
 ) -> None:
     svc = f.service(3)
     nodes = f.nodes(f.node("n1"), f.node("down", state="down"))

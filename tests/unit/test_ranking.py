@@ -6,6 +6,7 @@ reserved resources, binpack."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import cast
 
 import pytest
 
@@ -99,8 +100,8 @@ def test_failures_are_learnt_from_task_events_and_from_a_rebuild() -> None:
     table.rebuild(nodes, busy, NOW)
     for t in failed:
         running = f.copy(t)
-        running.status.state = states.RUNNING  # type: ignore[assignment]
-        running.desired_state = states.RUNNING  # type: ignore[assignment]
+        running.status.state = states.RUNNING
+        running.desired_state = states.RUNNING
         table.task_changed(None, running, NOW)
         table.task_changed(running, t, NOW)
     assert place(table, task()) == ["n2"]
@@ -295,7 +296,7 @@ def test_the_ranking_follows_the_strategy_and_the_reservations(
     # Equal rankings order a pool alike: they are one key of the pools kept.
     assert hash(chosen) == hash(expected)
     # Different strategies are different pools, whatever they look at.
-    assert Binpack(cpu=True) != SpreadByShare(cpu=True)
+    assert cast(object, Binpack(cpu=True)) != SpreadByShare(cpu=True)
 
 
 @pytest.mark.parametrize("strategy", ["spread", "share", "binpack"])

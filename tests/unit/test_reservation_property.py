@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +35,8 @@ from manager.orchestrator.replicated import plan_removal, plan_service
 from manager.orchestrator.taskreaper import tasks_to_delete
 from manager.scheduler.nodeinfo import NodeInfos
 from manager.scheduler.scheduler import Scheduler
-from manager.store import BatchResult, Event, Kind, Update
+from manager.store import Kind
+from tests.fakes import FakeCache, RecordingCommitter
 from tests.unit import factories as f
 from tests.unit.factories import NOW
 
@@ -48,70 +48,6 @@ def copy(obj: Any) -> Any:
     out = type(obj)()
     out.CopyFrom(obj)
     return out
-
-
-@dataclass
-class MemStore:
-    """The cache and store the scheduler reads and writes: objects in dicts, every write
-    delivered to the listeners as an event, in order."""
-
-    nodes: dict[str, objects_pb2.Node] = field(default_factory=dict)
-    tasks: dict[str, objects_pb2.Task] = field(default_factory=dict)
-    tasks_by_service: dict[str, dict[str, objects_pb2.Task]] = field(
-        default_factory=lambda: defaultdict(dict)
-    )
-    listeners: list[Callable[[Event], None]] = field(default_factory=list)
-    revision: int = 0
-
-    # -- what Scheduler uses of the Cache --
-
-    def add_listener(self, listener: Callable[[Event], None]) -> None:
-        self.listeners.append(listener)
-
-    def add_resync_listener(self, listener: object) -> None:
-        pass
-
-    async def wait_for(self, revision: int) -> None:
-        assert revision <= self.revision
-
-    # -- what Scheduler uses of the Store --
-
-    async def commit(self, ops: list[Update]) -> BatchResult:
-        for op in ops:
-            assert op.kind is Kind.TASK
-            current = self.tasks.get(op.obj_id)
-            if current is None:
-                continue
-            new = op.mutate(copy(current))
-            if new is not None:
-                self.put_task(new)
-        return BatchResult(revision=self.revision)
-
-    # -- writes --
-
-    def _emit(self, kind: Kind, old: Any, new: Any) -> None:
-        self.revision += 1
-        for listener in self.listeners:
-            listener(Event(kind, old, new, self.revision, (new if new is not None else old).id))
-
-    def put_task(self, new: objects_pb2.Task) -> None:
-        old = self.tasks.get(new.id)
-        self.tasks[new.id] = new
-        self.tasks_by_service[new.service_id][new.id] = new
-        self._emit(Kind.TASK, old, new)
-
-    def delete_task(self, task_id: str) -> None:
-        old = self.tasks.pop(task_id)
-        del self.tasks_by_service[old.service_id][task_id]
-        self._emit(Kind.TASK, old, None)
-
-    def put_node(self, new: objects_pb2.Node) -> None:
-        old = self.nodes.get(new.id)
-        self.nodes[new.id] = new
-        self._emit(Kind.NODE, old, new)
-
-    def delete_node(self, node_id: str) -> None:
-        self._emit(Kind.NODE, self.nodes.pop(node_id), None)
 
 
 def occupies(t: objects_pb2.Task) -> bool:
@@ -128,7 +64,9 @@ CONSTRAINTS = [(), ("node.labels.zone==a",), ("node.labels.zone!=a",), ("node.ro
 
 @dataclass
 class Sim:
-    store: MemStore = field(default_factory=MemStore)
+    # The cache and store the scheduler reads and writes: every write is delivered to
+    # its listeners as an event, in order.
+    cache: FakeCache = field(default_factory=FakeCache)
     services: dict[str, objects_pb2.Service] = field(default_factory=dict)
     removed: dict[str, objects_pb2.Service] = field(default_factory=dict)
     now: float = NOW
@@ -136,14 +74,15 @@ class Sim:
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
 
     def __post_init__(self) -> None:
-        self.scheduler = Scheduler(self.store, self.store, clock=lambda: self.now)  # type: ignore[arg-type]
+        self.store = RecordingCommitter(self.cache)
+        self.scheduler = Scheduler(self.cache, self.store, clock=lambda: self.now)
         self.scheduler.all_keys()
 
     # -- the cluster's events --
 
     def pick_node(self, i: int) -> objects_pb2.Node | None:
-        ids = sorted(self.store.nodes)
-        return copy(self.store.nodes[ids[i % len(ids)]]) if ids else None
+        ids = sorted(self.cache.nodes)
+        return copy(self.cache.nodes[ids[i % len(ids)]]) if ids else None
 
     def pick_service(self, i: int) -> objects_pb2.Service | None:
         ids = sorted(self.services)
@@ -154,14 +93,14 @@ class Sim:
         node.description.resources.nano_cpus = cpus * CPU // 2
         node.description.resources.memory_bytes = gib * GIB // 2
         node.description.engine.engine_version = "test"
-        self.store.put_node(node)
+        self.cache.put(node)
 
     def node_event(self, kind: str, i: int, value: str) -> None:
         node = self.pick_node(i)
         if node is None:
             return
         if kind == "remove":
-            self.store.delete_node(node.id)
+            self.cache.delete(Kind.NODE, node.id)
             return
         if kind == "availability":
             node.spec.availability = f.AVAILABILITIES[value]
@@ -171,7 +110,7 @@ class Sim:
             node.spec.annotations.labels["zone"] = value
         else:
             node.spec.annotations.labels.pop("zone", None)
-        self.store.put_node(node)
+        self.cache.put(node)
 
     def create(
         self, replicas: int, cpus: int, gib: int, constraint: int, max_replicas: int
@@ -197,7 +136,7 @@ class Sim:
     def fail(self, i: int) -> None:
         started = [
             t
-            for _, t in sorted(self.store.tasks.items())
+            for _, t in sorted(self.cache.tasks.items())
             if occupies(t) and t.status.state >= states.ASSIGNED
         ]
         if started:
@@ -207,35 +146,35 @@ class Sim:
 
     def orchestrate(self) -> None:
         def node_ok(node_id: str) -> bool:
-            return keeps_tasks(self.store.nodes.get(node_id))
+            return keeps_tasks(self.cache.nodes.get(node_id))
 
         for service_id in sorted(set(self.services) | set(self.removed)):
-            tasks = list(self.store.tasks_by_service[service_id].values())
+            tasks = list(self.cache.tasks_by_service[service_id].values())
             if service_id in self.services:
                 svc = self.services[service_id]
-                plan = plan_service(svc, tasks, node_ok, self.now, self.store.nodes)
+                plan = plan_service(svc, tasks, node_ok, self.now, self.cache.nodes)
             else:
                 plan = plan_removal(tasks)
             for s in plan.shutdowns:
-                new = _shut_down(s)(copy(self.store.tasks[s.task_id]))
+                new = _shut_down(s)(copy(self.cache.tasks[s.task_id]))
                 if new is not None:
-                    self.store.put_task(new)
+                    self.cache.put(new)
             for r in plan.renumbers:
-                new = _renumber(r)(copy(self.store.tasks[r.task_id]))
+                new = _renumber(r)(copy(self.cache.tasks[r.task_id]))
                 if new is not None:
-                    self.store.put_task(new)
+                    self.cache.put(new)
             for t in plan.creates:
                 t.meta.created_at.CopyFrom(f.timestamp(self.now + next(self.ids) * 1e-6))
-                self.store.put_task(t)
+                self.cache.put(t)
 
     def schedule(self, share: int) -> None:
         pending = sorted(self.scheduler.pending)
         keys = set(pending[: max(1, len(pending) * share // 4)]) if pending else set()
-        before = {tid: t.node_id for tid, t in self.store.tasks.items()}
+        before = {tid: t.node_id for tid, t in self.cache.tasks.items()}
         self.loop.run_until_complete(self.scheduler.reconcile(keys))
-        for tid, t in self.store.tasks.items():
+        for tid, t in self.cache.tasks.items():
             if t.node_id and not before.get(tid):
-                node = self.store.nodes[t.node_id]
+                node = self.cache.nodes[t.node_id]
                 assert node.status.state == types_pb2.NODE_STATE_READY, (tid, node.status)
                 assert node.spec.availability == types_pb2.NODE_AVAILABILITY_ACTIVE, tid
                 constraints = parse_all(list(t.spec.placement.constraints))
@@ -243,13 +182,13 @@ class Sim:
 
     def report(self, t: objects_pb2.Task, state: int) -> None:
         new = copy(t)
-        new.status.state = state  # type: ignore[assignment]
+        new.status.state = state
         new.status.timestamp.CopyFrom(f.timestamp(self.now))
-        self.store.put_task(new)
+        self.cache.put(new)
 
     def agent(self) -> None:
-        for _, t in sorted(self.store.tasks.items()):
-            node = self.store.nodes.get(t.node_id)
+        for _, t in sorted(self.cache.tasks.items()):
+            node = self.cache.nodes.get(t.node_id)
             if node is None or node.status.state != types_pb2.NODE_STATE_READY:
                 continue
             if states.is_terminal(t.status.state) or t.status.state < states.ASSIGNED:
@@ -260,11 +199,11 @@ class Sim:
                 self.report(t, states.RUNNING)
 
     def reap(self) -> None:
-        for service_id, by_id in list(self.store.tasks_by_service.items()):
+        for service_id, by_id in list(self.cache.tasks_by_service.items()):
             svc = self.services.get(service_id)
             replicas = svc.spec.replicated.replicas if svc is not None else 0
-            for t in tasks_to_delete(list(by_id.values()), self.store.nodes, 2, replicas):
-                self.store.delete_task(t.id)
+            for t in tasks_to_delete(list(by_id.values()), self.cache.nodes, 2, replicas):
+                self.cache.delete(Kind.TASK, t.id)
 
     def apply(self, action: tuple[Any, ...]) -> None:
         kind, *args = action
@@ -304,16 +243,16 @@ class Sim:
     def check(self) -> None:
         cpu: dict[str, int] = defaultdict(int)
         memory: dict[str, int] = defaultdict(int)
-        for t in self.store.tasks.values():
+        for t in self.cache.tasks.values():
             if occupies(t):
                 cpu[t.node_id] += t.spec.resources.reservations.nano_cpus
                 memory[t.node_id] += t.spec.resources.reservations.memory_bytes
-        for node_id, node in self.store.nodes.items():
+        for node_id, node in self.cache.nodes.items():
             resources = node.description.resources
             assert cpu[node_id] <= resources.nano_cpus, f"CPU over-committed on {node_id}"
             assert memory[node_id] <= resources.memory_bytes, f"memory over-committed on {node_id}"
         fresh = NodeInfos()
-        fresh.rebuild(self.store.nodes, self.store.tasks.values(), self.now)
+        fresh.rebuild(self.cache.nodes, self.cache.tasks.values(), self.now)
         assert counts(self.scheduler.nodes) == counts(fresh), "incremental node counts drifted"
 
 

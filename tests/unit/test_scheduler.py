@@ -301,7 +301,8 @@ def test_incremental_counts_follow_task_changes() -> None:
     def change(new: objects_pb2.Task | None, old_id: str | None = None) -> None:
         old = tasks.get(old_id or (new.id if new else ""))
         if new is None:
-            del tasks[old_id]  # type: ignore[arg-type]
+            assert old_id is not None
+            del tasks[old_id]
         else:
             tasks[new.id] = new
         table.task_changed(old, new)

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Unpack
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -39,6 +40,7 @@ from manager.scheduler.nodeinfo import (
 )
 from manager.scheduler.pipeline import Pipeline
 from manager.scheduler.scheduler import Scheduler, _assign, schedule_group
+from tests.fakes import fake_store
 from tests.unit import factories as f
 from tests.unit.factories import NOW
 
@@ -441,9 +443,9 @@ def test_schedule_group_places_as_the_reference(data: st.DataObject) -> None:
         for t in group:
             d = next(d for d in got if d.task_id == t.id)
             if d.node_id:
-                new = _assign(d.node_id)(f.copy(t))
-                assert new is not None
-                cluster.put_task(new)
+                assigned = _assign(d.node_id)(f.copy(t))
+                assert assigned is not None
+                cluster.put_task(assigned)
             else:
                 cluster.put_task(t)
 
@@ -451,8 +453,8 @@ def test_schedule_group_places_as_the_reference(data: st.DataObject) -> None:
 # ---- the pools' upkeep, case by case ------------------------------------------------------
 
 
-def _node(node_id: str, cpus: int = 4, **kw: object) -> objects_pb2.Node:
-    n = f.node(node_id, **kw)  # type: ignore[arg-type]
+def _node(node_id: str, cpus: int = 4, **kw: Unpack[f.NodeArgs]) -> objects_pb2.Node:
+    n = f.node(node_id, **kw)
     n.description.resources.nano_cpus = cpus * CPU
     n.description.resources.memory_bytes = 8 * GIB
     return n
@@ -537,26 +539,11 @@ def test_a_node_turned_down_in_a_spread_path_is_a_candidate_for_the_next_group()
     assert _place(table, small, 1) == ["n1"]
 
 
-class _Cache:
-    """What Scheduler.preview reads of the cache."""
-
-    def __init__(self, tasks: list[objects_pb2.Task]) -> None:
-        self.tasks_by_service: dict[str, dict[str, objects_pb2.Task]] = {}
-        for t in tasks:
-            self.tasks_by_service.setdefault(t.service_id, {})[t.id] = t
-
-    def add_listener(self, listener: object) -> None:
-        pass
-
-    def add_resync_listener(self, listener: object) -> None:
-        pass
-
-
 def test_preview_places_as_a_pass_would_and_leaves_the_infos_alone() -> None:
     nodes = f.nodes(_node("n1"), _node("n2", cpus=1), _node("n3", availability="drain"))
     web = _service("web", cpus=0.5)
     running = [f.task(web, 1, node="n1"), f.task(web, 2, node="n1")]
-    scheduler = Scheduler(_Cache(running), None, clock=lambda: NOW)  # type: ignore[arg-type]
+    scheduler = Scheduler(*fake_store(*running), clock=lambda: NOW)
     scheduler.nodes.rebuild(nodes, running, NOW)
     _place(scheduler.nodes, _service("other", cpus=0.5), 1)  # a pool exists
     before = snapshot(list(scheduler.nodes.infos.values()))
@@ -581,7 +568,7 @@ def test_preview_places_as_a_pass_would_and_leaves_the_infos_alone() -> None:
 def test_place_new_counts_its_placements_and_when_it_made_them() -> None:
     nodes = f.nodes(_node("n1"), _node("n2"))
     web = _service("web")
-    scheduler = Scheduler(_Cache([]), None, clock=lambda: NOW)  # type: ignore[arg-type]
+    scheduler = Scheduler(*fake_store(), clock=lambda: NOW)
     scheduler.nodes.rebuild(nodes, [], NOW)
     before = REGISTRY.get_sample_value("swarmlet_placements_total") or 0.0
     started = time.time()

@@ -105,7 +105,7 @@ def publishing(
     for published, target, mode, protocol in ports:
         svc.spec.endpoint.ports.add(
             published_port=published, target_port=target, publish_mode=mode, protocol=protocol
-        )  # type: ignore[arg-type]
+        )
     return svc
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common import states
 from common.api import dispatcher_pb2, objects_pb2
 from manager.dispatcher.dispatcher import AgentSession, Dispatcher, SendPacer
 from manager.store.tasktable import TaskTable
@@ -77,13 +78,13 @@ def test_an_update_carries_the_task_as_cached_when_the_message_is_built() -> Non
     tasks = TaskTable()
     d = dispatcher(tasks)
     s = session()
-    task = objects_pb2.Task(id="t1", node_id="n1", desired_state=5)
+    task = objects_pb2.Task(id="t1", node_id="n1", desired_state=states.TaskState.ValueType(5))
     task.meta.version = 3
     tasks["t1"] = task
     s.pending["t1"] = Change.ACTION_UPDATE
     newer = objects_pb2.Task()
     newer.CopyFrom(task)
-    newer.desired_state = 6
+    newer.desired_state = states.TaskState.ValueType(6)
     newer.meta.version = 4
     tasks["t1"] = newer  # changed while the session waited for its turn
     message = d._next_message(s)

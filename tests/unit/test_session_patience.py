@@ -24,11 +24,13 @@ from agent.worker import Worker
 from common import pki
 from common.api import dispatcher_pb2, dispatcher_pb2_grpc
 from common.timeutil import duration
+from manager.grpc_errors import Context
+from tests.fakes import UnimplementedDispatcher
 
 CLUSTER = "c1"
 
 
-class SlowDispatcher(dispatcher_pb2_grpc.DispatcherServicer):
+class SlowDispatcher(UnimplementedDispatcher):
     """A dispatcher that answers each Session call only after `delay` seconds (a
     stand-in for an overloaded manager; only what the session loop calls)."""
 
@@ -38,7 +40,7 @@ class SlowDispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self.heartbeats = 0
 
     async def Session(
-        self, request: dispatcher_pb2.SessionRequest, context: grpc.aio.ServicerContext
+        self, request: dispatcher_pb2.SessionRequest, context: Context
     ) -> AsyncIterator[dispatcher_pb2.SessionMessage]:
         self.openings += 1
         await asyncio.sleep(self.delay)
@@ -50,7 +52,7 @@ class SlowDispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     async def Heartbeats(
         self,
         request_iterator: AsyncIterator[dispatcher_pb2.HeartbeatRequest],
-        context: grpc.aio.ServicerContext,
+        context: Context,
     ) -> AsyncIterator[dispatcher_pb2.HeartbeatResponse]:
         async for _ in request_iterator:
             self.heartbeats += 1

@@ -14,11 +14,13 @@ from prometheus_client import REGISTRY
 from agent.reporter import StatusReporter
 from common import states
 from common.api import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
+from manager.grpc_errors import Context
+from tests.fakes import UnimplementedDispatcher
 
 HISTOGRAM = "swarmlet_agent_status_report_seconds"
 
 
-class LateDispatcher(dispatcher_pb2_grpc.DispatcherServicer):
+class LateDispatcher(UnimplementedDispatcher):
     """Answers each UpdateTaskStatus call after `delay` seconds (a stand-in for a
     manager whose calls wait in line; only what the reporter calls). `second_call` is
     set when a second call arrives: the reporter sends it once the first is answered."""
@@ -29,7 +31,7 @@ class LateDispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self.second_call = asyncio.Event()
 
     async def UpdateTaskStatus(
-        self, request: dispatcher_pb2.UpdateTaskStatusRequest, context: grpc.aio.ServicerContext
+        self, request: dispatcher_pb2.UpdateTaskStatusRequest, context: Context
     ) -> dispatcher_pb2.UpdateTaskStatusResponse:
         self.reports.append(request)
         if len(self.reports) == 2:
@@ -57,7 +59,7 @@ async def test_a_late_answer_shows_in_the_report_latency_histogram() -> None:
     reporter.add("t2", running)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = dispatcher_pb2_grpc.DispatcherStub(channel)
-        sender = asyncio.create_task(reporter.send_forever(stub, "s1", timeout=5))  # type: ignore[arg-type]
+        sender = asyncio.create_task(reporter.send_forever(stub, "s1", timeout=5))
         await asyncio.sleep(0.05)  # the first call is under way (with t1 and t2)...
         reporter.add("t3", running)  # ...so t3 goes in a second one, once it is answered
         try:

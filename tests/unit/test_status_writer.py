@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from common import states
-from common.api import objects_pb2
+from common.api import objects_pb2, types_pb2
 from manager.dispatcher import status as status_mod
 from manager.dispatcher.status import TaskStatusWriter, forward_only
-from manager.store import BatchResult, Kind, StoreUnavailableError, Update
+from tests.fakes import FakeCache, RecordingCommitter
 from tests.unit import factories as f
 from tests.unit.factories import NOW
 
@@ -34,8 +34,10 @@ ALL_STATES = [
 ]
 
 
-def report(state: int, message: str = "", at: float = NOW, **kw: object) -> objects_pb2.TaskStatus:
-    st_ = objects_pb2.TaskStatus(state=state, message=message, **kw)  # type: ignore[arg-type]
+def report(
+    state: states.TaskState.ValueType, message: str = "", at: float = NOW, err: str = ""
+) -> objects_pb2.TaskStatus:
+    st_ = objects_pb2.TaskStatus(state=state, message=message, err=err)
     st_.timestamp.CopyFrom(f.timestamp(at))
     return st_
 
@@ -75,7 +77,7 @@ def test_same_state_with_new_details_is_applied() -> None:
 
 
 @given(st.lists(st.sampled_from(ALL_STATES), min_size=1, max_size=20))
-def test_state_never_moves_backwards(reports: list[int]) -> None:
+def test_state_never_moves_backwards(reports: list[states.TaskState.ValueType]) -> None:
     t = f.task(f.service(), 1, state=states.NEW)
     seen = [int(t.status.state)]
     for i, state in enumerate(reports):
@@ -90,32 +92,9 @@ def test_state_never_moves_backwards(reports: list[int]) -> None:
 # ---- TaskStatusWriter ----------------------------------------------------------------------
 
 
-class FakeStore:
-    """Applies Update mutators to a dict, as Store.commit would; can be made to fail."""
-
-    def __init__(self, tasks: Sequence[objects_pb2.Task]) -> None:
-        self.tasks = {t.id: t for t in tasks}
-        self.commits: list[int] = []
-        self.fail = 0
-        self.committed = asyncio.Event()
-
-    async def commit(self, ops: Sequence[Update]) -> BatchResult:
-        self.commits.append(len(ops))
-        self.committed.set()
-        if self.fail:
-            self.fail -= 1
-            raise StoreUnavailableError("etcd is unavailable")
-        result = BatchResult(revision=len(self.commits))
-        for op in ops:
-            assert op.kind is Kind.TASK
-            current = self.tasks.get(op.obj_id)
-            if current is None:
-                continue
-            new = op.mutate(f.copy(current))
-            if new is not None:
-                self.tasks[op.obj_id] = new
-                result.written.append(new)
-        return result
+def store_of(tasks: Sequence[objects_pb2.Task]) -> RecordingCommitter:
+    """A committer writing to a FakeCache holding `tasks`."""
+    return RecordingCommitter(FakeCache(*tasks))
 
 
 @pytest.fixture(autouse=True)
@@ -125,10 +104,10 @@ def fast_flush(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def writer_and_store() -> AsyncIterator[tuple[TaskStatusWriter, FakeStore]]:
+async def writer_and_store() -> AsyncIterator[tuple[TaskStatusWriter, RecordingCommitter]]:
     svc = f.service(3)
-    store = FakeStore([f.task(svc, i, task_id=f"t{i}", state=states.ASSIGNED) for i in (1, 2, 3)])
-    writer = TaskStatusWriter(store)  # type: ignore[arg-type]
+    store = store_of([f.task(svc, i, task_id=f"t{i}", state=states.ASSIGNED) for i in (1, 2, 3)])
+    writer = TaskStatusWriter(store)
     runner = asyncio.create_task(writer.run())
     yield writer, store
     runner.cancel()
@@ -145,7 +124,7 @@ async def until(check: Callable[[], bool], timeout: float = 2.0) -> None:
 
 
 def test_add_keeps_the_most_advanced_report() -> None:
-    writer = TaskStatusWriter(FakeStore([]))  # type: ignore[arg-type]
+    writer = TaskStatusWriter(store_of([]))
     writer.add("t1", report(states.RUNNING, "a"))
     writer.add("t1", report(states.STARTING, "late"))
     assert writer._pending.get("t1").message == "a"  # type: ignore[union-attr]
@@ -156,7 +135,7 @@ def test_add_keeps_the_most_advanced_report() -> None:
 
 
 async def test_reports_are_written_in_one_batch(
-    writer_and_store: tuple[TaskStatusWriter, FakeStore],
+    writer_and_store: tuple[TaskStatusWriter, RecordingCommitter],
 ) -> None:
     writer, store = writer_and_store
     writer.add("t1", report(states.STARTING))
@@ -164,8 +143,8 @@ async def test_reports_are_written_in_one_batch(
     writer.add("t2", report(states.RUNNING))
     writer.add("t3", report(states.FAILED, "exit 1"))
     await until(lambda: writer.written == 3)
-    assert store.commits == [3]
-    assert [store.tasks[t].status.state for t in ("t1", "t2", "t3")] == [
+    assert store.sizes == [3]
+    assert [store.cache.tasks[t].status.state for t in ("t1", "t2", "t3")] == [
         states.RUNNING,
         states.RUNNING,
         states.FAILED,
@@ -173,36 +152,36 @@ async def test_reports_are_written_in_one_batch(
 
 
 async def test_stale_reports_do_not_move_a_task_back(
-    writer_and_store: tuple[TaskStatusWriter, FakeStore],
+    writer_and_store: tuple[TaskStatusWriter, RecordingCommitter],
 ) -> None:
     writer, store = writer_and_store
     writer.add("t1", report(states.FAILED))
     await until(lambda: writer.written == 1)
     writer.add("t1", report(states.RUNNING))  # a late, re-sent report
     writer.add("unknown", report(states.RUNNING))  # a task deleted meanwhile
-    await until(lambda: len(store.commits) == 2)
+    await until(lambda: len(store.batches) == 2)
     await asyncio.sleep(0.02)
-    assert store.tasks["t1"].status.state == states.FAILED
+    assert store.cache.tasks["t1"].status.state == states.FAILED
     assert writer.written == 1
 
 
 async def test_failed_write_is_retried(
-    writer_and_store: tuple[TaskStatusWriter, FakeStore],
+    writer_and_store: tuple[TaskStatusWriter, RecordingCommitter],
 ) -> None:
     writer, store = writer_and_store
-    store.fail = 1
+    store.fail_next = 1
     writer.add("t1", report(states.RUNNING))
-    await until(lambda: len(store.commits) == 1)
+    await until(lambda: len(store.batches) == 1)
     writer.add("t1", report(states.COMPLETE))  # arrives while the write is retried
     writer.add("t2", report(states.RUNNING))
     await until(lambda: writer.written == 2)
-    assert store.tasks["t1"].status.state == states.COMPLETE
-    assert store.tasks["t2"].status.state == states.RUNNING
-    assert store.commits[0] == 1
+    assert store.cache.tasks["t1"].status.state == states.COMPLETE
+    assert store.cache.tasks["t2"].status.state == states.RUNNING
+    assert store.sizes[0] == 1
 
 
 async def test_a_task_that_runs_soon_is_written_once_running(
-    writer_and_store: tuple[TaskStatusWriter, FakeStore],
+    writer_and_store: tuple[TaskStatusWriter, RecordingCommitter],
 ) -> None:
     writer, store = writer_and_store
     for state in (states.ACCEPTED, states.PREPARING, states.READY, states.STARTING):
@@ -211,21 +190,21 @@ async def test_a_task_that_runs_soon_is_written_once_running(
     writer.add("t1", report(states.RUNNING))
     await until(lambda: writer.written == 1)
     await asyncio.sleep(status_mod.TRANSITIONAL_HOLD * 2)
-    assert store.commits == [1]
-    assert store.tasks["t1"].status.state == states.RUNNING
+    assert store.sizes == [1]
+    assert store.cache.tasks["t1"].status.state == states.RUNNING
 
 
 async def test_a_transitional_state_is_written_within_the_hold(
-    writer_and_store: tuple[TaskStatusWriter, FakeStore],
+    writer_and_store: tuple[TaskStatusWriter, RecordingCommitter],
 ) -> None:
     writer, store = writer_and_store
     writer.add("t1", report(states.PREPARING))  # a slow pull: nothing follows for a while
     writer.add("t2", report(states.FAILED))  # not held
     await until(lambda: writer.written == 1)
-    assert store.tasks["t1"].status.state == states.ASSIGNED
+    assert store.cache.tasks["t1"].status.state == states.ASSIGNED
     writer.add("t1", report(states.PREPARING, "still pulling"))  # keeps its first deadline
     await until(lambda: writer.written == 2, timeout=status_mod.TRANSITIONAL_HOLD * 3)
-    assert store.tasks["t1"].status.message == "still pulling"
+    assert store.cache.tasks["t1"].status.message == "still pulling"
 
 
 # ---- what an agent may report (found by the dispatcher fuzz test) ----------------------
@@ -234,7 +213,7 @@ async def test_a_transitional_state_is_written_within_the_hold(
 @pytest.mark.parametrize(
     ("status", "words"),
     [
-        (report(12345), "unknown task state 12345"),
+        (report(states.TaskState.ValueType(12345)), "unknown task state 12345"),
         (report(states.REMOVE), "not one an agent reports"),
         (report(states.ORPHANED), "not one an agent reports"),
     ],
@@ -251,17 +230,17 @@ def test_reports_with_bad_times_or_ports() -> None:
     s.timestamp.nanos = -1
     assert "invalid timestamp" in status_mod.status_problem(s)
     s = report(states.RUNNING)
-    s.port_status.ports.add(protocol=99)  # type: ignore[arg-type]
+    s.port_status.ports.add(protocol=types_pb2.PortProtocol.ValueType(99))
     assert "unknown port protocol 99" in status_mod.status_problem(s)
     s = report(states.RUNNING)
-    s.port_status.ports.add(publish_mode=-1)  # type: ignore[arg-type]
+    s.port_status.ports.add(publish_mode=types_pb2.PublishMode.ValueType(-1))
     assert "unknown publish mode -1" in status_mod.status_problem(s)
 
 
 @pytest.mark.parametrize("state", ALL_STATES)
-def test_every_state_an_agent_reports_is_fine(state: int) -> None:
+def test_every_state_an_agent_reports_is_fine(state: states.TaskState.ValueType) -> None:
     assert status_mod.status_problem(report(state)) == ""
-    assert status_mod.status_problem(objects_pb2.TaskStatus(state=state)) == ""  # type: ignore[arg-type]
+    assert status_mod.status_problem(objects_pb2.TaskStatus(state=state)) == ""
 
 
 def test_long_texts_are_cut() -> None:
@@ -282,8 +261,8 @@ async def test_a_large_backlog_is_written_in_capped_commits(
     # goes out in several commits of MAX_BATCH at most, one right after the other.
     monkeypatch.setattr(status_mod, "MAX_BATCH", 4)
     svc = f.service(10)
-    store = FakeStore([f.task(svc, i, task_id=f"t{i}", state=states.ASSIGNED) for i in range(10)])
-    writer = TaskStatusWriter(store)  # type: ignore[arg-type]
+    store = store_of([f.task(svc, i, task_id=f"t{i}", state=states.ASSIGNED) for i in range(10)])
+    writer = TaskStatusWriter(store)
     for i in range(10):
         writer.add(f"t{i}", report(states.RUNNING))
     runner = asyncio.create_task(writer.run())
@@ -292,24 +271,17 @@ async def test_a_large_backlog_is_written_in_capped_commits(
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
-    assert store.commits == [4, 4, 2]
-    assert all(t.status.state == states.RUNNING for t in store.tasks.values())
+    assert store.sizes == [4, 4, 2]
+    assert all(t.status.state == states.RUNNING for t in store.cache.tasks.values())
 
 
 async def test_backlog_counts_reports_until_they_are_written(
-    writer_and_store: tuple[TaskStatusWriter, FakeStore],
+    writer_and_store: tuple[TaskStatusWriter, RecordingCommitter],
 ) -> None:
     writer, store = writer_and_store
-    gate = asyncio.Event()
-    write = store.commit
-
-    async def held_commit(ops: Sequence[Update]) -> BatchResult:
-        await gate.wait()
-        return await write(ops)
-
-    store.commit = held_commit  # type: ignore[method-assign]
+    gate = store.hold = asyncio.Event()
     writer.add("t1", report(states.RUNNING))
-    await until(lambda: len(store.commits) == 0 and writer._writing == 1)
+    await until(lambda: len(store.batches) == 0 and writer._writing == 1)
     writer.add("t2", report(states.RUNNING))  # queued behind the write under way
     writer.add("t3", report(states.FAILED))
     assert writer.backlog() == 3

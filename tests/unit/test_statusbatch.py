@@ -9,8 +9,8 @@ from common.api import objects_pb2
 from common.statusbatch import PendingStatuses
 
 
-def report(state: int) -> objects_pb2.TaskStatus:
-    return objects_pb2.TaskStatus(state=state)  # type: ignore[arg-type]
+def report(state: states.TaskState.ValueType) -> objects_pb2.TaskStatus:
+    return objects_pb2.TaskStatus(state=state)
 
 
 def test_running_and_final_states_are_due_at_once() -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -139,13 +140,39 @@ def assert_error(result: Result, exit_code: int, *needles: str) -> None:
 
 
 def _dispatcher(server: grpc.Server) -> None:
-    dispatcher_pb2_grpc.add_DispatcherServicer_to_server(
-        dispatcher_pb2_grpc.DispatcherServicer(), server
-    )
+    dispatcher_pb2_grpc.add_DispatcherServicer_to_server(_UnimplementedDispatcher(), server)
 
 
 def _ca(server: grpc.Server) -> None:
-    ca_pb2_grpc.add_NodeCAServicer_to_server(ca_pb2_grpc.NodeCAServicer(), server)
+    ca_pb2_grpc.add_NodeCAServicer_to_server(_UnimplementedCA(), server)
+
+
+class _UnimplementedDispatcher(dispatcher_pb2_grpc.DispatcherServicer):
+    """A dispatcher port whose calls are never made: swarmctl's Control calls meet
+    "Method not found" there, which is what the test is about."""
+
+    def Session(self, request: Any, context: Any) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not faked")
+
+    def Heartbeat(self, request: Any, context: Any) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not faked")
+
+    def Heartbeats(self, request_iterator: Any, context: Any) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not faked")
+
+    def UpdateTaskStatus(self, request: Any, context: Any) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not faked")
+
+
+class _UnimplementedCA(ca_pb2_grpc.NodeCAServicer):
+    """A CA port that answers every call with UNIMPLEMENTED: swarmctl must say this address
+    is not the control API before it calls anything here."""
+
+    def GetRootCACertificate(self, request: Any, context: Any) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not faked")
+
+    def IssueNodeCertificate(self, request: Any, context: Any) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not faked")
 
 
 def test_the_dispatcher_port_is_named_as_such(files: Files, serve: Server) -> None:

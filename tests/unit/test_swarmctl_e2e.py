@@ -17,6 +17,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NoReturn
 
 import grpc
 import pytest
@@ -56,6 +57,7 @@ class FakeControl(control_pb2_grpc.ControlServicer):
 
     def __init__(self) -> None:
         self.services: dict[str, objects_pb2.Service] = {}
+        self.networks: dict[str, objects_pb2.Network] = {}
         self.tasks: list[objects_pb2.Task] = []
         self.nodes = [
             objects_pb2.Node(
@@ -80,6 +82,14 @@ class FakeControl(control_pb2_grpc.ControlServicer):
         self.cluster.spec.dispatcher.heartbeat_period.seconds = 5
 
     # helpers
+
+    async def _service(self, ref: str, context: Any) -> objects_pb2.Service:
+        """The service `ref` names, or the call ends with NOT_FOUND."""
+        svc = self._find_service(ref)
+        if svc is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"service {ref} not found")
+            raise AssertionError("context.abort raises")
+        return svc
 
     def _find_service(self, ref: str) -> objects_pb2.Service | None:
         if ref in self.services:
@@ -183,11 +193,7 @@ class FakeControl(control_pb2_grpc.ControlServicer):
         return control_pb2.CreateServiceResponse(service=svc)
 
     async def GetService(self, request, context):  # type: ignore[no-untyped-def]
-        svc = self._find_service(request.service_id)
-        if svc is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"service {request.service_id} not found"
-            )
+        svc = await self._service(request.service_id, context)
         if svc.rebalance_requested > svc.rebalance_done:
             self._rebalance(svc)
         resp = control_pb2.GetServiceResponse(service=svc)
@@ -221,11 +227,7 @@ class FakeControl(control_pb2_grpc.ControlServicer):
 
     async def UpdateService(self, request, context):  # type: ignore[no-untyped-def]
         self.requests.append(request)
-        svc = self._find_service(request.service_id)
-        if svc is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"service {request.service_id} not found"
-            )
+        svc = await self._service(request.service_id, context)
         if request.service_version != svc.meta.version:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -246,11 +248,7 @@ class FakeControl(control_pb2_grpc.ControlServicer):
 
     async def RebalanceService(self, request, context):  # type: ignore[no-untyped-def]
         self.requests.append(request)
-        svc = self._find_service(request.service_id)
-        if svc is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"service {request.service_id} not found"
-            )
+        svc = await self._service(request.service_id, context)
         if not svc.spec.HasField("replicated"):
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -275,12 +273,11 @@ class FakeControl(control_pb2_grpc.ControlServicer):
             moved.status.state = states.RUNNING
         svc.rebalance_done = svc.rebalance_requested
 
+    async def RemoveNode(self, request, context):  # type: ignore[no-untyped-def]
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "node rm is not faked")
+
     async def RemoveService(self, request, context):  # type: ignore[no-untyped-def]
-        svc = self._find_service(request.service_id)
-        if svc is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"service {request.service_id} not found"
-            )
+        svc = await self._service(request.service_id, context)
         del self.services[svc.id]
         return control_pb2.RemoveServiceResponse()
 
@@ -345,6 +342,30 @@ class FakeControl(control_pb2_grpc.ControlServicer):
 
     async def GetCluster(self, request, context):  # type: ignore[no-untyped-def]
         return control_pb2.GetClusterResponse(cluster=self.cluster)
+
+    async def CreateNetwork(self, request, context):  # type: ignore[no-untyped-def]
+        network = objects_pb2.Network(id=f"net{len(self.networks) + 1}", spec=request.spec)
+        self.networks[network.id] = network
+        return control_pb2.CreateNetworkResponse(network=network)
+
+    async def GetNetwork(self, request, context):  # type: ignore[no-untyped-def]
+        for network in self.networks.values():
+            if request.network_id in (network.id, network.spec.annotations.name):
+                return control_pb2.GetNetworkResponse(network=network)
+        await context.abort(grpc.StatusCode.NOT_FOUND, f"network {request.network_id} not found")
+        return None
+
+    async def ListNetworks(self, request, context):  # type: ignore[no-untyped-def]
+        return control_pb2.ListNetworksResponse(networks=list(self.networks.values()))
+
+    async def RemoveNetwork(self, request, context):  # type: ignore[no-untyped-def]
+        self.networks.pop(request.network_id, None)
+        return control_pb2.RemoveNetworkResponse()
+
+    async def PruneNetworks(self, request, context):  # type: ignore[no-untyped-def]
+        removed = [n.spec.annotations.name for n in self.networks.values()]
+        self.networks.clear()
+        return control_pb2.PruneNetworksResponse(removed=removed)
 
     async def UpdateCluster(self, request, context):  # type: ignore[no-untyped-def]
         self.requests.append(request)
@@ -874,7 +895,7 @@ def test_service_logs_follow_ends_quietly_on_ctrl_c(fake_manager, monkeypatch): 
     task = next(t for t in fake.tasks if t.desired_state == states.RUNNING)
     fake.log_batches = [[log_message(task, "first")]]
 
-    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def interrupted(*args: object, **kwargs: object) -> NoReturn:
         raise KeyboardInterrupt
 
     real_echo = typer.echo

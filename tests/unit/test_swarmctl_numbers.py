@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
-from common.api import control_pb2, specs_pb2
+from common.api import control_pb2, specs_pb2, types_pb2
 from common.limits import INT32_MAX, INT64_MAX, UINT64_MAX
 from manager.controlapi.validation import complete_service_spec, validate_service_spec
 from manager.grpc_errors import InvalidArgumentError
@@ -248,7 +248,7 @@ def test_the_control_api_refuses_numbers_it_cannot_use(
         _set_duration(getattr(owner, name), parts)
     for target, published in ports:
         port = spec.endpoint.ports.add(target_port=target, published_port=published)
-        port.publish_mode = 1  # host
+        port.publish_mode = types_pb2.PUBLISH_MODE_HOST
     try:
         validate_service_spec(spec)
     except InvalidArgumentError:

@@ -158,8 +158,8 @@ def task(
     tid: str,
     slot: int,
     *,
-    state: int = states.RUNNING,
-    desired: int = states.RUNNING,
+    state: states.TaskState.ValueType = states.RUNNING,
+    desired: states.TaskState.ValueType = states.RUNNING,
     age: float = 8,
     node: str = "n1",
     err: str = "",
@@ -169,7 +169,7 @@ def task(
         id=tid, service_id="svc", service_name="web", slot=slot, node_id=node, desired_state=desired
     )
     t.spec.container.image = "nginx:1"
-    t.status.state = state  # type: ignore[assignment]
+    t.status.state = state
     t.status.timestamp.CopyFrom(ts(age))
     t.status.err = err
     t.meta.created_at.CopyFrom(ts(created))
@@ -231,8 +231,14 @@ def test_a_jobs_completed_tasks() -> None:
 
 
 def test_global_tasks_are_grouped_per_node_under_the_managers_name() -> None:
-    def global_task(tid: str, node_id: str, **kw: object) -> objects_pb2.Task:
-        t = task(tid + "x" * 20, 0, node=node_id, **kw)  # type: ignore[arg-type]
+    def global_task(
+        tid: str,
+        node_id: str,
+        created: float,
+        state: states.TaskState.ValueType = states.RUNNING,
+        desired: states.TaskState.ValueType = states.RUNNING,
+    ) -> objects_pb2.Task:
+        t = task(tid + "x" * 20, 0, node=node_id, created=created, state=state, desired=desired)
         t.annotations.name = f"web.{node_id}"
         return t
 
@@ -399,23 +405,28 @@ def test_rebalance_rows_show_every_usable_node() -> None:
 # node ls
 
 
-def node(nid: str, hostname: str, **kw: object) -> objects_pb2.Node:
+def node(
+    nid: str,
+    hostname: str,
+    *,
+    state: types_pb2.NodeState.ValueType = types_pb2.NODE_STATE_READY,
+    availability: types_pb2.NodeAvailability.ValueType = types_pb2.NODE_AVAILABILITY_ACTIVE,
+    leader: bool | None = None,
+    reach: objects_pb2.Reachability.ValueType = objects_pb2.REACHABILITY_REACHABLE,
+) -> objects_pb2.Node:
+    """A node as `node ls` gets it; with `leader` given, a manager."""
     n = objects_pb2.Node(
         id=nid,
         description=objects_pb2.NodeDescription(
             hostname=hostname, engine=objects_pb2.EngineDescription(engine_version="20.10.24")
         ),
     )
-    n.status.state = kw.get("state", types_pb2.NODE_STATE_READY)  # type: ignore[assignment]
-    n.spec.CopyFrom(
-        specs_pb2.NodeSpec(availability=kw.get("availability", 0))  # type: ignore[arg-type]
-    )
-    if "leader" in kw:
+    n.status.state = state
+    n.spec.CopyFrom(specs_pb2.NodeSpec(availability=availability))
+    if leader is not None:
         n.role = types_pb2.NODE_ROLE_MANAGER
-        n.manager_status.leader = bool(kw["leader"])
-        n.manager_status.reachability = kw.get(  # type: ignore[assignment]
-            "reach", objects_pb2.REACHABILITY_REACHABLE
-        )
+        n.manager_status.leader = leader
+        n.manager_status.reachability = reach
     return n
 
 

@@ -44,7 +44,7 @@ from swarmctl.parsing import (
 TCP, UDP = types_pb2.PORT_PROTOCOL_TCP, types_pb2.PORT_PROTOCOL_UDP
 
 
-def ports(text: str) -> list[tuple[int, int, int]]:
+def ports(text: str) -> list[tuple[int, int, types_pb2.PortProtocol.ValueType]]:
     """(published, target, protocol) of each PortConfig; all in the default mode."""
     out = []
     for port in parse_publish(text):

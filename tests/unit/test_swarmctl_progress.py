@@ -42,9 +42,9 @@ def service(replicas: int = 3, image: str = "nginx", spec_version: int = 1) -> o
 def task(
     svc: objects_pb2.Service,
     slot: int,
-    state: int,
+    state: states.TaskState.ValueType,
     *,
-    desired: int = states.RUNNING,
+    desired: states.TaskState.ValueType = states.RUNNING,
     err: str = "",
     node: str = "n1",
     created: int | None = None,
@@ -56,12 +56,12 @@ def task(
         service_name="web",
         slot=slot,
         node_id=node,
-        desired_state=desired,  # type: ignore[arg-type]
+        desired_state=desired,
         spec=svc.spec.task,
         endpoint=svc.spec.endpoint,
         spec_version=svc.spec_version,
     )
-    t.status.state = state  # type: ignore[assignment]
+    t.status.state = state
     t.status.err = err
     t.meta.created_at.seconds = created if created is not None else 1000 + n
     return t
@@ -565,7 +565,7 @@ def global_job(iteration: int = 1) -> objects_pb2.Service:
 def job_task(
     svc: objects_pb2.Service,
     slot: int,
-    state: int,
+    state: states.TaskState.ValueType,
     *,
     iteration: int | None = None,
     node: str = "n1",

@@ -16,7 +16,7 @@ def _built_field_by_field(
     service: objects_pb2.Service,
     slot: int,
     node_id: str,
-    desired: int,
+    desired: states.TaskState.ValueType,
     restart_attempt: int,
     recent_restarts: list[float],
 ) -> objects_pb2.Task:
@@ -27,7 +27,7 @@ def _built_field_by_field(
         node_id=node_id,
         service_name=service.spec.annotations.name,
         spec_version=service.spec_version,
-        desired_state=desired,  # type: ignore[arg-type]
+        desired_state=desired,
         restart_attempt=restart_attempt,
     )
     task.annotations.name = f"{service.spec.annotations.name}.{slot if slot else node_id}"
@@ -52,7 +52,7 @@ def _built_field_by_field(
 def test_task_maker_makes_what_the_fields_say(
     slot: int,
     node_id: str,
-    desired: int,
+    desired: states.TaskState.ValueType,
     restart_attempt: int,
     recent_restarts: list[float],
     labels: dict[str, str],

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,7 +14,8 @@ from manager.orchestrator.taskreaper import (
     slot_key,
     tasks_to_delete,
 )
-from manager.store import BatchResult, Delete, Event, Kind
+from manager.store import Kind
+from tests.fakes import FakeCache, RecordingCommitter, fake_store
 from tests.unit import factories as f
 from tests.unit.factories import NOW
 
@@ -77,7 +75,7 @@ def test_nothing_to_delete() -> None:
         (states.RUNNING, "paused", False),
     ],
 )
-def test_removed_task(state: int, node: str, deleted: bool) -> None:
+def test_removed_task(state: f.State, node: str, deleted: bool) -> None:
     t = f.task(f.service(), 1, state=state, desired=states.REMOVE, node=node)
     assert ids(tasks_to_delete([t], NODES, 5)) == ({t.id} if deleted else set())
 
@@ -187,60 +185,16 @@ def test_ended_tasks_of_slots_above_the_replica_count_go() -> None:
 # ---- the TaskReaper reconciler: slot by slot --------------------------------------------
 
 
-class _Cache:
-    """What the reaper reads of the cache, fed by `put`/`drop` as the watch would."""
-
-    def __init__(self) -> None:
-        self.tasks: dict[str, objects_pb2.Task] = {}
-        self.services: dict[str, objects_pb2.Service] = {}
-        self.nodes = NODES
-        self.tasks_by_node: dict[str, dict[str, objects_pb2.Task]] = {}
-        self.listeners: list[Callable[[Event], None]] = []
-
-    def add_listener(self, listener: Callable[[Event], None]) -> None:
-        self.listeners.append(listener)
-
-    def add_resync_listener(self, listener: object) -> None:
-        pass
-
-    def cluster(self) -> None:
-        return None
-
-    async def wait_for(self, revision: int) -> None:
-        pass
-
-    def put(self, obj: objects_pb2.Task | objects_pb2.Service) -> None:
-        kind = Kind.of(obj)
-        table: dict[str, Any] = self.tasks if kind is Kind.TASK else self.services
-        old = table.get(obj.id)
-        table[obj.id] = obj
-        for listener in self.listeners:
-            listener(Event(kind, old, obj, 1, obj.id))
-
-    def drop(self, task_id: str) -> None:
-        old = self.tasks.pop(task_id)
-        for listener in self.listeners:
-            listener(Event(Kind.TASK, old, None, 1, task_id))
-
-
-class _Store:
-    def __init__(self, cache: _Cache) -> None:
-        self.cache = cache
-        self.deleted: list[str] = []
-
-    async def commit(self, ops: list[Delete]) -> BatchResult:
-        result = BatchResult()
-        for op in ops:
-            self.deleted.append(op.obj_id)
-            result.deleted.append((op.kind, op.obj_id))
-            self.cache.drop(op.obj_id)
-        return result
+def reaper_on(
+    *objs: objects_pb2.Service | objects_pb2.Task,
+) -> tuple[TaskReaper, FakeCache, RecordingCommitter]:
+    """A TaskReaper on a FakeCache holding NODES and `objs`."""
+    cache, store = fake_store(*NODES.values(), *objs)
+    return TaskReaper(cache, store), cache, store
 
 
 async def test_reaper_trims_only_the_slots_that_changed() -> None:
-    cache = _Cache()
-    store = _Store(cache)
-    reaper = TaskReaper(cache, store)  # type: ignore[arg-type]
+    reaper, cache, store = reaper_on()
     svc = f.service(3)
     cache.put(svc)
     full = history(svc, 1, 6)  # six ended tasks and a running one: two too many
@@ -252,14 +206,13 @@ async def test_reaper_trims_only_the_slots_that_changed() -> None:
     # A new failure in slot 2 makes only slot 2 dirty, and slot 2 has room.
     reaper._dirty.clear()
     failed = f.copy(cache.tasks[history_ids(cache, svc, 2)[-1]])
-    failed.status.state = states.FAILED  # type: ignore[assignment]
+    failed.status.state = states.FAILED
     cache.put(failed)
     assert reaper._dirty == {slot_key(failed)}
 
 
 def test_a_new_task_alone_in_its_slot_leaves_the_reaper_idle() -> None:
-    cache = _Cache()
-    reaper = TaskReaper(cache, _Store(cache))  # type: ignore[arg-type]
+    reaper, cache, _ = reaper_on()
     svc = f.service(3)
     cache.put(svc)
     reaper._dirty.clear()
@@ -277,15 +230,13 @@ def test_a_new_task_alone_in_its_slot_leaves_the_reaper_idle() -> None:
         reaper._dirty.clear()
 
 
-def history_ids(cache: _Cache, svc: objects_pb2.Service, slot: int) -> list[str]:
+def history_ids(cache: FakeCache, svc: objects_pb2.Service, slot: int) -> list[str]:
     tasks = [t for t in cache.tasks.values() if t.service_id == svc.id and t.slot == slot]
     return [t.id for t in sorted(tasks, key=lambda t: t.meta.created_at.ToNanoseconds())]
 
 
 async def test_reaper_deletes_ended_tasks_above_a_lower_replica_count() -> None:
-    cache = _Cache()
-    store = _Store(cache)
-    reaper = TaskReaper(cache, store)  # type: ignore[arg-type]
+    reaper, cache, store = reaper_on()
     svc = f.service(3)
     cache.put(svc)
     ended = f.task(svc, 3, state=states.FAILED, desired=states.SHUTDOWN)
@@ -313,13 +264,12 @@ _STEPS = st.lists(
 def test_the_reapers_index_holds_every_cached_task_in_its_slot(
     steps: list[tuple[str, int, tuple[str, int, str]]],
 ) -> None:
-    cache = _Cache()
-    reaper = TaskReaper(cache, _Store(cache))  # type: ignore[arg-type]
+    reaper, cache, _ = reaper_on()
     for action, n, (service_id, slot, node) in steps:
         task_id = f"t{n}"
         if action == "drop":
             if task_id in cache.tasks:
-                cache.drop(task_id)
+                cache.delete(Kind.TASK, task_id)
             continue
         # A new task, or one moved to another slot (a renumbered replica).
         cache.put(objects_pb2.Task(id=task_id, service_id=service_id, slot=slot, node_id=node))

@@ -16,8 +16,8 @@ from manager.store.tasktable import (
 )
 
 
-def _task(task_id: str = "t1", version: int = 0, **fields: object) -> objects_pb2.Task:
-    task = objects_pb2.Task(id=task_id, service_id="s1", slot=1, **fields)  # type: ignore[arg-type]
+def _task(task_id: str = "t1", version: int = 0, node_id: str = "") -> objects_pb2.Task:
+    task = objects_pb2.Task(id=task_id, service_id="s1", slot=1, node_id=node_id)
     task.meta.version = version
     task.meta.created_at.FromSeconds(1_700_000_000)
     task.status.state = states.RUNNING

@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -22,16 +21,14 @@ from common.api import control_pb2, objects_pb2
 from common.api.control_pb2_grpc import ControlStub as Stub
 from manager.controlapi import ControlAPI, threaded
 from manager.store import Cache
-from manager.store.keys import KeySpace
+from tests.fakes import offline_cache
 
 
 def _cache() -> Cache:
-    cache = Cache(None, SimpleNamespace(keys=KeySpace("/t/")))  # type: ignore[arg-type]
     service = objects_pb2.Service(id="s1")
     service.spec.annotations.name = "web"
     service.spec.replicated.replicas = 1
-    cache.load([service])
-    return cache
+    return offline_cache(service, prefix="/t/")
 
 
 def _api(cache: Cache) -> ControlAPI:
@@ -108,7 +105,9 @@ async def test_other_calls_run_on_the_loop_with_their_status_codes(socket: Path)
 
 async def test_bytes_that_are_no_request_are_invalid_argument(socket: Path) -> None:
     def garbage(channel: grpc.Channel) -> Any:
-        call = channel.unary_unary("/swarmlet.Control/ListServices")
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/swarmlet.Control/ListServices"
+        )
         return call(b"\xff\xff\xff\xff", timeout=5)
 
     error = await asyncio.to_thread(_error, socket, garbage)

@@ -8,6 +8,7 @@ the cluster would) and checks what the plan replaces and how the update status m
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Unpack
 
 import pytest
 
@@ -30,9 +31,9 @@ def rolling(svc: objects_pb2.Service, state: int = US.UPDATE_STATE_UPDATING) -> 
     return svc
 
 
-def updated(svc: objects_pb2.Service, **cfg: object) -> objects_pb2.Service:
+def updated(svc: objects_pb2.Service, **cfg: Unpack[f.RolloutArgs]) -> objects_pb2.Service:
     """`svc` after `service update --image v2` with update config `cfg`: rolling."""
-    return rolling(f.changed(f.rollout(svc, **cfg), image="nginx:v2"))  # type: ignore[arg-type]
+    return rolling(f.changed(f.rollout(svc, **cfg), image="nginx:v2"))
 
 
 def plan(svc: objects_pb2.Service, tasks: list[objects_pb2.Task], now: float = NOW) -> Plan:
@@ -46,9 +47,11 @@ def old_and_new(svc: objects_pb2.Service) -> tuple[objects_pb2.Service, objects_
     return back, new
 
 
-def failed(svc: objects_pb2.Service, slot: int, **kw: object) -> objects_pb2.Task:
+def failed(svc: objects_pb2.Service, slot: int, **kw: Unpack[f.TaskArgs]) -> objects_pb2.Task:
     """A task of `svc` that just failed (the restart policy has not decided yet)."""
-    return f.task(svc, slot, state=states.FAILED, created_at=NOW - 5, **kw)  # type: ignore[arg-type]
+    args: f.TaskArgs = {"state": states.FAILED, "created_at": NOW - 5}
+    args.update(kw)
+    return f.task(svc, slot, **args)
 
 
 def replaced(p: Plan) -> list[int]:
@@ -263,8 +266,15 @@ def test_a_rollback_completes_as_a_rollback() -> None:
 FOUR = f.nodes(*(f.node(f"n{i}") for i in range(1, 5)))
 
 
-def on_nodes(svc: objects_pb2.Service, nodes: list[str], **kw: object) -> list[objects_pb2.Task]:
-    return [f.task(svc, 0, node=n, **kw) for n in nodes]  # type: ignore[arg-type]
+def on_nodes(
+    svc: objects_pb2.Service, nodes: list[str], **kw: Unpack[f.TaskArgs]
+) -> list[objects_pb2.Task]:
+    tasks = []
+    for n in nodes:
+        args = kw.copy()
+        args["node"] = n
+        tasks.append(f.task(svc, 0, **args))
+    return tasks
 
 
 def test_a_global_spec_change_replaces_parallelism_nodes_at_a_time() -> None:

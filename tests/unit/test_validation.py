@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Unpack
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,9 +29,9 @@ from tests.unit import factories as f
 DIGEST = "sha256:" + "ab" * 32
 
 
-def spec(**kw: object) -> specs_pb2.ServiceSpec:
+def spec(**kw: Unpack[f.ServiceArgs]) -> specs_pb2.ServiceSpec:
     """A complete, valid spec (as create_service stores it)."""
-    return complete_service_spec(f.service(**kw).spec)  # type: ignore[arg-type]
+    return complete_service_spec(f.service(**kw).spec)
 
 
 def invalid(check: Callable[[], object], *words: str) -> str:
