@@ -27,7 +27,7 @@ from . import specs_pb2 as specs__pb2
 from . import types_pb2 as types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\robjects.proto\x12\x08swarmlet\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x0bspecs.proto\x1a\x0btypes.proto\"\x93\x01\n\x11\x45ngineDescription\x12\x16\n\x0e\x65ngine_version\x18\x01 \x01(\t\x12\x37\n\x06labels\x18\x02 \x03(\x0b\x32\'.swarmlet.EngineDescription.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9e\x01\n\x0fNodeDescription\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12$\n\x08platform\x18\x02 \x01(\x0b\x32\x12.swarmlet.Platform\x12&\n\tresources\x18\x03 \x01(\x0b\x32\x13.swarmlet.Resources\x12+\n\x06\x65ngine\x18\x04 \x01(\x0b\x32\x1b.swarmlet.EngineDescription\"~\n\nNodeStatus\x12\"\n\x05state\x18\x01 \x01(\x0e\x32\x13.swarmlet.NodeState\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\rManagerStatus\x12\x0c\n\x04\x61\x64\x64r\x18\x01 \x01(\t\x12\x0e\n\x06leader\x18\x02 \x01(\x08\x12,\n\x0creachability\x18\x03 \x01(\x0e\x32\x16.swarmlet.Reachability\"\xfb\x01\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1c\n\x04meta\x18\x02 \x01(\x0b\x32\x0e.swarmlet.Meta\x12 \n\x04spec\x18\x03 \x01(\x0b\x32\x12.swarmlet.NodeSpec\x12.\n\x0b\x64\x65scription\x18\x04 \x01(\x0b\x32\x19.swarmlet.NodeDescription\x12$\n\x06status\x18\x05 \x01(\x0b\x32\x14.swarmlet.NodeStatus\x12/\n\x0emanager_status\x18\x06 \x01(\x0b\x32\x17.swarmlet.ManagerStatus\x12 \n\x04role\x18\x07 \x01(\x0e\x32\x12.swarmlet.NodeRole\"\x98\x03\n\x0cUpdateStatus\x12\x31\n\x05state\x18\x01 \x01(\x0e\x32\".swarmlet.UpdateStatus.UpdateState\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xe1\x01\n\x0bUpdateState\x12\x18\n\x14UPDATE_STATE_UNKNOWN\x10\x00\x12\x19\n\x15UPDATE_STATE_UPDATING\x10\x01\x12\x17\n\x13UPDATE_STATE_PAUSED\x10\x02\x12\x1a\n\x16UPDATE_STATE_COMPLETED\x10\x03\x12!\n\x1dUPDATE_STATE_ROLLBACK_STARTED\x10\x04\x12 \n\x1cUPDATE_STATE_ROLLBACK_PAUSED\x10\x05\x12#\n\x1fUPDATE_STATE_ROLLBACK_COMPLETED\x10\x06\"\xa9\x02\n\x07Service\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1c\n\x04meta\x18\x02 \x01(\x0b\x32\x0e.swarmlet.Meta\x12#\n\x04spec\x18\x03 \x01(\x0b\x32\x15.swarmlet.ServiceSpec\x12,\n\rprevious_spec\x18\x04 \x01(\x0b\x32\x15.swarmlet.ServiceSpec\x12\x14\n\x0cspec_version\x18\x05 \x01(\x03\x12-\n\rupdate_status\x18\x06 \x01(\x0b\x32\x16.swarmlet.UpdateStatus\x12\'\n\njob_status\x18\x07 \x01(\x0b\x32\x13.swarmlet.JobStatus\x12\x1b\n\x13rebalance_requested\x18\x08 \x01(\x04\x12\x16\n\x0erebalance_done\x18\t \x01(\x04\"V\n\tJobStatus\x12\x15\n\rjob_iteration\x18\x01 \x01(\x04\x12\x32\n\x0elast_execution\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x0f\x43ontainerStatus\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x11\n\texit_code\x18\x03 \x01(\x05\"1\n\nPortStatus\x12#\n\x05ports\x18\x01 \x03(\x0b\x32\x14.swarmlet.PortConfig\"\xdd\x01\n\nTaskStatus\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x05state\x18\x02 \x01(\x0e\x32\x13.swarmlet.TaskState\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0b\n\x03\x65rr\x18\x04 \x01(\t\x12\x33\n\x10\x63ontainer_status\x18\x05 \x01(\x0b\x32\x19.swarmlet.ContainerStatus\x12)\n\x0bport_status\x18\x06 \x01(\x0b\x32\x14.swarmlet.PortStatus\"\xb3\x04\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1c\n\x04meta\x18\x02 \x01(\x0b\x32\x0e.swarmlet.Meta\x12\x12\n\nservice_id\x18\x03 \x01(\t\x12\x0c\n\x04slot\x18\x04 \x01(\x04\x12\x0f\n\x07node_id\x18\x05 \x01(\t\x12*\n\x0b\x61nnotations\x18\x06 \x01(\x0b\x32\x15.swarmlet.Annotations\x12\x14\n\x0cservice_name\x18\x07 \x01(\t\x12 \n\x04spec\x18\x08 \x01(\x0b\x32\x12.swarmlet.TaskSpec\x12\x14\n\x0cspec_version\x18\t \x01(\x03\x12(\n\x08\x65ndpoint\x18\n \x01(\x0b\x32\x16.swarmlet.EndpointSpec\x12*\n\rdesired_state\x18\x0b \x01(\x0e\x32\x13.swarmlet.TaskState\x12$\n\x06status\x18\x0c \x01(\x0b\x32\x14.swarmlet.TaskStatus\x12\x15\n\rjob_iteration\x18\r \x01(\x04\x12\x18\n\x10restart_declined\x18\x0e \x01(\x08\x12\x17\n\x0frestart_attempt\x18\x0f \x01(\x04\x12.\n\nrestart_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08replaces\x18\x11 \x01(\t\x12\x33\n\x0frecent_restarts\x18\x12 \x03(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0frebalance_round\x18\x13 \x01(\x04\"m\n\x0bNodeSession\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1c\n\x04meta\x18\x02 \x01(\x0b\x32\x0e.swarmlet.Meta\x12\x12\n\nmanager_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x05 \x01(\t\"f\n\x0fManagerPresence\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1c\n\x04meta\x18\x02 \x01(\x0b\x32\x0e.swarmlet.Meta\x12\x17\n\x0f\x64ispatcher_addr\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\x04 \x01(\t\"-\n\nJoinTokens\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12\x0f\n\x07manager\x18\x02 \x01(\t\"g\n\x06RootCA\x12\x0f\n\x07\x63\x61_cert\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63\x61_key\x18\x02 \x01(\x0c\x12\x11\n\tca_digest\x18\x03 \x01(\t\x12)\n\x0bjoin_tokens\x18\x04 \x01(\x0b\x32\x14.swarmlet.JoinTokens\"{\n\x07\x43luster\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1c\n\x04meta\x18\x02 \x01(\x0b\x32\x0e.swarmlet.Meta\x12#\n\x04spec\x18\x03 \x01(\x0b\x32\x15.swarmlet.ClusterSpec\x12!\n\x07root_ca\x18\x04 \x01(\x0b\x32\x10.swarmlet.RootCA*b\n\x0cReachability\x12\x18\n\x14REACHABILITY_UNKNOWN\x10\x00\x12\x1c\n\x18REACHABILITY_UNREACHABLE\x10\x01\x12\x1a\n\x16REACHABILITY_REACHABLE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\robjects.proto\x12\x08swarmlet\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x0bspecs.proto\x1a\x0btypes.proto\"\x93\x01\n\x11\x45ngineDescription\x12\x16\n\x0e\x65ngine_version\x18\x01 \x01(\t\x12\x37\n\x06labels\x18\x02 \x03(\x0b\x32\'.swarmlet.EngineDescription.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9e\x01\n\x0fNodeDescription\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12$\n\x08platform\x18\x02 \x01(\x0b\x32\x12.swarmlet.Platform\x12&\n\tresources\x18\x03 \x01(\x0b\x32\x13.swarmlet.Resources\x12+\n\x06\x65ngine\x18\x04 \x01(\x0b\x32\x1b.swarmlet.EngineDescription\"\x94\x01\n\nNodeStatus\x12\"\n\x05state\x18\x01 \x01(\x0e\x32\x13.swarmlet.NodeState\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x65ngine_error\x18\x05 \x01(\t\"[\n\rManagerStatus\x12\x0c\n\x04\x61\x64\x64r\x18\x01 \x01(\t\x12\x0e\n\x06leader\x18\x02 \x01(\x08\x12,\n\x0creachability\x18\x03 \x01(\x0e\x32\x16.swarmlet.Reachability\"\xfb\x01\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1c\n\x04meta\x18\x02 \x01(\x0b\x32\x0e.swarmlet.Meta\x12 \n\x04spec\x18\x03 \x01(\x0b\x32\x12.swarmlet.NodeSpec\x12.\n\x0b\x64\x65scription\x18\x04 \x01(\x0b\x32\x19.swarmlet.NodeDescription\x12$\n\x06status\x18\x05 \x01(\x0b\x32\x14.swarmlet.NodeStatus\x12/\n\x0emanager_status\x18\x06 \x01(\x0b\x32\x17.swarmlet.ManagerStatus\x12 \n\x04role\x18\x07 \x01(\x0e\x32\x12.swarmlet.NodeRole\"\x98\x03\n\x0cUpdateStatus\x12\x31\n\x05state\x18\x01 \x01(\x0e\x32\".swarmlet.UpdateStatus.UpdateState\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xe1\x01\n\x0bUpdateState\x12\x18\n\x14UPDATE_STATE_UNKNOWN\x10\x00\x12\x19\n\x15UPDATE_STATE_UPDATING\x10\x01\x12\x17\n\x13UPDATE_STATE_PAUSED\x10\x02\x12\x1a\n\x16UPDATE_STATE_COMPLETED\x10\x03\x12!\n\x1dUPDATE_STATE_ROLLBACK_STARTED\x10\x04\x12 \n\x1cUPDATE_STATE_ROLLBACK_PAUSED\x10\x05\x12#\n\x1fUPDATE_STATE_ROLLBACK_COMPLETED\x10\x06\"\xa9\x02\n\x07Service\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1c\n\x04meta\x18\x02 \x01(\x0b\x32\x0e.swarmlet.Meta\x12#\n\x04spec\x18\x03 \x01(\x0b\x32\x15.swarmlet.ServiceSpec\x12,\n\rprevious_spec\x18\x04 \x01(\x0b\x32\x15.swarmlet.ServiceSpec\x12\x14\n\x0cspec_version\x18\x05 \x01(\x03\x12-\n\rupdate_status\x18\x06 \x01(\x0b\x32\x16.swarmlet.UpdateStatus\x12\'\n\njob_status\x18\x07 \x01(\x0b\x32\x13.swarmlet.JobStatus\x12\x1b\n\x13rebalance_requested\x18\x08 \x01(\x04\x12\x16\n\x0erebalance_done\x18\t \x01(\x04\"V\n\tJobStatus\x12\x15\n\rjob_iteration\x18\x01 \x01(\x04\x12\x32\n\x0elast_execution\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x0f\x43ontainerStatus\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x11\n\texit_code\x18\x03 \x01(\x05\"1\n\nPortStatus\x12#\n\x05ports\x18\x01 \x03(\x0b\x32\x14.swarmlet.PortConfig\"\xdd\x01\n\nTaskStatus\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x05state\x18\x02 \x01(\x0e\x32\x13.swarmlet.TaskState\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0b\n\x03\x65rr\x18\x04 \x01(\t\x12\x33\n\x10\x63ontainer_status\x18\x05 \x01(\x0b\x32\x19.swarmlet.ContainerStatus\x12)\n\x0bport_status\x18\x06 \x01(\x0b\x32\x14.swarmlet.PortStatus\"\xb3\x04\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1c\n\x04meta\x18\x02 \x01(\x0b\x32\x0e.swarmlet.Meta\x12\x12\n\nservice_id\x18\x03 \x01(\t\x12\x0c\n\x04slot\x18\x04 \x01(\x04\x12\x0f\n\x07node_id\x18\x05 \x01(\t\x12*\n\x0b\x61nnotations\x18\x06 \x01(\x0b\x32\x15.swarmlet.Annotations\x12\x14\n\x0cservice_name\x18\x07 \x01(\t\x12 \n\x04spec\x18\x08 \x01(\x0b\x32\x12.swarmlet.TaskSpec\x12\x14\n\x0cspec_version\x18\t \x01(\x03\x12(\n\x08\x65ndpoint\x18\n \x01(\x0b\x32\x16.swarmlet.EndpointSpec\x12*\n\rdesired_state\x18\x0b \x01(\x0e\x32\x13.swarmlet.TaskState\x12$\n\x06status\x18\x0c \x01(\x0b\x32\x14.swarmlet.TaskStatus\x12\x15\n\rjob_iteration\x18\r \x01(\x04\x12\x18\n\x10restart_declined\x18\x0e \x01(\x08\x12\x17\n\x0frestart_attempt\x18\x0f \x01(\x04\x12.\n\nrestart_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08replaces\x18\x11 \x01(\t\x12\x33\n\x0frecent_restarts\x18\x12 \x03(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0frebalance_round\x18\x13 \x01(\x04\"m\n\x0bNodeSession\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1c\n\x04meta\x18\x02 \x01(\x0b\x32\x0e.swarmlet.Meta\x12\x12\n\nmanager_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x05 \x01(\t\"f\n\x0fManagerPresence\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1c\n\x04meta\x18\x02 \x01(\x0b\x32\x0e.swarmlet.Meta\x12\x17\n\x0f\x64ispatcher_addr\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\x04 \x01(\t\"-\n\nJoinTokens\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12\x0f\n\x07manager\x18\x02 \x01(\t\"g\n\x06RootCA\x12\x0f\n\x07\x63\x61_cert\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63\x61_key\x18\x02 \x01(\x0c\x12\x11\n\tca_digest\x18\x03 \x01(\t\x12)\n\x0bjoin_tokens\x18\x04 \x01(\x0b\x32\x14.swarmlet.JoinTokens\"{\n\x07\x43luster\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1c\n\x04meta\x18\x02 \x01(\x0b\x32\x0e.swarmlet.Meta\x12#\n\x04spec\x18\x03 \x01(\x0b\x32\x15.swarmlet.ClusterSpec\x12!\n\x07root_ca\x18\x04 \x01(\x0b\x32\x10.swarmlet.RootCA*b\n\x0cReachability\x12\x18\n\x14REACHABILITY_UNKNOWN\x10\x00\x12\x1c\n\x18REACHABILITY_UNREACHABLE\x10\x01\x12\x1a\n\x16REACHABILITY_REACHABLE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,44 +36,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENGINEDESCRIPTION_LABELSENTRY']._loaded_options = None
   _globals['_ENGINEDESCRIPTION_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_REACHABILITY']._serialized_start=3077
-  _globals['_REACHABILITY']._serialized_end=3175
+  _globals['_REACHABILITY']._serialized_start=3100
+  _globals['_REACHABILITY']._serialized_end=3198
   _globals['_ENGINEDESCRIPTION']._serialized_start=87
   _globals['_ENGINEDESCRIPTION']._serialized_end=234
   _globals['_ENGINEDESCRIPTION_LABELSENTRY']._serialized_start=189
   _globals['_ENGINEDESCRIPTION_LABELSENTRY']._serialized_end=234
   _globals['_NODEDESCRIPTION']._serialized_start=237
   _globals['_NODEDESCRIPTION']._serialized_end=395
-  _globals['_NODESTATUS']._serialized_start=397
-  _globals['_NODESTATUS']._serialized_end=523
-  _globals['_MANAGERSTATUS']._serialized_start=525
-  _globals['_MANAGERSTATUS']._serialized_end=616
-  _globals['_NODE']._serialized_start=619
-  _globals['_NODE']._serialized_end=870
-  _globals['_UPDATESTATUS']._serialized_start=873
-  _globals['_UPDATESTATUS']._serialized_end=1281
-  _globals['_UPDATESTATUS_UPDATESTATE']._serialized_start=1056
-  _globals['_UPDATESTATUS_UPDATESTATE']._serialized_end=1281
-  _globals['_SERVICE']._serialized_start=1284
-  _globals['_SERVICE']._serialized_end=1581
-  _globals['_JOBSTATUS']._serialized_start=1583
-  _globals['_JOBSTATUS']._serialized_end=1669
-  _globals['_CONTAINERSTATUS']._serialized_start=1671
-  _globals['_CONTAINERSTATUS']._serialized_end=1742
-  _globals['_PORTSTATUS']._serialized_start=1744
-  _globals['_PORTSTATUS']._serialized_end=1793
-  _globals['_TASKSTATUS']._serialized_start=1796
-  _globals['_TASKSTATUS']._serialized_end=2017
-  _globals['_TASK']._serialized_start=2020
-  _globals['_TASK']._serialized_end=2583
-  _globals['_NODESESSION']._serialized_start=2585
-  _globals['_NODESESSION']._serialized_end=2694
-  _globals['_MANAGERPRESENCE']._serialized_start=2696
-  _globals['_MANAGERPRESENCE']._serialized_end=2798
-  _globals['_JOINTOKENS']._serialized_start=2800
-  _globals['_JOINTOKENS']._serialized_end=2845
-  _globals['_ROOTCA']._serialized_start=2847
-  _globals['_ROOTCA']._serialized_end=2950
-  _globals['_CLUSTER']._serialized_start=2952
-  _globals['_CLUSTER']._serialized_end=3075
+  _globals['_NODESTATUS']._serialized_start=398
+  _globals['_NODESTATUS']._serialized_end=546
+  _globals['_MANAGERSTATUS']._serialized_start=548
+  _globals['_MANAGERSTATUS']._serialized_end=639
+  _globals['_NODE']._serialized_start=642
+  _globals['_NODE']._serialized_end=893
+  _globals['_UPDATESTATUS']._serialized_start=896
+  _globals['_UPDATESTATUS']._serialized_end=1304
+  _globals['_UPDATESTATUS_UPDATESTATE']._serialized_start=1079
+  _globals['_UPDATESTATUS_UPDATESTATE']._serialized_end=1304
+  _globals['_SERVICE']._serialized_start=1307
+  _globals['_SERVICE']._serialized_end=1604
+  _globals['_JOBSTATUS']._serialized_start=1606
+  _globals['_JOBSTATUS']._serialized_end=1692
+  _globals['_CONTAINERSTATUS']._serialized_start=1694
+  _globals['_CONTAINERSTATUS']._serialized_end=1765
+  _globals['_PORTSTATUS']._serialized_start=1767
+  _globals['_PORTSTATUS']._serialized_end=1816
+  _globals['_TASKSTATUS']._serialized_start=1819
+  _globals['_TASKSTATUS']._serialized_end=2040
+  _globals['_TASK']._serialized_start=2043
+  _globals['_TASK']._serialized_end=2606
+  _globals['_NODESESSION']._serialized_start=2608
+  _globals['_NODESESSION']._serialized_end=2717
+  _globals['_MANAGERPRESENCE']._serialized_start=2719
+  _globals['_MANAGERPRESENCE']._serialized_end=2821
+  _globals['_JOINTOKENS']._serialized_start=2823
+  _globals['_JOINTOKENS']._serialized_end=2868
+  _globals['_ROOTCA']._serialized_start=2870
+  _globals['_ROOTCA']._serialized_end=2973
+  _globals['_CLUSTER']._serialized_start=2975
+  _globals['_CLUSTER']._serialized_end=3098
 # @@protoc_insertion_point(module_scope)

@@ -123,10 +123,15 @@ class NodeStatus(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     ADDR_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
+    ENGINE_ERROR_FIELD_NUMBER: _builtins.int
     state: _types_pb2.NodeState.ValueType
     message: _builtins.str
     addr: _builtins.str
     """The address the node's session came from."""
+    engine_error: _builtins.str
+    """Set while the node's agent reports that its container engine does not answer
+    (what it saw): the scheduler places nothing on the node until it is cleared.
+    """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -136,10 +141,11 @@ class NodeStatus(_message.Message):
         message: _builtins.str = ...,
         addr: _builtins.str = ...,
         timestamp: _timestamp_pb2.Timestamp | None = ...,
+        engine_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addr", b"addr", "message", b"message", "state", b"state", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addr", b"addr", "engine_error", b"engine_error", "message", b"message", "state", b"state", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
