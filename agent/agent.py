@@ -135,6 +135,10 @@ class Agent:
             await asyncio.wait([stopped, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
             if tasks[0].done() and self.session.removed is not None:
                 self.failure = self.session.removed
+            elif stop.is_set():
+                # A clean stop (an upgrade, a restart): the containers keep running, and
+                # the manager keeps the node ready for its restart grace.
+                await self.session.goodbye("agent stopping; containers keep running")
         finally:
             stopped.cancel()
             _log.info("agent stopping; containers keep running")

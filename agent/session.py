@@ -164,6 +164,27 @@ class SessionLoop:
         # Attempts in a row that opened no session (`patience`).
         self.failures = 0
         self._switching = False
+        # The open session's stub (None between sessions), for `goodbye`.
+        self._stub: dispatcher_pb2_grpc.DispatcherAsyncStub | None = None
+
+    async def goodbye(self, reason: str, timeout: float = 2.0) -> float | None:
+        """Tell the manager this agent stops cleanly and leaves its containers running,
+        so that it keeps the node ready for its restart grace; the grace it granted
+        (None: no session, or no answer within `timeout`)."""
+        stub, session_id = self._stub, self.session_id
+        if stub is None or not session_id:
+            return None
+        try:
+            answer = await stub.Goodbye(
+                dispatcher_pb2.GoodbyeRequest(session_id=session_id, reason=reason),
+                timeout=timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            self.log.warning("the manager did not take the goodbye", error=_describe(exc))
+            return None
+        grace = duration_seconds(answer.grace)
+        self.log.info("said goodbye to the manager", manager=self.manager, grace=grace)
+        return grace
 
     def use(self, creds: NodeCredentials) -> None:
         """Switch to renewed credentials: the session is reopened with them at once."""
@@ -234,6 +255,7 @@ class SessionLoop:
                 else:
                     self.failures += 1
                 self.connected.clear()
+                self._stub = None
                 self.session_id = ""
             if established:
                 backoff = MIN_BACKOFF
@@ -282,6 +304,7 @@ class SessionLoop:
                 "session established", manager=addr, session_id=session_id, heartbeat_period=period
             )
             self.connected.set()
+            self._stub = stub
             self.failures = 0
             SESSIONS_UP.inc()
             for task_id, status in self.worker.statuses().items():

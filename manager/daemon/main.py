@@ -81,6 +81,13 @@ def main(
     heartbeat_period: Annotated[
         str, typer.Option(help="How often agents heartbeat; a node is down after 3 missed.")
     ] = "1s",
+    agent_restart_grace: Annotated[
+        str,
+        typer.Option(
+            help="How long an agent that stopped cleanly (SIGTERM: an upgrade, a restart) may "
+            "stay away before its node is declared down and its tasks are replaced."
+        ),
+    ] = "60s",
     control_addr: Annotated[
         str,
         typer.Option(
@@ -126,6 +133,11 @@ def main(
             f"--heartbeat-period {heartbeat_period}: use {MIN_HEARTBEAT_PERIOD}s to "
             f"{MAX_HEARTBEAT_PERIOD:.0f}s"
         )
+    restart_grace = _duration(agent_restart_grace)
+    if not 0 <= restart_grace <= 3600:
+        raise typer.BadParameter(
+            f"--agent-restart-grace {agent_restart_grace}: use 0s (none) to 1h"
+        )
     if metrics_addr and not metrics_addr.rpartition(":")[2].isdigit():
         raise typer.BadParameter(f"invalid --metrics-addr {metrics_addr!r}: use HOST:PORT")
     if not 1 <= leader_ttl <= 60:
@@ -150,6 +162,7 @@ def main(
         etcd=etcd_config,
         etcd_prefix=etcd_prefix,
         heartbeat_period=period,
+        agent_restart_grace=restart_grace,
         control_addr=control_addr,
         cert_expiry=expiry,
         join_token=join_token,

@@ -63,6 +63,9 @@ from manager.store.batcher import BatchWriter
 _log = get_logger("dispatcher")
 _NODE_ID = re.compile(r"^[a-z0-9]{1,64}$")
 MISSED_HEARTBEATS = 3
+# How long an agent that said goodbye (a clean stop: an upgrade, a restart) may stay
+# away before its node is declared down (`swarm-manager --agent-restart-grace`).
+DEFAULT_RESTART_GRACE = 60.0
 MAX_HEARTBEATS_PER_SECOND = 500
 # The longest period a session is ever told (cluster settings allow up to this too).
 MAX_PERIOD = 60.0
@@ -132,6 +135,13 @@ class AgentSession:
     registered: float = 0.0
     # Set while this manager writes the node READY again (see Heartbeat).
     reviving: bool = False
+    # After a goodbye: until when (on the dispatcher's clock) the session is kept
+    # although no heartbeat comes, so that a restarting agent finds its node ready.
+    leaving_until: float | None = None
+    # The engine error the agent last reported ("" while its engine answers), and
+    # whether this manager is writing a change of it to the node.
+    engine_error: str = ""
+    engine_writing: bool = False
     closed: bool = False
     # Set whenever there is something to send on the session stream (or it closed).
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -159,8 +169,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         peers: Callable[[], list[dispatcher_pb2.ManagerPeer]],
         clock: Callable[[], float],
         session_keys: SessionKeys | None = None,
+        restart_grace: float = DEFAULT_RESTART_GRACE,
     ) -> None:
         self.cache = cache
+        self.restart_grace = restart_grace
         self.store = store
         self.heartbeat_period = heartbeat_period
         self.peers = peers
@@ -413,17 +425,61 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 # Heartbeats may be waiting behind the stall: do not count it against nodes.
                 for s in self.sessions.values():
                     s.last_heartbeat += stall
+                    if s.leaving_until is not None:
+                        s.leaving_until += stall
                 _log.warning("event loop stalled; extending heartbeat grace", stall=round(stall, 2))
                 continue
-            expired = [
-                s
-                for s in self.sessions.values()
-                if now - s.last_heartbeat > MISSED_HEARTBEATS * s.period
-            ]
+            expired = [s for s in self.sessions.values() if _expired(s, now)]
             for s in expired:
                 self._close(s, expired=True)
-            if expired:
-                await self._mark_down(expired, "heartbeat failure")
+            lost = [s for s in expired if s.leaving_until is None]
+            if lost:
+                await self._mark_down(lost, "heartbeat failure")
+            gone = [s for s in expired if s.leaving_until is not None]
+            if gone:
+                await self._mark_down(
+                    gone, "agent stopped and did not come back within the restart grace"
+                )
+
+    # ---- goodbye ----------------------------------------------------------------------
+
+    async def Goodbye(
+        self, request: dispatcher_pb2.GoodbyeRequest, context: Context
+    ) -> dispatcher_pb2.GoodbyeResponse:
+        """The agent stops cleanly: keep its session (and session key) for the restart
+        grace, so that its node stays ready and its tasks stay where they are while it
+        restarts. Its new session replaces this one; if none comes, the node is
+        declared down when the grace ends."""
+        session = await self._session(request.session_id, context)
+        grace = self.restart_grace
+        session.leaving_until = self.clock() + grace
+        reason = " ".join(request.reason.split())[:200] or "agent stopping"
+        _log.info(
+            "agent said goodbye; keeping its node ready for the restart grace",
+            node_id=session.node_id,
+            session_id=session.id,
+            reason=reason,
+            grace=grace,
+        )
+        # Say so on the node (no new timestamp: that is the registration's, which
+        # `_mark_down` compares).
+        registered = session.registered
+
+        def leaving(node: objects_pb2.Node) -> objects_pb2.Node | None:
+            if (
+                node.status.state != types_pb2.NODE_STATE_READY
+                or timestamp_seconds(node.status.timestamp) > registered
+            ):
+                return None  # down already, or registered again since
+            node.status.message = f"agent restarting ({reason}): down if not back within {grace:g}s"
+            return node
+
+        try:
+            await self.store.commit([Update(Kind.NODE, session.node_id, leaving)])
+        except StoreError as exc:
+            _log.warning("could not note the goodbye on the node", node_id=session.node_id,
+                         error=str(exc))  # fmt: skip
+        return dispatcher_pb2.GoodbyeResponse(grace=duration(grace))
 
     async def _mark_down(self, expired: list[AgentSession], message: str) -> None:
         registered = {s.node_id: s.registered for s in expired}
@@ -553,6 +609,14 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     def close_all(self) -> None:
         for s in list(self.sessions.values()):
             self._close(s)
+
+
+def _expired(session: AgentSession, now: float) -> bool:
+    """The session missed MISSED_HEARTBEATS periods, and its agent did not say goodbye
+    or its restart grace is over."""
+    if now - session.last_heartbeat <= MISSED_HEARTBEATS * session.period:
+        return False
+    return session.leaving_until is None or now > session.leaving_until
 
 
 def _peer_host(peer: str) -> str:

@@ -1,7 +1,10 @@
 """A node whose agent restarts and opens its new session with another manager stays
 ready: the manager that held the old session must not declare it down when that
 session expires (found by the chaos suite: the node stayed down for good, its tasks
-moved away, although its agent heartbeated)."""
+moved away, although its agent heartbeated).
+
+An agent that stops cleanly (SIGTERM) says goodbye and its node stays ready for the
+manager's restart grace; one killed without a goodbye is declared down as before."""
 
 from __future__ import annotations
 
@@ -11,10 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import Agent, EtcdCluster, Manager, short_tmpdir, wait_until
+from tests.conftest import Cluster
+from tests.harness import SLEEPER, Agent, EtcdCluster, Manager, short_tmpdir, wait_until
 
 HOLLOW = ["--executor", "hollow", "--hollow-prepare", "10ms", "--hollow-start", "10ms"]
-READY, DOWN = 2, 3
+READY, DOWN = 2, 1
 
 
 @pytest.fixture
@@ -61,3 +65,59 @@ def test_restarted_agent_on_another_manager_is_not_declared_down(
         if new is not None:
             new.cleanup(None)
         old.cleanup(None)
+
+
+# ---- agent restart grace (real manager, real agent, real dockerd) ----------------------
+
+
+def _node_state(c: Cluster) -> int:
+    node_id = c.agent.node_id
+    return next(n.status.state for n in c.manager.nodes() if n.id == node_id)
+
+
+def _containers_by_task(c: Cluster, name: str) -> dict[str, str]:
+    return {x.labels["swarmlet.task.id"]: x.id for x in c.containers(name)}
+
+
+@pytest.mark.docker
+def test_agent_stopped_cleanly_and_restarted_late_restarts_no_container(
+    fresh_cluster: Cluster, name: str
+) -> None:
+    """An agent upgrade: SIGTERM, a few seconds away (longer than 3 heartbeats), start
+    again. The agent said goodbye, so its node stays ready through the restart grace:
+    no task is replaced, no container restarted."""
+    c = fresh_cluster
+    c.ctl("service", "create", "--name", name, "--replicas", "2", SLEEPER, check=True, timeout=90)
+    before = _containers_by_task(c, name)
+    assert len(before) == 2
+    tasks_before = {t.id for t in c.manager.tasks(name)}
+    assert c.agent.stop(signal.SIGTERM) == 0
+    # Longer than MISSED_HEARTBEATS (3) periods of 1 s: without the grace the node is
+    # declared down in this time and its tasks replaced.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        assert _node_state(c) == READY, "declared down although its agent said goodbye"
+        time.sleep(0.2)
+    node = next(n for n in c.manager.nodes() if n.id == c.agent.node_id)
+    assert "agent restarting" in node.status.message
+    c.agent.start()
+    c.wait_node_ready()
+    wait_until(lambda: len(c.manager.running_tasks(name)) == 2, 30, what="2 running tasks")
+    time.sleep(3)  # the new session's full assignment set has been applied by now
+    assert _containers_by_task(c, name) == before
+    assert {t.id for t in c.manager.tasks(name)} == tasks_before
+    node = next(n for n in c.manager.nodes() if n.id == c.agent.node_id)
+    assert node.status.message == ""
+
+
+@pytest.mark.docker
+def test_agent_killed_is_declared_down_after_missed_heartbeats(
+    fresh_cluster: Cluster, name: str
+) -> None:
+    """No goodbye (SIGKILL, a dead host): the node is down after the usual 3 periods."""
+    c = fresh_cluster
+    c.ctl("service", "create", "--name", name, "--replicas", "1", SLEEPER, check=True, timeout=90)
+    c.agent.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    wait_until(lambda: _node_state(c) == DOWN, 15, what="the node down")
+    assert time.monotonic() - killed < 8
