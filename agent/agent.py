@@ -4,6 +4,7 @@ session loop, and certificate renewal."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ class AgentConfig:
     managers: list[str]
     state_dir: Path
     join_token: str = ""
+    # How often containers of this node that no task of it owns any more are removed.
+    sweep_interval: float = 60.0
 
 
 class Agent:
@@ -129,6 +132,11 @@ class Agent:
         tasks = [
             supervise("session", self.session.run, restart=False, node_id=node_id),
             supervise("renew", self._renew_forever, node_id=node_id),
+            supervise(
+                "sweep",
+                functools.partial(self.worker.sweep_forever, self.config.sweep_interval),
+                node_id=node_id,
+            ),
         ]
         stopped = asyncio.ensure_future(stop.wait())
         try:

@@ -79,6 +79,14 @@ class HollowExecutor:
             if ctl.created
         ]
 
+    async def node_containers(self, node_id: str) -> dict[str, str]:
+        return {
+            ctl.container_id: task_id for task_id, ctl in self.controllers.items() if ctl.created
+        }
+
+    async def ping(self) -> None:
+        return None  # a hollow engine always answers
+
     def controller(
         self, task: objects_pb2.Task, node_id: str, container_id: str = ""
     ) -> HollowController:
