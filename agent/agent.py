@@ -138,6 +138,8 @@ class Agent:
                 node_id=node_id,
             ),
         ]
+        if not getattr(self.executor, "always_answers", False):
+            tasks.append(supervise("engine", self.session.watch_engine, node_id=node_id))
         stopped = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait([stopped, tasks[0]], return_when=asyncio.FIRST_COMPLETED)

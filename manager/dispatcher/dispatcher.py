@@ -66,6 +66,8 @@ MISSED_HEARTBEATS = 3
 # How long an agent that said goodbye (a clean stop: an upgrade, a restart) may stay
 # away before its node is declared down (`swarm-manager --agent-restart-grace`).
 DEFAULT_RESTART_GRACE = 60.0
+# An agent's engine error is cut to this many characters before it is stored.
+MAX_ENGINE_ERROR = 1000
 MAX_HEARTBEATS_PER_SECOND = 500
 # The longest period a session is ever told (cluster settings allow up to this too).
 MAX_PERIOD = 60.0
@@ -213,6 +215,8 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         # be slow to do. Nodes were declared down seconds after joining for that alone.
         session = AgentSession(new_id(), node_id, addr, self.clock() + period, period, period)
         session.registered = timestamp_seconds(node.status.timestamp)
+        # What the node says of its engine until the agent's first heartbeat tells.
+        session.engine_error = node.status.engine_error
         old = self.sessions.get(node_id)
         if old is not None:
             self._close(old)
@@ -311,7 +315,8 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         def refresh(node: objects_pb2.Node) -> objects_pb2.Node:
             node.description.CopyFrom(description)
             node.status.state = types_pb2.NODE_STATE_READY
-            node.status.message = ""
+            # An engine error stays until the agent's heartbeats say otherwise.
+            node.status.message = node.status.engine_error
             node.status.addr = addr
             stamp_now(node.status.timestamp)
             return node
@@ -365,7 +370,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self, request: dispatcher_pb2.HeartbeatRequest, context: Context
     ) -> dispatcher_pb2.HeartbeatResponse:
         session = await self._session(request.session_id, context)
-        return self._beat(session)
+        return self._beat(session, request)
 
     async def Heartbeats(
         self, request_iterator: AsyncIterator[dispatcher_pb2.HeartbeatRequest], context: Context
@@ -387,12 +392,17 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"session {session.id!r} has ended: open a new session",
                 )
-            yield self._beat(session)
+            yield self._beat(session, request)
 
-    def _beat(self, session: AgentSession) -> dispatcher_pb2.HeartbeatResponse:
+    def _beat(
+        self, session: AgentSession, request: dispatcher_pb2.HeartbeatRequest
+    ) -> dispatcher_pb2.HeartbeatResponse:
         session.last_heartbeat = self.clock()
         self.heartbeats += 1
         HEARTBEATS.inc()
+        engine_error = request.engine_error
+        if engine_error != session.engine_error:
+            self._engine_changed(session, engine_error)
         node = self.cache.nodes.get(session.node_id)
         down = node is not None and node.status.state == types_pb2.NODE_STATE_DOWN
         if down and not session.reviving:
@@ -508,6 +518,57 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         for node in result.written:
             NODES_DOWN.inc()
             _log.warning("node down", node_id=node.id, reason=message)
+
+    # ---- engine health ----------------------------------------------------------------
+
+    def _engine_changed(self, session: AgentSession, engine_error: str) -> None:
+        """The agent says its engine stopped (or started again) answering: record it on
+        the node (one write per change), where the scheduler's engine filter reads it."""
+        error = " ".join(engine_error.split())[:MAX_ENGINE_ERROR]
+        if error == session.engine_error:
+            return
+        session.engine_error = error
+        _log.warning(
+            "node's engine does not answer" if error else "node's engine answers again",
+            node_id=session.node_id,
+            error=error or None,
+        )
+        if not session.engine_writing:
+            session.engine_writing = True
+            task = asyncio.create_task(self._record_engine(session))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _record_engine(self, session: AgentSession) -> None:
+        try:
+            while not session.closed:
+                error = session.engine_error
+
+                def record(node: objects_pb2.Node, error: str = error) -> objects_pb2.Node | None:
+                    if node.status.engine_error == error:
+                        return None
+                    previous = node.status.engine_error
+                    node.status.engine_error = error
+                    if error:
+                        node.status.message = error
+                    elif previous and node.status.message == previous:
+                        node.status.message = ""
+                    return node
+
+                try:
+                    await self.store.commit([Update(Kind.NODE, session.node_id, record)])
+                except StoreError as exc:
+                    _log.warning(
+                        "could not record the node's engine health; retrying",
+                        node_id=session.node_id,
+                        error=str(exc),
+                    )
+                    await asyncio.sleep(1.0)
+                    continue
+                if session.engine_error == error:
+                    return
+        finally:
+            session.engine_writing = False
 
     async def _revive(self, session: AgentSession) -> None:
         def ready(node: objects_pb2.Node) -> objects_pb2.Node | None:

@@ -86,6 +86,35 @@ def _usable(info: NodeInfo) -> bool:
     return info.usable
 
 
+class EngineFilter:
+    """The node's container engine answers, as its agent last reported: a node whose
+    engine is down is connected (ready) but would only reject what it is given."""
+
+    name = "engine"
+    reason = "engine down"
+
+    def enabled(self, task: objects_pb2.Task) -> bool:
+        return True
+
+    static = True
+
+    def check(self, task: objects_pb2.Task, info: NodeInfo) -> bool:
+        return info.engine_up
+
+    def matcher(self, task: objects_pb2.Task) -> Matcher:
+        return _engine_up
+
+    def signature(self, task: objects_pb2.Task) -> Hashable:
+        return ()
+
+    def explain(self, count: int) -> str:
+        return f"engine down on {_nodes(count)}"
+
+
+def _engine_up(info: NodeInfo) -> bool:
+    return info.engine_up
+
+
 class CPUFilter:
     """The node's CPUs minus what its tasks reserve cover the task's CPU reservation."""
 
@@ -237,6 +266,7 @@ class MaxReplicasFilter:
 def default_filters() -> list[Filter]:
     return [
         ReadyFilter(),
+        EngineFilter(),
         CPUFilter(),
         MemoryFilter(),
         ConstraintFilter(),

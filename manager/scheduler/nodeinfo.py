@@ -98,6 +98,7 @@ class NodeInfo:
         "by_service",
         "cpu_capacity",
         "engine_labels",
+        "engine_up",
         "failures",
         "id",
         "labels",
@@ -151,6 +152,8 @@ class NodeInfo:
             node.status.state == types_pb2.NODE_STATE_READY
             and node.spec.availability == types_pb2.NODE_AVAILABILITY_ACTIVE
         )
+        # Its agent reports that the container engine does not answer (EngineFilter).
+        self.engine_up: bool = not node.status.engine_error
         resources = node.description.resources
         # Nodes mostly come in a few sizes: they share the int objects of their
         # capacities (a protobuf read makes a new one each time), which keeps what a

@@ -186,3 +186,29 @@ def test_sweep_removes_own_orphans_and_never_other_nodes_containers(
         for c in made:
             with contextlib.suppress(docker.errors.NotFound):
                 c.remove(force=True)
+
+
+def test_node_whose_engine_is_down_is_shown_and_gets_no_tasks_until_it_answers(
+    engine: PrivateEngine, name: str
+) -> None:
+    with one_node(engine.addr) as node:
+        engine.stop()
+        wait_until(lambda: node.node().status.engine_error, 20, what="the engine error recorded")
+        shown = node.node()
+        assert shown.status.state == 2  # still connected
+        assert shown.status.message.startswith("engine not answering")
+        assert "Ready (engine down)" in node.ctl("node", "ls").stdout
+        node.ctl("service", "create", "-d", "--name", name, "--replicas", "1", SLEEPER)
+        wait_until(
+            lambda: any("engine down on 1 node" in t.status.err for t in node.manager.tasks(name)),
+            20,
+            what="the task pending, explained",
+        )
+        time.sleep(8)  # rejected tasks would have piled up by now (one every 5 s)
+        tasks = node.manager.tasks(name)
+        assert len(tasks) == 1
+        assert tasks[0].status.state == 64  # PENDING
+        engine.start()
+        wait_until(lambda: not node.node().status.engine_error, 20, what="the engine error cleared")
+        assert "engine down" not in node.ctl("node", "ls").stdout
+        wait_until(lambda: len(node.manager.running_tasks(name)) == 1, 60, what="the task running")

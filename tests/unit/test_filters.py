@@ -25,6 +25,7 @@ from manager.scheduler.constraints import (
 from manager.scheduler.filters import (
     ConstraintFilter,
     CPUFilter,
+    EngineFilter,
     Filter,
     HostPortFilter,
     MaxReplicasFilter,
@@ -122,6 +123,7 @@ def accepts(flt: Filter, t: objects_pb2.Task, info: NodeInfo) -> bool:
 def test_the_default_pipeline_order() -> None:
     assert [type(x) for x in default_filters()] == [
         ReadyFilter,
+        EngineFilter,
         CPUFilter,
         MemoryFilter,
         ConstraintFilter,
