@@ -66,19 +66,28 @@ class SessionRequest(_message.Message):
 
     NODE_ID_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    RUNNING_TASK_IDS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """The node's id, kept in the agent's state dir across restarts."""
     @_builtins.property
     def description(self) -> _objects_pb2.NodeDescription: ...
+    @_builtins.property
+    def running_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The tasks whose containers run on the node now. A task shut down because its
+        node went down, whose replacement does not run yet, lives again (it is adopted,
+        the replacement retired) before the session's assignments are sent.
+        """
+
     def __init__(
         self,
         *,
         node_id: _builtins.str = ...,
         description: _objects_pb2.NodeDescription | None = ...,
+        running_task_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["description", b"description"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "node_id", b"node_id", "running_task_ids", b"running_task_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

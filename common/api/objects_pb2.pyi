@@ -455,6 +455,7 @@ class Task(_message.Message):
     REPLACES_FIELD_NUMBER: _builtins.int
     RECENT_RESTARTS_FIELD_NUMBER: _builtins.int
     REBALANCE_ROUND_FIELD_NUMBER: _builtins.int
+    SHUTDOWN_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     service_id: _builtins.str
     slot: _builtins.int
@@ -480,6 +481,11 @@ class Task(_message.Message):
     rebalance_round: _builtins.int
     """For a rebalancing move: the service's rebalance_requested when it was made, so
     that a rebalance judges only its own moves, not those of earlier rounds.
+    """
+    shutdown_reason: _builtins.str
+    """Why the manager shut this task down when it did not end by itself ("node down",
+    "constraint no longer met"): written by the manager only, so the agent's later
+    reports keep it; kept in the task's history and shown by `service ps`.
     """
     @_builtins.property
     def meta(self) -> _types_pb2.Meta: ...
@@ -529,10 +535,11 @@ class Task(_message.Message):
         replaces: _builtins.str = ...,
         recent_restarts: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
         rebalance_round: _builtins.int = ...,
+        shutdown_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "endpoint", b"endpoint", "meta", b"meta", "restart_at", b"restart_at", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "desired_state", b"desired_state", "endpoint", b"endpoint", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "node_id", b"node_id", "rebalance_round", b"rebalance_round", "recent_restarts", b"recent_restarts", "replaces", b"replaces", "restart_at", b"restart_at", "restart_attempt", b"restart_attempt", "restart_declined", b"restart_declined", "service_id", b"service_id", "service_name", b"service_name", "slot", b"slot", "spec", b"spec", "spec_version", b"spec_version", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "desired_state", b"desired_state", "endpoint", b"endpoint", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "node_id", b"node_id", "rebalance_round", b"rebalance_round", "recent_restarts", b"recent_restarts", "replaces", b"replaces", "restart_at", b"restart_at", "restart_attempt", b"restart_attempt", "restart_declined", b"restart_declined", "service_id", b"service_id", "service_name", b"service_name", "shutdown_reason", b"shutdown_reason", "slot", b"slot", "spec", b"spec", "spec_version", b"spec_version", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

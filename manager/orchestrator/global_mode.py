@@ -17,12 +17,14 @@ from collections.abc import Mapping, Sequence
 from common import states
 from common.api import objects_pb2, types_pb2
 from manager.orchestrator.plan import (
+    CONSTRAINT_NOT_MET,
     Plan,
     SlotState,
     created_at,
     node_usable,
     settle_pairs,
     settle_slot,
+    unusable_reason,
 )
 from manager.orchestrator.tasks import new_task
 from manager.orchestrator.updater import plan_rollout
@@ -62,6 +64,9 @@ def plan_global(
         node = nodes.get(node_id)
         return node_usable(node) and node is not None and matches_placement(service, node)
 
+    def why_not(node_id: str) -> str:
+        return unusable_reason(nodes.get(node_id)) or CONSTRAINT_NOT_MET
+
     def eligible(node: objects_pb2.Node | None) -> bool:
         return (
             node is not None
@@ -76,7 +81,9 @@ def plan_global(
     for node_id in sorted(set(by_node) | set(nodes)):
         node = nodes.get(node_id)
         history = sorted(by_node.get(node_id, []), key=created_at)
-        state = settle_slot(service, history, keeps, now, plan, job_iteration=iteration)
+        state = settle_slot(
+            service, history, keeps, now, plan, job_iteration=iteration, why_not=why_not
+        )
         state.alive = settle_pairs(state.alive, plan)
         if (
             not is_job

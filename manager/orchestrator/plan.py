@@ -8,9 +8,15 @@ the tasks a slot has had:
   task so a restarted manager keeps it); otherwise the slot stays empty until the spec
   changes (`restart_declined`);
 - a job's task that completed is done and stays as it is;
-- a task whose node is down, drained or gone is removed and replaced at once (the
-  task did not fail, so no delay and no attempt counted); its container is removed
-  when its node comes back.
+- a task whose node is drained or gone is removed and replaced at once (the task did
+  not fail, so no delay and no attempt counted); its container is removed when its
+  node comes back;
+- a task whose node is down is shut down (not removed) and replaced at once: it stays
+  in the slot's history with its `shutdown_reason` ("node down"), and if its node
+  comes back with it still running before the replacement runs, it lives again and
+  the replacement is retired (`manager.dispatcher.adoption`);
+- a global service's task whose node no longer meets the constraints is shut down
+  the same way ("constraint no longer met").
 """
 
 from __future__ import annotations
@@ -30,16 +36,22 @@ from manager.orchestrator.tasks import (
     runs_current_spec,
 )
 
+# Why a task that did not end by itself was shut down (Task.shutdown_reason).
+NODE_DOWN = "node down"
+CONSTRAINT_NOT_MET = "constraint no longer met"
+
 
 @dataclass
 class ShutdownTask:
     """Raise a task's desired state to `desired` (SHUTDOWN or REMOVE), noting what its
-    restart policy decided: a replacement due at `restart_at`, or none (`declined`)."""
+    restart policy decided: a replacement due at `restart_at`, or none (`declined`),
+    and why the manager shut it down when it did not end by itself (`reason`)."""
 
     task_id: str
     desired: int
     restart_at: float | None = None
     declined: bool = False
+    reason: str = ""
 
 
 @dataclass
@@ -85,6 +97,17 @@ def node_usable(node: objects_pb2.Node | None) -> bool:
         and node.status.state != types_pb2.NODE_STATE_DOWN
         and node.spec.availability != types_pb2.NODE_AVAILABILITY_DRAIN
     )
+
+
+def unusable_reason(node: objects_pb2.Node | None) -> str:
+    """Why tasks may not stay on this node ("" if they may): see `node_usable`."""
+    if node is None:
+        return "node removed"
+    if node.status.state == types_pb2.NODE_STATE_DOWN:
+        return NODE_DOWN
+    if node.spec.availability == types_pb2.NODE_AVAILABILITY_DRAIN:
+        return "node drained"
+    return ""
 
 
 def created_at(task: objects_pb2.Task) -> float:
@@ -152,11 +175,14 @@ def settle_slot(
     plan: Plan,
     *,
     job_iteration: int | None = None,
+    why_not: Callable[[str], str] | None = None,
 ) -> SlotState:
     """Apply the shared rules to one slot's tasks (oldest first); record changes in `plan`.
 
     For jobs, `job_iteration` is the current run: tasks of earlier runs that still run
-    are shut down and do not count.
+    are shut down and do not count. `why_not(node_id)` says why a node `node_ok` turns
+    down may not keep its tasks (`unusable_reason`, CONSTRAINT_NOT_MET); without it
+    such tasks are removed.
     """
     decided: dict[str, ShutdownTask] = {}
     alive: list[objects_pb2.Task] = []
@@ -181,10 +207,17 @@ def settle_slot(
             else:
                 shutdown = ShutdownTask(t.id, states.SHUTDOWN, declined=True)
         elif t.node_id and not node_ok(t.node_id):
-            # Removed, not just shut down: its container is of no use, and a node that
-            # comes back must not keep it (the reaper deletes the task, the agent then
-            # removes the container).
-            shutdown = ShutdownTask(t.id, states.REMOVE)
+            reason = why_not(t.node_id) if why_not is not None else ""
+            if reason in (NODE_DOWN, CONSTRAINT_NOT_MET):
+                # Shut down, and kept in the slot's history with the reason. A node that
+                # comes back with the task still running before its replacement runs
+                # gets it back (the dispatcher's adoption); otherwise the agent stops it.
+                shutdown = ShutdownTask(t.id, states.SHUTDOWN, reason=reason)
+            else:
+                # Removed: its container is of no use, and a node that comes back must
+                # not keep it (the reaper deletes the task, the agent then removes the
+                # container).
+                shutdown = ShutdownTask(t.id, states.REMOVE, reason=reason)
         else:
             alive.append(t)
             continue
