@@ -330,7 +330,11 @@ class SessionLoop:
         ) as channel:
             stub = dispatcher_pb2_grpc.DispatcherStub(channel)
             call = stub.Session(
-                dispatcher_pb2.SessionRequest(node_id=self.node_id, description=description)
+                dispatcher_pb2.SessionRequest(
+                    node_id=self.node_id,
+                    description=description,
+                    running_task_ids=self.worker.running_task_ids(),
+                )
             )
             first = await self._first_message(channel, call)
             if first is grpc.aio.EOF:

@@ -18,6 +18,7 @@ import functools
 from agent.executor import AdoptedContainer, Executor, ExecutorError
 from agent.reporter import StatusReporter
 from agent.taskrunner import TaskRunner
+from common import states
 from common.api import dispatcher_pb2, objects_pb2
 from common.log import get_logger
 from common.supervise import cancel_all
@@ -101,6 +102,14 @@ class Worker:
                 await self.sweep()
             except ExecutorError as exc:
                 _log.warning("could not sweep this node's containers", error=str(exc))
+
+    def running_task_ids(self) -> list[str]:
+        """The tasks whose containers run here now (adopted ones included)."""
+        return [
+            tid
+            for tid, r in self.runners.items()
+            if not r.removed and r.status.state == states.RUNNING
+        ]
 
     def statuses(self) -> dict[str, objects_pb2.TaskStatus]:
         """The current status of every task the manager knows this node has."""

@@ -27,7 +27,7 @@ import functools
 import itertools
 import math
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -38,6 +38,7 @@ from common.ids import new_id
 from common.log import get_logger
 from common.timeutil import duration, stamp_now, timestamp_seconds
 from manager.ca import authz
+from manager.dispatcher import adoption
 from manager.dispatcher.sessionkeys import SessionKeys
 from manager.dispatcher.status import TaskStatusWriter, status_problem, trimmed
 from manager.grpc_errors import (
@@ -209,6 +210,8 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 )
             addr = _peer_host(context.peer())
             node = await self._register(node_id, request.description, addr)
+            # Before the assignments are built: tasks it still runs may live again.
+            await self._adopt(node_id, request.running_task_ids)
         period = self.period()
         # The first heartbeat is counted from a period from now: the agent sends it once
         # it has read the first message below, which a busy agent (or farm of them) can
@@ -336,6 +339,36 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             raise PermissionDeniedError(f"node {node_id} was removed from the cluster") from None
         assert updated is not None  # refresh never declines
         return updated  # type: ignore[no-any-return]
+
+    async def _adopt(self, node_id: str, running_ids: Iterable[str]) -> None:
+        """Bring back the node's running tasks that were shut down because it went down,
+        where their replacements do not run yet (see adoption.py)."""
+        cache = self.cache
+        plan = adoption.plan_adoption(
+            node_id,
+            running_ids,
+            cache.tasks.get,
+            lambda service_id: cache.tasks_by_service.get(service_id, {}).values(),
+            cache.services.get,
+        )
+        if not plan:
+            return
+        try:
+            result = await self.store.commit(adoption.operations(plan, node_id))
+            await cache.wait_for(result.revision)
+        except StoreError as exc:
+            _log.warning("could not adopt the node's running tasks", node_id=node_id,
+                         error=str(exc))  # fmt: skip
+            return
+        revived = [t.id for t in result.written if t.id in plan.revive]
+        retired = [t.id for t in result.written if t.id not in plan.revive]
+        if revived:
+            _log.info(
+                "node came back running tasks replaced while it was down: kept them",
+                node_id=node_id,
+                tasks=revived,
+                retired=retired,
+            )
 
     def _close(self, session: AgentSession, *, expired: bool = False) -> None:
         session.closed = True

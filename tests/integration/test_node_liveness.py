@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ from tests.harness import SLEEPER, Agent, EtcdCluster, Manager, short_tmpdir, wa
 
 HOLLOW = ["--executor", "hollow", "--hollow-prepare", "10ms", "--hollow-start", "10ms"]
 READY, DOWN = 2, 1
+SHUTDOWN, REMOVE = 640, 800
 
 
 @pytest.fixture
@@ -121,3 +123,93 @@ def test_agent_killed_is_declared_down_after_missed_heartbeats(
     killed = time.monotonic()
     wait_until(lambda: _node_state(c) == DOWN, 15, what="the node down")
     assert time.monotonic() - killed < 8
+
+
+# ---- a node that comes back, and the history of what its tasks became -----------------
+
+
+def _task(c: Cluster, task_id: str) -> Any:
+    return next((t for t in c.manager.tasks() if t.id == task_id), None)
+
+
+@pytest.mark.docker
+def test_node_back_before_the_replacement_runs_keeps_its_running_container(
+    fresh_cluster: Cluster, name: str
+) -> None:
+    """Killed agent: the node is declared down and its task replaced (shut down, "node
+    down"); the replacement has nowhere to run. The agent comes back: the old task lives
+    again in the same container and the replacement is retired."""
+    c = fresh_cluster
+    c.ctl("service", "create", "--name", name, "--replicas", "1", SLEEPER, check=True, timeout=90)
+    before = _containers_by_task(c, name)
+    (old_id,) = before
+    c.agent.stop(signal.SIGKILL)
+    wait_until(lambda: _node_state(c) == DOWN, 15, what="the node down")
+
+    def replaced() -> bool:
+        old = _task(c, old_id)
+        return (
+            old is not None
+            and old.desired_state == SHUTDOWN
+            and old.shutdown_reason == "node down"
+            and len(c.manager.tasks(name)) == 2
+        )
+
+    wait_until(replaced, 15, what="the task shut down and replaced")
+    assert "node down" in c.ctl("service", "ps", name, check=True).stdout
+    c.agent.start()
+    c.wait_node_ready()
+    wait_until(
+        lambda: [t.id for t in c.manager.running_tasks(name)] == [old_id],
+        30,
+        what="the old task running again",
+    )
+    time.sleep(3)
+    assert _containers_by_task(c, name) == before  # same container: nothing restarted
+    assert [t.id for t in c.manager.running_tasks(name)] == [old_id]
+    others = [t for t in c.manager.tasks(name) if t.id != old_id]
+    assert all(t.desired_state == REMOVE for t in others)
+    assert _task(c, old_id).shutdown_reason == ""
+
+
+@pytest.mark.docker
+def test_replacement_running_first_wins_and_service_ps_says_why(
+    fresh_cluster: Cluster, name: str
+) -> None:
+    """The replacement runs on another node before the lost node comes back: the old
+    task is stopped when its node returns, and its history entry says "node down"."""
+    c = fresh_cluster
+    c.ctl("service", "create", "--name", name, "--replicas", "1", SLEEPER, check=True, timeout=90)
+    (old_id,) = _containers_by_task(c, name)
+    other = Agent(
+        [c.manager.addr],
+        "unix:///nonexistent",
+        hostname="hollow-2",
+        join_token=c.manager.join_token(),
+        extra=HOLLOW,
+    ).start()
+    try:
+        other_id = other.node_id
+        wait_until(
+            lambda: any(n.id == other_id and n.status.state == READY for n in c.manager.nodes()),
+            30,
+            what="the second node ready",
+        )
+        c.agent.stop(signal.SIGKILL)
+        wait_until(
+            lambda: [t.node_id for t in c.manager.running_tasks(name)] == [other_id],
+            30,
+            what="the replacement running on the other node",
+        )
+        c.agent.start()
+        c.wait_node_ready()
+        wait_until(lambda: not c.containers(name), 30, what="the old container stopped")
+        old = _task(c, old_id)
+        assert old.desired_state == SHUTDOWN
+        assert old.shutdown_reason == "node down"
+        ps = c.ctl("service", "ps", name, check=True).stdout
+        line = next(x for x in ps.splitlines() if x.startswith(old_id[:12]))
+        assert "node down" in line
+        assert "Shutdown" in line
+    finally:
+        other.cleanup(None)
