@@ -518,6 +518,8 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             return node
 
         try:
+            # Not batched with registrations: the agent's next registration of the node
+            # may come soon after, and must not share a transaction with this.
             await self.store.commit([Update(Kind.NODE, session.node_id, leaving)])
         except StoreError as exc:
             _log.warning("could not note the goodbye on the node", node_id=session.node_id,
