@@ -3,6 +3,13 @@ its agent said goodbye, in which case not before the restart grace is over."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from manager.daemon.main import app
 from manager.dispatcher.dispatcher import AgentSession, _expired
 
 PERIOD = 1.0
@@ -31,3 +38,20 @@ def test_a_grace_shorter_than_three_periods_changes_nothing() -> None:
     s.leaving_until = 100.0  # --agent-restart-grace 0s
     assert not _expired(s, 100.0 + 2 * PERIOD)
     assert _expired(s, 100.0 + 3 * PERIOD + 0.01)
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [("2h", "use 0s (none) to 1h"), ("soon", "soon"), ("-5s", "")],
+)
+def test_a_bad_restart_grace_is_refused_before_anything_starts(
+    tmp_path: Path, value: str, why: str
+) -> None:
+    result = CliRunner().invoke(
+        app, ["--state-dir", str(tmp_path / "state"), "--agent-restart-grace", value]
+    )
+    out = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
+    assert result.exit_code == 2
+    assert "Traceback" not in out
+    assert why in out
+    assert not (tmp_path / "state").exists()
