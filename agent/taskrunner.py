@@ -319,7 +319,13 @@ class TaskRunner:
                 self.log.warning("could not stop container; retrying", error=str(exc))
                 await asyncio.sleep(1.0)
                 return
+        prepared = self.status.state >= states.PREPARING
         self._report(states.SHUTDOWN, "shutdown")
+        if prepared and self.task.shutdown_reason:
+            # Shut down by the manager for a reason of the node's ("node down": its
+            # replacement runs elsewhere; "constraint no longer met"): the task stays
+            # in the history, its container is of no further use.
+            await self._teardown()
 
     async def _teardown(self) -> None:
         """Stop and remove the container, retrying (backoff capped at

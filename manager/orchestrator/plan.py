@@ -211,7 +211,8 @@ def settle_slot(
             if reason in (NODE_DOWN, CONSTRAINT_NOT_MET):
                 # Shut down, and kept in the slot's history with the reason. A node that
                 # comes back with the task still running before its replacement runs
-                # gets it back (the dispatcher's adoption); otherwise the agent stops it.
+                # gets it back (the dispatcher's adoption); otherwise its agent stops it
+                # and removes its container.
                 shutdown = ShutdownTask(t.id, states.SHUTDOWN, reason=reason)
             else:
                 # Removed: its container is of no use, and a node that comes back must

@@ -203,7 +203,8 @@ def test_replacement_running_first_wins_and_service_ps_says_why(
         )
         c.agent.start()
         c.wait_node_ready()
-        wait_until(lambda: not c.containers(name), 30, what="the old container stopped")
+        # Stopped and removed (the task stays in the history, its container is stale).
+        wait_until(lambda: not c.containers(name, all=True), 30, what="the old container removed")
         old = _task(c, old_id)
         assert old.desired_state == SHUTDOWN
         assert old.shutdown_reason == "node down"
