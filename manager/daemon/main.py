@@ -121,6 +121,11 @@ def main(
 ) -> None:
     """Run a swarmlet manager: keeps the desired state in etcd, schedules tasks, serves agents."""
     _check_etcd_options(etcd, etcd_cacert, etcd_cert, etcd_key, etcd_user, etcd_password)
+    restart_grace = _duration(agent_restart_grace)
+    if not 0 <= restart_grace <= 3600:
+        raise typer.BadParameter(
+            f"--agent-restart-grace {agent_restart_grace}: use 0s (none) to 1h"
+        )
     if log_format not in ("auto", "json", "console"):
         raise typer.BadParameter(f"invalid --log-format {log_format!r}: use auto, json or console")
     try:
@@ -132,11 +137,6 @@ def main(
         raise typer.BadParameter(
             f"--heartbeat-period {heartbeat_period}: use {MIN_HEARTBEAT_PERIOD}s to "
             f"{MAX_HEARTBEAT_PERIOD:.0f}s"
-        )
-    restart_grace = _duration(agent_restart_grace)
-    if not 0 <= restart_grace <= 3600:
-        raise typer.BadParameter(
-            f"--agent-restart-grace {agent_restart_grace}: use 0s (none) to 1h"
         )
     if metrics_addr and not metrics_addr.rpartition(":")[2].isdigit():
         raise typer.BadParameter(f"invalid --metrics-addr {metrics_addr!r}: use HOST:PORT")
