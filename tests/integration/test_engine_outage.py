@@ -139,11 +139,13 @@ def test_gone_task_container_is_removed_once_a_long_dead_engine_is_back(
         try:
             labels = {"label": f"swarmlet.node.id={node.agent.node_id}"}
             assert client.containers.list(all=True, filters=labels), "container gone too soon"
+            started = time.monotonic()
             wait_until(
                 lambda: not client.containers.list(all=True, filters=labels),
                 45,
                 what="the gone task's container removed",
             )
+            print(f"engine back: container removed after {time.monotonic() - started:.1f}s")
         finally:
             client.close()
 
@@ -193,7 +195,9 @@ def test_node_whose_engine_is_down_is_shown_and_gets_no_tasks_until_it_answers(
 ) -> None:
     with one_node(engine.addr) as node:
         engine.stop()
+        stopped = time.monotonic()
         wait_until(lambda: node.node().status.engine_error, 20, what="the engine error recorded")
+        print(f"engine stopped: shown on the node after {time.monotonic() - stopped:.1f}s")
         shown = node.node()
         assert shown.status.state == 2  # still connected
         assert shown.status.message.startswith("engine not answering")
@@ -209,6 +213,8 @@ def test_node_whose_engine_is_down_is_shown_and_gets_no_tasks_until_it_answers(
         assert len(tasks) == 1
         assert tasks[0].status.state == 64  # PENDING
         engine.start()
+        started = time.monotonic()
         wait_until(lambda: not node.node().status.engine_error, 20, what="the engine error cleared")
+        print(f"engine back: cleared on the node after {time.monotonic() - started:.1f}s")
         assert "engine down" not in node.ctl("node", "ls").stdout
         wait_until(lambda: len(node.manager.running_tasks(name)) == 1, 60, what="the task running")

@@ -122,7 +122,9 @@ def test_agent_killed_is_declared_down_after_missed_heartbeats(
     c.agent.stop(signal.SIGKILL)
     killed = time.monotonic()
     wait_until(lambda: _node_state(c) == DOWN, 15, what="the node down")
-    assert time.monotonic() - killed < 8
+    down_after = time.monotonic() - killed
+    print(f"SIGKILLed agent: node down after {down_after:.1f}s")
+    assert down_after < 8
 
 
 # ---- a node that comes back, and the history of what its tasks became -----------------
