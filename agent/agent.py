@@ -4,6 +4,7 @@ session loop, and certificate renewal."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ class AgentConfig:
     managers: list[str]
     state_dir: Path
     join_token: str = ""
+    # How often containers of this node that no task of it owns any more are removed.
+    sweep_interval: float = 60.0
 
 
 class Agent:
@@ -129,12 +132,23 @@ class Agent:
         tasks = [
             supervise("session", self.session.run, restart=False, node_id=node_id),
             supervise("renew", self._renew_forever, node_id=node_id),
+            supervise(
+                "sweep",
+                functools.partial(self.worker.sweep_forever, self.config.sweep_interval),
+                node_id=node_id,
+            ),
         ]
+        if not getattr(self.executor, "always_answers", False):
+            tasks.append(supervise("engine", self.session.watch_engine, node_id=node_id))
         stopped = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait([stopped, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
             if tasks[0].done() and self.session.removed is not None:
                 self.failure = self.session.removed
+            elif stop.is_set():
+                # A clean stop (an upgrade, a restart): the containers keep running, and
+                # the manager keeps the node ready for its restart grace.
+                await self.session.goodbye("agent stopping; containers keep running")
         finally:
             stopped.cancel()
             _log.info("agent stopping; containers keep running")

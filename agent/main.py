@@ -132,6 +132,13 @@ def main(
         list[str] | None,
         typer.Option(help="Hollow: an image whose tasks are rejected as unpullable (repeatable)."),
     ] = None,
+    sweep_interval: Annotated[
+        str,
+        typer.Option(
+            help="How often to remove containers labelled with this node's id whose task is "
+            "no longer this node's."
+        ),
+    ] = "60s",
     metrics_addr: Annotated[
         str,
         typer.Option(help="Serve Prometheus metrics on this host:port (/metrics). Off by default."),
@@ -189,7 +196,12 @@ def main(
             _run_or_explain(agents, hollow_ramp)
             return
         docker_executor = DockerExecutor(docker_host, hostname=hostname)
-        agent = Agent(AgentConfig(managers, state, join_token), docker_executor)
+        sweep = _duration("--sweep-interval", sweep_interval)
+        if sweep <= 0:
+            raise typer.BadParameter(f"--sweep-interval {sweep_interval}: use more than 0s")
+        agent = Agent(
+            AgentConfig(managers, state, join_token, sweep_interval=sweep), docker_executor
+        )
     except (JoinError, OSError) as exc:
         print(f"swarm-agent: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None

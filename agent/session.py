@@ -38,13 +38,17 @@ from agent.logs import LogPublisher
 from agent.metrics import ASSIGNMENT_MESSAGES, HEARTBEATS_SENT, SESSIONS_UP
 from agent.reporter import StatusReporter
 from agent.worker import Worker
-from common.api import dispatcher_pb2, dispatcher_pb2_grpc
+from common.api import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
 from common.defaults import HEARTBEAT_PERIOD, MISSED_HEARTBEATS
 from common.log import get_logger
 from common.looplag import wait_excluding_stalls
 from common.timeutil import duration_seconds
 
 MIN_BACKOFF = 0.1
+# How often the agent asks its container engine whether it answers, and how long an
+# answer may take before the engine counts as not answering.
+ENGINE_CHECK_INTERVAL = 2.0
+ENGINE_CHECK_TIMEOUT = 10.0
 MAX_BACKOFF = 8.0
 # The heartbeat period until a manager says otherwise (the cluster default).
 DEFAULT_PERIOD = HEARTBEAT_PERIOD
@@ -162,6 +166,64 @@ class SessionLoop:
         # Attempts in a row that opened no session (`patience`).
         self.failures = 0
         self._switching = False
+        # What the container engine said when it last failed to answer ("" while it
+        # answers; `watch_engine`), sent with every heartbeat.
+        self.engine_error = ""
+        # The node's description when the engine last gave it: a session opened while
+        # the engine is down sends that (and the engine error) rather than none at all.
+        self._description: objects_pb2.NodeDescription | None = None
+        # The open session's stub (None between sessions), for `goodbye`.
+        self._stub: dispatcher_pb2_grpc.DispatcherAsyncStub | None = None
+
+    async def watch_engine(self, interval: float = ENGINE_CHECK_INTERVAL) -> None:
+        """Ask the engine whether it answers every `interval` seconds; keep what it said
+        in `engine_error` for the heartbeats (the manager schedules nothing to a node
+        whose engine does not answer, and shows why)."""
+        while True:
+            try:
+                await asyncio.wait_for(self.executor.ping(), ENGINE_CHECK_TIMEOUT)
+                error = ""
+            except TimeoutError:
+                error = f"engine not answering: no answer within {ENGINE_CHECK_TIMEOUT:g}s"
+            except ExecutorError as exc:
+                error = f"engine not answering: {exc}"
+            if error != self.engine_error:
+                if error:
+                    self.log.warning("the container engine does not answer", error=error)
+                else:
+                    self.log.info("the container engine answers again")
+                self.engine_error = error
+            await asyncio.sleep(interval)
+
+    async def _describe(self) -> objects_pb2.NodeDescription:
+        """The node's description; the last one the engine gave while it does not
+        answer (an agent does not open sessions before its engine answered once)."""
+        try:
+            self._description = await self.executor.describe()
+        except ExecutorError as exc:
+            if self._description is None:
+                raise
+            self.engine_error = f"engine not answering: {exc}"
+        return self._description
+
+    async def goodbye(self, reason: str, timeout: float = 2.0) -> float | None:
+        """Tell the manager this agent stops cleanly and leaves its containers running,
+        so that it keeps the node ready for its restart grace; the grace it granted
+        (None: no session, or no answer within `timeout`)."""
+        stub, session_id = self._stub, self.session_id
+        if stub is None or not session_id:
+            return None
+        try:
+            answer = await stub.Goodbye(
+                dispatcher_pb2.GoodbyeRequest(session_id=session_id, reason=reason),
+                timeout=timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            self.log.warning("the manager did not take the goodbye", error=_describe(exc))
+            return None
+        grace = duration_seconds(answer.grace)
+        self.log.info("said goodbye to the manager", manager=self.manager, grace=grace)
+        return grace
 
     def use(self, creds: NodeCredentials) -> None:
         """Switch to renewed credentials: the session is reopened with them at once."""
@@ -232,6 +294,7 @@ class SessionLoop:
                 else:
                     self.failures += 1
                 self.connected.clear()
+                self._stub = None
                 self.session_id = ""
             if established:
                 backoff = MIN_BACKOFF
@@ -255,7 +318,7 @@ class SessionLoop:
             raise
 
     async def _open_session(self, addr: str) -> bool:
-        description = await self.executor.describe()
+        description = await self._describe()
         liveness = self._liveness()
         self._pinging = bool(liveness)
         async with grpc.aio.secure_channel(
@@ -265,7 +328,11 @@ class SessionLoop:
         ) as channel:
             stub = dispatcher_pb2_grpc.DispatcherStub(channel)
             call = stub.Session(
-                dispatcher_pb2.SessionRequest(node_id=self.node_id, description=description)
+                dispatcher_pb2.SessionRequest(
+                    node_id=self.node_id,
+                    description=description,
+                    running_task_ids=self.worker.running_task_ids(),
+                )
             )
             first = await self._first_message(channel, call)
             if first is grpc.aio.EOF:
@@ -280,6 +347,7 @@ class SessionLoop:
                 "session established", manager=addr, session_id=session_id, heartbeat_period=period
             )
             self.connected.set()
+            self._stub = stub
             self.failures = 0
             SESSIONS_UP.inc()
             for task_id, status in self.worker.statuses().items():
@@ -357,6 +425,10 @@ class SessionLoop:
             # one a period after each answer.
             while True:
                 HEARTBEATS_SENT.inc()
+                if request.engine_error != self.engine_error:
+                    request = dispatcher_pb2.HeartbeatRequest(
+                        session_id=session_id, engine_error=self.engine_error
+                    )
                 beat = asyncio.ensure_future(_beat(call, request))
                 try:
                     answered = await wait_excluding_stalls(beat, MISSED_HEARTBEATS * period)

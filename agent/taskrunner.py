@@ -25,6 +25,11 @@ Report = Callable[[str, objects_pb2.TaskStatus], None]
 # One lazy proxy for every runner: binding a fresh proxy per task cost more than all
 # the rest of starting a hollow task.
 _log = get_logger("taskrunner")
+# Removing a container is retried until the engine answers: first after this, then
+# doubling up to TEARDOWN_MAX_BACKOFF (an engine down for minutes is retried twice a
+# minute, and the container goes within that once it is back).
+TEARDOWN_BACKOFF = 0.5
+TEARDOWN_MAX_BACKOFF = 30.0
 
 
 def status_from_adopted(adopted: AdoptedContainer) -> objects_pb2.TaskStatus:
@@ -314,10 +319,22 @@ class TaskRunner:
                 self.log.warning("could not stop container; retrying", error=str(exc))
                 await asyncio.sleep(1.0)
                 return
+        prepared = self.status.state >= states.PREPARING
         self._report(states.SHUTDOWN, "shutdown")
+        if prepared and self.task.shutdown_reason:
+            # Shut down by the manager for a reason of the node's ("node down": its
+            # replacement runs elsewhere; "constraint no longer met"): the task stays
+            # in the history, its container is of no further use.
+            await self._teardown()
 
     async def _teardown(self) -> None:
-        for attempt in range(5):
+        """Stop and remove the container, retrying (backoff capped at
+        TEARDOWN_MAX_BACKOFF) for as long as the engine does not answer: giving up
+        left exited containers behind whenever the engine was down for a while."""
+        backoff = TEARDOWN_BACKOFF
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 if (
                     not states.is_terminal(self.status.state)
@@ -325,8 +342,14 @@ class TaskRunner:
                 ):
                     await self.controller.shutdown(self._grace())
                 await self.controller.remove()
-                self.log.info("task removed")
+                self.log.info("task removed", attempts=attempt)
                 return
             except ExecutorError as exc:
-                self.log.warning("could not remove container", error=str(exc), attempt=attempt + 1)
-                await asyncio.sleep(1.0 * (attempt + 1))
+                self.log.warning(
+                    "could not remove container; retrying",
+                    error=str(exc),
+                    attempt=attempt,
+                    retry_in=backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, TEARDOWN_MAX_BACKOFF)

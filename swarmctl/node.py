@@ -32,8 +32,13 @@ NodesArg = Annotated[
 
 
 def node_status(node: objects_pb2.Node) -> str:
-    """Ready, Down, Unknown or Disconnected."""
-    return enum_word(types_pb2.NodeState.Name(node.status.state), "NODE_STATE_")
+    """Ready, Down, Unknown or Disconnected; "Ready (engine down)" for a connected node
+    whose agent reports that its container engine does not answer (it gets no new
+    tasks; `node inspect` has the engine's error in status.engine_error)."""
+    word = enum_word(types_pb2.NodeState.Name(node.status.state), "NODE_STATE_")
+    if node.status.engine_error and node.status.state == types_pb2.NODE_STATE_READY:
+        return f"{word} (engine down)"
+    return word
 
 
 def node_availability(node: objects_pb2.Node) -> str:

@@ -91,8 +91,9 @@ def current_state(task: objects_pb2.Task, now: float) -> str:
 
 
 def task_error(task: objects_pb2.Task, no_trunc: bool = False) -> str:
-    """The task's error, quoted, cut to 30 characters unless --no-trunc."""
-    err = " ".join(task.status.err.split())
+    """The task's error (or why the manager shut it down: "node down"), quoted, cut to
+    30 characters unless --no-trunc."""
+    err = " ".join((task.status.err or task.shutdown_reason).split())
     if not err:
         return ""
     return f'"{err if no_trunc else ellipsis(err, MAX_ERROR_LENGTH)}"'

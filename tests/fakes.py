@@ -283,6 +283,11 @@ class UnimplementedDispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     ) -> dispatcher_pb2.UpdateTaskStatusResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "UpdateTaskStatus is not faked")
 
+    async def Goodbye(
+        self, request: dispatcher_pb2.GoodbyeRequest, context: Context
+    ) -> dispatcher_pb2.GoodbyeResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Goodbye is not faked")
+
 
 def _fakes_fit(cache: FakeCache, committer: RecordingCommitter) -> tuple[CacheView, Committer]:
     """Never called: mypy checks here that the fakes satisfy the protocols."""

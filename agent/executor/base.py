@@ -102,6 +102,13 @@ class Executor(Protocol):
 
     async def adopt(self, node_id: str) -> list[AdoptedContainer]: ...
 
+    async def node_containers(self, node_id: str) -> dict[str, str]:
+        """The containers labelled with `node_id` (this node's): container id -> task id."""
+        ...
+
+    async def ping(self) -> None:
+        """Return if the engine answers; raise ExecutorError saying what went wrong."""
+
     def controller(
         self, task: objects_pb2.Task, node_id: str, container_id: str = ""
     ) -> Controller: ...

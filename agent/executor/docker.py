@@ -184,6 +184,18 @@ class DockerExecutor:
             )
         return adopted
 
+    async def node_containers(self, node_id: str) -> dict[str, str]:
+        found = await self.call(
+            self.api.containers, all=True, filters={"label": f"{LABEL_NODE_ID}={node_id}"}
+        )
+        return {c["Id"]: (c.get("Labels") or {}).get(LABEL_TASK_ID, "") for c in found}
+
+    async def ping(self) -> None:
+        try:
+            await self.call(self.api.ping)
+        except docker.errors.APIError as exc:
+            raise ExecutorError(_engine_message(exc)) from exc
+
     def controller(
         self, task: objects_pb2.Task, node_id: str, container_id: str = ""
     ) -> DockerController:

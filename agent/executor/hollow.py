@@ -53,6 +53,9 @@ class HollowConfig:
 class HollowExecutor:
     """Pretends to run tasks; one instance per hollow node."""
 
+    # No engine to watch: a farm of thousands of agents need not ask one every 2 s.
+    always_answers = True
+
     def __init__(self, hostname: str, config: HollowConfig | None = None) -> None:
         self.hostname = hostname
         self.config = config or HollowConfig()
@@ -78,6 +81,14 @@ class HollowExecutor:
             for task_id, ctl in self.controllers.items()
             if ctl.created
         ]
+
+    async def node_containers(self, node_id: str) -> dict[str, str]:
+        return {
+            ctl.container_id: task_id for task_id, ctl in self.controllers.items() if ctl.created
+        }
+
+    async def ping(self) -> None:
+        return None
 
     def controller(
         self, task: objects_pb2.Task, node_id: str, container_id: str = ""

@@ -66,19 +66,28 @@ class SessionRequest(_message.Message):
 
     NODE_ID_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    RUNNING_TASK_IDS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """The node's id, kept in the agent's state dir across restarts."""
     @_builtins.property
     def description(self) -> _objects_pb2.NodeDescription: ...
+    @_builtins.property
+    def running_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The tasks whose containers run on the node now. A task shut down because its
+        node went down, whose replacement does not run yet, lives again (it is adopted,
+        the replacement retired) before the session's assignments are sent.
+        """
+
     def __init__(
         self,
         *,
         node_id: _builtins.str = ...,
         description: _objects_pb2.NodeDescription | None = ...,
+        running_task_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["description", b"description"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "node_id", b"node_id", "running_task_ids", b"running_task_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -156,15 +165,22 @@ class HeartbeatRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
+    ENGINE_ERROR_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
+    engine_error: _builtins.str
+    """Empty while the node's container engine answers; otherwise what the agent saw
+    ("engine not answering: ..."). The manager records a change on the node, and
+    schedules nothing to it until its engine answers again.
+    """
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
+        engine_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine_error", b"engine_error", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -326,3 +342,48 @@ class UpdateTaskStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateTaskStatusResponse: _TypeAlias = UpdateTaskStatusResponse  # noqa: Y015
+
+@_typing.final
+class GoodbyeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    reason: _builtins.str
+    """Why the agent stops (for the manager's log and the node's status message)."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GoodbyeRequest: _TypeAlias = GoodbyeRequest  # noqa: Y015
+
+@_typing.final
+class GoodbyeResponse(_message.Message):
+    """How long the manager waits for the agent to come back before declaring its node down."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRACE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def grace(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        grace: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grace", b"grace"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grace", b"grace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GoodbyeResponse: _TypeAlias = GoodbyeResponse  # noqa: Y015

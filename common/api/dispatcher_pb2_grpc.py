@@ -54,6 +54,11 @@ class DispatcherStub:
                 request_serializer=dispatcher__pb2.UpdateTaskStatusRequest.SerializeToString,
                 response_deserializer=dispatcher__pb2.UpdateTaskStatusResponse.FromString,
                 _registered_method=True)
+        self.Goodbye = channel.unary_unary(
+                '/swarmlet.Dispatcher/Goodbye',
+                request_serializer=dispatcher__pb2.GoodbyeRequest.SerializeToString,
+                response_deserializer=dispatcher__pb2.GoodbyeResponse.FromString,
+                _registered_method=True)
 
 
 class DispatcherServicer:
@@ -86,6 +91,17 @@ class DispatcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Goodbye(self, request, context):
+        """The agent stops cleanly (SIGTERM: an upgrade or a restart) and leaves its
+        containers running: the manager keeps the session for the restart grace it
+        answers with, so the node is not declared down (and nothing is rescheduled) if
+        the agent is back within it. An agent lost without a goodbye is declared down
+        after the usual missed heartbeats.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DispatcherServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +124,11 @@ def add_DispatcherServicer_to_server(servicer, server):
                     servicer.UpdateTaskStatus,
                     request_deserializer=dispatcher__pb2.UpdateTaskStatusRequest.FromString,
                     response_serializer=dispatcher__pb2.UpdateTaskStatusResponse.SerializeToString,
+            ),
+            'Goodbye': grpc.unary_unary_rpc_method_handler(
+                    servicer.Goodbye,
+                    request_deserializer=dispatcher__pb2.GoodbyeRequest.FromString,
+                    response_serializer=dispatcher__pb2.GoodbyeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +239,33 @@ class Dispatcher:
             '/swarmlet.Dispatcher/UpdateTaskStatus',
             dispatcher__pb2.UpdateTaskStatusRequest.SerializeToString,
             dispatcher__pb2.UpdateTaskStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Goodbye(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmlet.Dispatcher/Goodbye',
+            dispatcher__pb2.GoodbyeRequest.SerializeToString,
+            dispatcher__pb2.GoodbyeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,13 @@ class DispatcherStub:
     thousands of nodes a message costs the manager a fraction of a call.
     """
     UpdateTaskStatus: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.UpdateTaskStatusRequest, _dispatcher_pb2.UpdateTaskStatusResponse]
+    Goodbye: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.GoodbyeRequest, _dispatcher_pb2.GoodbyeResponse]
+    """The agent stops cleanly (SIGTERM: an upgrade or a restart) and leaves its
+    containers running: the manager keeps the session for the restart grace it
+    answers with, so the node is not declared down (and nothing is rescheduled) if
+    the agent is back within it. An agent lost without a goodbye is declared down
+    after the usual missed heartbeats.
+    """
 
 @_typing.type_check_only
 class DispatcherAsyncStub(DispatcherStub):
@@ -62,6 +69,13 @@ class DispatcherAsyncStub(DispatcherStub):
     thousands of nodes a message costs the manager a fraction of a call.
     """
     UpdateTaskStatus: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.UpdateTaskStatusRequest, _dispatcher_pb2.UpdateTaskStatusResponse]  # type: ignore[assignment]
+    Goodbye: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.GoodbyeRequest, _dispatcher_pb2.GoodbyeResponse]  # type: ignore[assignment]
+    """The agent stops cleanly (SIGTERM: an upgrade or a restart) and leaves its
+    containers running: the manager keeps the session for the restart grace it
+    answers with, so the node is not declared down (and nothing is rescheduled) if
+    the agent is back within it. An agent lost without a goodbye is declared down
+    after the usual missed heartbeats.
+    """
 
 class DispatcherServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -95,5 +109,18 @@ class DispatcherServicer(metaclass=_abc_1.ABCMeta):
         request: _dispatcher_pb2.UpdateTaskStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_dispatcher_pb2.UpdateTaskStatusResponse, _abc.Awaitable[_dispatcher_pb2.UpdateTaskStatusResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Goodbye(
+        self,
+        request: _dispatcher_pb2.GoodbyeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatcher_pb2.GoodbyeResponse, _abc.Awaitable[_dispatcher_pb2.GoodbyeResponse]]:
+        """The agent stops cleanly (SIGTERM: an upgrade or a restart) and leaves its
+        containers running: the manager keeps the session for the restart grace it
+        answers with, so the node is not declared down (and nothing is rescheduled) if
+        the agent is back within it. An agent lost without a goodbye is declared down
+        after the usual missed heartbeats.
+        """
 
 def add_DispatcherServicer_to_server(servicer: DispatcherServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -123,10 +123,15 @@ class NodeStatus(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     ADDR_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
+    ENGINE_ERROR_FIELD_NUMBER: _builtins.int
     state: _types_pb2.NodeState.ValueType
     message: _builtins.str
     addr: _builtins.str
     """The address the node's session came from."""
+    engine_error: _builtins.str
+    """Set while the node's agent reports that its container engine does not answer
+    (what it saw): the scheduler places nothing on the node until it is cleared.
+    """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -136,10 +141,11 @@ class NodeStatus(_message.Message):
         message: _builtins.str = ...,
         addr: _builtins.str = ...,
         timestamp: _timestamp_pb2.Timestamp | None = ...,
+        engine_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addr", b"addr", "message", b"message", "state", b"state", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addr", b"addr", "engine_error", b"engine_error", "message", b"message", "state", b"state", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -549,6 +555,7 @@ class Task(_message.Message):
     REPLACES_FIELD_NUMBER: _builtins.int
     RECENT_RESTARTS_FIELD_NUMBER: _builtins.int
     REBALANCE_ROUND_FIELD_NUMBER: _builtins.int
+    SHUTDOWN_REASON_FIELD_NUMBER: _builtins.int
     NETWORKS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     service_id: _builtins.str
@@ -575,6 +582,11 @@ class Task(_message.Message):
     rebalance_round: _builtins.int
     """For a rebalancing move: the service's rebalance_requested when it was made, so
     that a rebalance judges only its own moves, not those of earlier rounds.
+    """
+    shutdown_reason: _builtins.str
+    """Why the manager shut this task down when it did not end by itself ("node down",
+    "constraint no longer met"): written by the manager only, so the agent's later
+    reports keep it; kept in the task's history and shown by `service ps`.
     """
     @_builtins.property
     def meta(self) -> _types_pb2.Meta: ...
@@ -630,11 +642,12 @@ class Task(_message.Message):
         replaces: _builtins.str = ...,
         recent_restarts: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
         rebalance_round: _builtins.int = ...,
+        shutdown_reason: _builtins.str = ...,
         networks: _abc.Iterable[Global___NetworkAttachment] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "endpoint", b"endpoint", "meta", b"meta", "restart_at", b"restart_at", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "desired_state", b"desired_state", "endpoint", b"endpoint", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "rebalance_round", b"rebalance_round", "recent_restarts", b"recent_restarts", "replaces", b"replaces", "restart_at", b"restart_at", "restart_attempt", b"restart_attempt", "restart_declined", b"restart_declined", "service_id", b"service_id", "service_name", b"service_name", "slot", b"slot", "spec", b"spec", "spec_version", b"spec_version", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "desired_state", b"desired_state", "endpoint", b"endpoint", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "rebalance_round", b"rebalance_round", "recent_restarts", b"recent_restarts", "replaces", b"replaces", "restart_at", b"restart_at", "restart_attempt", b"restart_attempt", "restart_declined", b"restart_declined", "service_id", b"service_id", "service_name", b"service_name", "shutdown_reason", b"shutdown_reason", "slot", b"slot", "spec", b"spec", "spec_version", b"spec_version", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -89,6 +89,13 @@ def main(
             help=f"How often agents heartbeat; a node is down after {MISSED_HEARTBEATS} missed."
         ),
     ] = f"{HEARTBEAT_PERIOD:g}s",
+    agent_restart_grace: Annotated[
+        str,
+        typer.Option(
+            help="How long an agent that stopped cleanly (SIGTERM: an upgrade, a restart) may "
+            "stay away before its node is declared down and its tasks are replaced."
+        ),
+    ] = "60s",
     control_addr: Annotated[
         str,
         typer.Option(
@@ -122,6 +129,11 @@ def main(
 ) -> None:
     """Run a swarmlet manager: keeps the desired state in etcd, schedules tasks, serves agents."""
     _check_etcd_options(etcd, etcd_cacert, etcd_cert, etcd_key, etcd_user, etcd_password)
+    restart_grace = _duration(agent_restart_grace)
+    if not 0 <= restart_grace <= 3600:
+        raise typer.BadParameter(
+            f"--agent-restart-grace {agent_restart_grace}: use 0s (none) to 1h"
+        )
     if log_format not in ("auto", "json", "console"):
         raise typer.BadParameter(f"invalid --log-format {log_format!r}: use auto, json or console")
     try:
@@ -158,6 +170,7 @@ def main(
         etcd=etcd_config,
         etcd_prefix=etcd_prefix,
         heartbeat_period=period,
+        agent_restart_grace=restart_grace,
         control_addr=control_addr,
         cert_expiry=expiry,
         join_token=join_token,

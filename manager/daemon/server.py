@@ -83,6 +83,8 @@ class ManagerConfig:
     etcd: EtcdConfig | None = None
     etcd_prefix: str = "/swarmlet/"
     heartbeat_period: float = HEARTBEAT_PERIOD
+    # How long an agent that said goodbye may stay away before its node is down.
+    agent_restart_grace: float = 60.0
     # host:port for the control API over TCP (mutual TLS, admin certificates); off if "".
     control_addr: str = ""
     # host:port to serve Prometheus metrics on; off if "".
@@ -311,6 +313,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                 peers=peers,
                 clock=time.monotonic,
                 session_keys=session_keys,
+                restart_grace=config.agent_restart_grace,
             )
             scheduler = Scheduler(cache, leader_store, clock=clock)
             orchestrator = Orchestrator(cache, leader_store, clock, scheduler)

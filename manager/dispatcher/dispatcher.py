@@ -27,7 +27,7 @@ import functools
 import itertools
 import math
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -39,6 +39,7 @@ from common.ids import new_id
 from common.log import get_logger
 from common.timeutil import duration, stamp_now, timestamp_seconds
 from manager.ca import authz
+from manager.dispatcher import adoption
 from manager.dispatcher.sessionkeys import SessionKeys
 from manager.dispatcher.status import TaskStatusWriter, status_problem, trimmed
 from manager.grpc_errors import (
@@ -63,6 +64,11 @@ from manager.store.batcher import BatchWriter
 
 _log = get_logger("dispatcher")
 _NODE_ID = re.compile(r"^[a-z0-9]{1,64}$")
+# How long an agent that said goodbye (a clean stop: an upgrade, a restart) may stay
+# away before its node is declared down (`swarm-manager --agent-restart-grace`).
+DEFAULT_RESTART_GRACE = 60.0
+# An agent's engine error is cut to this many characters before it is stored.
+MAX_ENGINE_ERROR = 1000
 MAX_HEARTBEATS_PER_SECOND = 500
 # The longest period a session is ever told (cluster settings allow up to this too).
 MAX_PERIOD = MAX_HEARTBEAT_PERIOD
@@ -132,6 +138,13 @@ class AgentSession:
     registered: float = 0.0
     # Set while this manager writes the node READY again (see Heartbeat).
     reviving: bool = False
+    # After a goodbye: until when (on the dispatcher's clock) the session is kept
+    # although no heartbeat comes, so that a restarting agent finds its node ready.
+    leaving_until: float | None = None
+    # The engine error the agent last reported ("" while its engine answers), and
+    # whether this manager is writing a change of it to the node.
+    engine_error: str = ""
+    engine_writing: bool = False
     closed: bool = False
     # Set whenever there is something to send on the session stream (or it closed).
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -159,8 +172,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         peers: Callable[[], list[dispatcher_pb2.ManagerPeer]],
         clock: Callable[[], float],
         session_keys: SessionKeys | None = None,
+        restart_grace: float = DEFAULT_RESTART_GRACE,
     ) -> None:
         self.cache = cache
+        self.restart_grace = restart_grace
         self.store = store
         self.heartbeat_period = heartbeat_period
         self.peers = peers
@@ -195,12 +210,16 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 )
             addr = _peer_host(context.peer())
             node = await self._register(node_id, request.description, addr)
+            # Before the assignments are built: tasks it still runs may live again.
+            await self._adopt(node_id, request.running_task_ids)
         period = self.period()
         # The first heartbeat is counted from a period from now: the agent sends it once
         # it has read the first message below, which a busy agent (or farm of them) can
         # be slow to do. Nodes were declared down seconds after joining for that alone.
         session = AgentSession(new_id(), node_id, addr, self.clock() + period, period, period)
         session.registered = timestamp_seconds(node.status.timestamp)
+        # What the node says of its engine until the agent's first heartbeat tells.
+        session.engine_error = node.status.engine_error
         old = self.sessions.get(node_id)
         if old is not None:
             self._close(old)
@@ -299,7 +318,8 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         def refresh(node: objects_pb2.Node) -> objects_pb2.Node:
             node.description.CopyFrom(description)
             node.status.state = types_pb2.NODE_STATE_READY
-            node.status.message = ""
+            # An engine error stays until the agent's heartbeats say otherwise.
+            node.status.message = node.status.engine_error
             node.status.addr = addr
             stamp_now(node.status.timestamp)
             return node
@@ -319,6 +339,36 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             raise PermissionDeniedError(f"node {node_id} was removed from the cluster") from None
         assert updated is not None  # refresh never declines
         return updated  # type: ignore[no-any-return]
+
+    async def _adopt(self, node_id: str, running_ids: Iterable[str]) -> None:
+        """Bring back the node's running tasks that were shut down because it went down,
+        where their replacements do not run yet (see adoption.py)."""
+        cache = self.cache
+        plan = adoption.plan_adoption(
+            node_id,
+            running_ids,
+            cache.tasks.get,
+            lambda service_id: cache.tasks_by_service.get(service_id, {}).values(),
+            cache.services.get,
+        )
+        if not plan:
+            return
+        try:
+            result = await self.store.commit(adoption.operations(plan, node_id))
+            await cache.wait_for(result.revision)
+        except StoreError as exc:
+            _log.warning("could not adopt the node's running tasks", node_id=node_id,
+                         error=str(exc))  # fmt: skip
+            return
+        revived = [t.id for t in result.written if t.id in plan.revive]
+        retired = [t.id for t in result.written if t.id not in plan.revive]
+        if revived:
+            _log.info(
+                "node came back running tasks replaced while it was down: kept them",
+                node_id=node_id,
+                tasks=revived,
+                retired=retired,
+            )
 
     def _close(self, session: AgentSession, *, expired: bool = False) -> None:
         session.closed = True
@@ -353,7 +403,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self, request: dispatcher_pb2.HeartbeatRequest, context: Context
     ) -> dispatcher_pb2.HeartbeatResponse:
         session = await self._session(request.session_id, context)
-        return self._beat(session)
+        return self._beat(session, request)
 
     async def Heartbeats(
         self, request_iterator: AsyncIterator[dispatcher_pb2.HeartbeatRequest], context: Context
@@ -375,12 +425,17 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"session {session.id!r} has ended: open a new session",
                 )
-            yield self._beat(session)
+            yield self._beat(session, request)
 
-    def _beat(self, session: AgentSession) -> dispatcher_pb2.HeartbeatResponse:
+    def _beat(
+        self, session: AgentSession, request: dispatcher_pb2.HeartbeatRequest
+    ) -> dispatcher_pb2.HeartbeatResponse:
         session.last_heartbeat = self.clock()
         self.heartbeats += 1
         HEARTBEATS.inc()
+        engine_error = request.engine_error
+        if engine_error != session.engine_error:
+            self._engine_changed(session, engine_error)
         node = self.cache.nodes.get(session.node_id)
         down = node is not None and node.status.state == types_pb2.NODE_STATE_DOWN
         if down and not session.reviving:
@@ -413,17 +468,63 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 # Heartbeats may be waiting behind the stall: do not count it against nodes.
                 for s in self.sessions.values():
                     s.last_heartbeat += stall
+                    if s.leaving_until is not None:
+                        s.leaving_until += stall
                 _log.warning("event loop stalled; extending heartbeat grace", stall=round(stall, 2))
                 continue
-            expired = [
-                s
-                for s in self.sessions.values()
-                if now - s.last_heartbeat > MISSED_HEARTBEATS * s.period
-            ]
+            expired = [s for s in self.sessions.values() if _expired(s, now)]
             for s in expired:
                 self._close(s, expired=True)
-            if expired:
-                await self._mark_down(expired, "heartbeat failure")
+            lost = [s for s in expired if s.leaving_until is None]
+            if lost:
+                await self._mark_down(lost, "heartbeat failure")
+            gone = [s for s in expired if s.leaving_until is not None]
+            if gone:
+                await self._mark_down(
+                    gone, "agent stopped and did not come back within the restart grace"
+                )
+
+    # ---- goodbye ----------------------------------------------------------------------
+
+    async def Goodbye(
+        self, request: dispatcher_pb2.GoodbyeRequest, context: Context
+    ) -> dispatcher_pb2.GoodbyeResponse:
+        """The agent stops cleanly: keep its session (and session key) for the restart
+        grace, so that its node stays ready and its tasks stay where they are while it
+        restarts. Its new session replaces this one; if none comes, the node is
+        declared down when the grace ends."""
+        session = await self._session(request.session_id, context)
+        grace = self.restart_grace
+        session.leaving_until = self.clock() + grace
+        reason = " ".join(request.reason.split())[:200] or "agent stopping"
+        _log.info(
+            "agent said goodbye; keeping its node ready for the restart grace",
+            node_id=session.node_id,
+            session_id=session.id,
+            reason=reason,
+            grace=grace,
+        )
+        # Say so on the node (no new timestamp: that is the registration's, which
+        # `_mark_down` compares).
+        registered = session.registered
+
+        def leaving(node: objects_pb2.Node) -> objects_pb2.Node | None:
+            if (
+                node.status.state != types_pb2.NODE_STATE_READY
+                or timestamp_seconds(node.status.timestamp) > registered
+            ):
+                return None  # down already, or registered again since
+            node.status.message = f"agent restarting ({reason}): down if not back within {grace:g}s"
+            return node
+
+        try:
+            # Not batched with registrations: the agent's next registration of the node
+            # may come soon after, and must not share a transaction with this.
+            await self.store.commit([Update(Kind.NODE, session.node_id, leaving)])
+        except StoreError as exc:
+            _log.warning("could not note the goodbye on the node", node_id=session.node_id,
+                         error=str(exc))  # fmt: skip
+        return dispatcher_pb2.GoodbyeResponse(grace=duration(grace))
 
     async def _mark_down(self, expired: list[AgentSession], message: str) -> None:
         registered = {s.node_id: s.registered for s in expired}
@@ -452,6 +553,57 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         for node in result.written:
             NODES_DOWN.inc()
             _log.warning("node down", node_id=node.id, reason=message)
+
+    # ---- engine health ----------------------------------------------------------------
+
+    def _engine_changed(self, session: AgentSession, engine_error: str) -> None:
+        """The agent says its engine stopped (or started again) answering: record it on
+        the node (one write per change), where the scheduler's engine filter reads it."""
+        error = " ".join(engine_error.split())[:MAX_ENGINE_ERROR]
+        if error == session.engine_error:
+            return
+        session.engine_error = error
+        _log.warning(
+            "node's engine does not answer" if error else "node's engine answers again",
+            node_id=session.node_id,
+            error=error or None,
+        )
+        if not session.engine_writing:
+            session.engine_writing = True
+            task = asyncio.create_task(self._record_engine(session))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _record_engine(self, session: AgentSession) -> None:
+        try:
+            while not session.closed:
+                error = session.engine_error
+
+                def record(node: objects_pb2.Node, error: str = error) -> objects_pb2.Node | None:
+                    if node.status.engine_error == error:
+                        return None
+                    previous = node.status.engine_error
+                    node.status.engine_error = error
+                    if error:
+                        node.status.message = error
+                    elif previous and node.status.message == previous:
+                        node.status.message = ""
+                    return node
+
+                try:
+                    await self.store.commit([Update(Kind.NODE, session.node_id, record)])
+                except StoreError as exc:
+                    _log.warning(
+                        "could not record the node's engine health; retrying",
+                        node_id=session.node_id,
+                        error=str(exc),
+                    )
+                    await asyncio.sleep(1.0)
+                    continue
+                if session.engine_error == error:
+                    return
+        finally:
+            session.engine_writing = False
 
     async def _revive(self, session: AgentSession) -> None:
         def ready(node: objects_pb2.Node) -> objects_pb2.Node | None:
@@ -553,6 +705,14 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     def close_all(self) -> None:
         for s in list(self.sessions.values()):
             self._close(s)
+
+
+def _expired(session: AgentSession, now: float) -> bool:
+    """The session missed MISSED_HEARTBEATS periods, and its agent did not say goodbye
+    or its restart grace is over."""
+    if now - session.last_heartbeat <= MISSED_HEARTBEATS * session.period:
+        return False
+    return session.leaving_until is None or now > session.leaving_until
 
 
 def _peer_host(peer: str) -> str:

@@ -19,8 +19,16 @@ from common.api import objects_pb2, types_pb2
 from common.modes import GLOBAL_JOB
 from common.nodes import keeps_tasks, takes_new_tasks
 from manager.domain.placement import matches_placement
+from manager.domain.reasons import CONSTRAINT_NOT_MET
 from manager.domain.tasks import new_task
-from manager.orchestrator.plan import Plan, SlotState, created_at, settle_pairs, settle_slot
+from manager.orchestrator.plan import (
+    Plan,
+    SlotState,
+    created_at,
+    settle_pairs,
+    settle_slot,
+    unusable_reason,
+)
 from manager.orchestrator.updater import plan_rollout
 
 
@@ -42,6 +50,9 @@ def plan_global(
         node = nodes.get(node_id)
         return keeps_tasks(node) and node is not None and matches_placement(placement, node)
 
+    def why_not(node_id: str) -> str:
+        return unusable_reason(nodes.get(node_id)) or CONSTRAINT_NOT_MET
+
     def eligible(node: objects_pb2.Node | None) -> bool:
         return takes_new_tasks(node) and node is not None and matches_placement(placement, node)
 
@@ -51,7 +62,9 @@ def plan_global(
     for node_id in sorted(set(by_node) | set(nodes)):
         node = nodes.get(node_id)
         history = sorted(by_node.get(node_id, []), key=created_at)
-        state = settle_slot(service, history, keeps, now, plan, job_iteration=iteration)
+        state = settle_slot(
+            service, history, keeps, now, plan, job_iteration=iteration, why_not=why_not
+        )
         state.alive = settle_pairs(state.alive, plan)
         if (
             not is_job

@@ -232,6 +232,8 @@ def _shut_down(decision: ShutdownTask) -> Callable[[objects_pb2.Task], objects_p
             task.restart_declined = True
         if decision.restart_at is not None:
             task.restart_at.FromNanoseconds(round(decision.restart_at * 1e9))
+        if decision.reason:
+            task.shutdown_reason = decision.reason
         return task
 
     return mutate

@@ -8,9 +8,15 @@ the tasks a slot has had:
   task so a restarted manager keeps it); otherwise the slot stays empty until the spec
   changes (`restart_declined`);
 - a job's task that completed is done and stays as it is;
-- a task whose node is down, drained or gone is removed and replaced at once (the
-  task did not fail, so no delay and no attempt counted); its container is removed
-  when its node comes back.
+- a task whose node is drained or gone is removed and replaced at once (the task did
+  not fail, so no delay and no attempt counted); its container is removed when its
+  node comes back;
+- a task whose node is down is shut down (not removed) and replaced at once: it stays
+  in the slot's history with its `shutdown_reason` ("node down"), and if its node
+  comes back with it still running before the replacement runs, it lives again and
+  the replacement is retired (`manager.dispatcher.adoption`);
+- a global service's task whose node no longer meets the constraints is shut down
+  the same way ("constraint no longer met").
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common import states
-from common.api import objects_pb2
+from common.api import objects_pb2, types_pb2
 from common.timeutil import timestamp_seconds
+from manager.domain.reasons import CONSTRAINT_NOT_MET, NODE_DOWN
 from manager.domain.specs import restart_delay
 from manager.domain.tasks import runs_current_spec
 from manager.orchestrator.restart import restart_verdict, restart_window, restarts_within
@@ -30,12 +37,14 @@ from manager.orchestrator.restart import restart_verdict, restart_window, restar
 @dataclass
 class ShutdownTask:
     """Raise a task's desired state to `desired` (SHUTDOWN or REMOVE), noting what its
-    restart policy decided: a replacement due at `restart_at`, or none (`declined`)."""
+    restart policy decided: a replacement due at `restart_at`, or none (`declined`),
+    and why the manager shut it down when it did not end by itself (`reason`)."""
 
     task_id: str
     desired: int
     restart_at: float | None = None
     declined: bool = False
+    reason: str = ""
 
 
 @dataclass
@@ -72,6 +81,17 @@ class Plan:
 
     def wake(self, when: float) -> None:
         self.wake_at = when if self.wake_at is None else min(self.wake_at, when)
+
+
+def unusable_reason(node: objects_pb2.Node | None) -> str:
+    """Why tasks may not stay on this node ("" if they may): see `keeps_tasks`."""
+    if node is None:
+        return "node removed"
+    if node.status.state == types_pb2.NODE_STATE_DOWN:
+        return NODE_DOWN
+    if node.spec.availability == types_pb2.NODE_AVAILABILITY_DRAIN:
+        return "node drained"
+    return ""
 
 
 def created_at(task: objects_pb2.Task) -> float:
@@ -131,6 +151,19 @@ class SlotState:
     refill: Refill | None = None
 
 
+def _off_its_node(task: objects_pb2.Task, reason: str) -> ShutdownTask:
+    """What becomes of a task whose node may not keep it, for `reason`."""
+    if reason in (NODE_DOWN, CONSTRAINT_NOT_MET):
+        # Shut down, and kept in the slot's history with the reason. A node that comes
+        # back with the task still running before its replacement runs gets it back
+        # (the dispatcher's adoption); otherwise its agent stops it and removes its
+        # container.
+        return ShutdownTask(task.id, states.SHUTDOWN, reason=reason)
+    # Removed: its container is of no use, and a node that comes back must not keep it
+    # (the reaper deletes the task, the agent then removes the container).
+    return ShutdownTask(task.id, states.REMOVE, reason=reason)
+
+
 def settle_slot(
     service: objects_pb2.Service,
     history: Sequence[objects_pb2.Task],
@@ -139,11 +172,14 @@ def settle_slot(
     plan: Plan,
     *,
     job_iteration: int | None = None,
+    why_not: Callable[[str], str] | None = None,
 ) -> SlotState:
     """Apply the shared rules to one slot's tasks (oldest first); record changes in `plan`.
 
     For jobs, `job_iteration` is the current run: tasks of earlier runs that still run
-    are shut down and do not count.
+    are shut down and do not count. `why_not(node_id)` says why a node `node_ok` turns
+    down may not keep its tasks (`unusable_reason`, CONSTRAINT_NOT_MET); without it
+    such tasks are removed.
     """
     decided: dict[str, ShutdownTask] = {}
     alive: list[objects_pb2.Task] = []
@@ -168,10 +204,7 @@ def settle_slot(
             else:
                 shutdown = ShutdownTask(t.id, states.SHUTDOWN, declined=True)
         elif t.node_id and not node_ok(t.node_id):
-            # Removed, not just shut down: its container is of no use, and a node that
-            # comes back must not keep it (the reaper deletes the task, the agent then
-            # removes the container).
-            shutdown = ShutdownTask(t.id, states.REMOVE)
+            shutdown = _off_its_node(t, why_not(t.node_id) if why_not is not None else "")
         else:
             alive.append(t)
             continue

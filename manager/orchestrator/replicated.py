@@ -31,6 +31,7 @@ from manager.orchestrator.plan import (
     plan_removal,
     settle_pairs,
     settle_slot,
+    unusable_reason,
 )
 from manager.orchestrator.updater import plan_rollout
 
@@ -58,9 +59,11 @@ def plan_service(
     for t in tasks:
         by_slot[t.slot].append(t)
     slots: dict[int, SlotState] = {}
+    known = nodes
+    why_not = (lambda n: unusable_reason(known.get(n))) if known else None
     for slot in sorted(set(by_slot) | set(range(1, replicas + 1))):
         history = sorted(by_slot.get(slot, []), key=created_at)
-        state = settle_slot(service, history, node_ok, now, plan)
+        state = settle_slot(service, history, node_ok, now, plan, why_not=why_not)
         state.alive = settle_pairs(state.alive, plan)
         slots[slot] = state
 

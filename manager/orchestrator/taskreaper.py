@@ -5,6 +5,12 @@
   vanished from its assignments when it is back).
 - Each slot keeps its newest `task_history_retention_limit` tasks (cluster setting,
   default 5); older ones that have ended are deleted, and their containers with them.
+  But the newest task of the slot that ran (or was shut down by the manager, with its
+  `shutdown_reason`) is kept beyond the limit when none of those kept ran: a
+  replacement rejected again and again must not push out of `service ps` why the
+  slot's task went ("node down", "task: unhealthy container").
+- A task shut down because its node went down is history, not removed: it stays until
+  the limit pushes it out (its agent stops its container when the node is back).
 """
 
 from __future__ import annotations
@@ -40,6 +46,12 @@ def _finished(task: objects_pb2.Task, nodes: Mapping[str, objects_pb2.Node]) -> 
     )
 
 
+def _ran(task: objects_pb2.Task) -> bool:
+    """The task ran (it did not just fail to be placed, prepared or started), or the
+    manager shut it down saying why: its entry tells the slot's story."""
+    return bool(task.shutdown_reason) or states.RUNNING <= task.status.state <= states.FAILED
+
+
 def tasks_to_delete(
     tasks: Sequence[objects_pb2.Task],
     nodes: Mapping[str, objects_pb2.Node],
@@ -63,7 +75,11 @@ def tasks_to_delete(
         if len(slot_tasks) <= keep:
             continue
         slot_tasks.sort(key=lambda t: timestamp_seconds(t.meta.created_at), reverse=True)
-        for t in slot_tasks[keep:]:
+        older = slot_tasks[keep:]
+        if not any(map(_ran, slot_tasks[:keep])):
+            # The newest that ran says why the slot's task went: it stays.
+            older = [t for t in older if t is not next(filter(_ran, older), None)]
+        for t in older:
             if _finished(t, nodes):
                 doomed[t.id] = t
     return list(doomed.values())

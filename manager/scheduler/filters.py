@@ -88,6 +88,24 @@ def _usable(info: NodeInfo) -> bool:
     return info.usable
 
 
+class EngineFilter(StaticFilter):
+    """The node's container engine answers, as its agent last reported: a node whose
+    engine is down is connected (ready) but would only reject what it is given."""
+
+    name = "engine"
+    reason = "engine down"
+
+    def matcher(self, task: objects_pb2.Task) -> Matcher:
+        return _engine_up
+
+    def signature(self, task: objects_pb2.Task) -> Hashable:
+        return ()
+
+
+def _engine_up(info: NodeInfo) -> bool:
+    return info.engine_up
+
+
 class CPUFilter(Filter):
     """The node's CPUs minus what its tasks reserve cover the task's CPU reservation."""
 
@@ -183,6 +201,7 @@ class MaxReplicasFilter(Filter):
 def default_filters() -> list[Filter]:
     return [
         ReadyFilter(),
+        EngineFilter(),
         CPUFilter(),
         MemoryFilter(),
         ConstraintFilter(),

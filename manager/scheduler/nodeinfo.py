@@ -95,6 +95,7 @@ class NodeInfo:
         "by_service",
         "cpu_capacity",
         "engine_labels",
+        "engine_up",
         "failures",
         "id",
         "labels",
@@ -145,6 +146,8 @@ class NodeInfo:
         self._node = node
         self.id: str = node.id
         self.usable: bool = takes_new_tasks(node)
+        # Its agent reports that the container engine does not answer (EngineFilter).
+        self.engine_up: bool = not node.status.engine_error
         resources = node.description.resources
         # Nodes mostly come in a few sizes: they share the int objects of their
         # capacities (a protobuf read makes a new one each time), which keeps what a

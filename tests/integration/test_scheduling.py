@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import signal
 import threading
 import time
 from collections import Counter
@@ -1025,7 +1026,9 @@ def test_node_rm_refuses_a_ready_node_unless_forced(farm: Farm, name: str) -> No
     assert farm.wait_running(name, 2) == Counter({"keep": 2})
     # A node that is down goes without --force.
     down = farm.add("down")
-    down.stop()
+    # Lost, not stopped: a clean stop (SIGTERM) keeps the node ready for the agent
+    # restart grace.
+    down.stop(signal.SIGKILL)
     wait_until(lambda: farm.node("down").status.state != NODE_READY, 20, what="the node to be down")
     assert "Down" in farm.ctl("node", "ls", "-f", "name=down", check=True).stdout
     farm.ctl("node", "rm", "down", check=True)

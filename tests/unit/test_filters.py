@@ -25,6 +25,7 @@ from manager.domain.platforms import normalise_arch
 from manager.scheduler.filters import (
     ConstraintFilter,
     CPUFilter,
+    EngineFilter,
     Filter,
     HostPortFilter,
     Matcher,
@@ -124,6 +125,7 @@ def accepts(flt: Filter, t: objects_pb2.Task, info: NodeInfo) -> bool:
 def test_the_default_pipeline_order() -> None:
     assert [type(x) for x in default_filters()] == [
         ReadyFilter,
+        EngineFilter,
         CPUFilter,
         MemoryFilter,
         ConstraintFilter,

@@ -103,11 +103,14 @@ def test_drained_down_and_gone_nodes_lose_their_tasks_paused_ones_keep_them() ->
     svc = global_service()
     tasks = {n: on_node(svc, n) for n in ("ready", "paused", "drained", "down", "gone", "labelled")}
     plan = plan_global(svc, list(tasks.values()), NODES, NOW)
+    # A down node's task is shut down, not removed: it stays in the history with why,
+    # and lives again if its node comes back with it running (dispatcher adoption).
     assert shutdowns(plan) == {
         tasks["drained"].id: states.REMOVE,
-        tasks["down"].id: states.REMOVE,
+        tasks["down"].id: states.SHUTDOWN,
         tasks["gone"].id: states.REMOVE,
     }
+    assert {s.task_id: s.reason for s in plan.shutdowns}[tasks["down"].id] == "node down"
     assert not plan.creates  # none of them gets a new task
 
 
@@ -116,7 +119,9 @@ def test_a_node_no_longer_matching_loses_its_task() -> None:
     mine = on_node(svc, "labelled")
     nodes: Mapping[str, objects_pb2.Node] = {**NODES, "labelled": f.node("labelled")}
     plan = plan_global(svc, [mine], nodes, NOW)
-    assert shutdowns(plan) == {mine.id: states.REMOVE}
+    # Shut down and kept in the history, saying why.
+    assert shutdowns(plan) == {mine.id: states.SHUTDOWN}
+    assert plan.shutdowns[0].reason == "constraint no longer met"
     assert not plan.creates
 
 

@@ -163,6 +163,9 @@ class _UnimplementedDispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     def UpdateTaskStatus(self, request: Any, context: Any) -> Any:
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "not faked")
 
+    def Goodbye(self, request: Any, context: Any) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not faked")
+
 
 class _UnimplementedCA(ca_pb2_grpc.NodeCAServicer):
     """A CA port that answers every call with UNIMPLEMENTED: swarmctl must say this address

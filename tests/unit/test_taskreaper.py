@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from common import states
 from common.api import objects_pb2
+from manager.orchestrator.replicated import plan_service
 from manager.orchestrator.taskreaper import (
     DEFAULT_HISTORY_LIMIT,
     TaskReaper,
@@ -15,9 +16,11 @@ from manager.orchestrator.taskreaper import (
     tasks_to_delete,
 )
 from manager.store import Kind
+from swarmctl.task import task_error, task_rows
 from tests.fakes import FakeCache, RecordingCommitter, fake_store
 from tests.unit import factories as f
 from tests.unit.factories import NOW
+from tests.unit.test_orchestrator import apply
 
 NODES = f.nodes(
     f.node("n1"),
@@ -284,3 +287,76 @@ def test_the_reapers_index_holds_every_cached_task_in_its_slot(
     assert indexed == expected
     assert all(reaper.slots.values())  # no empty service left behind
     assert sorted(reaper.all_keys()) == sorted(expected)
+
+
+# ---- why a task was replaced stays in its slot's history -------------------------------
+
+
+def test_task_of_a_down_node_is_shut_down_saying_why_replaced_and_kept() -> None:
+    svc = f.service(1, delay=30, max_attempts=1)
+    nodes = f.nodes(f.node("n1"), f.node("down", state="down"))
+    lost = f.task(svc, 1, node="down")
+    tasks = {lost.id: lost}
+    plan = plan_service(svc, [lost], f.node_ok(nodes), NOW, nodes)
+    assert [(s.task_id, s.desired, s.reason) for s in plan.shutdowns] == [
+        (lost.id, states.SHUTDOWN, "node down")
+    ]
+    # Replaced at once, not counted as a restart (max_attempts 1 is not used up).
+    assert [(t.slot, t.restart_attempt) for t in plan.creates] == [(1, 0)]
+    apply(tasks, plan, NOW)
+    assert tasks[lost.id].shutdown_reason == "node down"
+    assert tasks[lost.id].desired_state == states.SHUTDOWN
+    # History, not removed: the reaper keeps it (it used to delete it at once).
+    assert not tasks_to_delete(list(tasks.values()), nodes, DEFAULT_HISTORY_LIMIT)
+    # And the slot is not refilled again while the replacement waits.
+    assert not plan_service(svc, list(tasks.values()), f.node_ok(nodes), NOW + 1, nodes).creates
+
+
+def rejected_again_and_again(
+    svc: objects_pb2.Service, first: objects_pb2.Task, count: int
+) -> list[objects_pb2.Task]:
+    return [first] + [
+        f.task(
+            svc,
+            1,
+            state=states.REJECTED,
+            desired=states.SHUTDOWN,
+            created_at=NOW - 500 + i,
+        )
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize("why", ["node down", "unhealthy"])
+def test_rejected_retries_do_not_push_out_why_the_slot_was_replaced(why: str) -> None:
+    svc = f.service(1)
+    if why == "node down":
+        first = f.task(svc, 1, node="down", desired=states.SHUTDOWN, created_at=NOW - 900)
+        first.shutdown_reason = "node down"
+    else:
+        first = f.task(svc, 1, state=states.FAILED, desired=states.SHUTDOWN, created_at=NOW - 900)
+        first.status.err = "task: unhealthy container"
+    tasks = rejected_again_and_again(svc, first, 8)
+    deleted = ids(tasks_to_delete(tasks, NODES, 5))
+    assert first.id not in deleted
+    # The oldest rejections beyond the limit go: 9 tasks, 5 kept, plus the one that ran.
+    assert deleted == ids(tasks[1:4])
+
+
+def test_a_slot_whose_kept_tasks_ran_keeps_no_more() -> None:
+    svc = f.service(1)
+    tasks = history(svc, 1, 7)  # failed tasks (they ran), then a running one
+    assert ids(tasks_to_delete(tasks, NODES, 5)) == ids(tasks[:3])
+
+
+def test_service_ps_shows_why_the_manager_shut_a_task_down() -> None:
+    svc = f.service(1)
+    lost = f.task(svc, 1, node="down", desired=states.SHUTDOWN)
+    lost.shutdown_reason = "node down"
+    assert task_error(lost) == '"node down"'
+    failed = f.task(svc, 1, state=states.FAILED, desired=states.SHUTDOWN)
+    failed.status.err = "task: unhealthy container"
+    failed.shutdown_reason = "node down"
+    assert task_error(failed) == '"task: unhealthy container"'
+    rows = task_rows([lost], {"down": "host-down"}, now=NOW)
+    assert rows[0][6] == '"node down"'
