@@ -591,4 +591,4 @@ def test_a_filter_without_a_matcher_cannot_be_made() -> None:
 
 def test_static_filters_are_the_ones_reading_only_the_node_object() -> None:
     static = {type(x).__name__ for x in default_filters() if isinstance(x, StaticFilter)}
-    assert static == {"ReadyFilter", "ConstraintFilter", "PlatformFilter"}
+    assert static == {"ReadyFilter", "EngineFilter", "ConstraintFilter", "PlatformFilter"}
