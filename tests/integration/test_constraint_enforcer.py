@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.test_scheduling import RUNNING, Farm, start_farm
 from tests.harness import wait_until
+from tests.integration.test_scheduling import RUNNING, Farm, start_farm
 
 SHUTDOWN = 640
 
