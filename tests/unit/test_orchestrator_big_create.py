@@ -1,14 +1,15 @@
 """A huge create keeps the manager's event loop responsive: the orchestrator plans a
 large service in a worker thread (`Orchestrator.plan_in_thread`) and commits its
 creates in slices with the loop getting turns between them (`commit_sliced`). Measured
-here with a real Cache and a ticker on the same loop; before, each pass of a
-30,000-replica service held the loop for the whole plan (~0.5 s and more)."""
+here with a real Cache, as the CPU time of the loop's longest step; before, each pass
+of a 30,000-replica service held the loop for its whole plan (~0.6 s and more)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -60,27 +61,22 @@ class CacheStore:
         return result
 
 
-async def _max_gap_while(work: Any) -> float:
-    """The longest the loop went without running a 5 ms ticker while `work` ran."""
-    loop = asyncio.get_running_loop()
-    gaps = [0.0]
-    done = asyncio.Event()
+@contextlib.contextmanager
+def longest_step(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+    """The most CPU time the loop's thread spent in one callback (one step of a
+    coroutine) while the block ran. CPU time, not wall time: on a machine shared with
+    other work the wall time of a step includes waiting for a core (and for the GIL,
+    held by the planning thread), which is not the loop being held by this code."""
+    longest = [0.0]
+    run = asyncio.events.Handle._run
 
-    async def tick() -> None:
-        last = loop.time()
-        while not done.is_set():
-            await asyncio.sleep(0.005)
-            now = loop.time()
-            gaps.append(now - last - 0.005)
-            last = now
+    def timed(handle: asyncio.events.Handle) -> None:
+        started = time.thread_time()
+        run(handle)
+        longest[0] = max(longest[0], time.thread_time() - started)
 
-    ticker = asyncio.create_task(tick())
-    try:
-        await work
-    finally:
-        done.set()
-        await ticker
-    return max(gaps)
+    monkeypatch.setattr(asyncio.events.Handle, "_run", timed)
+    yield longest
 
 
 async def test_a_huge_create_never_holds_the_loop_long(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,20 +99,16 @@ async def test_a_huge_create_never_holds_the_loop_long(monkeypatch: pytest.Monke
             keys, orch._dirty = orch._dirty, set()
         return count
 
-    started = time.monotonic()
-    task = asyncio.ensure_future(passes())
-    gap = await _max_gap_while(task)
-    took = time.monotonic() - started
-    assert task.result() >= 3  # 10,000 a pass, and one that finds nothing to do
+    with longest_step(monkeypatch) as longest:
+        count = await passes()
+    assert count >= 3  # 10,000 a pass, and one that finds nothing to do
     slots = sorted(t.slot for t in cache.tasks_by_service["big"].values())
     assert slots == list(range(1, REPLICAS + 1))  # every slot once
     # Creates went out in slices (COMMIT_SLICE), not as one commit of 10,000.
     assert max(store.commits) <= orch_mod.COMMIT_SLICE
-    # No pass held the loop for its plan (0.6 s and more at this size before). The
-    # bound is loose: on a 2-core machine shared with other work, the OS and the GIL
-    # hand the loop its turns tens of milliseconds late at times; the 100 ms target is
-    # measured on a real manager by `make bench-bigservice`.
-    assert gap < 0.3, f"the loop stood still for {gap:.3f} s (of {took:.1f} s)"
+    # No step of the loop took 100 ms of CPU (a pass's plan took 0.6 s and more at
+    # this size before, all in one step).
+    assert longest[0] < 0.1, f"the loop ran {longest[0]:.3f} s of CPU in one step"
 
 
 def test_plan_for_is_what_plan_gives() -> None:
