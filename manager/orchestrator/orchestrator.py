@@ -39,8 +39,17 @@ MAX_CREATES_PER_PASS = 4096
 # Services with this many tasks and slots or more are planned in a worker thread
 # (`Orchestrator.plan_in_thread`): about 25 ms of planning on the loop, at most.
 PLAN_IN_THREAD_FROM = 2_000
-# Creates per store commit when a pass makes many (`commit_sliced`).
+# Creates per store commit when a pass makes many (`commit_sliced`), and how many
+# such commits run at once (4 x 1,024 creates: the store's 32 transactions in flight).
 COMMIT_SLICE = 1024
+SLICES_AT_ONCE = 4
+# A service is planned (each plan reading all its slots and tasks) about this many
+# times while it is created: a pass may create an eighth of its replicas, not just
+# MAX_CREATES_PER_PASS, so the planning of a create grows with its size, not its square.
+PLANS_PER_CREATE = 8
+# Tasks placed by the scheduler in one go before the loop gets a turn (`place_new`
+# takes ~4 us a task).
+PLACE_SLICE = 4096
 
 
 def plan_for(
@@ -204,6 +213,13 @@ class Orchestrator(Reconciler):
 
         return await asyncio.to_thread(work)
 
+    def _pass_budget(self, service_id: str) -> int:
+        """How many tasks a pass that plans this service may create (PLANS_PER_CREATE)."""
+        service = self.cache.services.get(service_id)
+        if service is None or not service.spec.HasField("replicated"):
+            return MAX_CREATES_PER_PASS
+        return max(MAX_CREATES_PER_PASS, service.spec.replicated.replicas // PLANS_PER_CREATE)
+
     def _plan_size(self, service_id: str) -> int:
         """How much planning the service is: its tasks and its slots."""
         service = self.cache.services.get(service_id)
@@ -233,7 +249,7 @@ class Orchestrator(Reconciler):
                 self.mark_many(pending)
                 break
             service_id = pending.pop()
-            room = MAX_CREATES_PER_PASS - len(new_tasks)
+            room = self._pass_budget(service_id) - len(new_tasks)
             # Only the tasks this pass has room for are made (a task costs ~6 us to make).
             if self._plan_size(service_id) >= PLAN_IN_THREAD_FROM:
                 plan = await self.plan_in_thread(service_id, now, max_creates=room)
@@ -275,16 +291,19 @@ class Orchestrator(Reconciler):
         ops.extend(late)
         if not ops:
             return
-        release = None
-        if self.placer is not None and new_tasks:
-            tasks = self.cache.tasks
-            freed = [tasks[t] for t in stopping if t in tasks]
-            release = self.placer.place_new(new_tasks, freed)
+        releases: list[Callable[[], None]] = []
         try:
+            if self.placer is not None and new_tasks:
+                tasks = self.cache.tasks
+                freed = [tasks[t] for t in stopping if t in tasks]
+                for start in range(0, len(new_tasks), PLACE_SLICE):
+                    placing = new_tasks[start : start + PLACE_SLICE]
+                    releases.append(self.placer.place_new(placing, freed if not start else ()))
+                    await asyncio.sleep(0)
             result = await commit_sliced(self.store, ops)
             await self.cache.wait_for(result.revision)
         finally:
-            if release is not None:
+            for release in releases:
                 release()
         self.log.info(
             "reconciled",
@@ -305,16 +324,23 @@ async def commit_sliced(store: Store, ops: Sequence[Create | Update]) -> BatchRe
     and more on a busy machine. Each new task is a key of its own, so the order of the
     creates does not matter; the other operations (a service written twice in a pass,
     shutdowns before the creates that replace them) go first, in one commit, in their
-    order. Between slices the loop has a turn. The results are merged; the first error
+    order. SLICES_AT_ONCE commits run at a time, and between slices the loop has a
+    turn. The results are merged; the first error
     is raised once every slice is done, as a single commit does."""
     creates = [op for op in ops if isinstance(op, Create)]
     if len(creates) <= COMMIT_SLICE:
         return await store.commit(ops)
     others = [op for op in ops if not isinstance(op, Create)]
-    commits = [asyncio.ensure_future(store.commit(others))] if others else []
+    gate = asyncio.Semaphore(SLICES_AT_ONCE)
+
+    async def commit(batch: Sequence[Create | Update]) -> BatchResult:
+        async with gate:
+            return await store.commit(batch)
+
+    commits = [asyncio.ensure_future(commit(others))] if others else []
     for start in range(0, len(creates), COMMIT_SLICE):
         await asyncio.sleep(0)
-        commits.append(asyncio.ensure_future(store.commit(creates[start : start + COMMIT_SLICE])))
+        commits.append(asyncio.ensure_future(commit(creates[start : start + COMMIT_SLICE])))
     merged = BatchResult()
     first_error: BaseException | None = None
     for outcome in await asyncio.gather(*commits, return_exceptions=True):

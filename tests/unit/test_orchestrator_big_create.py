@@ -128,3 +128,15 @@ def test_plan_for_is_what_plan_gives() -> None:
     assert (
         sorted(t.slot for t in plan.creates) == sorted(t.slot for t in again.creates) == [3, 4, 5]
     )
+
+
+def test_a_create_is_planned_a_few_times_not_once_per_4096_tasks() -> None:
+    """Each plan reads every slot and task of the service: a 100,000-replica create in
+    passes of 4,096 was planned 25 times (quadratic); a pass may now create an eighth."""
+    store = CacheStore()
+    cache = Cache(None, store)  # type: ignore[arg-type]
+    store.cache = cache
+    cache.load([f.service(100_000, service_id="big"), f.service(1_000, service_id="small")])
+    orch = orch_mod.Orchestrator(cache, store, lambda: NOW)  # type: ignore[arg-type]
+    assert orch._pass_budget("big") == 100_000 // orch_mod.PLANS_PER_CREATE
+    assert orch._pass_budget("small") == orch_mod.MAX_CREATES_PER_PASS
