@@ -178,3 +178,15 @@ async def test_services_and_nodes_streams_match_the_unary_answers(tmp_path: Path
         joined_nodes.MergeFrom(p)
     assert joined_nodes == nodes
     assert len(nodes.nodes) == 3
+
+
+async def test_an_undecodable_stream_request_is_invalid_argument(served: str) -> None:
+    def call() -> Any:
+        with grpc.insecure_channel(served) as channel:
+            stream = channel.unary_stream("/swarmlet.Control/ListTasksStream")
+            return list(stream(b"\xff\xff\xff", timeout=10))
+
+    with pytest.raises(grpc.RpcError) as err:
+        await asyncio.to_thread(call)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "ListTasksStream" in (err.value.details() or "")
