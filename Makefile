@@ -21,7 +21,7 @@ WITH_DOCKER = DOCKER_HOST="$$(scripts/dockerd.sh start | tail -n 1)" && export D
 
 .PHONY: help venv protos protos-check lint typecheck vagrant-validate test unit \
 	demo down cluster cluster-down bench-convergence bench-scheduler bench-failover \
-	bench-recovery bench-scale chaos clean
+	bench-recovery bench-scale bench-bigservice chaos clean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -90,6 +90,9 @@ bench-recovery: venv ## recovery benchmark on the local 3-host cluster: swarmlet
 
 bench-scale: venv ## scale benchmark: 500 hollow nodes, 15,000 tasks (SCALE=full: then 5,000 nodes, 150,000 tasks, then 150,000 on 500) (python -m bench.scale)
 	$(PYTHON) -m bench.scale --scale $(SCALE)
+
+bench-bigservice: venv ## one 100,000-replica service on 4 hollow nodes: loop stalls, then service ps of it (python -m bench.bigservice)
+	$(PYTHON) -m bench.bigservice
 
 chaos: venv ## the long chaos suite on the local cluster (make test runs a short one); SWARMLET_CHAOS_MINUTES bounds it
 	SWARMLET_CHAOS=long $(BIN)/pytest -q tests/chaos

@@ -480,12 +480,14 @@ class PhaseRun:
                             self.running = running
                     else:
                         service = self.service_ids[0]
-                        api.ListTasks(
+                        # As swarmctl lists: the stream, for a service of any size.
+                        for _ in api.ListTasksStream(
                             control_pb2.ListTasksRequest(
                                 filters=control_pb2.ListTasksRequest.Filters(service_ids=[service])
                             ),
                             timeout=30,
-                        )
+                        ):
+                            pass
                         took = time.monotonic() - start
                         with self.lock:
                             self.ps.append(took)

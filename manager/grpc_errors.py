@@ -42,11 +42,16 @@ class UnauthenticatedError(Exception):
     """The caller presented no valid credentials (or a wrong join token): UNAUTHENTICATED."""
 
 
+class ResourceExhaustedError(Exception):
+    """The answer would be larger than a client takes in one message: RESOURCE_EXHAUSTED."""
+
+
 _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
     (FailedPreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
+    (ResourceExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
     (AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
     (ConflictError, grpc.StatusCode.FAILED_PRECONDITION),
@@ -83,6 +88,7 @@ async def abort_on_store_errors(context: Context) -> AsyncIterator[None]:
         FailedPreconditionError,
         PermissionDeniedError,
         UnauthenticatedError,
+        ResourceExhaustedError,
         NotFoundError,
     ) as exc:
         await abort_with(context, exc)

@@ -21,7 +21,7 @@ import asyncio
 import heapq
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -129,6 +129,21 @@ class Reconciler:
         the whole pass is retried. `work` must not return None."""
         try:
             result = work()
+        except StoreError:
+            raise
+        except Exception:
+            self._key_failed(key, ids)
+            return None
+        if self._failing:
+            self._failing.pop(key, None)
+        return result
+
+    async def isolate_async(
+        self, key: str, work: Callable[[], Awaitable[T]], **ids: Any
+    ) -> T | None:
+        """`isolate` for work that awaits (a plan made in a worker thread)."""
+        try:
+            result = await work()
         except StoreError:
             raise
         except Exception:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf.message import Message
@@ -46,6 +46,9 @@ _CONNECT_FAILURE = re.compile(
     re.IGNORECASE,
 )
 
+
+_CONTROL = control_pb2.DESCRIPTOR.services_by_name["Control"].full_name
+M = TypeVar("M", bound=Message)
 
 # Every manager's certificate carries this name (common/pki.py SERVER_NAME).
 SERVER_NAME = "swarmlet-manager"
@@ -199,6 +202,36 @@ class ControlClient:
             self._log.debug("call", method=method, ms=took)
         return response
 
+    def _list(self, method: str, request: Message, response_type: type[M]) -> M:
+        """The answer of a list call, through its stream (`method` + "Stream"): no size
+        limit. The stream's messages are parts of one response (protos/control.proto,
+        "Lists"), so their bytes are joined and decoded once. A manager without the
+        stream (UNIMPLEMENTED: an older one) is asked the unary way."""
+        if self._stub is None:
+            self._channel = self._open()
+            self._stub = control_pb2_grpc.ControlStub(self._channel)
+        started = time.monotonic()
+        call = self._channel.unary_stream(
+            f"/{_CONTROL}/{method}Stream",
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=None,  # the bytes as they came
+        )(request, timeout=self.call_timeout)
+        try:
+            data = b"".join(call)
+        except grpc.RpcError as exc:
+            if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                response: M = self._call(method, request)
+                return response
+            if self._log is not None and isinstance(exc, grpc.Call):
+                self._log.debug(
+                    "call failed", method=method, code=exc.code().name, details=exc.details()
+                )
+            raise self._translate(exc) from None
+        if self._log is not None:
+            took = round((time.monotonic() - started) * 1000, 1)
+            self._log.debug("call", method=f"{method}Stream", ms=took, bytes=len(data))
+        return response_type.FromString(data)
+
     def _stream(self, method: str, request: Message, timeout: float | None) -> Iterator[Any]:
         """The messages of a server stream, until the manager ends it.
 
@@ -293,8 +326,10 @@ class ControlClient:
     def list_nodes(
         self, filters: control_pb2.ListNodesRequest.Filters | None = None
     ) -> list[objects_pb2.Node]:
-        resp: control_pb2.ListNodesResponse = self._call(
-            "ListNodes", control_pb2.ListNodesRequest(filters=filters)
+        resp = self._list(
+            "ListNodes",
+            control_pb2.ListNodesRequest(filters=filters),
+            control_pb2.ListNodesResponse,
         )
         return list(resp.nodes)
 
@@ -351,8 +386,10 @@ class ControlClient:
     def list_tasks(
         self, filters: control_pb2.ListTasksRequest.Filters | None = None
     ) -> list[objects_pb2.Task]:
-        resp: control_pb2.ListTasksResponse = self._call(
-            "ListTasks", control_pb2.ListTasksRequest(filters=filters)
+        resp = self._list(
+            "ListTasks",
+            control_pb2.ListTasksRequest(filters=filters),
+            control_pb2.ListTasksResponse,
         )
         return list(resp.tasks)
 
@@ -381,10 +418,11 @@ class ControlClient:
     def list_services(
         self, filters: control_pb2.ListServicesRequest.Filters | None = None
     ) -> control_pb2.ListServicesResponse:
-        resp: control_pb2.ListServicesResponse = self._call(
-            "ListServices", control_pb2.ListServicesRequest(filters=filters)
+        return self._list(
+            "ListServices",
+            control_pb2.ListServicesRequest(filters=filters),
+            control_pb2.ListServicesResponse,
         )
-        return resp
 
     def update_service(
         self,

@@ -211,7 +211,9 @@ class LocalCluster:
         filters = control_pb2.ListTasksRequest.Filters(service_ids=[service] if service else [])
         req = control_pb2.ListTasksRequest(filters=filters)
         try:
-            return list(self.api().ListTasks(req, timeout=20).tasks)
+            # The stream: a list of any length (ListTasks stops at gRPC's 4 MiB).
+            parts = self.api().ListTasksStream(req, timeout=20)
+            return [t for part in parts for t in part.tasks]
         except grpc.RpcError as exc:
             if service and exc.code() == grpc.StatusCode.NOT_FOUND:
                 return []  # the service is gone, and so are its tasks
@@ -219,10 +221,12 @@ class LocalCluster:
 
     def services(self) -> list[objects_pb2.Service]:
         req = control_pb2.ListServicesRequest()
-        return list(self.api().ListServices(req, timeout=20).services)
+        parts = self.api().ListServicesStream(req, timeout=20)
+        return [s for part in parts for s in part.services]
 
     def nodes(self) -> list[objects_pb2.Node]:
-        return list(self.api().ListNodes(control_pb2.ListNodesRequest(), timeout=20).nodes)
+        parts = self.api().ListNodesStream(control_pb2.ListNodesRequest(), timeout=20)
+        return [n for part in parts for n in part.nodes]
 
     def node_ids(self) -> dict[str, str]:
         """Hostname -> node id of the hosts' nodes (h1, h2, ...)."""

@@ -97,6 +97,12 @@ class FakeCache:
         clusters = self.objects[Kind.CLUSTER]
         return cast(objects_pb2.Cluster, next(iter(clusters.values()))) if clusters else None
 
+    def service_task_bytes(self, service_id: str) -> list[bytes]:
+        """The service's tasks as stored (serialized), for decoding off the loop."""
+        group = self.tasks_by_service.get(service_id)
+        table = self.tasks
+        return [table.serialized(i) for i in group.ids] if group else []
+
     def get(self, kind: Kind, obj_id: str) -> Any | None:
         return self.objects[kind].get(obj_id)
 

@@ -295,14 +295,17 @@ class Manager:
 
     def tasks(self, service: str = "") -> list[Any]:
         filters = control_pb2.ListTasksRequest.Filters(service_ids=[service] if service else [])
-        return list(self.api().ListTasks(control_pb2.ListTasksRequest(filters=filters)).tasks)
+        # The stream: a list of any length (ListTasks stops at gRPC's 4 MiB).
+        parts = self.api().ListTasksStream(control_pb2.ListTasksRequest(filters=filters))
+        return [t for part in parts for t in part.tasks]
 
     def running_tasks(self, service: str) -> list[Any]:
         return [t for t in self.tasks(service) if t.status.state == 512 and t.desired_state == 512]
 
     def nodes(self, *, managers: bool = False) -> list[Any]:
         """The nodes agents run on (and the managers' own nodes with managers=True)."""
-        nodes = self.api().ListNodes(control_pb2.ListNodesRequest()).nodes
+        parts = self.api().ListNodesStream(control_pb2.ListNodesRequest())
+        nodes = [n for part in parts for n in part.nodes]
         return [n for n in nodes if managers or n.role != 1]
 
     def join_token(self, role: str = "worker") -> str:

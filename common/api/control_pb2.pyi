@@ -8,6 +8,14 @@ a unique id prefix or (for services and nodes) a name is accepted. Errors carry
 gRPC status codes: INVALID_ARGUMENT for a bad spec or an ambiguous prefix,
 NOT_FOUND naming what was not found, ALREADY_EXISTS for a duplicate name,
 FAILED_PRECONDITION for a stale version, UNAVAILABLE when etcd cannot be reached.
+
+Lists: a gRPC message is at most 4 MiB by default (the client's receive limit), about
+14,000 tasks. The unary List* calls answer RESOURCE_EXHAUSTED, naming the stream to
+use, when their answer would be larger. The List*Stream calls take the same request
+and answer the same list, in order, as a stream of responses of at most about 1 MiB
+each: every message holds the next objects (and, for services, their counts), so the
+messages' bytes put end to end are the bytes of the one response of the unary call
+(repeated and map fields concatenate on the wire). The list is taken at one moment.
 """
 
 from collections import abc as _abc

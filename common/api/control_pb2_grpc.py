@@ -44,6 +44,11 @@ class ControlStub:
                 request_serializer=control__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=control__pb2.ListNodesResponse.FromString,
                 _registered_method=True)
+        self.ListNodesStream = channel.unary_stream(
+                '/swarmlet.Control/ListNodesStream',
+                request_serializer=control__pb2.ListNodesRequest.SerializeToString,
+                response_deserializer=control__pb2.ListNodesResponse.FromString,
+                _registered_method=True)
         self.UpdateNode = channel.unary_unary(
                 '/swarmlet.Control/UpdateNode',
                 request_serializer=control__pb2.UpdateNodeRequest.SerializeToString,
@@ -64,6 +69,11 @@ class ControlStub:
                 request_serializer=control__pb2.ListTasksRequest.SerializeToString,
                 response_deserializer=control__pb2.ListTasksResponse.FromString,
                 _registered_method=True)
+        self.ListTasksStream = channel.unary_stream(
+                '/swarmlet.Control/ListTasksStream',
+                request_serializer=control__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=control__pb2.ListTasksResponse.FromString,
+                _registered_method=True)
         self.CreateService = channel.unary_unary(
                 '/swarmlet.Control/CreateService',
                 request_serializer=control__pb2.CreateServiceRequest.SerializeToString,
@@ -76,6 +86,11 @@ class ControlStub:
                 _registered_method=True)
         self.ListServices = channel.unary_unary(
                 '/swarmlet.Control/ListServices',
+                request_serializer=control__pb2.ListServicesRequest.SerializeToString,
+                response_deserializer=control__pb2.ListServicesResponse.FromString,
+                _registered_method=True)
+        self.ListServicesStream = channel.unary_stream(
+                '/swarmlet.Control/ListServicesStream',
                 request_serializer=control__pb2.ListServicesRequest.SerializeToString,
                 response_deserializer=control__pb2.ListServicesResponse.FromString,
                 _registered_method=True)
@@ -156,6 +171,13 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListNodesStream(self, request, context):
+        """ListNodes in parts (see "Lists" below).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UpdateNode(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -180,6 +202,13 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTasksStream(self, request, context):
+        """ListTasks in parts (see "Lists" below): `service ps` of 100,000 tasks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateService(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -194,6 +223,13 @@ class ControlServicer:
 
     def ListServices(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListServicesStream(self, request, context):
+        """ListServices in parts (see "Lists" below).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -285,6 +321,11 @@ def add_ControlServicer_to_server(servicer, server):
                     request_deserializer=control__pb2.ListNodesRequest.FromString,
                     response_serializer=control__pb2.ListNodesResponse.SerializeToString,
             ),
+            'ListNodesStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListNodesStream,
+                    request_deserializer=control__pb2.ListNodesRequest.FromString,
+                    response_serializer=control__pb2.ListNodesResponse.SerializeToString,
+            ),
             'UpdateNode': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateNode,
                     request_deserializer=control__pb2.UpdateNodeRequest.FromString,
@@ -305,6 +346,11 @@ def add_ControlServicer_to_server(servicer, server):
                     request_deserializer=control__pb2.ListTasksRequest.FromString,
                     response_serializer=control__pb2.ListTasksResponse.SerializeToString,
             ),
+            'ListTasksStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListTasksStream,
+                    request_deserializer=control__pb2.ListTasksRequest.FromString,
+                    response_serializer=control__pb2.ListTasksResponse.SerializeToString,
+            ),
             'CreateService': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateService,
                     request_deserializer=control__pb2.CreateServiceRequest.FromString,
@@ -317,6 +363,11 @@ def add_ControlServicer_to_server(servicer, server):
             ),
             'ListServices': grpc.unary_unary_rpc_method_handler(
                     servicer.ListServices,
+                    request_deserializer=control__pb2.ListServicesRequest.FromString,
+                    response_serializer=control__pb2.ListServicesResponse.SerializeToString,
+            ),
+            'ListServicesStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListServicesStream,
                     request_deserializer=control__pb2.ListServicesRequest.FromString,
                     response_serializer=control__pb2.ListServicesResponse.SerializeToString,
             ),
@@ -446,6 +497,33 @@ class Control:
             _registered_method=True)
 
     @staticmethod
+    def ListNodesStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/swarmlet.Control/ListNodesStream',
+            control__pb2.ListNodesRequest.SerializeToString,
+            control__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def UpdateNode(request,
             target,
             options=(),
@@ -554,6 +632,33 @@ class Control:
             _registered_method=True)
 
     @staticmethod
+    def ListTasksStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/swarmlet.Control/ListTasksStream',
+            control__pb2.ListTasksRequest.SerializeToString,
+            control__pb2.ListTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CreateService(request,
             target,
             options=(),
@@ -622,6 +727,33 @@ class Control:
             request,
             target,
             '/swarmlet.Control/ListServices',
+            control__pb2.ListServicesRequest.SerializeToString,
+            control__pb2.ListServicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServicesStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/swarmlet.Control/ListServicesStream',
             control__pb2.ListServicesRequest.SerializeToString,
             control__pb2.ListServicesResponse.FromString,
             options,

@@ -8,6 +8,14 @@ a unique id prefix or (for services and nodes) a name is accepted. Errors carry
 gRPC status codes: INVALID_ARGUMENT for a bad spec or an ambiguous prefix,
 NOT_FOUND naming what was not found, ALREADY_EXISTS for a duplicate name,
 FAILED_PRECONDITION for a stale version, UNAVAILABLE when etcd cannot be reached.
+
+Lists: a gRPC message is at most 4 MiB by default (the client's receive limit), about
+14,000 tasks. The unary List* calls answer RESOURCE_EXHAUSTED, naming the stream to
+use, when their answer would be larger. The List*Stream calls take the same request
+and answer the same list, in order, as a stream of responses of at most about 1 MiB
+each: every message holds the next objects (and, for services, their counts), so the
+messages' bytes put end to end are the bytes of the one response of the unary call
+(repeated and map fields concatenate on the wire). The list is taken at one moment.
 """
 
 from collections import abc as _abc
@@ -40,13 +48,19 @@ class ControlStub:
     def __new__(cls, channel: _aio.Channel) -> ControlAsyncStub: ...
     GetNode: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetNodeRequest, _control_pb2.GetNodeResponse]
     ListNodes: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListNodesRequest, _control_pb2.ListNodesResponse]
+    ListNodesStream: _grpc.UnaryStreamMultiCallable[_control_pb2.ListNodesRequest, _control_pb2.ListNodesResponse]
+    """ListNodes in parts (see "Lists" below)."""
     UpdateNode: _grpc.UnaryUnaryMultiCallable[_control_pb2.UpdateNodeRequest, _control_pb2.UpdateNodeResponse]
     RemoveNode: _grpc.UnaryUnaryMultiCallable[_control_pb2.RemoveNodeRequest, _control_pb2.RemoveNodeResponse]
     GetTask: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetTaskRequest, _control_pb2.GetTaskResponse]
     ListTasks: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListTasksRequest, _control_pb2.ListTasksResponse]
+    ListTasksStream: _grpc.UnaryStreamMultiCallable[_control_pb2.ListTasksRequest, _control_pb2.ListTasksResponse]
+    """ListTasks in parts (see "Lists" below): `service ps` of 100,000 tasks."""
     CreateService: _grpc.UnaryUnaryMultiCallable[_control_pb2.CreateServiceRequest, _control_pb2.CreateServiceResponse]
     GetService: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetServiceRequest, _control_pb2.GetServiceResponse]
     ListServices: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListServicesRequest, _control_pb2.ListServicesResponse]
+    ListServicesStream: _grpc.UnaryStreamMultiCallable[_control_pb2.ListServicesRequest, _control_pb2.ListServicesResponse]
+    """ListServices in parts (see "Lists" below)."""
     UpdateService: _grpc.UnaryUnaryMultiCallable[_control_pb2.UpdateServiceRequest, _control_pb2.UpdateServiceResponse]
     RemoveService: _grpc.UnaryUnaryMultiCallable[_control_pb2.RemoveServiceRequest, _control_pb2.RemoveServiceResponse]
     RebalanceService: _grpc.UnaryUnaryMultiCallable[_control_pb2.RebalanceServiceRequest, _control_pb2.RebalanceServiceResponse]
@@ -67,13 +81,19 @@ class ControlAsyncStub(ControlStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetNode: _aio.UnaryUnaryMultiCallable[_control_pb2.GetNodeRequest, _control_pb2.GetNodeResponse]  # type: ignore[assignment]
     ListNodes: _aio.UnaryUnaryMultiCallable[_control_pb2.ListNodesRequest, _control_pb2.ListNodesResponse]  # type: ignore[assignment]
+    ListNodesStream: _aio.UnaryStreamMultiCallable[_control_pb2.ListNodesRequest, _control_pb2.ListNodesResponse]  # type: ignore[assignment]
+    """ListNodes in parts (see "Lists" below)."""
     UpdateNode: _aio.UnaryUnaryMultiCallable[_control_pb2.UpdateNodeRequest, _control_pb2.UpdateNodeResponse]  # type: ignore[assignment]
     RemoveNode: _aio.UnaryUnaryMultiCallable[_control_pb2.RemoveNodeRequest, _control_pb2.RemoveNodeResponse]  # type: ignore[assignment]
     GetTask: _aio.UnaryUnaryMultiCallable[_control_pb2.GetTaskRequest, _control_pb2.GetTaskResponse]  # type: ignore[assignment]
     ListTasks: _aio.UnaryUnaryMultiCallable[_control_pb2.ListTasksRequest, _control_pb2.ListTasksResponse]  # type: ignore[assignment]
+    ListTasksStream: _aio.UnaryStreamMultiCallable[_control_pb2.ListTasksRequest, _control_pb2.ListTasksResponse]  # type: ignore[assignment]
+    """ListTasks in parts (see "Lists" below): `service ps` of 100,000 tasks."""
     CreateService: _aio.UnaryUnaryMultiCallable[_control_pb2.CreateServiceRequest, _control_pb2.CreateServiceResponse]  # type: ignore[assignment]
     GetService: _aio.UnaryUnaryMultiCallable[_control_pb2.GetServiceRequest, _control_pb2.GetServiceResponse]  # type: ignore[assignment]
     ListServices: _aio.UnaryUnaryMultiCallable[_control_pb2.ListServicesRequest, _control_pb2.ListServicesResponse]  # type: ignore[assignment]
+    ListServicesStream: _aio.UnaryStreamMultiCallable[_control_pb2.ListServicesRequest, _control_pb2.ListServicesResponse]  # type: ignore[assignment]
+    """ListServices in parts (see "Lists" below)."""
     UpdateService: _aio.UnaryUnaryMultiCallable[_control_pb2.UpdateServiceRequest, _control_pb2.UpdateServiceResponse]  # type: ignore[assignment]
     RemoveService: _aio.UnaryUnaryMultiCallable[_control_pb2.RemoveServiceRequest, _control_pb2.RemoveServiceResponse]  # type: ignore[assignment]
     RebalanceService: _aio.UnaryUnaryMultiCallable[_control_pb2.RebalanceServiceRequest, _control_pb2.RebalanceServiceResponse]  # type: ignore[assignment]
@@ -105,6 +125,14 @@ class ControlServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_control_pb2.ListNodesResponse, _abc.Awaitable[_control_pb2.ListNodesResponse]]: ...
 
     @_abc_1.abstractmethod
+    def ListNodesStream(
+        self,
+        request: _control_pb2.ListNodesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_control_pb2.ListNodesResponse], _abc.AsyncIterator[_control_pb2.ListNodesResponse]]:
+        """ListNodes in parts (see "Lists" below)."""
+
+    @_abc_1.abstractmethod
     def UpdateNode(
         self,
         request: _control_pb2.UpdateNodeRequest,
@@ -133,6 +161,14 @@ class ControlServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_control_pb2.ListTasksResponse, _abc.Awaitable[_control_pb2.ListTasksResponse]]: ...
 
     @_abc_1.abstractmethod
+    def ListTasksStream(
+        self,
+        request: _control_pb2.ListTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_control_pb2.ListTasksResponse], _abc.AsyncIterator[_control_pb2.ListTasksResponse]]:
+        """ListTasks in parts (see "Lists" below): `service ps` of 100,000 tasks."""
+
+    @_abc_1.abstractmethod
     def CreateService(
         self,
         request: _control_pb2.CreateServiceRequest,
@@ -152,6 +188,14 @@ class ControlServicer(metaclass=_abc_1.ABCMeta):
         request: _control_pb2.ListServicesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_control_pb2.ListServicesResponse, _abc.Awaitable[_control_pb2.ListServicesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListServicesStream(
+        self,
+        request: _control_pb2.ListServicesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_control_pb2.ListServicesResponse], _abc.AsyncIterator[_control_pb2.ListServicesResponse]]:
+        """ListServices in parts (see "Lists" below)."""
 
     @_abc_1.abstractmethod
     def UpdateService(

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 from common.api import control_pb2, control_pb2_grpc, logs_pb2, objects_pb2
 from manager.controlapi import cluster, networks, nodes, services, tasks
+from manager.controlapi.chunks import Serialized, check_size, chunked
 from manager.controlapi.counts import ServiceCounts
 from manager.domain.placer import Previewer
 from manager.grpc_errors import (
@@ -78,15 +79,35 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
             node=self._node(nodes.find_node(self.cache, request.node_id))
         )
 
-    @rpc
-    async def ListNodes(
-        self, request: control_pb2.ListNodesRequest, context: Context
-    ) -> control_pb2.ListNodesResponse:
+    def _list_nodes(self, request: control_pb2.ListNodesRequest) -> control_pb2.ListNodesResponse:
         response = nodes.list_nodes(self.cache, request)
         decorated = [self._node(n) for n in response.nodes]
         del response.nodes[:]
         response.nodes.extend(decorated)
         return response
+
+    @rpc
+    async def ListNodes(
+        self, request: control_pb2.ListNodesRequest, context: Context
+    ) -> control_pb2.ListNodesResponse:
+        response = self._list_nodes(request)
+        check_size(response.ByteSize(), len(response.nodes), "nodes", "ListNodesStream")
+        return response
+
+    async def ListNodesStream(  # type: ignore[override]
+        self, request: control_pb2.ListNodesRequest, context: Context
+    ) -> AsyncIterator[Serialized]:
+        """ListNodes in parts (chunks.py). Like every List*Stream it never waits, so
+        the control server runs it in its calling thread (threaded.py)."""
+        async with abort_on_store_errors(context):
+            self.authorize(context, "ListNodesStream")
+            with self.cache.lock:
+                response = self._list_nodes(request)
+        pieces = (
+            control_pb2.ListNodesResponse(nodes=[n]).SerializeToString() for n in response.nodes
+        )
+        for part in chunked(pieces):
+            yield part
 
     @rpc
     async def UpdateNode(
@@ -116,6 +137,16 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         # serves this API, encodes it as it would a ListTasksResponse.
         return tasks.list_tasks(self.cache, request)
 
+    async def ListTasksStream(  # type: ignore[override]
+        self, request: control_pb2.ListTasksRequest, context: Context
+    ) -> AsyncIterator[Serialized]:
+        """ListTasks in parts: `service ps` of 100,000 tasks (chunks.py)."""
+        async with abort_on_store_errors(context):
+            self.authorize(context, "ListTasksStream")
+            parts = tasks.list_tasks_stream(self.cache, request)
+        for part in parts:
+            yield part
+
     # ---- services ----
 
     @rpc
@@ -136,7 +167,26 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
     async def ListServices(
         self, request: control_pb2.ListServicesRequest, context: Context
     ) -> control_pb2.ListServicesResponse:
-        return services.list_services(self.cache, request, self.counts)
+        response = services.list_services(self.cache, request, self.counts)
+        check_size(response.ByteSize(), len(response.services), "services", "ListServicesStream")
+        return response
+
+    async def ListServicesStream(  # type: ignore[override]
+        self, request: control_pb2.ListServicesRequest, context: Context
+    ) -> AsyncIterator[Serialized]:
+        """ListServices in parts, each service with its counts (chunks.py)."""
+        async with abort_on_store_errors(context):
+            self.authorize(context, "ListServicesStream")
+            with self.cache.lock:
+                response = services.list_services(self.cache, request, self.counts)
+        pieces = (
+            control_pb2.ListServicesResponse(
+                services=[s], statuses={s.id: response.statuses[s.id]}
+            ).SerializeToString()
+            for s in response.services
+        )
+        for part in chunked(pieces):
+            yield part
 
     @rpc
     async def UpdateService(

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from operator import itemgetter
 
 from common.api import control_pb2, objects_pb2
 from common.timeutil import timestamp_seconds
+from manager.controlapi.chunks import Serialized, chunked, whole
 from manager.controlapi.filters import labels_match
 from manager.controlapi.nodes import find_node
 from manager.controlapi.resolve import resolve_task
 from manager.controlapi.services import find_service
 from manager.store import Cache
 from manager.store.tasktable import varint
+
+__all__ = ["Serialized", "find_task", "get_task", "list_tasks", "list_tasks_stream"]
 
 
 def find_task(cache: Cache, ref: str) -> objects_pb2.Task:
@@ -32,19 +35,6 @@ def get_task(cache: Cache, request: control_pb2.GetTaskRequest) -> control_pb2.G
     return control_pb2.GetTaskResponse(task=find_task(cache, request.task_id))
 
 
-class Serialized:
-    """A response already in wire form. The control server sends it as it is: its
-    serializer calls `SerializeToString`, as it would on a message."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def SerializeToString(self) -> bytes:  # protobuf's name, for the serializer
-        return self.data
-
-
 # ListTasksResponse's `tasks` field as it starts on the wire (length-delimited).
 _TASKS_TAG = bytes(
     (control_pb2.ListTasksResponse.DESCRIPTOR.fields_by_name["tasks"].number << 3 | 2,)
@@ -53,7 +43,18 @@ _TASKS_TAG = bytes(
 
 def list_tasks(cache: Cache, request: control_pb2.ListTasksRequest) -> Serialized:
     """The tasks the filters select, ordered by service, slot, node and newest first:
-    a serialized ListTasksResponse.
+    a serialized ListTasksResponse (RESOURCE_EXHAUSTED past gRPC's message limit)."""
+    return whole(task_pieces(cache, request), "tasks", "ListTasksStream")
+
+
+def list_tasks_stream(cache: Cache, request: control_pb2.ListTasksRequest) -> Iterator[Serialized]:
+    """What `list_tasks` answers, as the messages of a ListTasksStream (chunks.py). The
+    tasks are chosen at the call, not as the messages go."""
+    return chunked(task_pieces(cache, request))
+
+
+def task_pieces(cache: Cache, request: control_pb2.ListTasksRequest) -> list[bytes]:
+    """The selected tasks in order, each as a serialized ListTasksResponse of that task.
 
     The response is put together from the cache's serialized tasks (`TaskTable`): a
     task is decoded once, for the filters and the order, and never copied into a
@@ -94,4 +95,4 @@ def list_tasks(cache: Cache, request: control_pb2.ListTasksRequest) -> Serialize
         key = (t.service_name, t.slot, t.node_id, -timestamp_seconds(t.meta.created_at))
         chosen.append((key, blob))
     chosen.sort(key=itemgetter(0))
-    return Serialized(b"".join(_TASKS_TAG + varint(len(b)) + b for _, b in chosen))
+    return [_TASKS_TAG + varint(len(b)) + b for _, b in chosen]

@@ -55,6 +55,9 @@ READS = frozenset(
 )
 # Reads that hold `Cache.lock` only for the part that needs it, themselves.
 _LOCKS_ITSELF = frozenset({"ListTasks"})
+# Streamed reads (lists in parts): they too run in the calling thread, and take
+# `Cache.lock` themselves while they choose what to send.
+READ_STREAMS = frozenset({"ListNodesStream", "ListTasksStream", "ListServicesStream"})
 # Threads for calls in flight, streams included: each `logs -f` or `events` holds one
 # for as long as it runs, so there are enough for many watchers and the calls besides
 # (the pool starts them only as they are needed).
@@ -112,7 +115,11 @@ class ThreadedControl:
             path = f"/{service.full_name}/{method.name}"
             decode = tolerant(getattr(control_pb2, method.input_type.name).FromString)
             encode = _encode
-            if method.server_streaming:
+            if method.name in READ_STREAMS:
+                handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                    self._read_stream(method.name, path), decode, encode
+                )
+            elif method.server_streaming:
                 handlers[method.name] = grpc.unary_stream_rpc_method_handler(
                     self._stream(method.name, path), decode, encode
                 )
@@ -141,6 +148,26 @@ class ThreadedControl:
                 context.abort(stop.code, stop.details)
             except concurrent.futures.CancelledError:
                 context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled")
+
+        return serve
+
+    def _read_stream(
+        self, name: str, path: str
+    ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+        method = getattr(self.api, name)
+
+        def serve(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            _check_decoded(request, context, path)
+            stream = method(request, LoopContext(context))
+            try:
+                while True:
+                    try:
+                        item = _run_now(stream.__anext__())
+                    except StopAsyncIteration:
+                        return
+                    yield item
+            except Aborted as stop:
+                context.abort(stop.code, stop.details)
 
         return serve
 

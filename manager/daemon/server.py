@@ -52,6 +52,7 @@ from manager.grpc_errors import Context, server_interceptors
 from manager.leadership.election import Leadership
 from manager.leadership.lease import ManagerLease
 from manager.leadership.membership import JoinRefusedError, announce_forever, ensure_manager_node
+from manager.orchestrator.constraintenforcer import ConstraintEnforcer
 from manager.orchestrator.orchestrator import Orchestrator
 from manager.orchestrator.taskreaper import DEFAULT_HISTORY_LIMIT, TaskReaper
 from manager.scheduler import Scheduler
@@ -318,6 +319,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
             scheduler = Scheduler(cache, leader_store, clock=clock)
             orchestrator = Orchestrator(cache, leader_store, clock, scheduler)
             reaper = TaskReaper(cache, leader_store)
+            enforcer = ConstraintEnforcer(cache, leader_store, clock)
             node_health = NodeHealth(cache, leader_store, period, time.monotonic)
             compactor = Compactor(client, cache)
 
@@ -340,6 +342,7 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                         ("orchestrator", orchestrator.run),
                         ("scheduler", scheduler.run),
                         ("taskreaper", reaper.run),
+                        ("constraintenforcer", enforcer.run),
                         ("nodehealth", node_health.run),
                         ("compactor", compactor.run),
                     ]

@@ -101,7 +101,12 @@ def forward_only(
             return None
         if status.state == task.status.state and _same_except_time(status, task.status):
             return None
+        # Why the manager stopped the task (the constraint enforcer's reason) outlives
+        # the agent's report that it stopped, which says only "shutdown".
+        kept = task.status.err if not states.is_runnable(task.desired_state) else ""
         task.status.CopyFrom(status)
+        if kept and not status.err:
+            task.status.err = kept
         return task
 
     return mutate

@@ -101,6 +101,12 @@ class Cache:
     def clusters(self) -> dict[str, objects_pb2.Cluster]:
         return self.objects[Kind.CLUSTER]  # type: ignore[return-value]
 
+    def service_task_bytes(self, service_id: str) -> list[bytes]:
+        """The service's tasks as stored (serialized), for decoding off the loop."""
+        group = self.tasks_by_service.get(service_id)
+        table = self.tasks
+        return [table.serialized(i) for i in group.ids] if group else []
+
     def get(self, kind: Kind, obj_id: str) -> Any | None:
         return self.objects[kind].get(obj_id)
 

@@ -47,6 +47,10 @@ class CacheTables(Protocol):
     @property
     def tasks_by_node(self) -> Mapping[str, Mapping[str, objects_pb2.Task]]: ...
 
+    def service_task_bytes(self, service_id: str) -> list[bytes]:
+        """The service's tasks as stored (serialized), for decoding off the loop."""
+        ...
+
     def cluster(self) -> objects_pb2.Cluster | None:
         """The cluster object, once it exists."""
         ...

@@ -343,6 +343,19 @@ class FakeControl(control_pb2_grpc.ControlServicer):
     async def GetCluster(self, request, context):  # type: ignore[no-untyped-def]
         return control_pb2.GetClusterResponse(cluster=self.cluster)
 
+    # The streamed lists: this fake has none, so swarmctl falls back to the unary calls.
+    async def ListNodesStream(self, request, context):  # type: ignore[no-untyped-def]
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        yield control_pb2.ListNodesResponse()  # never reached: makes this a stream
+
+    async def ListTasksStream(self, request, context):  # type: ignore[no-untyped-def]
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        yield control_pb2.ListTasksResponse()  # never reached: makes this a stream
+
+    async def ListServicesStream(self, request, context):  # type: ignore[no-untyped-def]
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        yield control_pb2.ListServicesResponse()  # never reached: makes this a stream
+
     async def CreateNetwork(self, request, context):  # type: ignore[no-untyped-def]
         network = objects_pb2.Network(id=f"net{len(self.networks) + 1}", spec=request.spec)
         self.networks[network.id] = network
