@@ -44,6 +44,7 @@ from manager.ca.credentials import ManagerTLS
 from manager.ca.service import NodeCAService
 from manager.controlapi import ControlAPI, threaded
 from manager.daemon import memalloc
+from manager.daemon.ports import EXCLUSIVE_PORT, bind_error
 from manager.dispatcher import Dispatcher
 from manager.dispatcher.nodehealth import NodeHealth
 from manager.dispatcher.sessionkeys import SessionKeys
@@ -169,13 +170,18 @@ async def _serve_control_tcp(
     api: ControlAPI, addr: str, credentials: grpc.ServerCredentials
 ) -> grpc.Server:
     try:
-        server, port = threaded.serve(api, asyncio.get_running_loop(), addr, credentials)
-    except RuntimeError as exc:
-        raise ManagerError(f"cannot listen on --control-addr {addr}: {exc}") from None
-    if port == 0:
+        server, port = threaded.serve(
+            api, asyncio.get_running_loop(), addr, credentials, options=[EXCLUSIVE_PORT]
+        )
+    except RuntimeError:
+        pass
+    else:
+        if port != 0:
+            return server
         server.stop(0)
-        raise ManagerError(f"cannot listen on --control-addr {addr}: address in use?")
-    return server
+    raise ManagerError(
+        f"cannot listen on --control-addr {addr}: {bind_error(addr)}: pick another --control-addr"
+    )
 
 
 async def _stop_threaded(servers: list[grpc.Server], grace: float | None) -> None:
@@ -189,16 +195,16 @@ async def _serve_ca(
     ca: NodeCAService, addr: str, credentials: grpc.ServerCredentials
 ) -> grpc.aio.Server:
     """The CA for joining nodes: TLS without client certificates (they have none yet)."""
-    server = grpc.aio.server(interceptors=server_interceptors())
+    server = grpc.aio.server(interceptors=server_interceptors(), options=[EXCLUSIVE_PORT])
     ca_pb2_grpc.add_NodeCAServicer_to_server(ca, server)
     try:
         port = server.add_secure_port(addr, credentials)
-    except RuntimeError as exc:
-        raise ManagerError(f"cannot listen on {addr} for joining nodes: {exc}") from None
+    except RuntimeError:
+        port = 0
     if port == 0:
         raise ManagerError(
             f"cannot listen on {addr} for joining nodes (the port after --listen-addr's): "
-            "address in use? pick another --listen-addr"
+            f"{bind_error(addr)}: pick another --listen-addr"
         )
     await server.start()
     return server
@@ -214,6 +220,7 @@ async def _serve_dispatcher(
     server = grpc.aio.server(
         interceptors=server_interceptors(),
         options=[
+            EXCLUSIVE_PORT,
             # Agents ping to notice a dead manager quickly; let them.
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
@@ -240,12 +247,11 @@ async def _serve_dispatcher(
     logs_pb2_grpc.add_LogBrokerServicer_to_server(logs, server)
     try:
         port = server.add_secure_port(listen_addr, credentials)
-    except RuntimeError as exc:
-        raise ManagerError(f"cannot listen on {listen_addr}: {exc}") from None
+    except RuntimeError:
+        port = 0
     if port == 0:
         raise ManagerError(
-            f"cannot listen on {listen_addr} (address in use or not local): pick another "
-            "--listen-addr"
+            f"cannot listen on {listen_addr}: {bind_error(listen_addr)}: pick another --listen-addr"
         )
     await server.start()
     return server, port
