@@ -134,7 +134,10 @@ def main(
     ] = None,
     metrics_addr: Annotated[
         str,
-        typer.Option(help="Serve Prometheus metrics on this host:port (/metrics). Off by default."),
+        typer.Option(
+            help="Serve Prometheus metrics on [HOST]:PORT (/metrics; loopback without HOST). "
+            "Off by default."
+        ),
     ] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
@@ -165,7 +168,8 @@ def main(
     state = state_dir.absolute()
     if metrics_addr:
         try:
-            log.info("serving metrics", port=serve_metrics(metrics_addr))
+            endpoint = serve_metrics(metrics_addr)
+            log.info("serving metrics", host=endpoint.host, port=endpoint.port)
         except (MetricsAddressError, OSError) as exc:
             raise typer.BadParameter(f"--metrics-addr: {exc}") from None
     try:

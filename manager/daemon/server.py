@@ -425,10 +425,11 @@ async def running_manager(config: ManagerConfig) -> AsyncIterator[Manager]:
                 ("dispatcher.registrations", dispatcher.registrations.run),
             ]:
                 tasks.append(supervise(name, run))
-            metrics_port = serve_metrics(config.metrics_addr) if config.metrics_addr else None
+            metrics_endpoint = serve_metrics(config.metrics_addr) if config.metrics_addr else None
             _log.info(
                 "manager ready",
-                metrics_port=metrics_port,
+                metrics_host=metrics_endpoint.host if metrics_endpoint else None,
+                metrics_port=metrics_endpoint.port if metrics_endpoint else None,
                 manager_id=manager_id,
                 control_socket=str(config.control_socket),
                 dispatcher=advertised,
