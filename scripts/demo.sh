@@ -45,10 +45,12 @@ daemon_pid() {
 }
 
 # Start a daemon in its own session (a Ctrl-C on `make demo` must not stop it).
+# Its log is private (0600): it tells about the cluster, and once told its secrets.
 start_daemon() {
     local what=$1 pid
     shift
-    : >>"$RUN/$what.log"
+    (umask 077 && : >>"$RUN/$what.log")
+    chmod 600 "$RUN/$what.log"  # made by an older demo with the default umask
     printf '\n=== %s: swarm-%s %s\n' "$(date -Is)" "$what" "$*" >>"$RUN/$what.log"
     (exec_daemon "$BIN/swarm-$what" "$@") >>"$RUN/$what.log" 2>&1 </dev/null &
     pid=$!
@@ -134,10 +136,12 @@ up() {
         say "swarm-agent already running (pid $pid)"
     else
         # The first start joins the cluster with a worker token; later starts reuse the
-        # certificate kept in the agent's state dir.
+        # certificate kept in the agent's state dir. The token goes in the agent's
+        # environment: on its command line (and so in the log's header) every user of
+        # the machine could read it.
         token="$(swarmctl join-token -q worker)" || die "cannot read the worker join token"
-        start_daemon agent --manager "$MANAGER_ADDR" --state-dir "$AGENT_DIR" \
-            --docker-host "$DOCKER_HOST" --join-token "$token"
+        SWARMLET_JOIN_TOKEN=$token start_daemon agent --manager "$MANAGER_ADDR" \
+            --state-dir "$AGENT_DIR" --docker-host "$DOCKER_HOST"
     fi
     say "waiting for a Ready node"
     for ((i = 0; ; i++)); do
