@@ -13,7 +13,8 @@ import typer
 from common.log import get_logger, setup_logging
 from common.timeutil import parse_duration
 from manager.controlapi.cluster import MAX_HEARTBEAT_PERIOD, MIN_HEARTBEAT_PERIOD
-from manager.daemon.server import ManagerConfig, ManagerError, serve
+from manager.daemon.config import ManagerConfig, ManagerError
+from manager.daemon.server import serve
 from manager.store import StoreError
 from manager.store.embedded import EmbeddedEtcdError
 from manager.store.etcd import EtcdConfig
