@@ -44,8 +44,8 @@ class Agent:
             if not config.join_token:
                 raise JoinError(
                     f"this node has not joined a cluster yet (no certificate in "
-                    f"{config.state_dir}): give --join-token (on a manager: swarmctl "
-                    "join-token worker)"
+                    f"{config.state_dir}): give its join token in SWARMLET_JOIN_TOKEN or "
+                    "--join-token-file (on a manager: swarmctl join-token worker)"
                 )
             try:
                 pki.JoinToken.parse(config.join_token)

@@ -16,6 +16,7 @@ from agent.credentials import JoinError
 from agent.executor.docker import DockerExecutor
 from agent.executor.hollow import HollowConfig
 from agent.farm import hollow_agents, run_farm
+from agent.tokenfile import TokenFileError, choose_token
 from common.log import get_logger, setup_logging
 from common.looplag import watch_loop_lag
 from common.metrics import MetricsAddressError, serve_metrics
@@ -81,10 +82,17 @@ def main(
         str,
         typer.Option(
             help="Join token (SWMTKN-1-...) for the first start; the certificate it brings is kept "
-            "in the state dir.",
+            "in the state dir. Better from the environment (SWARMLET_JOIN_TOKEN) or "
+            "--join-token-file: on the command line every user of the host sees it in ps.",
             envvar="SWARMLET_JOIN_TOKEN",
         ),
     ] = "",
+    join_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Read the join token from this file, which must be private (mode 0600).",
+        ),
+    ] = None,
     state_dir: Annotated[
         Path, typer.Option(help="Where the agent keeps its node identity.")
     ] = Path("/var/lib/swarmlet/agent"),
@@ -141,7 +149,10 @@ def main(
     ] = "60s",
     metrics_addr: Annotated[
         str,
-        typer.Option(help="Serve Prometheus metrics on this host:port (/metrics). Off by default."),
+        typer.Option(
+            help="Serve Prometheus metrics on [HOST]:PORT (/metrics; loopback without HOST). "
+            "Off by default."
+        ),
     ] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
@@ -168,11 +179,16 @@ def main(
         raise typer.BadParameter(f"--hollow-ramp {hollow_ramp}: use 0 (all at once) or more")
     if not 0.0 <= hollow_fail_rate <= 1.0:
         raise typer.BadParameter(f"--hollow-fail-rate {hollow_fail_rate}: use a number from 0 to 1")
+    try:
+        join_token = choose_token(join_token, join_token_file)
+    except TokenFileError as exc:
+        raise typer.BadParameter(str(exc)) from None
     log = get_logger("agent")
     state = state_dir.absolute()
     if metrics_addr:
         try:
-            log.info("serving metrics", port=serve_metrics(metrics_addr))
+            endpoint = serve_metrics(metrics_addr)
+            log.info("serving metrics", host=endpoint.host, port=endpoint.port)
         except (MetricsAddressError, OSError) as exc:
             raise typer.BadParameter(f"--metrics-addr: {exc}") from None
     try:

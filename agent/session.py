@@ -61,7 +61,7 @@ MAX_PATIENCE = 4
 _CHANNEL_OPTIONS: list[tuple[str, str | int]] = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     # No bandwidth-probing pings after each message received (heartbeat answers,
-    # assignments): the manager does without them too (`_serve_dispatcher`), and
+    # assignments): the manager does without them too (daemon/listeners.py), and
     # their cost per message is what an idle cluster spends most on.
     ("grpc.http2.bdp_probe", 0),
 ]

@@ -44,3 +44,7 @@ def restart_condition(mode: str | None) -> specs_pb2.RestartCondition.ValueType:
 UPDATE_PARALLELISM = 1
 UPDATE_DELAY = 0.0
 UPDATE_MONITOR = 5.0
+
+# How long an agent that said goodbye (a clean stop: an upgrade, a restart) may stay
+# away before its node is declared down (`swarm-manager --agent-restart-grace`).
+AGENT_RESTART_GRACE = 60.0

@@ -3,11 +3,17 @@
 structlog with key=value events. Readable console output on a TTY, one JSON object
 per line otherwise (files, journald, CI). Callers bind node/service/task ids with
 `log.bind(...)` or `structlog.contextvars.bind_contextvars(...)`.
+
+gRPC's C core writes its own log lines (glog style, "I1207 12:00:00 ... Handshake
+failed ...") straight to file descriptor 2, around Python's logging, so they cannot be
+rendered as JSON; `quiet_grpc_core` silences them, in each daemon's entry point before
+grpc is imported. What they report reaches us anyway as exceptions and status codes.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any, Literal
 
@@ -50,6 +56,17 @@ def setup_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.INFO) if numeric < logging.INFO else numeric)
+
+
+# Read once, when grpc is imported; "NONE" is the only level at which gRPC 1.85's C
+# core writes nothing (its ERROR lines, like a failed TLS handshake, are logged at I).
+GRPC_VERBOSITY = "GRPC_VERBOSITY"
+
+
+def quiet_grpc_core() -> None:
+    """Keep gRPC's C core from writing to stderr, unless the operator set GRPC_VERBOSITY
+    (to debug gRPC itself, accepting lines that are not JSON). Call before grpc is imported."""
+    os.environ.setdefault(GRPC_VERBOSITY, "NONE")
 
 
 def get_logger(name: str, **bound: Any) -> structlog.stdlib.BoundLogger:

@@ -47,10 +47,12 @@ daemon_pid() {
 }
 
 # Start a daemon in its own session (a Ctrl-C on `make demo` must not stop it).
+# Its log is private (0600): it tells about the cluster, and once told its secrets.
 start_daemon() {
     local what=$1 pid
     shift
-    : >>"$RUN/$what.log"
+    (umask 077 && : >>"$RUN/$what.log")
+    chmod 600 "$RUN/$what.log"  # made by an older demo with the default umask
     printf '\n=== %s: swarm-%s %s\n' "$(date -Is)" "$what" "$*" >>"$RUN/$what.log"
     (exec_daemon "$BIN/swarm-$what" "$@") >>"$RUN/$what.log" 2>&1 </dev/null &
     pid=$!
@@ -136,10 +138,10 @@ up() {
         say "swarm-agent already running (pid $pid)"
     else
         # The agent is the manager's node: it starts with the certificate the manager
-        # wrote to $AGENT_DIR (a join token is used only where there is none).
-        token="$(swarmctl join-token -q worker)" || die "cannot read the worker join token"
-        start_daemon agent --manager "$MANAGER_ADDR" --state-dir "$AGENT_DIR" \
-            --docker-host "$DOCKER_HOST" --join-token "$token"
+        # wrote to $AGENT_DIR, so it needs no join token (a worker on another host would
+        # take one from its environment or a 0600 file, never its command line).
+        start_daemon agent --manager "$MANAGER_ADDR" \
+            --state-dir "$AGENT_DIR" --docker-host "$DOCKER_HOST"
     fi
     say "waiting for a Ready node"
     for ((i = 0; ; i++)); do

@@ -99,7 +99,9 @@ start_daemon() {
     local dir=$1 name=$2 netns=$3 pid
     shift 3
     mkdir -p "$dir"
-    : >>"$dir/$name.log"
+    # Logs are private (0600): they tell about the cluster.
+    (umask 077 && : >>"$dir/$name.log")
+    chmod 600 "$dir/$name.log"  # made by an older run with the default umask
     printf '\n=== %s: %s\n' "$(date -Is)" "$*" >>"$dir/$name.log"
     # exec_daemon (lib.sh) and nsenter exec the command: the pid is the daemon's own.
     if [[ -n $netns ]]; then

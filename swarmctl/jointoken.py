@@ -32,11 +32,15 @@ def join_token(
     if rotate:
         typer.echo(f"Successfully rotated {role} join token.\n")
     addrs = client.manager_addrs() or ["<manager-host>:4242"]
+    # The token goes in the environment, not on the command line, where every user of
+    # the new host could read it in `ps`.
     if role == "worker":
         typer.echo("To add a worker to this cluster, run the following command on the new host:")
-        typer.echo(f"\n    swarm-agent --manager {addrs[0]} --join-token {token}\n")
+        typer.echo(f"\n    SWARMLET_JOIN_TOKEN={token} swarm-agent --manager {addrs[0]}\n")
+        typer.echo("(or put the token in a file of mode 0600 and give --join-token-file PATH)")
     else:
         typer.echo("To add a manager to this cluster, run the following command on the new host:")
         typer.echo(
-            f"\n    swarm-manager --etcd <the cluster's etcd endpoints> --join-token {token}\n"
+            f"\n    SWARMLET_JOIN_TOKEN={token} swarm-manager "
+            "--etcd <the cluster's etcd endpoints>\n"
         )

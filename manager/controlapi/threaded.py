@@ -31,7 +31,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -228,6 +228,7 @@ def serve(
     loop: asyncio.AbstractEventLoop,
     address: str,
     credentials: grpc.ServerCredentials | None = None,
+    options: Sequence[tuple[str, Any]] = (),
 ) -> tuple[grpc.Server, int]:
     """Start a threaded control server on `address` (`unix:PATH`, or HOST:PORT with
     `credentials`); the port it got (0: none). Sets the process's GIL switch interval
@@ -237,6 +238,7 @@ def serve(
         concurrent.futures.ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="control"),
         handlers=[ThreadedControl(api, loop).handler()],
         maximum_concurrent_rpcs=MAX_THREADS * 4,
+        options=options,
     )
     if credentials is None:
         port = server.add_insecure_port(address)

@@ -18,7 +18,8 @@ from common.defaults import (
 )
 from common.log import get_logger, setup_logging
 from common.timeutil import parse_duration
-from manager.daemon.server import ManagerConfig, ManagerError, serve
+from manager.daemon.config import ManagerConfig, ManagerError
+from manager.daemon.server import serve
 from manager.store import StoreError
 from manager.store.embedded import EmbeddedEtcdError
 from manager.store.etcd import EtcdConfig
@@ -120,7 +121,10 @@ def main(
     ] = 2,
     metrics_addr: Annotated[
         str,
-        typer.Option(help="Serve Prometheus metrics on this host:port (/metrics). Off by default."),
+        typer.Option(
+            help="Serve Prometheus metrics on [HOST]:PORT (/metrics; loopback without HOST). "
+            "Off by default."
+        ),
     ] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
@@ -147,7 +151,7 @@ def main(
             f"{MAX_HEARTBEAT_PERIOD:.0f}s"
         )
     if metrics_addr and not metrics_addr.rpartition(":")[2].isdigit():
-        raise typer.BadParameter(f"invalid --metrics-addr {metrics_addr!r}: use HOST:PORT")
+        raise typer.BadParameter(f"invalid --metrics-addr {metrics_addr!r}: use [HOST]:PORT")
     if not 1 <= leader_ttl <= 60:
         raise typer.BadParameter(f"--leader-ttl {leader_ttl}: use 1 to 60 seconds")
     expiry = _duration(cert_expiry)

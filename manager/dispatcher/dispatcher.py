@@ -34,7 +34,7 @@ import grpc
 
 from common import pki, states
 from common.api import dispatcher_pb2, dispatcher_pb2_grpc, logs_pb2, objects_pb2, types_pb2
-from common.defaults import MAX_HEARTBEAT_PERIOD, MISSED_HEARTBEATS
+from common.defaults import AGENT_RESTART_GRACE, MAX_HEARTBEAT_PERIOD, MISSED_HEARTBEATS
 from common.ids import new_id
 from common.log import get_logger
 from common.timeutil import duration, stamp_now, timestamp_seconds
@@ -64,9 +64,6 @@ from manager.store.batcher import BatchWriter
 
 _log = get_logger("dispatcher")
 _NODE_ID = re.compile(r"^[a-z0-9]{1,64}$")
-# How long an agent that said goodbye (a clean stop: an upgrade, a restart) may stay
-# away before its node is declared down (`swarm-manager --agent-restart-grace`).
-DEFAULT_RESTART_GRACE = 60.0
 # An agent's engine error is cut to this many characters before it is stored.
 MAX_ENGINE_ERROR = 1000
 MAX_HEARTBEATS_PER_SECOND = 500
@@ -172,7 +169,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         peers: Callable[[], list[dispatcher_pb2.ManagerPeer]],
         clock: Callable[[], float],
         session_keys: SessionKeys | None = None,
-        restart_grace: float = DEFAULT_RESTART_GRACE,
+        restart_grace: float = AGENT_RESTART_GRACE,
     ) -> None:
         self.cache = cache
         self.restart_grace = restart_grace

@@ -118,6 +118,7 @@ class Store:
         endpoints: str,
         base_reader: Callable[[Kind, str], Any] | None = None,
         timeout: float = 10.0,
+        txn_observer: Callable[[float], None] | None = None,
     ) -> None:
         assert client.kv is not None
         self._kv: KVService = client.kv
@@ -128,7 +129,7 @@ class Store:
         # (key, value) that must hold for every write: the leader key for leader writes.
         self.guard: tuple[bytes, bytes] | None = None
         # Told how long each transaction took (the manager's metrics).
-        self.txn_observer: Callable[[float], None] | None = None
+        self.txn_observer = txn_observer
 
     def guarded(self, key: bytes, value: bytes) -> Store:
         """A store whose every transaction also requires `key` to hold `value`."""

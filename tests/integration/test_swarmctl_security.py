@@ -73,7 +73,8 @@ def test_rotating_the_worker_token(setup: Setup) -> None:
     new = setup.token("worker")
     assert out.startswith("Successfully rotated worker join token.")
     assert new != old
-    assert f"--join-token {new}" in out
+    assert f"SWARMLET_JOIN_TOKEN={new} swarm-agent --manager" in out
+    assert "--join-token " not in out  # not on a command line others see in ps
     assert setup.token("manager") == manager_token  # only the worker token changed
     late = setup.agent(old)
     try:
