@@ -13,7 +13,11 @@ from pathlib import Path
 from agent import credentials
 from agent.credentials import JoinError, JoinRefusedError, NodeCredentials
 from agent.executor import Executor, ExecutorError
+from agent.executor.docker import DockerExecutor
 from agent.logs import LogPublisher
+from agent.network.controller import NetworkController
+from agent.network.engine import EngineNetworks
+from agent.network.view import from_proto
 from agent.reporter import StatusReporter
 from agent.session import NodeRemovedError, SessionLoop
 from agent.worker import Worker
@@ -92,6 +96,17 @@ class Agent:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    def _network_controller(self, node_id: str) -> NetworkController | None:
+        """The node's network data plane, fed by the session (Docker executor only: a
+        hollow node runs no containers to connect)."""
+        if not isinstance(self.executor, DockerExecutor) or self.session is None:
+            return None
+        engine = EngineNetworks(self.executor.api, self.executor.call)
+        controller = NetworkController(node_id, engine)
+        self.executor.networks = controller
+        self.session.on_networks = lambda view: controller.update(from_proto(view))
+        return controller
+
     def _current_credentials(self) -> NodeCredentials:
         assert self.credentials is not None
         return self.credentials
@@ -128,6 +143,7 @@ class Agent:
         self.session.logs = LogPublisher(
             lambda: self.worker.runners if self.worker else {}, self._current_credentials
         )
+        network = self._network_controller(node_id)
         await self._adopt(self.worker)
         tasks = [
             supervise("session", self.session.run, restart=False, node_id=node_id),
@@ -138,6 +154,8 @@ class Agent:
                 node_id=node_id,
             ),
         ]
+        if network is not None:
+            tasks.append(supervise("network", network.run, node_id=node_id))
         if not getattr(self.executor, "always_answers", False):
             tasks.append(supervise("engine", self.session.watch_engine, node_id=node_id))
         stopped = asyncio.ensure_future(stop.wait())

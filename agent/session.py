@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import random
 import traceback
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import grpc
@@ -38,7 +38,7 @@ from agent.logs import LogPublisher
 from agent.metrics import ASSIGNMENT_MESSAGES, HEARTBEATS_SENT, SESSIONS_UP
 from agent.reporter import StatusReporter
 from agent.worker import Worker
-from common.api import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
+from common.api import dispatcher_pb2, dispatcher_pb2_grpc, network_pb2, objects_pb2
 from common.defaults import HEARTBEAT_PERIOD, MISSED_HEARTBEATS
 from common.log import get_logger
 from common.looplag import wait_excluding_stalls
@@ -150,6 +150,8 @@ class SessionLoop:
         self.worker = worker
         self.reporter = reporter
         self.log = get_logger("session", node_id=node_id)
+        # Called with each network view the manager sends (the agent's data plane).
+        self.on_networks: Callable[[network_pb2.NetworkView], None] | None = None
         self.connected = asyncio.Event()
         self.session_id = ""
         self.manager = ""
@@ -461,6 +463,9 @@ class SessionLoop:
             if message is grpc.aio.EOF:
                 return
             assert isinstance(message, dispatcher_pb2.SessionMessage)
+            # The networks first: tasks in the same message may join them.
+            if message.HasField("networks") and self.on_networks is not None:
+                self.on_networks(message.networks)
             if message.HasField("assignments"):
                 ASSIGNMENT_MESSAGES.inc()
                 self.worker.apply(message.assignments)

@@ -8,6 +8,7 @@ run never sees another's leftovers.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import shutil
 import signal
@@ -299,6 +300,13 @@ class Manager:
         parts = self.api().ListTasksStream(control_pb2.ListTasksRequest(filters=filters))
         return [t for part in parts for t in part.tasks]
 
+    def service(self, ref: str) -> Any:
+        """A service by id, id prefix or name."""
+        return self.api().GetService(control_pb2.GetServiceRequest(service_id=ref)).service
+
+    def running_tasks_named(self, name: str) -> list[Any]:
+        return self.running_tasks(self.service(name).id)
+
     def running_tasks(self, service: str) -> list[Any]:
         return [t for t in self.tasks(service) if t.status.state == 512 and t.desired_state == 512]
 
@@ -416,6 +424,24 @@ def remove_node_containers(docker: Any, node_id: str) -> None:
     for c in docker.containers.list(all=True, filters={"label": f"swarmlet.node.id={node_id}"}):
         with contextlib.suppress(Exception):
             c.remove(force=True)
+
+
+def remove_overlays(docker: Any) -> None:
+    """What an agent's network data plane made on this host: the engine's networks for
+    overlays, the bridges and VXLAN devices, the nftables table (an agent that stops
+    leaves them, as it leaves its containers running)."""
+    from agent.network.dataplane import DataPlane
+    from agent.network.engine import LABEL_NETWORK_ID
+
+    for net in docker.networks.list(filters={"label": LABEL_NETWORK_ID}):
+        with contextlib.suppress(Exception):
+            net.remove()
+    with contextlib.suppress(Exception):
+        DataPlane(ipaddress.IPv4Address("127.0.0.1")).apply([])
+    if shutil.which("nft"):
+        subprocess.run(
+            ["nft", "delete", "table", "ip", "swarmlet"], check=False, capture_output=True
+        )
 
 
 def swarmctl(

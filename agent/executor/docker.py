@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import docker
@@ -31,6 +32,8 @@ from agent.executor.base import (
     RunningInfo,
 )
 from agent.metrics import ENGINE_CALLS
+from agent.network.controller import NetworkController
+from agent.network.view import NetworkInfo
 from common.api import objects_pb2, types_pb2
 from common.log import get_logger
 from common.timeutil import duration_seconds
@@ -120,6 +123,9 @@ class DockerExecutor:
         self._closing = threading.Event()
         self._node_id = ""
         self._rechecks: set[asyncio.Future[None]] = set()
+        # The node's network data plane, when the agent runs one (tasks that join
+        # networks need it): set by the agent before any task is prepared.
+        self.networks: NetworkController | None = None
 
     @property
     def api(self) -> Any:
@@ -317,6 +323,16 @@ def _exit_from_state(state: dict[str, Any]) -> ExitStatus:
     return ExitStatus(int(state.get("ExitCode") or 0), error)
 
 
+@dataclass(frozen=True)
+class Join:
+    """An engine network a task's container joins, and its address there."""
+
+    engine_network: str
+    address: str
+    aliases: list[str]
+    network: NetworkInfo
+
+
 class DockerController:
     """One task's container."""
 
@@ -344,10 +360,35 @@ class DockerController:
     async def exists(self) -> bool:
         return await self._find() is not None
 
+    async def _joins(self) -> list[Join]:
+        """The engine networks the task's container joins, with its address on each:
+        the task's own networks first (the first gives the container its resolver),
+        the ingress last. Each is made on this engine if missing."""
+        if not self.task.networks:
+            return []
+        controller = self.executor.networks
+        if controller is None or controller.engine is None:
+            raise ExecutorError("this agent runs no network data plane: the task joins networks")
+        wanted = [a.network_id for a in self.task.networks]
+        try:
+            await controller.wait_for_networks(wanted)
+        except TimeoutError:
+            raise ExecutorError(f"networks {', '.join(wanted)} unknown to this node") from None
+        joins = []
+        for attachment in self.task.networks:
+            net = controller.network(attachment.network_id)
+            assert net is not None
+            name = await controller.engine.ensure(net)
+            address = attachment.addresses[0].split("/")[0]
+            joins.append(Join(name, address, list(attachment.aliases), net))
+        joins.sort(key=lambda j: j.network.ingress)
+        return joins
+
     async def prepare(self) -> None:
         # Straight to create, the common case: one engine call. A missing image is pulled
         # and the create tried again; a name already taken is our earlier attempt.
-        args = self._create_args()
+        joins = await self._joins()
+        args = self._create_args(joins)
         for attempt in range(2):
             try:
                 created = await self.executor.call(self.api.create_container, **args)
@@ -363,7 +404,25 @@ class DockerController:
                     return  # created by an earlier attempt
                 raise ExecutorError(f"creating container failed: {_engine_message(exc)}") from exc
             self.container_id = created["Id"]
+            await self._connect_rest(joins)
             return
+
+    async def _connect_rest(self, joins: list[Join]) -> None:
+        """Networks beyond the first are joined before the start (API 1.41 takes one at
+        create)."""
+        for join in joins[1:]:
+            try:
+                await self.executor.call(
+                    self.api.connect_container_to_network,
+                    self.container_id,
+                    join.engine_network,
+                    ipv4_address=join.address,
+                    aliases=join.aliases or None,
+                )
+            except docker.errors.APIError as exc:
+                raise ExecutorError(
+                    f"joining network {join.network.name} failed: {_engine_message(exc)}"
+                ) from exc
 
     async def _pull(self, image: str) -> None:
         repository, tag = parse_repository_tag(image)
@@ -380,7 +439,7 @@ class DockerController:
             message = _engine_message(exc) if isinstance(exc, docker.errors.APIError) else str(exc)
             raise ExecutorError(f"No such image: {image} (pull failed: {message})") from exc
 
-    def _create_args(self) -> dict[str, Any]:
+    def _create_args(self, joins: list[Join] | None = None) -> dict[str, Any]:
         task = self.task
         spec = task.spec.container
         labels = dict(spec.labels)
@@ -393,14 +452,24 @@ class DockerController:
                 LABEL_SLOT: str(task.slot),
             }
         )
-        ports = [(p.target_port, _PROTOCOLS[p.protocol]) for p in task.endpoint.ports]
+        # Ports published in ingress mode are the routing mesh's (every node's nftables
+        # table), not this container's host ports.
+        host_ports = [
+            p for p in task.endpoint.ports if p.publish_mode == types_pb2.PUBLISH_MODE_HOST
+        ]
+        ports = [(p.target_port, _PROTOCOLS[p.protocol]) for p in host_ports]
         bindings: dict[str, Any] = {}
-        for p in task.endpoint.ports:
+        for p in host_ports:
             bindings[f"{p.target_port}/{_PROTOCOLS[p.protocol]}"] = [
                 ("0.0.0.0", p.published_port or None)
             ]
         resources = task.spec.resources.limits
+        first = joins[0] if joins else None
         host_config = self.api.create_host_config(
+            network_mode=first.engine_network if first else None,
+            # The engine's embedded DNS passes what it does not know to the agent's
+            # server on the network's gateway: service names, tasks.NAME, aliases.
+            dns=[str(first.network.gateway)] if first and not first.network.ingress else None,
             port_bindings=bindings or None,
             init=spec.init or None,
             nano_cpus=resources.nano_cpus or None,
@@ -431,6 +500,15 @@ class DockerController:
             "healthcheck": healthcheck,
             "ports": ports or None,
             "host_config": host_config,
+            "networking_config": self.api.create_networking_config(
+                {
+                    first.engine_network: self.api.create_endpoint_config(
+                        ipv4_address=first.address, aliases=first.aliases or None
+                    )
+                }
+            )
+            if first
+            else None,
         }
 
     async def start(self) -> RunningInfo:
@@ -440,6 +518,9 @@ class DockerController:
             await self.executor.call(self.api.start, self.container_id)
         except docker.errors.APIError as exc:
             raise ExecutorError(f"starting container failed: {_engine_message(exc)}") from exc
+        if self.task.networks and self.executor.networks is not None:
+            # Its bridge port is new: the data plane sets it up (hairpin mode).
+            self.executor.networks.poke()
         if not self.task.endpoint.ports:
             return RunningInfo(self.container_id)
         # Ask which host ports the engine bound (one more call, only when ports are published).

@@ -15,18 +15,19 @@ import asyncio
 import ipaddress
 import random
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from agent.network import rules
 from agent.network.dataplane import DataPlane
 from agent.network.dns import DnsServers, ServiceResolver, host_resolvers
 from agent.network.engine import EngineNetworks
-from agent.network.view import ClusterNetworks, NodePlan, local_networks, plan
+from agent.network.view import ClusterNetworks, NetworkInfo, NodePlan, local_networks, plan
 from common.log import get_logger
 
 log = get_logger("network")
 
 DEBOUNCE = 0.02
+LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
 MAX_BACKOFF = 5.0
 
 
@@ -37,16 +38,17 @@ class NetworkController:
     def __init__(
         self,
         node_id: str,
-        underlay: ipaddress.IPv4Address,
         engine: EngineNetworks | None,
         *,
-        dataplane: DataPlane | None = None,
+        underlay: ipaddress.IPv4Address | None = None,
         dns_port: int = 53,
         apply_rules: Callable[[str], Awaitable[None]] = rules.apply,
     ) -> None:
         self.node_id = node_id
         self.engine = engine
-        self.dataplane = dataplane or DataPlane(underlay)
+        # This node's underlay address: given, or the one its manager sees its session
+        # come from (the view's hosts).
+        self.underlay = underlay
         self.resolver = ServiceResolver(host_resolvers())
         self.dns = DnsServers(self.resolver, port=dns_port)
         self.apply_rules = apply_rules
@@ -57,9 +59,12 @@ class NetworkController:
         self._applied_generation = -1
         self._applied_event = asyncio.Event()
         self._nft_missing = shutil.which("nft") is None
+        self._view_event = asyncio.Event()
+        self._ever_applied = False
 
     def update(self, view: ClusterNetworks) -> None:
         self.view = view
+        self._view_event.set()
         self.poke()
 
     def poke(self) -> None:
@@ -70,8 +75,10 @@ class NetworkController:
     async def wait_applied(self, timeout: float = 10.0) -> None:
         target = self._generation
         async with asyncio.timeout(timeout):
-            while self._applied_generation < target:
+            while True:
                 self._applied_event.clear()
+                if self._applied_generation >= target:
+                    return
                 await self._applied_event.wait()
 
     async def run(self) -> None:
@@ -98,9 +105,27 @@ class NetworkController:
         finally:
             self.dns.close()
 
+    def network(self, network_id: str) -> NetworkInfo | None:
+        return self.view.networks.get(network_id)
+
+    async def wait_for_networks(self, network_ids: Iterable[str], timeout: float = 10.0) -> None:
+        """Until the view names every one of `network_ids` (a task's networks arrive in
+        the same message as the task, but a view may lag an assignment)."""
+        wanted = set(network_ids)
+        async with asyncio.timeout(timeout):
+            while True:
+                self._view_event.clear()
+                if wanted <= self.view.networks.keys():
+                    return
+                await self._view_event.wait()
+
     async def apply_once(self) -> None:
         node_plan = plan(self.view, self.node_id)
-        await asyncio.to_thread(self.dataplane.apply, node_plan.overlays)
+        if not node_plan.overlays and not self._ever_applied:
+            return  # nothing of ours here: leave the host's devices and rules alone
+        self._ever_applied = True
+        local = self.view.hosts.get(self.node_id) or self.underlay or LOOPBACK
+        await asyncio.to_thread(DataPlane(local).apply, node_plan.overlays)
         if self._nft_missing:
             if node_plan.rules.vips or node_plan.rules.published:
                 raise RuntimeError("nft not found: install nftables for virtual IPs and ports")

@@ -24,46 +24,47 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from . import logs_pb2 as logs__pb2
+from . import network_pb2 as network__pb2
 from . import objects_pb2 as objects__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x64ispatcher.proto\x12\x08swarmlet\x1a\x1egoogle/protobuf/duration.proto\x1a\nlogs.proto\x1a\robjects.proto\"U\n\x13SubscriptionMessage\x12/\n\x0csubscription\x18\x01 \x01(\x0b\x32\x19.swarmlet.LogSubscription\x12\r\n\x05\x63lose\x18\x02 \x01(\x08\"k\n\x0eSessionRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12.\n\x0b\x64\x65scription\x18\x02 \x01(\x0b\x32\x19.swarmlet.NodeDescription\x12\x18\n\x10running_task_ids\x18\x03 \x03(\t\",\n\x0bManagerPeer\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\"\x89\x02\n\x0eSessionMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1c\n\x04node\x18\x02 \x01(\x0b\x32\x0e.swarmlet.Node\x12\x33\n\x10heartbeat_period\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x08managers\x18\x04 \x03(\x0b\x32\x15.swarmlet.ManagerPeer\x12\x31\n\x0b\x61ssignments\x18\x05 \x01(\x0b\x32\x1c.swarmlet.AssignmentsMessage\x12\x34\n\rsubscriptions\x18\x06 \x03(\x0b\x32\x1d.swarmlet.SubscriptionMessage\"<\n\x10HeartbeatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65ngine_error\x18\x02 \x01(\t\">\n\x11HeartbeatResponse\x12)\n\x06period\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x93\x01\n\x10\x41ssignmentChange\x12\x31\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32!.swarmlet.AssignmentChange.Action\x12\x1c\n\x04task\x18\x02 \x01(\x0b\x32\x0e.swarmlet.Task\".\n\x06\x41\x63tion\x12\x11\n\rACTION_UPDATE\x10\x00\x12\x11\n\rACTION_REMOVE\x10\x01\"\xa3\x01\n\x12\x41ssignmentsMessage\x12/\n\x04type\x18\x01 \x01(\x0e\x32!.swarmlet.AssignmentsMessage.Type\x12+\n\x07\x63hanges\x18\x02 \x03(\x0b\x32\x1a.swarmlet.AssignmentChange\"/\n\x04Type\x12\x11\n\rTYPE_COMPLETE\x10\x00\x12\x14\n\x10TYPE_INCREMENTAL\x10\x01\"I\n\x10TaskStatusUpdate\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0b\x32\x14.swarmlet.TaskStatus\"Z\n\x17UpdateTaskStatusRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12+\n\x07updates\x18\x02 \x03(\x0b\x32\x1a.swarmlet.TaskStatusUpdate\"\x1a\n\x18UpdateTaskStatusResponse\"4\n\x0eGoodbyeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x0fGoodbyeResponse\x12(\n\x05grace\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration2\xf9\x02\n\nDispatcher\x12?\n\x07Session\x12\x18.swarmlet.SessionRequest\x1a\x18.swarmlet.SessionMessage0\x01\x12\x44\n\tHeartbeat\x12\x1a.swarmlet.HeartbeatRequest\x1a\x1b.swarmlet.HeartbeatResponse\x12I\n\nHeartbeats\x12\x1a.swarmlet.HeartbeatRequest\x1a\x1b.swarmlet.HeartbeatResponse(\x01\x30\x01\x12Y\n\x10UpdateTaskStatus\x12!.swarmlet.UpdateTaskStatusRequest\x1a\".swarmlet.UpdateTaskStatusResponse\x12>\n\x07Goodbye\x12\x18.swarmlet.GoodbyeRequest\x1a\x19.swarmlet.GoodbyeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x64ispatcher.proto\x12\x08swarmlet\x1a\x1egoogle/protobuf/duration.proto\x1a\nlogs.proto\x1a\rnetwork.proto\x1a\robjects.proto\"U\n\x13SubscriptionMessage\x12/\n\x0csubscription\x18\x01 \x01(\x0b\x32\x19.swarmlet.LogSubscription\x12\r\n\x05\x63lose\x18\x02 \x01(\x08\"k\n\x0eSessionRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12.\n\x0b\x64\x65scription\x18\x02 \x01(\x0b\x32\x19.swarmlet.NodeDescription\x12\x18\n\x10running_task_ids\x18\x03 \x03(\t\",\n\x0bManagerPeer\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\"\xb2\x02\n\x0eSessionMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1c\n\x04node\x18\x02 \x01(\x0b\x32\x0e.swarmlet.Node\x12\x33\n\x10heartbeat_period\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x08managers\x18\x04 \x03(\x0b\x32\x15.swarmlet.ManagerPeer\x12\x31\n\x0b\x61ssignments\x18\x05 \x01(\x0b\x32\x1c.swarmlet.AssignmentsMessage\x12\x34\n\rsubscriptions\x18\x06 \x03(\x0b\x32\x1d.swarmlet.SubscriptionMessage\x12\'\n\x08networks\x18\x07 \x01(\x0b\x32\x15.swarmlet.NetworkView\"<\n\x10HeartbeatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65ngine_error\x18\x02 \x01(\t\">\n\x11HeartbeatResponse\x12)\n\x06period\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x93\x01\n\x10\x41ssignmentChange\x12\x31\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32!.swarmlet.AssignmentChange.Action\x12\x1c\n\x04task\x18\x02 \x01(\x0b\x32\x0e.swarmlet.Task\".\n\x06\x41\x63tion\x12\x11\n\rACTION_UPDATE\x10\x00\x12\x11\n\rACTION_REMOVE\x10\x01\"\xa3\x01\n\x12\x41ssignmentsMessage\x12/\n\x04type\x18\x01 \x01(\x0e\x32!.swarmlet.AssignmentsMessage.Type\x12+\n\x07\x63hanges\x18\x02 \x03(\x0b\x32\x1a.swarmlet.AssignmentChange\"/\n\x04Type\x12\x11\n\rTYPE_COMPLETE\x10\x00\x12\x14\n\x10TYPE_INCREMENTAL\x10\x01\"I\n\x10TaskStatusUpdate\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0b\x32\x14.swarmlet.TaskStatus\"Z\n\x17UpdateTaskStatusRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12+\n\x07updates\x18\x02 \x03(\x0b\x32\x1a.swarmlet.TaskStatusUpdate\"\x1a\n\x18UpdateTaskStatusResponse\"4\n\x0eGoodbyeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x0fGoodbyeResponse\x12(\n\x05grace\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration2\xf9\x02\n\nDispatcher\x12?\n\x07Session\x12\x18.swarmlet.SessionRequest\x1a\x18.swarmlet.SessionMessage0\x01\x12\x44\n\tHeartbeat\x12\x1a.swarmlet.HeartbeatRequest\x1a\x1b.swarmlet.HeartbeatResponse\x12I\n\nHeartbeats\x12\x1a.swarmlet.HeartbeatRequest\x1a\x1b.swarmlet.HeartbeatResponse(\x01\x30\x01\x12Y\n\x10UpdateTaskStatus\x12!.swarmlet.UpdateTaskStatusRequest\x1a\".swarmlet.UpdateTaskStatusResponse\x12>\n\x07Goodbye\x12\x18.swarmlet.GoodbyeRequest\x1a\x19.swarmlet.GoodbyeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dispatcher_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUBSCRIPTIONMESSAGE']._serialized_start=89
-  _globals['_SUBSCRIPTIONMESSAGE']._serialized_end=174
-  _globals['_SESSIONREQUEST']._serialized_start=176
-  _globals['_SESSIONREQUEST']._serialized_end=283
-  _globals['_MANAGERPEER']._serialized_start=285
-  _globals['_MANAGERPEER']._serialized_end=329
-  _globals['_SESSIONMESSAGE']._serialized_start=332
-  _globals['_SESSIONMESSAGE']._serialized_end=597
-  _globals['_HEARTBEATREQUEST']._serialized_start=599
-  _globals['_HEARTBEATREQUEST']._serialized_end=659
-  _globals['_HEARTBEATRESPONSE']._serialized_start=661
-  _globals['_HEARTBEATRESPONSE']._serialized_end=723
-  _globals['_ASSIGNMENTCHANGE']._serialized_start=726
-  _globals['_ASSIGNMENTCHANGE']._serialized_end=873
-  _globals['_ASSIGNMENTCHANGE_ACTION']._serialized_start=827
-  _globals['_ASSIGNMENTCHANGE_ACTION']._serialized_end=873
-  _globals['_ASSIGNMENTSMESSAGE']._serialized_start=876
-  _globals['_ASSIGNMENTSMESSAGE']._serialized_end=1039
-  _globals['_ASSIGNMENTSMESSAGE_TYPE']._serialized_start=992
-  _globals['_ASSIGNMENTSMESSAGE_TYPE']._serialized_end=1039
-  _globals['_TASKSTATUSUPDATE']._serialized_start=1041
-  _globals['_TASKSTATUSUPDATE']._serialized_end=1114
-  _globals['_UPDATETASKSTATUSREQUEST']._serialized_start=1116
-  _globals['_UPDATETASKSTATUSREQUEST']._serialized_end=1206
-  _globals['_UPDATETASKSTATUSRESPONSE']._serialized_start=1208
-  _globals['_UPDATETASKSTATUSRESPONSE']._serialized_end=1234
-  _globals['_GOODBYEREQUEST']._serialized_start=1236
-  _globals['_GOODBYEREQUEST']._serialized_end=1288
-  _globals['_GOODBYERESPONSE']._serialized_start=1290
-  _globals['_GOODBYERESPONSE']._serialized_end=1349
-  _globals['_DISPATCHER']._serialized_start=1352
-  _globals['_DISPATCHER']._serialized_end=1729
+  _globals['_SUBSCRIPTIONMESSAGE']._serialized_start=104
+  _globals['_SUBSCRIPTIONMESSAGE']._serialized_end=189
+  _globals['_SESSIONREQUEST']._serialized_start=191
+  _globals['_SESSIONREQUEST']._serialized_end=298
+  _globals['_MANAGERPEER']._serialized_start=300
+  _globals['_MANAGERPEER']._serialized_end=344
+  _globals['_SESSIONMESSAGE']._serialized_start=347
+  _globals['_SESSIONMESSAGE']._serialized_end=653
+  _globals['_HEARTBEATREQUEST']._serialized_start=655
+  _globals['_HEARTBEATREQUEST']._serialized_end=715
+  _globals['_HEARTBEATRESPONSE']._serialized_start=717
+  _globals['_HEARTBEATRESPONSE']._serialized_end=779
+  _globals['_ASSIGNMENTCHANGE']._serialized_start=782
+  _globals['_ASSIGNMENTCHANGE']._serialized_end=929
+  _globals['_ASSIGNMENTCHANGE_ACTION']._serialized_start=883
+  _globals['_ASSIGNMENTCHANGE_ACTION']._serialized_end=929
+  _globals['_ASSIGNMENTSMESSAGE']._serialized_start=932
+  _globals['_ASSIGNMENTSMESSAGE']._serialized_end=1095
+  _globals['_ASSIGNMENTSMESSAGE_TYPE']._serialized_start=1048
+  _globals['_ASSIGNMENTSMESSAGE_TYPE']._serialized_end=1095
+  _globals['_TASKSTATUSUPDATE']._serialized_start=1097
+  _globals['_TASKSTATUSUPDATE']._serialized_end=1170
+  _globals['_UPDATETASKSTATUSREQUEST']._serialized_start=1172
+  _globals['_UPDATETASKSTATUSREQUEST']._serialized_end=1262
+  _globals['_UPDATETASKSTATUSRESPONSE']._serialized_start=1264
+  _globals['_UPDATETASKSTATUSRESPONSE']._serialized_end=1290
+  _globals['_GOODBYEREQUEST']._serialized_start=1292
+  _globals['_GOODBYEREQUEST']._serialized_end=1344
+  _globals['_GOODBYERESPONSE']._serialized_start=1346
+  _globals['_GOODBYERESPONSE']._serialized_end=1405
+  _globals['_DISPATCHER']._serialized_start=1408
+  _globals['_DISPATCHER']._serialized_end=1785
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 from . import logs_pb2 as _logs_pb2
+from . import network_pb2 as _network_pb2
 from . import objects_pb2 as _objects_pb2
 import sys
 import typing as _typing
@@ -131,6 +132,7 @@ class SessionMessage(_message.Message):
     MANAGERS_FIELD_NUMBER: _builtins.int
     ASSIGNMENTS_FIELD_NUMBER: _builtins.int
     SUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
+    NETWORKS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     @_builtins.property
     def node(self) -> _objects_pb2.Node: ...
@@ -142,6 +144,10 @@ class SessionMessage(_message.Message):
     def assignments(self) -> Global___AssignmentsMessage: ...
     @_builtins.property
     def subscriptions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriptionMessage]: ...
+    @_builtins.property
+    def networks(self) -> _network_pb2.NetworkView:
+        """The cluster's networks, whole, whenever they changed (and once per session)."""
+
     def __init__(
         self,
         *,
@@ -151,10 +157,11 @@ class SessionMessage(_message.Message):
         managers: _abc.Iterable[Global___ManagerPeer] | None = ...,
         assignments: Global___AssignmentsMessage | None = ...,
         subscriptions: _abc.Iterable[Global___SubscriptionMessage] | None = ...,
+        networks: _network_pb2.NetworkView | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "heartbeat_period", b"heartbeat_period", "node", b"node"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "heartbeat_period", b"heartbeat_period", "networks", b"networks", "node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "heartbeat_period", b"heartbeat_period", "managers", b"managers", "node", b"node", "session_id", b"session_id", "subscriptions", b"subscriptions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "heartbeat_period", b"heartbeat_period", "managers", b"managers", "networks", b"networks", "node", b"node", "session_id", b"session_id", "subscriptions", b"subscriptions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -446,6 +446,7 @@ def service_loops(
         ("dispatcher.heartbeats", dispatcher.expire_sessions),
         ("dispatcher.status", dispatcher.status_writer.run),
         ("dispatcher.registrations", dispatcher.registrations.run),
+        ("dispatcher.networks", dispatcher.network_views.run),
     ]
 
 

@@ -40,6 +40,7 @@ from common.log import get_logger
 from common.timeutil import duration, stamp_now, timestamp_seconds
 from manager.ca import authz
 from manager.dispatcher import adoption
+from manager.dispatcher.networkview import NetworkViews
 from manager.dispatcher.sessionkeys import SessionKeys
 from manager.dispatcher.status import TaskStatusWriter, status_problem, trimmed
 from manager.grpc_errors import (
@@ -155,6 +156,8 @@ class AgentSession:
     peers_changed: bool = False
     # Log subscriptions to tell the agent about (subscription, closed).
     subscriptions: list[tuple[logs_pb2.LogSubscription, bool]] = field(default_factory=list)
+    # The version of the network view the agent was sent last (NetworkViews.version).
+    view_version: int = 0
 
 
 class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
@@ -185,6 +188,8 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self.heartbeats = 0
         self.pacer = SendPacer(MAX_SESSION_MESSAGES_PER_SECOND, SESSION_MESSAGE_BURST, clock)
         self._background: set[asyncio.Task[None]] = set()
+        # What every agent is told of the networks (its `run` is one of the manager's loops).
+        self.network_views = NetworkViews(cache, self._views_changed)
         cache.add_listener(self._on_event)
 
     # ---- sessions ---------------------------------------------------------------------
@@ -247,6 +252,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 changes.add(action=Change.ACTION_UPDATE, task=t)
         for sub in self.cache.objects[Kind.LOGSUB].values():
             message.subscriptions.add(subscription=sub)
+        if self.network_views.version:
+            message.networks.CopyFrom(self.network_views.view)
+            message.networks.SetInParent()  # an empty view is news too
+            session.view_version = self.network_views.version
         yield message
         while not session.closed:
             await session.wake.wait()
@@ -277,9 +286,15 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         """What the session stream has to say next (None: nothing): the managers if
         they changed, log subscriptions, up to _MAX_CHANGES_PER_MESSAGE assignment
         changes."""
-        if not (session.peers_changed or session.subscriptions or session.pending):
+        views = self.network_views
+        new_view = session.view_version != views.version
+        if not (session.peers_changed or session.subscriptions or session.pending or new_view):
             return None
         message = dispatcher_pb2.SessionMessage()
+        if new_view:
+            message.networks.CopyFrom(views.view)
+            message.networks.SetInParent()  # an empty view is news too
+            session.view_version = views.version
         if session.peers_changed:
             session.peers_changed = False
             message.managers.extend(self.peers())
@@ -625,7 +640,13 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     # ---- assignments and log subscriptions -------------------------------------------
     # Both go to the agent on its session stream (see Session).
 
+    def _views_changed(self) -> None:
+        for session in self.sessions.values():
+            if session.streaming:
+                session.wake.set()
+
     def _on_event(self, ev: Event) -> None:
+        self.network_views.note(ev)
         if ev.kind is Kind.LOGSUB:
             # Every agent hears of every subscription; each picks its own tasks.
             for session in self.sessions.values():

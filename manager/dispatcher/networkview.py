@@ -11,8 +11,11 @@ to stop it, before its agent stops its container.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 from common import states
-from common.api import network_pb2, objects_pb2
+from common.api import network_pb2, objects_pb2, types_pb2
 from manager.store import Event, Kind
 from manager.store.views import CacheTables
 
@@ -51,13 +54,23 @@ def build_view(cache: CacheTables) -> network_pb2.NetworkView:
                 serving=serving(task),
                 networks=task.networks,
             )
+    # Nodes' own ingress addresses only while some service publishes through the mesh,
+    # and underlay addresses only of the nodes the view names: a cluster that uses no
+    # network sends every agent an (almost) empty view, whatever its size.
     ingress = next((n.id for n in networks.values() if n.spec.ingress), "")
+    meshed = ingress and any(
+        p.publish_mode == types_pb2.PUBLISH_MODE_INGRESS
+        for s in view.services
+        for p in s.endpoint.ports
+    )
+    named = {t.node_id for t in view.tasks}
     for node in cache.nodes.values():
-        if node.status.addr:
-            view.hosts[node.id] = node.status.addr
         for attachment in node.attachments:
-            if attachment.network_id == ingress and attachment.addresses:
+            if meshed and attachment.network_id == ingress and attachment.addresses:
                 view.node_ingress[node.id] = attachment.addresses[0]
+                named.add(node.id)
+        if node.id in named and node.status.addr:
+            view.hosts[node.id] = node.status.addr
     return view
 
 
@@ -89,3 +102,36 @@ def changes_view(ev: Event) -> bool:
             or old.node_id != new.node_id
         )
     return False
+
+
+class NetworkViews:
+    """The current view, rebuilt (debounced) when a change may alter it; `version`
+    moves only when its content did, and sessions send it when theirs is older."""
+
+    DEBOUNCE = 0.05
+
+    def __init__(self, cache: CacheTables, on_change: Callable[[], None]) -> None:
+        self.cache = cache
+        self.on_change = on_change
+        self.view = network_pb2.NetworkView()
+        self.version = 0
+        self._bytes = b""
+        self._dirty = asyncio.Event()
+        self._dirty.set()
+
+    def note(self, ev: Event) -> None:
+        if changes_view(ev):
+            self._dirty.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(self.DEBOUNCE)
+            self._dirty.clear()
+            view = build_view(self.cache)
+            data = view.SerializeToString(deterministic=True)
+            if data != self._bytes:
+                self._bytes = data
+                self.view = view
+                self.version += 1
+                self.on_change()
