@@ -68,7 +68,7 @@ def test_services_reach_each_other_by_name_through_a_virtual_ip(
     ]
     assert all(a in tasks for a in addresses), (tasks, addresses)
 
-    served = set()
+    served: set[str] = set()
     for _ in range(20):
         page = exec_in(c, "client", r"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 web 80")
         served.update(line.split()[-1] for line in page.splitlines() if "served by" in line)
