@@ -27,6 +27,10 @@ AGENT_DIR="$MANAGER_DIR/node"
 CONTROL="unix://$MANAGER_DIR/control.sock"
 SERVICE=web
 IMAGE=swarmlet/demo:latest
+# A second service on the same overlay network reaches $SERVICE by name.
+NETWORK=demo-net
+PROBE=probe
+PROBE_IMAGE=swarmlet/sleeper:latest
 ENGINE_NAME=default             # name of the private engine (scripts/dockerd.sh)
 ENGINE_FILE="$RUN/demo.docker-host"   # the engine the demo's agent uses
 STARTED_ENGINE="$RUN/demo.started-dockerd"  # present if `up` started that engine
@@ -157,8 +161,12 @@ up() {
     if swarmctl service inspect "$SERVICE" >/dev/null 2>&1; then
         say "service $SERVICE exists already"
     else
-        say "creating service $SERVICE: 3 replicas of $IMAGE, port 80 published"
-        if ! swarmctl service create --name "$SERVICE" --replicas 3 -p 80 "$IMAGE"; then
+        swarmctl network inspect "$NETWORK" >/dev/null 2>&1 \
+            || swarmctl network create "$NETWORK" >/dev/null \
+            || die "swarmctl network create $NETWORK failed"
+        say "creating service $SERVICE: 3 replicas of $IMAGE on network $NETWORK, port 80 published"
+        if ! swarmctl service create --name "$SERVICE" --replicas 3 --network "$NETWORK" \
+            -p 80 "$IMAGE"; then
             warn "swarmctl service create failed; last lines of .run/manager.log:"
             tail -n 15 "$RUN/manager.log" >&2 || true
             fail_daemon agent "swarmctl service create failed"
@@ -183,6 +191,28 @@ up() {
         sleep 1
     done
     [[ -n $page ]] || die "could not fetch a page from any task of $SERVICE (see: swarmctl service ps $SERVICE)"
+
+    # Service discovery: a task of another service asks for "$SERVICE" by name, and its
+    # virtual IP hands the connection to one of the replicas.
+    if ! swarmctl service inspect "$PROBE" >/dev/null 2>&1; then
+        say "creating service $PROBE on network $NETWORK"
+        swarmctl service create --name "$PROBE" --network "$NETWORK" "$PROBE_IMAGE" >/dev/null \
+            || die "swarmctl service create $PROBE failed"
+    fi
+    answer=""
+    for ((i = 0; i < 30; i++)); do
+        probe_id="$(docker ps -q --filter "label=swarmlet.service.name=$PROBE" | head -n 1)"
+        if [[ -n $probe_id ]] && answer="$(docker exec "$probe_id" sh -c \
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 $SERVICE 80" 2>/dev/null)" \
+            && grep -q "served by" <<<"$answer"; then
+            break
+        fi
+        answer=""
+        sleep 1
+    done
+    [[ -n $answer ]] || die "$PROBE could not reach $SERVICE by name (see: swarmctl service ps $PROBE)"
+    say "from a task of $PROBE: nc $SERVICE 80 (by name, through its virtual IP)"
+    sed -n '/hello/,$p' <<<"$answer"
 
     {
         echo "export SWARMCTL_HOST=$CONTROL"
@@ -230,6 +260,11 @@ down() {
                 sleep 1
             done
         fi
+        # The network last: the agent then takes its bridge, VXLAN device and rules down.
+        for net in $(swarmctl network ls -q 2>/dev/null); do
+            swarmctl network rm "$net" >/dev/null 2>&1 || true
+        done
+        sleep 1
     fi
 
     for what in agent manager; do
@@ -246,6 +281,21 @@ down() {
             # shellcheck disable=SC2086  # one id per word
             docker -H "$engine" rm -f $ids >/dev/null || warn "could not remove some containers"
         fi
+    fi
+
+    # Whatever the agent's data plane left (an agent stopped first leaves it, as it
+    # leaves its containers): the engine's overlay networks, bridges, VXLAN devices, rules.
+    if [[ -n $engine ]]; then
+        for net in $(docker -H "$engine" network ls -q --filter label=swarmlet.network.id); do
+            docker -H "$engine" network rm "$net" >/dev/null 2>&1 || true
+        done
+    fi
+    for dev in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 \
+        | grep -E '^swl-(br|vx)-[0-9]+$' || true); do
+        ip link del "$dev" 2>/dev/null || true
+    done
+    if command -v nft >/dev/null 2>&1; then
+        nft delete table ip swarmlet 2>/dev/null || true
     fi
 
     if [[ -s $STARTED_ENGINE ]]; then

@@ -1,0 +1,123 @@
+"""Overlay networks across hosts on the local 3-host cluster: tasks on different hosts
+talk over a network by name and through a virtual IP that reaches every replica; a port
+published in ingress mode answers on every host, one without a task included (the
+routing mesh, without IPVS); two networks cannot reach each other; nothing is left on
+any host once the services and networks are gone."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+import pytest
+
+from common.api import control_pb2
+from tests.clusterlib import LocalCluster, fetch
+from tests.harness import wait_until
+
+pytestmark = [pytest.mark.docker, pytest.mark.cluster]
+
+PORT = 30080
+
+
+def ns(n: int) -> str:
+    return f"swl-h{n}"
+
+
+def host_links(n: int) -> list[str]:
+    out = subprocess.run(
+        ["ip", "-n", ns(n), "-o", "link", "show"], capture_output=True, text=True, check=False
+    ).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+
+def container_of(cluster: LocalCluster, service: str) -> tuple[int, Any]:
+    for n in cluster.hosts:
+        found = cluster.docker(n).containers.list(
+            filters={"label": f"swarmlet.service.name={service}", "status": "running"}
+        )
+        if found:
+            return n, found[0]
+    raise AssertionError(f"no running container of {service}")
+
+
+def exec_in(container: Any, command: str) -> str:
+    return str(container.exec_run(["sh", "-c", command]).output.decode(errors="replace"))
+
+
+def served_by(page: str) -> str:
+    lines = [line for line in page.splitlines() if "served by" in line]
+    return lines[0].split()[-1] if lines else ""
+
+
+@pytest.fixture
+def networks(local_cluster: LocalCluster) -> Iterator[LocalCluster]:
+    """The cluster; whatever the test made is removed afterwards, also when it fails."""
+    c = local_cluster
+    try:
+        yield c
+    finally:
+        c.ctl("service", "rm", "web", "client", "lonely", check=False)
+        wait_until(partial(_no_containers, c), 60, what="the services' containers to be gone")
+        c.ctl("network", "rm", "front", "other", check=False)
+
+
+def test_tasks_on_three_hosts_share_a_network_and_the_mesh_answers_everywhere(
+    networks: LocalCluster,
+) -> None:
+    c = networks
+    c.ctl("network", "create", "front")
+    c.ctl("network", "create", "other")
+    c.ctl(
+        "service", "create", "--name", "web", "--replicas", "3", "--network", "front",
+        "-p", f"mode=ingress,published={PORT},target=80", c.image(),
+    )  # fmt: skip
+    c.ctl("service", "create", "--name", "client", "--network", "front", c.image("sleeper"))
+    c.ctl("service", "create", "--name", "lonely", "--network", "other", c.image())
+    assert sorted(c.running_on_hosts("web").values()) == [1, 1, 1]
+
+    # By name, through the virtual IP: every replica, on every host, answers.
+    _, client = container_of(c, "client")
+    request = r"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 web 80"
+    wait_until(lambda: served_by(exec_in(client, request)), 30, what="web answers by name")
+    seen = {served_by(exec_in(client, request)) for _ in range(30)}
+    assert len(seen - {""}) == 3, seen
+
+    # The routing mesh: the published port answers on every host's address, and
+    # balances over the replicas on all hosts.
+    for n in c.hosts:
+        wait_until(partial(_answers, c.host_addr(n)), 30, what=f"h{n}:{PORT}")
+    seen = {served_by(fetch(c.host_addr(n), PORT)) for n in c.hosts for _ in range(10)}
+    assert len(seen) == 3, seen
+
+    # Another network is out of reach: its names do not resolve, its addresses answer not.
+    request_lonely = control_pb2.GetServiceRequest(service_id="lonely")
+    lonely = c.tasks(c.api().GetService(request_lonely).service.id)
+    addr = lonely[0].networks[0].addresses[0].split("/")[0]
+    assert addr not in exec_in(client, "nslookup tasks.lonely 2>&1")
+    out = exec_in(client, f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {addr} 80")
+    assert "served by" not in out, out
+
+    # Gone with the last task and the networks: no bridge or VXLAN device on any host.
+    c.ctl("service", "rm", "web", "client", "lonely")
+    wait_until(partial(_no_containers, c), 60, what="the services' containers to be gone")
+    c.ctl("network", "rm", "front", "other")
+    for n in c.hosts:
+        wait_until(partial(_no_overlays, n), 30, what=f"h{n}'s overlay devices to be gone")
+
+
+def _answers(addr: str) -> bool:
+    try:
+        return bool(served_by(fetch(addr, PORT)))
+    except OSError:
+        return False
+
+
+def _no_containers(c: LocalCluster) -> bool:
+    return not any(c.running_on_hosts(s)[n] for s in ("web", "client", "lonely") for n in c.hosts)
+
+
+def _no_overlays(n: int) -> bool:
+    return not [x for x in host_links(n) if x.startswith(("swl-br-", "swl-vx-"))]
