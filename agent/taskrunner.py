@@ -17,7 +17,7 @@ from agent.executor import AdoptedContainer, Controller, ExecutorError, ExitStat
 from agent.metrics import TASK_STATE
 from common import states
 from common.api import objects_pb2
-from common.defaults import STOP_GRACE_PERIOD
+from common.defaults import NETWORK_DRAIN, STOP_GRACE_PERIOD
 from common.log import get_logger
 from common.timeutil import duration_seconds, stamp_now
 
@@ -91,6 +91,8 @@ class TaskRunner:
         self._exit: asyncio.Future[ExitStatus] | None = None
         # Health checks: None until known; the start's info is kept until healthy.
         self._has_health: bool | None = None
+        # Whether the task has been given its moment out of the load balancing (_drain).
+        self._drained = False
         self._awaiting_health = False
         self._info: RunningInfo | None = None
 
@@ -311,7 +313,17 @@ class TaskRunner:
             self._awaiting_health = False
             self._report(states.RUNNING, "started", info=self._info)
 
+    async def _drain(self) -> None:
+        """A task that serves on a network leaves every node's load balancing the moment
+        the manager decides to stop it; its container is stopped a moment later, once
+        the other nodes have had the time to hear it (new connections no longer reach
+        it; those already open go on within its stop grace)."""
+        if self.task.networks and self.status.state == states.RUNNING and not self._drained:
+            self._drained = True
+            await asyncio.sleep(NETWORK_DRAIN)
+
     async def _shut_down(self) -> None:
+        await self._drain()
         if self.status.state >= states.PREPARING:
             try:
                 await self.controller.shutdown(self._grace())
@@ -331,6 +343,7 @@ class TaskRunner:
         """Stop and remove the container, retrying (backoff capped at
         TEARDOWN_MAX_BACKOFF) for as long as the engine does not answer: giving up
         left exited containers behind whenever the engine was down for a while."""
+        await self._drain()
         backoff = TEARDOWN_BACKOFF
         attempt = 0
         while True:

@@ -48,3 +48,8 @@ UPDATE_MONITOR = 5.0
 # How long an agent that said goodbye (a clean stop: an upgrade, a restart) may stay
 # away before its node is declared down (`swarm-manager --agent-restart-grace`).
 AGENT_RESTART_GRACE = 60.0
+
+# How long a task that serves on a network is kept out of the load balancing before its
+# container is stopped: the other nodes hear of it within the network view's 50 ms
+# debounce and a session message, so this is ample (agent/taskrunner.py, _drain).
+NETWORK_DRAIN = 1.0
