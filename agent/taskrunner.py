@@ -93,6 +93,8 @@ class TaskRunner:
         self._has_health: bool | None = None
         # Whether the task has been given its moment out of the load balancing (_drain).
         self._drained = False
+        # Whether the container of an ended task was removed (_of_no_further_use).
+        self._container_removed = False
         self._awaiting_health = False
         self._info: RunningInfo | None = None
 
@@ -199,6 +201,13 @@ class TaskRunner:
                 return
             state = self.status.state
             if states.is_terminal(state):
+                if self._of_no_further_use():
+                    # Ended (killed with its host, say) and shut down by the manager for
+                    # a reason of the node's: its replacement runs elsewhere, and the
+                    # task stays in the history without its container.
+                    self._container_removed = True
+                    await self._teardown()
+                    continue
                 await self._wait_for_change()
                 continue
             if not self.assigned:
@@ -338,6 +347,13 @@ class TaskRunner:
             # replacement runs elsewhere; "constraint no longer met"): the task stays
             # in the history, its container is of no further use.
             await self._teardown()
+
+    def _of_no_further_use(self) -> bool:
+        return (
+            bool(self.task.shutdown_reason)
+            and not states.is_runnable(self.task.desired_state)
+            and not self._container_removed
+        )
 
     async def _teardown(self) -> None:
         """Stop and remove the container, retrying (backoff capped at

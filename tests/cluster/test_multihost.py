@@ -155,7 +155,16 @@ def _fault_then_back(cluster: LocalCluster, name: str, host: int, fault: str, re
         cluster.script(repair, str(host))
     wait_until(lambda: cluster.node_state(hostname) == READY, 60, 0.2, what=f"{hostname} back")
     # Its stale containers are removed, and nothing is doubled.
-    wait_until(lambda: not converged(cluster), 30, 0.5, what=f"converged after {repair}")
+    problems: list[str] = []
+
+    def settled() -> bool:
+        problems[:] = converged(cluster)
+        return not problems
+
+    try:
+        wait_until(settled, 30, 0.5, what=f"converged after {repair}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {problems}") from None
     assert not cluster.containers(host)
     print(f"{fault} h{host}: down after {down_after:.1f}s, tasks moved after {moved_after:.1f}s")
 

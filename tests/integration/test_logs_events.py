@@ -237,7 +237,8 @@ def event_lines(text: str, object_id: str) -> list[tuple[str, str]]:
 
 def test_events_show_a_service_come_and_go(two_nodes: TwoNodes, name: str) -> None:
     manager = two_nodes.cluster.manager
-    watcher = Follower.start(manager.host, "events", "--until", "6s")
+    # --until leaves room for the create, update and rm on a loaded machine (6 s did not).
+    watcher = Follower.start(manager.host, "events", "--until", "20s")
     try:
         time.sleep(1.0)  # the watch is open
         created = two_nodes.ctl("service", "create", "-d", "--name", name, SLEEPER, check=True)
@@ -245,7 +246,7 @@ def test_events_show_a_service_come_and_go(two_nodes: TwoNodes, name: str) -> No
         wait_until(lambda: manager.running_tasks(name), 30, what="the task running")
         two_nodes.ctl("service", "update", "-d", "--label-add", "a=b", name, check=True)
         two_nodes.ctl("service", "rm", name, check=True)
-        assert watcher.proc.wait(15) == 0
+        assert watcher.proc.wait(30) == 0
         assert watcher.thread is not None
         watcher.thread.join(5)
     finally:

@@ -30,7 +30,11 @@ C1, C2, C3 = "10.0.9.11", "10.0.9.12", "10.0.9.13"
 OTHER = ipaddress.IPv4Network("10.0.10.0/24")
 OTHER_GATEWAY = IP("10.0.10.1")
 C4 = "10.0.10.14"
-PLANS = [OverlayPlan(4200, SUBNET, GATEWAY), OverlayPlan(4201, OTHER, OTHER_GATEWAY)]
+# The virtual IP and this node's own address sit on the bridge (the data plane puts them).
+PLANS = [
+    OverlayPlan(4200, SUBNET, GATEWAY, extra=frozenset({VIP, NODE_ADDR})),
+    OverlayPlan(4201, OTHER, OTHER_GATEWAY),
+]
 
 
 @pytest.fixture
@@ -42,8 +46,6 @@ def host() -> Iterator[Namespaces]:
         sh(f"ip netns exec {h} sysctl -qw net.bridge.bridge-nf-call-iptables=1", check=False)
         plane = DataPlane(IP("10.99.0.1"), ns.netlink("h"))
         plane.apply(PLANS)
-        sh(f"ip -n {h} addr add {VIP}/32 dev swl-br-4200")
-        sh(f"ip -n {h} addr add {NODE_ADDR}/32 dev swl-br-4200")
         for c, addr in (("c1", C1), ("c2", C2), ("c3", C3)):
             ns.plug("h", c, addr, "swl-br-4200", SUBNET.prefixlen, str(GATEWAY))
         ns.plug("h", "c4", C4, "swl-br-4201", OTHER.prefixlen, str(OTHER_GATEWAY))
