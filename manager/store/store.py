@@ -241,6 +241,10 @@ class Store:
                 ):
                     await self._launch(chunk, result, flights)
                     chunk, size, nbytes = [], 0, 0
+                    # A turn for the rest of the manager between transactions: preparing
+                    # a few thousand operations (the status writer's batches) held the
+                    # loop 100-250 ms at a time.
+                    await asyncio.sleep(0)
                 chunk.append(prepared)
                 size += prepared.size
                 nbytes += prepared.nbytes
