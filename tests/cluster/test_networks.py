@@ -7,6 +7,8 @@ any host once the services and networks are gone."""
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
@@ -121,3 +123,86 @@ def _no_containers(c: LocalCluster) -> bool:
 
 def _no_overlays(n: int) -> bool:
     return not [x for x in host_links(n) if x.startswith(("swl-br-", "swl-vx-"))]
+
+
+LOAD_PORT = 30081
+# Requests through each path during the rollouts, one every LOAD_INTERVAL seconds.
+LOAD_INTERVAL = 0.05
+
+
+def _load_through_vip(client: Any, requests: int) -> str:
+    """Requests to "web" by name from inside the client task; one FAIL line per failure."""
+    script = (
+        f"i=0; while [ $i -lt {requests} ]; do i=$((i+1)); "
+        r"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 web 80 | grep -q 'served by' "
+        f"|| echo FAIL; sleep {LOAD_INTERVAL}; done; echo DONE"
+    )
+    return exec_in(client, script)
+
+
+def test_no_request_fails_during_rolling_updates_and_a_scale_down(
+    networks: LocalCluster,
+) -> None:
+    """Issue 23: under a steady stream of requests through the virtual IP and through the
+    routing mesh (on a host the update empties and fills), a stop-first update, a
+    start-first update and a scale-down of a 4-replica service fail no request: a task
+    leaves every node's rotation before its container stops, and joins once it runs."""
+    c = networks
+    c.ctl("network", "create", "front")
+    c.ctl(
+        "service", "create", "--name", "web", "--replicas", "4", "--network", "front",
+        "--update-parallelism", "1", "--update-delay", "1s",
+        "-p", f"mode=ingress,published={LOAD_PORT},target=80", c.image(),
+    )  # fmt: skip
+    c.ctl("service", "create", "--name", "client", "--network", "front", c.image("sleeper"))
+    _, client = container_of(c, "client")
+    request = r"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 web 80"
+    wait_until(lambda: served_by(exec_in(client, request)), 30, what="web answers by name")
+    for n in c.hosts:
+        wait_until(partial(_answers_on, c.host_addr(n), LOAD_PORT), 30, what=f"h{n} mesh")
+
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def mesh_load() -> None:
+        hosts = [c.host_addr(n) for n in c.hosts]
+        i = 0
+        while not stop.is_set():
+            addr = hosts[i % len(hosts)]
+            i += 1
+            try:
+                if not served_by(fetch(addr, LOAD_PORT, timeout=3)):
+                    failures.append(f"mesh {addr}: no page")
+            except OSError as exc:
+                failures.append(f"mesh {addr}: {exc}")
+            time.sleep(LOAD_INTERVAL)
+
+    vip_out: list[str] = []
+    mesh = threading.Thread(target=mesh_load, daemon=True)
+    # The VIP load runs as long as the three changes take (about 60 s), then stops.
+    vip = threading.Thread(
+        target=lambda: vip_out.append(_load_through_vip(client, 900)), daemon=True
+    )
+    mesh.start()
+    vip.start()
+    try:
+        c.ctl("service", "update", "--force", "--update-order", "stop-first", "web", timeout=180)
+        c.ctl("service", "update", "--force", "--update-order", "start-first", "web", timeout=180)
+        c.ctl("service", "scale", "web=2", timeout=120)
+        time.sleep(2)
+    finally:
+        stop.set()
+        mesh.join(10)
+        vip.join(120)
+    assert vip_out, "the load through the virtual IP did not end"
+    assert "DONE" in vip_out[0], vip_out
+    vip_failures = vip_out[0].count("FAIL")
+    assert vip_failures == 0, f"{vip_failures} requests through the virtual IP failed"
+    assert not failures, failures[:10]
+
+
+def _answers_on(addr: str, port: int) -> bool:
+    try:
+        return bool(served_by(fetch(addr, port)))
+    except OSError:
+        return False
