@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from common.api import control_pb2
-from tests.clusterlib import LocalCluster, fetch
+from tests.clusterlib import DOWN, READY, LocalCluster, fetch
 from tests.harness import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.cluster]
@@ -206,3 +206,37 @@ def _answers_on(addr: str, port: int) -> bool:
         return bool(served_by(fetch(addr, port)))
     except OSError:
         return False
+
+
+def test_a_killed_hosts_tasks_leave_the_rotation_once_it_is_down(
+    networks: LocalCluster,
+) -> None:
+    """Issue 23: a host killed: once it is declared down (3 missed heartbeats), no request
+    through the virtual IP or the mesh goes to its tasks any more."""
+    c = networks
+    c.ctl("network", "create", "front")
+    c.ctl(
+        "service", "create", "--name", "web", "--replicas", "3", "--network", "front",
+        "-p", f"mode=ingress,published={LOAD_PORT},target=80", c.image(),
+    )  # fmt: skip
+    c.ctl("service", "create", "--name", "client", "--network", "front",
+          "--constraint", "node.hostname==h1", c.image("sleeper"))  # fmt: skip
+    assert sorted(c.running_on_hosts("web").values()) == [1, 1, 1]
+    _, client = container_of(c, "client")
+    request = r"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 web 80"
+    wait_until(lambda: served_by(exec_in(client, request)), 30, what="web answers by name")
+    c.script("kill-host", "3")
+    try:
+        wait_until(lambda: c.node_state("h3") == DOWN, 15, 0.2, what="h3 declared down")
+        time.sleep(1.0)  # the view's debounce and a message to every node
+        vip_failures = exec_in(client, " ".join([
+            "i=0; while [ $i -lt 40 ]; do i=$((i+1));",
+            request, "| grep -q 'served by' || echo FAIL; done; echo DONE",
+        ]))  # fmt: skip
+        mesh = [served_by(fetch(c.host_addr(n), LOAD_PORT, timeout=3)) for n in (1, 2) * 20]
+    finally:
+        c.script("restore-host", "3")
+    assert "DONE" in vip_failures
+    assert vip_failures.count("FAIL") == 0, vip_failures
+    assert all(mesh), mesh
+    wait_until(lambda: c.node_state("h3") == READY, 60, 0.2, what="h3 back")
