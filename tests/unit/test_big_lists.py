@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -21,15 +20,14 @@ from common.api.control_pb2_grpc import ControlStub
 from manager.controlapi import ControlAPI, threaded
 from manager.controlapi.chunks import MESSAGE_LIMIT, chunked
 from manager.store import Cache
-from manager.store.keys import KeySpace
 from swarmctl.client import ControlClient, ManagerAddress
+from tests.fakes import Stored, offline_cache
 
 TASKS = 30_000
 
 
 def _cache(services: int, tasks_per_service: int, nodes: int = 3) -> Cache:
-    cache = Cache(None, SimpleNamespace(keys=KeySpace("/t/")))  # type: ignore[arg-type]
-    objs: list[Any] = []
+    objs: list[Stored] = []
     for s in range(services):
         service = objects_pb2.Service(id=f"svc{s:05d}")
         service.spec.annotations.name = f"web{s:05d}"
@@ -56,8 +54,7 @@ def _cache(services: int, tasks_per_service: int, nodes: int = 3) -> Cache:
             t.status.message = "started"
             t.meta.created_at.seconds = 1_700_000_000 + slot
             objs.append(t)
-    cache.load(objs)
-    return cache
+    return offline_cache(*objs)
 
 
 @pytest.fixture(scope="module")
