@@ -21,7 +21,7 @@ from manager.controlapi import ControlAPI, threaded
 from manager.controlapi.chunks import MESSAGE_LIMIT, chunked
 from manager.store import Cache
 from swarmctl.client import ControlClient, ManagerAddress
-from tests.fakes import Stored, offline_cache
+from tests.fakes import ReadOnlyStore, Stored, no_previews, offline_cache
 
 TASKS = 30_000
 
@@ -64,7 +64,7 @@ def big_cache() -> Cache:
 
 @pytest.fixture
 async def served(big_cache: Cache, tmp_path: Path) -> AsyncIterator[str]:
-    api = ControlAPI(big_cache, None, lambda _: None, None)  # type: ignore[arg-type]
+    api = ControlAPI(big_cache, ReadOnlyStore(), lambda _: None, no_previews)
     path = tmp_path / "c.sock"
     server, _ = threaded.serve(api, asyncio.get_running_loop(), f"unix:{path}")
     try:
@@ -145,7 +145,7 @@ async def test_swarmctl_lists_every_task(served: str) -> None:
 
 async def test_services_and_nodes_streams_match_the_unary_answers(tmp_path: Path) -> None:
     cache = _cache(40, 3)
-    api = ControlAPI(cache, None, lambda _: None, None)  # type: ignore[arg-type]
+    api = ControlAPI(cache, ReadOnlyStore(), lambda _: None, no_previews)
     path = tmp_path / "c.sock"
     server, _ = threaded.serve(api, asyncio.get_running_loop(), f"unix:{path}")
 
