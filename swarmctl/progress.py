@@ -47,7 +47,6 @@ from rich.text import Text
 from common import states
 from common.api import control_pb2, objects_pb2, types_pb2
 from common.timeutil import format_duration
-from swarmctl.client import ControlClient
 from swarmctl.convergence import (
     Convergence,
     JobProgress,
@@ -203,6 +202,18 @@ def step_lines(step: Step) -> list[Line]:
     return out
 
 
+class ServicePoller(Protocol):
+    """The control API calls the wait makes (ControlClient's); tests replay polls."""
+
+    def get_service(self, ref: str) -> objects_pb2.Service: ...
+
+    def list_tasks(
+        self, filters: control_pb2.ListTasksRequest.Filters
+    ) -> list[objects_pb2.Task]: ...
+
+    def list_nodes(self) -> list[objects_pb2.Node]: ...
+
+
 class ProgressOutput(Protocol):
     """Where the progress lines go."""
 
@@ -276,12 +287,12 @@ def seconds_text(seconds: float) -> str:
     return format_duration(seconds)
 
 
-def _active_nodes(client: ControlClient) -> set[str]:
+def _active_nodes(client: ServicePoller) -> set[str]:
     return {n.id for n in client.list_nodes() if n.status.state != types_pb2.NODE_STATE_DOWN}
 
 
 def wait_for_convergence(
-    client: ControlClient,
+    client: ServicePoller,
     service: objects_pb2.Service,
     *,
     timeout: float,

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import typer
 
@@ -85,8 +86,14 @@ def request_rebalance(client: ControlClient, ref: str) -> Requested:
     return Requested(ref, updated if updated.id else service, before)
 
 
+class ServiceGetter(Protocol):
+    """The one control API call the wait makes (ControlClient's); tests replay answers."""
+
+    def get_service(self, ref: str) -> objects_pb2.Service: ...
+
+
 def wait_for_rebalance(
-    client: ControlClient,
+    client: ServiceGetter,
     requested: Requested,
     *,
     timeout: float,

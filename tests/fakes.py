@@ -10,6 +10,8 @@
   copy of the current object and skips a None, Delete honours `check`, both honour
   `expect_version`), records every batch, and can be made slow or failing.
 - `offline_cache` is the real `Cache` with no etcd behind it, fed with `Cache.load`.
+- `ReadOnlyStore` implements `ObjectWriter` and `no_previews` is a `Previewer`, for a
+  control API that a test only reads from: a write or a preview fails the test.
 - `UnimplementedDispatcher` answers every Dispatcher call with UNIMPLEMENTED; a test's
   dispatcher overrides the calls it stands in for, on a real gRPC server.
 
@@ -28,6 +30,7 @@ import grpc
 
 from common.api import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
 from common.timeutil import stamp_now
+from manager.domain.placer import GroupResult, Previewer
 from manager.grpc_errors import Context
 from manager.store import (
     AlreadyExistsError,
@@ -42,9 +45,9 @@ from manager.store import (
     Update,
 )
 from manager.store.keys import KeySpace
-from manager.store.store import Op, Store
+from manager.store.store import Mutator, Op, Store
 from manager.store.tasktable import TaskIndex, TaskTable
-from manager.store.views import CacheView, Committer, Listener
+from manager.store.views import CacheView, Committer, Listener, ObjectWriter
 
 # The kinds of object the tests keep in a cache.
 Stored = (
@@ -257,6 +260,30 @@ def offline_cache(*objs: Stored, prefix: str = "/swarmlet/") -> Cache:
     return cache
 
 
+class ReadOnlyStore:
+    """An `ObjectWriter` for a control API whose test only reads (lists, gets): the
+    control API reads through the cache, so any write here is a test gone wrong."""
+
+    def __init__(self, prefix: str = "/swarmlet/") -> None:
+        self.keys = KeySpace(prefix)
+
+    async def create(self, obj: Any, *, unique_name: str | None = None) -> Any:
+        raise AssertionError(f"ReadOnlyStore: this test writes nothing, yet created {obj.id}")
+
+    async def update(
+        self, kind: Kind, obj_id: str, mutate: Mutator, *, expect_version: int | None = None
+    ) -> Any | None:
+        raise AssertionError(f"ReadOnlyStore: this test writes nothing, yet updated {obj_id}")
+
+    async def delete(self, kind: Kind, obj_id: str, *, also: Sequence[bytes] = ()) -> int:
+        raise AssertionError(f"ReadOnlyStore: this test writes nothing, yet deleted {obj_id}")
+
+
+def no_previews(tasks: Sequence[objects_pb2.Task], replacing: str) -> GroupResult:
+    """A `Previewer` for a control API whose test creates and updates no service."""
+    raise AssertionError("no_previews: this test previews no placement")
+
+
 def fake_store(*objs: Stored) -> tuple[FakeCache, RecordingCommitter]:
     """A FakeCache holding `objs` and a RecordingCommitter writing to it."""
     cache = FakeCache(*objs)
@@ -295,16 +322,20 @@ class UnimplementedDispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Goodbye is not faked")
 
 
-def _fakes_fit(cache: FakeCache, committer: RecordingCommitter) -> tuple[CacheView, Committer]:
+def _fakes_fit(
+    cache: FakeCache, committer: RecordingCommitter, store: ReadOnlyStore
+) -> tuple[CacheView, Committer, ObjectWriter, Previewer]:
     """Never called: mypy checks here that the fakes satisfy the protocols."""
-    return cache, committer
+    return cache, committer, store, no_previews
 
 
 __all__ = [
     "FakeCache",
+    "ReadOnlyStore",
     "RecordingCommitter",
     "Stored",
     "UnimplementedDispatcher",
     "fake_store",
+    "no_previews",
     "offline_cache",
 ]

@@ -17,8 +17,9 @@ from manager.grpc_errors import (
     abort_on_store_errors,
     rpc,
 )
-from manager.store import Cache, Store, StoreUnavailableError
+from manager.store import Cache, StoreUnavailableError
 from manager.store.health import EtcdHealth
+from manager.store.views import ObjectWriter
 from manager.streams.events import EventLog
 from manager.streams.logbroker import LogBroker
 
@@ -31,7 +32,7 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
     def __init__(
         self,
         cache: Cache,
-        store: Store,
+        store: ObjectWriter,
         on_node_removed: Callable[[str], None],
         previewer: Previewer,
         authorize: Callable[[Context], None] | None = None,

@@ -8,7 +8,8 @@ from common.timeutil import duration_seconds
 from manager.ca.bootstrap import rotate_token
 from manager.controlapi.validation import check_duration
 from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
-from manager.store import Cache, ConflictError, Kind, NotFoundError, Store
+from manager.store import Cache, ConflictError, Kind, NotFoundError
+from manager.store.views import ObjectWriter
 
 
 def get_cluster(cache: Cache) -> objects_pb2.Cluster:
@@ -27,7 +28,7 @@ def redacted(cluster: objects_pb2.Cluster) -> objects_pb2.Cluster:
 
 
 async def update_cluster(
-    cache: Cache, store: Store, request: control_pb2.UpdateClusterRequest
+    cache: Cache, store: ObjectWriter, request: control_pb2.UpdateClusterRequest
 ) -> control_pb2.UpdateClusterResponse:
     current = get_cluster(cache)
     if not request.cluster_version:

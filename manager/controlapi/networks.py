@@ -18,7 +18,8 @@ from manager.controlapi.filters import labels_match
 from manager.controlapi.resolve import resolve
 from manager.domain.networks import ingress_ports
 from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
-from manager.store import Cache, Kind, Store
+from manager.store import Cache, Kind
+from manager.store.views import ObjectWriter
 
 DRIVER = "overlay"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -96,7 +97,7 @@ def validate_network_spec(cache: Cache, spec: specs_pb2.NetworkSpec) -> None:
 
 
 async def create_network(
-    cache: Cache, store: Store, request: control_pb2.CreateNetworkRequest
+    cache: Cache, store: ObjectWriter, request: control_pb2.CreateNetworkRequest
 ) -> control_pb2.CreateNetworkResponse:
     spec = specs_pb2.NetworkSpec()
     spec.CopyFrom(request.spec)
@@ -124,7 +125,7 @@ def list_networks(
     return out
 
 
-async def _remove(cache: Cache, store: Store, network: objects_pb2.Network) -> None:
+async def _remove(cache: Cache, store: ObjectWriter, network: objects_pb2.Network) -> None:
     name = network.spec.annotations.name
     revision = await store.delete(
         Kind.NETWORK, network.id, also=[store.keys.name_key(Kind.NETWORK, name)]
@@ -133,7 +134,7 @@ async def _remove(cache: Cache, store: Store, network: objects_pb2.Network) -> N
 
 
 async def remove_network(
-    cache: Cache, store: Store, request: control_pb2.RemoveNetworkRequest
+    cache: Cache, store: ObjectWriter, request: control_pb2.RemoveNetworkRequest
 ) -> control_pb2.RemoveNetworkResponse:
     network = find_network(cache, request.network_id)
     name = network.spec.annotations.name
@@ -154,7 +155,7 @@ async def remove_network(
 
 
 async def prune_networks(
-    cache: Cache, store: Store, request: control_pb2.PruneNetworksRequest
+    cache: Cache, store: ObjectWriter, request: control_pb2.PruneNetworksRequest
 ) -> control_pb2.PruneNetworksResponse:
     out = control_pb2.PruneNetworksResponse()
     for network in list(cache.networks.values()):

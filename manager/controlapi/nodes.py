@@ -8,7 +8,8 @@ from common.api import control_pb2, objects_pb2, types_pb2
 from manager.controlapi.filters import labels_match
 from manager.controlapi.resolve import resolve
 from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
-from manager.store import Cache, ConflictError, Kind, Store
+from manager.store import Cache, ConflictError, Kind
+from manager.store.views import ObjectWriter
 
 _LABEL_KEY_FORBIDDEN = (" ", "\t", "\n")
 
@@ -61,7 +62,7 @@ def list_nodes(
 
 
 async def update_node(
-    cache: Cache, store: Store, request: control_pb2.UpdateNodeRequest
+    cache: Cache, store: ObjectWriter, request: control_pb2.UpdateNodeRequest
 ) -> control_pb2.UpdateNodeResponse:
     current = find_node(cache, request.node_id)
     if not request.node_version:
@@ -101,7 +102,7 @@ async def update_node(
 
 async def remove_node(
     cache: Cache,
-    store: Store,
+    store: ObjectWriter,
     request: control_pb2.RemoveNodeRequest,
     on_removed: Callable[[str], None],
 ) -> control_pb2.RemoveNodeResponse:

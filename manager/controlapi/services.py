@@ -27,7 +27,8 @@ from manager.domain.placement import matches_placement
 from manager.domain.placer import Previewer
 from manager.domain.tasks import TaskMaker
 from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
-from manager.store import AlreadyExistsError, Cache, ConflictError, Kind, Store
+from manager.store import AlreadyExistsError, Cache, ConflictError, Kind
+from manager.store.views import ObjectWriter
 
 
 def _check_in_cluster(cache: Cache, spec: specs_pb2.ServiceSpec, service_id: str) -> None:
@@ -77,7 +78,7 @@ def preview(
 
 async def create_service(
     cache: Cache,
-    store: Store,
+    store: ObjectWriter,
     request: control_pb2.CreateServiceRequest,
     previewer: Previewer,
 ) -> control_pb2.CreateServiceResponse:
@@ -162,7 +163,7 @@ def service_counts(
 
 async def update_service(
     cache: Cache,
-    store: Store,
+    store: ObjectWriter,
     request: control_pb2.UpdateServiceRequest,
     previewer: Previewer,
 ) -> control_pb2.UpdateServiceResponse:
@@ -242,7 +243,7 @@ async def update_service(
 
 
 async def remove_service(
-    cache: Cache, store: Store, request: control_pb2.RemoveServiceRequest
+    cache: Cache, store: ObjectWriter, request: control_pb2.RemoveServiceRequest
 ) -> control_pb2.RemoveServiceResponse:
     service = find_service(cache, request.service_id)
     revision = await store.delete(
@@ -253,7 +254,7 @@ async def remove_service(
 
 
 async def rebalance_service(
-    cache: Cache, store: Store, request: control_pb2.RebalanceServiceRequest
+    cache: Cache, store: ObjectWriter, request: control_pb2.RebalanceServiceRequest
 ) -> control_pb2.RebalanceServiceResponse:
     """Ask the orchestrator to even the service's tasks out over the eligible nodes."""
     current = find_service(cache, request.service_id)

@@ -28,12 +28,11 @@ import functools
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import cast
+from typing import Protocol, cast
 
 import grpc
 from etcd3aio import Etcd3Client, EtcdError
 from etcd3aio._protobuf import LeaseKeepAliveRequest, LeaseKeepAliveResponse
-from etcd3aio.lease import LeaseService
 
 from common.log import get_logger
 from manager.store.etcd import describe
@@ -137,9 +136,36 @@ async def _keep_alive_on(
     await keep_alive(client.lease, lease_id, ttl, alive)
 
 
-async def keep_alive(
-    lease: LeaseService, lease_id: int, ttl: int, alive: Callable[[], bool]
-) -> None:
+class _KeepAliveCall(Protocol):
+    async def read(self) -> object: ...
+
+    def cancel(self) -> bool: ...
+
+
+class _KeepAliveStub(Protocol):
+    def LeaseKeepAlive(
+        self, request_iterator: AsyncIterator[LeaseKeepAliveRequest], /
+    ) -> _KeepAliveCall: ...
+
+
+class _TimeToLive(Protocol):
+    @property
+    def TTL(self) -> int: ...
+
+
+class KeptLease(Protocol):
+    """What `keep_alive` asks of etcd3aio's LeaseService (which satisfies it): its
+    keep-alive stream, and a lease's time to live when the answers come late."""
+
+    @property
+    def _stub(self) -> _KeepAliveStub: ...
+
+    async def time_to_live(
+        self, lease_id: int, *, timeout: float | None = None, max_attempts: int | None = None
+    ) -> _TimeToLive: ...
+
+
+async def keep_alive(lease: KeptLease, lease_id: int, ttl: int, alive: Callable[[], bool]) -> None:
     """Refresh the lease every TTL/3 until it expires or etcd stops answering, or
     `alive()` says the manager hangs (then the lease is left to expire).
 
@@ -221,7 +247,7 @@ async def _requests(
 
 
 async def _read_answers(
-    call: grpc.aio.StreamStreamCall[LeaseKeepAliveRequest, LeaseKeepAliveResponse],
+    call: _KeepAliveCall,
     sent: deque[float],
     renewed: Callable[[float, float], None],
 ) -> None:
@@ -237,7 +263,7 @@ async def _read_answers(
         renewed(sent.popleft() if sent else asyncio.get_running_loop().time(), left)
 
 
-async def _confirm(lease: LeaseService, lease_id: int, ttl: int) -> int:
+async def _confirm(lease: KeptLease, lease_id: int, ttl: int) -> int:
     """The whole seconds etcd says the lease has left: -1 when it no longer has it,
     or when it does not say within a TTL (then it may well be gone)."""
     try:

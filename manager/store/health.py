@@ -13,9 +13,11 @@ probes run on it, so a manager busy for seconds does not mistake its own delay f
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
+from typing import Protocol
 
 import grpc
-from etcd3aio import Etcd3Client, EtcdError
+from etcd3aio import EtcdError
 from prometheus_client import Gauge
 
 from common.log import get_logger
@@ -35,12 +37,62 @@ UNHEALTHY_AFTER = 2.0  # seconds of failing probes (an election takes about one)
 ALARM_INTERVAL = 5.0
 
 
+# What the probes ask of etcd (etcd3aio's Etcd3Client and its services satisfy these);
+# tests script an election with fakes of them.
+class _Status(Protocol):
+    @property
+    def dbSize(self) -> int: ...
+
+    @property
+    def dbSizeInUse(self) -> int: ...
+
+
+class _Alarm(Protocol):
+    @property
+    def alarm(self) -> int: ...
+
+
+class _Alarms(Protocol):
+    @property
+    def alarms(self) -> Iterable[_Alarm]: ...
+
+
+class ProbeKV(Protocol):
+    """The read the probe makes."""
+
+    async def get(
+        self, key: bytes, *, timeout: float | None = None, max_attempts: int | None = None
+    ) -> object: ...
+
+
+class ProbeMaintenance(Protocol):
+    """etcd's member status (the database size) and its alarms."""
+
+    async def status(
+        self, *, timeout: float | None = None, max_attempts: int | None = None
+    ) -> _Status: ...
+
+    async def alarms(
+        self, *, timeout: float | None = None, max_attempts: int | None = None
+    ) -> _Alarms: ...
+
+
+class ProbedEtcd(Protocol):
+    """The etcd client the probes use (connected: both services set)."""
+
+    @property
+    def kv(self) -> ProbeKV | None: ...
+
+    @property
+    def maintenance(self) -> ProbeMaintenance | None: ...
+
+
 class EtcdHealth:
     """The last known health of etcd, probed in the background."""
 
     def __init__(
         self,
-        client: Etcd3Client,
+        client: ProbedEtcd,
         endpoints: str,
         probe_key: bytes,
         side: SideThread | None = None,
@@ -63,7 +115,7 @@ class EtcdHealth:
         else:
             await self._probe_forever(self._client)
 
-    async def _probe_forever(self, client: Etcd3Client) -> None:
+    async def _probe_forever(self, client: ProbedEtcd) -> None:
         assert client.kv is not None
         assert client.maintenance is not None
         self._kv = client.kv

@@ -2,8 +2,8 @@
 
 The reconcilers (orchestrator, scheduler, task reaper, node health) and the writers
 beside them read a few tables of the cache, subscribe to its changes and commit batches
-of operations; nothing more. They are typed against these protocols rather than the
-concrete `Cache` and `Store`, so that:
+of operations; nothing more; the control API writes one object at a time. They are
+typed against these protocols rather than the concrete `Cache` and `Store`, so that:
 - what a reconciler depends on is written down in one place, and grows only on purpose;
 - tests give them the named in-memory fakes of `tests/fakes.py`, checked by mypy like
   the real classes, instead of ad-hoc stand-ins passed with `type: ignore`.
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from common.api import objects_pb2
 from manager.store.cache import Event
-from manager.store.keys import Kind
-from manager.store.store import BatchResult, Op
+from manager.store.keys import KeySpace, Kind
+from manager.store.store import BatchResult, Mutator, Op
 
 Listener = Callable[[Event], None]
 
@@ -84,10 +84,31 @@ class Committer(Protocol):
     async def commit(self, ops: Sequence[Op]) -> BatchResult: ...
 
 
+class ObjectWriter(Protocol):
+    """What the control API asks of the store: write one object at a time (each call a
+    batch of one, its failure raised), and the key space, for the name keys a delete
+    takes with it. It reads through the cache."""
+
+    @property
+    def keys(self) -> KeySpace: ...
+
+    async def create(self, obj: Any, *, unique_name: str | None = None) -> Any: ...
+
+    async def update(
+        self, kind: Kind, obj_id: str, mutate: Mutator, *, expect_version: int | None = None
+    ) -> Any | None:
+        """The updated object, or None if `mutate` declined."""
+        ...
+
+    async def delete(self, kind: Kind, obj_id: str, *, also: Sequence[bytes] = ()) -> int:
+        """Delete one object (and `also` keys); the revision of the deletion (0 if absent)."""
+        ...
+
+
 if TYPE_CHECKING:
     # mypy proves here that the real classes satisfy the protocols.
     from manager.store.cache import Cache
     from manager.store.store import Store
 
-    def _real_classes_fit(cache: Cache, store: Store) -> tuple[CacheView, Committer]:
-        return cache, store
+    def _real_classes_fit(cache: Cache, store: Store) -> tuple[CacheView, Committer, ObjectWriter]:
+        return cache, store, store

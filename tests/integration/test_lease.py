@@ -13,6 +13,7 @@ import grpc
 import pytest
 import pytest_asyncio
 from etcd3aio import Etcd3Client
+from etcd3aio._protobuf import LeaseTimeToLiveResponse
 from etcd3aio.lease import LeaseService
 
 from manager.leadership import lease as lease_mod
@@ -107,7 +108,7 @@ class _LateAnswers:
 
     async def time_to_live(
         self, lease_id: int, *, timeout: float | None = None, max_attempts: int | None = None
-    ) -> object:
+    ) -> LeaseTimeToLiveResponse:
         return await self._real.time_to_live(lease_id, timeout=timeout, max_attempts=max_attempts)
 
 
@@ -131,7 +132,7 @@ async def test_late_keep_alive_answers_do_not_give_up_a_lease_etcd_still_holds(
     assert client.lease is not None
     lease_id = int((await client.lease.grant(2)).ID)
     late = _LateAnswers(client.lease, delay=2.5)  # later than the whole TTL
-    keeping = asyncio.create_task(keep_alive(late, lease_id, 2, lambda: True))  # type: ignore[arg-type]
+    keeping = asyncio.create_task(keep_alive(late, lease_id, 2, lambda: True))
     try:
         await asyncio.sleep(7)
         assert not keeping.done(), "the lease was given up although etcd still held it"

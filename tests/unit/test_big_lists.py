@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -21,15 +20,14 @@ from common.api.control_pb2_grpc import ControlStub
 from manager.controlapi import ControlAPI, threaded
 from manager.controlapi.chunks import MESSAGE_LIMIT, chunked
 from manager.store import Cache
-from manager.store.keys import KeySpace
 from swarmctl.client import ControlClient, ManagerAddress
+from tests.fakes import ReadOnlyStore, Stored, no_previews, offline_cache
 
 TASKS = 30_000
 
 
 def _cache(services: int, tasks_per_service: int, nodes: int = 3) -> Cache:
-    cache = Cache(None, SimpleNamespace(keys=KeySpace("/t/")))  # type: ignore[arg-type]
-    objs: list[Any] = []
+    objs: list[Stored] = []
     for s in range(services):
         service = objects_pb2.Service(id=f"svc{s:05d}")
         service.spec.annotations.name = f"web{s:05d}"
@@ -56,8 +54,7 @@ def _cache(services: int, tasks_per_service: int, nodes: int = 3) -> Cache:
             t.status.message = "started"
             t.meta.created_at.seconds = 1_700_000_000 + slot
             objs.append(t)
-    cache.load(objs)
-    return cache
+    return offline_cache(*objs)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +64,7 @@ def big_cache() -> Cache:
 
 @pytest.fixture
 async def served(big_cache: Cache, tmp_path: Path) -> AsyncIterator[str]:
-    api = ControlAPI(big_cache, None, lambda _: None, None)  # type: ignore[arg-type]
+    api = ControlAPI(big_cache, ReadOnlyStore(), lambda _: None, no_previews)
     path = tmp_path / "c.sock"
     server, _ = threaded.serve(api, asyncio.get_running_loop(), f"unix:{path}")
     try:
@@ -148,7 +145,7 @@ async def test_swarmctl_lists_every_task(served: str) -> None:
 
 async def test_services_and_nodes_streams_match_the_unary_answers(tmp_path: Path) -> None:
     cache = _cache(40, 3)
-    api = ControlAPI(cache, None, lambda _: None, None)  # type: ignore[arg-type]
+    api = ControlAPI(cache, ReadOnlyStore(), lambda _: None, no_previews)
     path = tmp_path / "c.sock"
     server, _ = threaded.serve(api, asyncio.get_running_loop(), f"unix:{path}")
 

@@ -18,7 +18,8 @@ from manager.orchestrator.constraintenforcer import (
 )
 from manager.orchestrator.replicated import plan_service
 from manager.store import BatchResult, Cache, Kind, Update
-from manager.store.keys import KeySpace
+from manager.store.store import Op
+from tests.fakes import Stored, offline_cache
 from tests.unit import factories as f
 from tests.unit.factories import NOW
 
@@ -141,17 +142,16 @@ class CacheStore:
     """Applies Update mutators to the tasks of a real Cache, as Store.commit and the
     watch that follows would."""
 
-    def __init__(self) -> None:
-        self.keys = KeySpace("/t/")
-        self.cache: Cache | None = None
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
         self.revision = 1
 
-    async def commit(self, ops: Sequence[Update]) -> BatchResult:
-        assert self.cache is not None
+    async def commit(self, ops: Sequence[Op]) -> BatchResult:
         self.revision += 1
         result = BatchResult(revision=self.revision)
         changed: list[Any] = []
         for op in ops:
+            assert isinstance(op, Update), op
             assert op.kind is Kind.TASK
             current = self.cache.tasks.get(op.obj_id)
             if current is None:
@@ -164,12 +164,9 @@ class CacheStore:
         return result
 
 
-def _enforcer(objs: list[Any]) -> tuple[ConstraintEnforcer, Cache]:
-    store = CacheStore()
-    cache = Cache(None, store)  # type: ignore[arg-type]
-    store.cache = cache
-    cache.load(objs)
-    return ConstraintEnforcer(cache, store, clock=lambda: NOW), cache  # type: ignore[arg-type]
+def _enforcer(objs: list[Stored]) -> tuple[ConstraintEnforcer, Cache]:
+    cache = offline_cache(*objs)
+    return ConstraintEnforcer(cache, CacheStore(cache), clock=lambda: NOW), cache
 
 
 async def _one_pass(enforcer: ConstraintEnforcer) -> None:

@@ -9,8 +9,6 @@ common/'s defaults, modes, nodes and rollout): the parts that apply them must ag
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,8 +27,8 @@ from manager.orchestrator.global_mode import plan_global
 from manager.scheduler.filters import ConstraintFilter, PlatformFilter, ReadyFilter
 from manager.scheduler.nodeinfo import NodeInfo
 from manager.store import Cache
-from manager.store.keys import KeySpace
 from swarmctl.service_spec import CreateOptions, build_spec
+from tests.fakes import offline_cache
 from tests.unit import factories as f
 from tests.unit.factories import NOW
 
@@ -92,9 +90,7 @@ def scheduler_accepts(svc: objects_pb2.Service, node: objects_pb2.Node) -> bool:
 
 def control_api_cache(nodes: dict[str, objects_pb2.Node], svc: objects_pb2.Service) -> Cache:
     """A real Cache, fed the objects directly (no etcd: nothing here reads it)."""
-    cache = Cache(None, SimpleNamespace(keys=KeySpace("/t/")))  # type: ignore[arg-type]
-    cache.load([*nodes.values(), svc])
-    return cache
+    return offline_cache(*nodes.values(), svc)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -5,21 +5,31 @@ about the manager having no engine)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from common import states
 from common.api import objects_pb2, types_pb2
 from manager.scheduler.nodeinfo import NodeInfos
 from manager.scheduler.pipeline import ENGINELESS_REASON, Pipeline
 from manager.scheduler.scheduler import Scheduler, schedule_group
+from tests.fakes import fake_store
 from tests.unit import factories as f
 
 NOW = f.NOW
 ZONE_A = "node.labels.zone==a"
 
 
-def manager(node_id: str = "m1", *, engine: bool = False, **kw: object) -> objects_pb2.Node:
+def manager(
+    node_id: str = "m1",
+    *,
+    engine: bool = False,
+    availability: str = "active",
+    labels: Mapping[str, str] | None = None,
+) -> objects_pb2.Node:
     """A manager's node as `ensure_manager_node` makes it (no session: state unknown);
     with `engine`, as it is once an agent opened a session as that node."""
-    n = f.node(node_id, state="ready" if engine else "unknown", **kw)  # type: ignore[arg-type]
+    state = "ready" if engine else "unknown"
+    n = f.node(node_id, state=state, availability=availability, labels=labels)
     n.role = types_pb2.NODE_ROLE_MANAGER
     n.spec.desired_role = types_pb2.NODE_ROLE_MANAGER
     n.description.platform.os = "linux"
@@ -95,20 +105,8 @@ def test_the_manager_takes_tasks_once_an_agent_runs_it() -> None:
     assert nodes.engineless == {}
 
 
-class _Cache:
-    """What the Scheduler reads of the cache here: nothing but its listeners."""
-
-    tasks_by_service: dict[str, dict[str, objects_pb2.Task]] = {}
-
-    def add_listener(self, listener: object) -> None:
-        pass
-
-    def add_resync_listener(self, listener: object) -> None:
-        pass
-
-
 def test_the_scheduler_explains_with_its_own_nodes_and_in_dry_runs() -> None:
-    scheduler = Scheduler(_Cache(), None, clock=lambda: NOW)  # type: ignore[arg-type]
+    scheduler = Scheduler(*fake_store(), clock=lambda: NOW)
     m1 = manager(labels={"zone": "a"})
     scheduler.nodes.rebuild(f.nodes(m1, f.node("w1")), [], NOW)
     group = tasks(ZONE_A)

@@ -6,8 +6,7 @@ thing."""
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -29,11 +28,19 @@ class ScriptedKV:
 class QuietMaintenance:
     """Fake etcd maintenance service that reports nothing (its calls time out)."""
 
-    async def status(self, **_: Any) -> None:
+    async def status(self, **_: Any) -> NoReturn:
         raise TimeoutError
 
-    async def alarms(self, **_: Any) -> None:
+    async def alarms(self, **_: Any) -> NoReturn:
         raise TimeoutError
+
+
+class ScriptedEtcd:
+    """Fake etcd client (a `ProbedEtcd`): the scripted KV and the quiet maintenance."""
+
+    def __init__(self) -> None:
+        self.kv = ScriptedKV()
+        self.maintenance = QuietMaintenance()
 
 
 @pytest.fixture
@@ -44,9 +51,9 @@ def fast(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_short_failure_is_not_unhealthy_but_a_lasting_one_is(fast: None) -> None:
-    kv = ScriptedKV()
-    client = SimpleNamespace(kv=kv, maintenance=QuietMaintenance())
-    health = EtcdHealth(client, "http://e1:2379", b"probe")  # type: ignore[arg-type]
+    client = ScriptedEtcd()
+    kv = client.kv
+    health = EtcdHealth(client, "http://e1:2379", b"probe")
     task = asyncio.create_task(health.run())
     try:
         await asyncio.sleep(0.05)

@@ -22,7 +22,7 @@ from manager.controlapi import ControlAPI, threaded
 from manager.controlapi.filters import labels_match
 from manager.controlapi.tasks import list_tasks
 from manager.store import Cache
-from tests.fakes import Stored, offline_cache
+from tests.fakes import ReadOnlyStore, Stored, no_previews, offline_cache
 
 SERVICES = ("web", "db", "cache")
 NODES = ("n1", "n2", "n3")
@@ -149,7 +149,7 @@ def test_an_unknown_service_is_still_not_found() -> None:
 async def test_a_client_decodes_the_answer_of_the_threaded_server(tmp_path: Path) -> None:
     tasks = [_task(i, SERVICES[i % 3], NODES[i % 3], i, i, states.RUNNING, "") for i in range(30)]
     cache = _cache(tasks)
-    api = ControlAPI(cache, None, lambda _: None, None)  # type: ignore[arg-type]
+    api = ControlAPI(cache, ReadOnlyStore(), lambda _: None, no_previews)
     path = tmp_path / "c.sock"
     server, _ = threaded.serve(api, asyncio.get_running_loop(), f"unix:{path}")
     try:

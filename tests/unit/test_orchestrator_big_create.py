@@ -17,7 +17,8 @@ import pytest
 from common.api import objects_pb2
 from manager.orchestrator import orchestrator as orch_mod
 from manager.store import BatchResult, Cache, Create, Update
-from manager.store.keys import KeySpace
+from manager.store.store import Op
+from tests.fakes import offline_cache
 from tests.unit import factories as f
 from tests.unit.factories import NOW
 
@@ -28,14 +29,12 @@ class CacheStore:
     """Writes into a real Cache, a watch response's worth (256 events) at a time with
     the loop's turn in between, as the cache applies what etcd sends; counts commits."""
 
-    def __init__(self) -> None:
-        self.keys = KeySpace("/t/")
-        self.cache: Cache | None = None
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
         self.revision = 1
         self.commits: list[int] = []
 
-    async def commit(self, ops: Sequence[Create | Update]) -> BatchResult:
-        assert self.cache is not None
+    async def commit(self, ops: Sequence[Op]) -> BatchResult:
         self.commits.append(len(ops))
         result = BatchResult()
         objs: list[Any] = []
@@ -43,6 +42,7 @@ class CacheStore:
             if isinstance(op, Create):
                 objs.append(op.obj)
             else:
+                assert isinstance(op, Update), f"the orchestrator deletes nothing here: {op}"
                 current = self.cache.get(op.kind, op.obj_id)
                 if current is None:
                     continue
@@ -81,12 +81,10 @@ def longest_step(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
 
 async def test_a_huge_create_never_holds_the_loop_long(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(orch_mod, "MAX_CREATES_PER_PASS", 10_000)
-    store = CacheStore()
-    cache = Cache(None, store)  # type: ignore[arg-type]
-    store.cache = cache
     service = f.service(REPLICAS, service_id="big", name="big")
-    cache.load([service, f.node("n1")])
-    orch = orch_mod.Orchestrator(cache, store, lambda: NOW)  # type: ignore[arg-type]
+    cache = offline_cache(service, f.node("n1"))
+    store = CacheStore(cache)
+    orch = orch_mod.Orchestrator(cache, store, lambda: NOW)
 
     async def passes() -> int:
         count = 0
@@ -113,13 +111,11 @@ async def test_a_huge_create_never_holds_the_loop_long(monkeypatch: pytest.Monke
 
 def test_plan_for_is_what_plan_gives() -> None:
     """The thread's planner and the loop's read the same things the same way."""
-    store = CacheStore()
-    cache = Cache(None, store)  # type: ignore[arg-type]
-    store.cache = cache
     service = f.service(5)
     tasks = [f.task(service, s) for s in (1, 2)]
-    cache.load([service, f.node("n1"), *tasks])
-    orch = orch_mod.Orchestrator(cache, store, lambda: NOW)  # type: ignore[arg-type]
+    cache = offline_cache(service, f.node("n1"), *tasks)
+    store = CacheStore(cache)
+    orch = orch_mod.Orchestrator(cache, store, lambda: NOW)
     plan = orch.plan(service.id, NOW)
     again = orch_mod.plan_for(
         service, [objects_pb2.Task.FromString(t.SerializeToString()) for t in tasks],
@@ -133,10 +129,10 @@ def test_plan_for_is_what_plan_gives() -> None:
 def test_a_create_is_planned_a_few_times_not_once_per_4096_tasks() -> None:
     """Each plan reads every slot and task of the service: a 100,000-replica create in
     passes of 4,096 was planned 25 times (quadratic); a pass may now create an eighth."""
-    store = CacheStore()
-    cache = Cache(None, store)  # type: ignore[arg-type]
-    store.cache = cache
-    cache.load([f.service(100_000, service_id="big"), f.service(1_000, service_id="small")])
-    orch = orch_mod.Orchestrator(cache, store, lambda: NOW)  # type: ignore[arg-type]
+    cache = offline_cache(
+        f.service(100_000, service_id="big"), f.service(1_000, service_id="small")
+    )
+    store = CacheStore(cache)
+    orch = orch_mod.Orchestrator(cache, store, lambda: NOW)
     assert orch._pass_budget("big") == 100_000 // orch_mod.PLANS_PER_CREATE
     assert orch._pass_budget("small") == orch_mod.MAX_CREATES_PER_PASS

@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from common.api import objects_pb2, specs_pb2, types_pb2
 from manager.controlapi.service_networks import check_port_conflicts, resolve_networks
 from manager.grpc_errors import FailedPreconditionError, InvalidArgumentError
 from manager.store import Cache, NotFoundError
-from manager.store.keys import KeySpace
+from tests.fakes import Stored, offline_cache
 from tests.unit import factories as f
 
 INGRESS, HOST = types_pb2.PUBLISH_MODE_INGRESS, types_pb2.PUBLISH_MODE_HOST
@@ -26,10 +24,8 @@ def network(net_id: str, name: str, *, ingress: bool = False) -> objects_pb2.Net
     return net
 
 
-def cache_of(*objs: object) -> Cache:
-    cache = Cache(None, SimpleNamespace(keys=KeySpace("/t/")))  # type: ignore[arg-type]
-    cache.load(objs)
-    return cache
+def cache_of(*objs: Stored) -> Cache:
+    return offline_cache(*objs)
 
 
 NETWORKS = (

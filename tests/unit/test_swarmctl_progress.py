@@ -367,7 +367,7 @@ def test_wait_reports_a_rolled_back_update(monkeypatch: pytest.MonkeyPatch) -> N
     clock = Clock()
     with pytest.raises(SwarmctlError, match="the update of service web failed and was rolled"):
         wait_for_convergence(
-            client,  # type: ignore[arg-type]
+            client,
             wrote,
             timeout=10,
             output=ChangedLinesOutput(printed.append),
@@ -428,7 +428,7 @@ def run(client: FakeClient, timeout: float = 60.0) -> list[str]:
     printed: list[str] = []
     clock = Clock()
     wait_for_convergence(
-        client,  # type: ignore[arg-type]
+        client,
         client.svc,
         timeout=timeout,
         output=ChangedLinesOutput(printed.append),
@@ -759,7 +759,7 @@ def test_wait_for_rebalance() -> None:
     clock = Clock()
     client = RebalancingClient(polls=3)
     done = wait_for_rebalance(
-        client,  # type: ignore[arg-type]
+        client,
         requested(),
         timeout=10,
         clock=clock,
@@ -769,7 +769,7 @@ def test_wait_for_rebalance() -> None:
     assert client.calls == 4
     with pytest.raises(SwarmctlError) as err:
         wait_for_rebalance(
-            RebalancingClient(polls=100),  # type: ignore[arg-type]
+            RebalancingClient(polls=100),
             requested(),
             timeout=1,
             clock=clock,
@@ -784,7 +784,7 @@ def test_ctrl_c_leaves_the_rebalance_going(capsys) -> None:  # type: ignore[no-u
             raise KeyboardInterrupt
 
     with pytest.raises(typer.Exit) as exc:
-        wait_for_rebalance(Interrupting(0), requested(), timeout=1)  # type: ignore[arg-type]
+        wait_for_rebalance(Interrupting(0), requested(), timeout=1)
     assert exc.value.exit_code == 130
     assert capsys.readouterr().out == (
         "Rebalancing continues in background.\nUse 'swarmctl service ps web' to check progress.\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from common.api import specs_pb2, types_pb2
@@ -525,9 +527,13 @@ def test_create_with_networks_and_endpoint_mode() -> None:
 IDS = {"front": "frontid", "back": "backid", "frontid": "frontid", "fr": "frontid"}
 
 
-def resolved(**kw: object) -> UpdateOptions:
+def resolved(
+    *,
+    network_add: Sequence[specs_pb2.NetworkAttachmentConfig] = (),
+    network_rm: Sequence[str] = (),
+) -> UpdateOptions:
     """UpdateOptions with their networks resolved as the manager would."""
-    opts = UpdateOptions(**kw)  # type: ignore[arg-type]
+    opts = UpdateOptions(network_add=list(network_add), network_rm=list(network_rm))
     resolve_network_refs(opts, IDS.__getitem__)
     return opts
 

@@ -21,7 +21,7 @@ from common.api import control_pb2, objects_pb2
 from common.api.control_pb2_grpc import ControlStub as Stub
 from manager.controlapi import ControlAPI, threaded
 from manager.store import Cache
-from tests.fakes import offline_cache
+from tests.fakes import ReadOnlyStore, no_previews, offline_cache
 
 
 def _cache() -> Cache:
@@ -32,7 +32,7 @@ def _cache() -> Cache:
 
 
 def _api(cache: Cache) -> ControlAPI:
-    return ControlAPI(cache, None, lambda _: None, None)  # type: ignore[arg-type]
+    return ControlAPI(cache, ReadOnlyStore(), lambda _: None, no_previews)
 
 
 def _call(socket: Path, fn: Any) -> Any:
