@@ -22,7 +22,7 @@ from common.ids import new_id
 from common.nodes import runs_tasks
 from manager.allocator.book import INGRESS_NAME, AddressBook, owns_addresses
 from manager.allocator.ipam import DEFAULT_POOLS, DEFAULT_SUBNET_SIZE, AllocationError
-from manager.domain.networks import task_networks
+from manager.domain.networks import needs_allocation, task_networks
 from manager.reconciler import Reconciler
 from manager.store import (
     AlreadyExistsError,
@@ -177,9 +177,13 @@ class Allocator(Reconciler):
         self, service_id: str, ops: list[Op], releases: dict[int, Callable[[], None]]
     ) -> None:
         service = self.cache.services.get(service_id)
-        if service is None:
+        if service is None or not needs_allocation(service.spec):
+            # Gone, or nothing to allocate (no network, no port through the mesh): a
+            # service that never had an endpoint is not written to (no extra event).
             self.book.release_owner(service_id)
             self.book.release_ports(service_id)
+            if service is not None and service.HasField("endpoint"):
+                ops.append(Update(Kind.SERVICE, service_id, _without_endpoint))
             return
         endpoint = objects_pb2.Endpoint()
         endpoint.spec.CopyFrom(service.spec.endpoint)
@@ -313,3 +317,10 @@ def _task_changed(old: objects_pb2.Task | None, new: objects_pb2.Task | None) ->
 def _node_changed(old: objects_pb2.Node | None, new: objects_pb2.Node | None) -> bool:
     """Joined, left, or started or stopped running tasks (an agent on a manager)."""
     return old is None or new is None or runs_tasks(old) != runs_tasks(new)
+
+
+def _without_endpoint(current: objects_pb2.Service) -> objects_pb2.Service | None:
+    if not current.HasField("endpoint") or needs_allocation(current.spec):
+        return None
+    current.ClearField("endpoint")
+    return current
