@@ -297,6 +297,11 @@ down() {
     if command -v nft >/dev/null 2>&1; then
         nft delete table ip swarmlet 2>/dev/null || true
     fi
+    if command -v iptables >/dev/null 2>&1; then
+        iptables -D FORWARD -j SWARMLET-FORWARD 2>/dev/null || true
+        iptables -F SWARMLET-FORWARD 2>/dev/null || true
+        iptables -X SWARMLET-FORWARD 2>/dev/null || true
+    fi
 
     if [[ -s $STARTED_ENGINE ]]; then
         scripts/dockerd.sh stop "$(cat "$STARTED_ENGINE")"

@@ -442,6 +442,13 @@ def remove_overlays(docker: Any) -> None:
         subprocess.run(
             ["nft", "delete", "table", "ip", "swarmlet"], check=False, capture_output=True
         )
+    if shutil.which("iptables"):
+        for args in (
+            ["-D", "FORWARD", "-j", "SWARMLET-FORWARD"],
+            ["-F", "SWARMLET-FORWARD"],
+            ["-X", "SWARMLET-FORWARD"],
+        ):
+            subprocess.run(["iptables", *args], check=False, capture_output=True)
 
 
 def swarmctl(

@@ -59,6 +59,7 @@ class NetworkController:
         self._applied_generation = -1
         self._applied_event = asyncio.Event()
         self._nft_missing = shutil.which("nft") is None
+        self._iptables_missing = shutil.which("iptables-restore") is None
         self._view_event = asyncio.Event()
         self._ever_applied = False
 
@@ -131,6 +132,8 @@ class NetworkController:
                 raise RuntimeError("nft not found: install nftables for virtual IPs and ports")
         else:
             await self.apply_rules(rules.render(node_plan.rules))
+        if node_plan.overlays and not self._iptables_missing:
+            await rules.accept_forwarding()
         self.resolver.tables = dict(node_plan.dns)
         self.resolver.clients = dict(node_plan.dns_clients)
         await self.dns.listen(node_plan.dns_listen)

@@ -173,3 +173,45 @@ async def apply(ruleset: str, nft: Sequence[str] = ("nft",)) -> None:
     _, err = await proc.communicate(ruleset.encode())
     if proc.returncode != 0:
         raise RulesError(err.decode(errors="replace").strip() or f"nft exited {proc.returncode}")
+
+
+# The iptables side: a host whose Docker engine turned IP forwarding on has the FORWARD
+# chain's policy at DROP, and accepts only what Docker's own rules for its networks do
+# (nothing, for an engine run with --iptables=false). An accept in our nftables table
+# does not override that drop (each table decides alone), so the traffic of our
+# bridges is accepted in a chain of our own in iptables' filter table, replaced whole
+# with `iptables-restore --noflush` (kube-proxy's way), reached by one jump at the top
+# of FORWARD. What it accepts stays confined by our nftables isolation, whose drop is
+# final: traffic within an overlay network (bridged or hairpinned through a virtual IP),
+# and connections we DNATed into or out of one (virtual IPs, the routing mesh).
+FORWARD_CHAIN = "SWARMLET-FORWARD"
+FORWARD_RULES = f"""*filter
+:{FORWARD_CHAIN} - [0:0]
+-A {FORWARD_CHAIN} -i swl-br+ -o swl-br+ -j ACCEPT
+-A {FORWARD_CHAIN} -o swl-br+ -m conntrack --ctstate DNAT -j ACCEPT
+-A {FORWARD_CHAIN} -i swl-br+ -m conntrack --ctstate DNAT -j ACCEPT
+COMMIT
+"""
+
+
+async def _run(*argv: str, stdin: str = "") -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate(stdin.encode())
+    return proc.returncode or 0, err.decode(errors="replace").strip()
+
+
+async def accept_forwarding(iptables: str = "iptables") -> None:
+    """Load our FORWARD chain (whole) and make sure FORWARD jumps to it first."""
+    code, err = await _run(f"{iptables}-restore", "--noflush", stdin=FORWARD_RULES)
+    if code != 0:
+        raise RulesError(f"iptables-restore: {err}")
+    code, _ = await _run(iptables, "-C", "FORWARD", "-j", FORWARD_CHAIN)
+    if code != 0:
+        code, err = await _run(iptables, "-I", "FORWARD", "1", "-j", FORWARD_CHAIN)
+        if code != 0:
+            raise RulesError(f"iptables -I FORWARD: {err}")
