@@ -18,10 +18,11 @@ poisoned service would fail every pass, and no service would be reconciled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -127,31 +128,31 @@ class Reconciler:
         the key is retried alone after its backoff; until then, marks of the key wait
         for that retry. A StoreError is not the key's fault but etcd's: it goes up, and
         the whole pass is retried. `work` must not return None."""
-        try:
-            result = work()
-        except StoreError:
-            raise
-        except Exception:
-            self._key_failed(key, ids)
-            return None
-        if self._failing:
-            self._failing.pop(key, None)
-        return result
+        with self._isolated(key, ids):
+            return work()
+        return None
 
     async def isolate_async(
         self, key: str, work: Callable[[], Awaitable[T]], **ids: Any
     ) -> T | None:
         """`isolate` for work that awaits (a plan made in a worker thread)."""
+        with self._isolated(key, ids):
+            return await work()
+        return None
+
+    @contextlib.contextmanager
+    def _isolated(self, key: str, ids: dict[str, Any]) -> Iterator[None]:
+        """The rule of `isolate`: a failure (not the store's) is the key's, swallowed and
+        retried with the key's backoff; a success ends the key's failing streak."""
         try:
-            result = await work()
+            yield
         except StoreError:
             raise
         except Exception:
             self._key_failed(key, ids)
-            return None
+            return
         if self._failing:
             self._failing.pop(key, None)
-        return result
 
     def key_failures(self, key: str) -> int:
         """How many times in a row the work of `key` raised (0: it is not failing)."""
