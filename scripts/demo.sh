@@ -290,17 +290,8 @@ down() {
             docker -H "$engine" network rm "$net" >/dev/null 2>&1 || true
         done
     fi
-    for dev in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 \
-        | grep -E '^swl-(br|vx)-[0-9]+$' || true); do
-        ip link del "$dev" 2>/dev/null || true
-    done
-    if command -v nft >/dev/null 2>&1; then
-        nft delete table ip swarmlet 2>/dev/null || true
-    fi
-    if command -v iptables >/dev/null 2>&1; then
-        iptables -D FORWARD -j SWARMLET-FORWARD 2>/dev/null || true
-        iptables -F SWARMLET-FORWARD 2>/dev/null || true
-        iptables -X SWARMLET-FORWARD 2>/dev/null || true
+    if [[ -x $BIN/python ]]; then
+        "$BIN/python" -m agent.network.cleanup || warn "could not remove the overlay devices and rules"
     fi
 
     if [[ -s $STARTED_ENGINE ]]; then

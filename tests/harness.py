@@ -8,7 +8,6 @@ run never sees another's leftovers.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import shutil
 import signal
@@ -430,25 +429,13 @@ def remove_overlays(docker: Any) -> None:
     """What an agent's network data plane made on this host: the engine's networks for
     overlays, the bridges and VXLAN devices, the nftables table (an agent that stops
     leaves them, as it leaves its containers running)."""
-    from agent.network.dataplane import DataPlane
+    from agent.network.cleanup import remove_host_state
     from agent.network.engine import LABEL_NETWORK_ID
 
     for net in docker.networks.list(filters={"label": LABEL_NETWORK_ID}):
         with contextlib.suppress(Exception):
             net.remove()
-    with contextlib.suppress(Exception):
-        DataPlane(ipaddress.IPv4Address("127.0.0.1")).apply([])
-    if shutil.which("nft"):
-        subprocess.run(
-            ["nft", "delete", "table", "ip", "swarmlet"], check=False, capture_output=True
-        )
-    if shutil.which("iptables"):
-        for args in (
-            ["-D", "FORWARD", "-j", "SWARMLET-FORWARD"],
-            ["-F", "SWARMLET-FORWARD"],
-            ["-X", "SWARMLET-FORWARD"],
-        ):
-            subprocess.run(["iptables", *args], check=False, capture_output=True)
+    remove_host_state()
 
 
 def swarmctl(

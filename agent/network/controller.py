@@ -140,10 +140,3 @@ class NetworkController:
         if self.engine is not None:
             await self.engine.prune(keep=local_networks(self.view, self.node_id))
         self.applied = node_plan
-
-    async def clear(self) -> None:
-        """Remove everything this node's data plane holds (the agent leaves the cluster)."""
-        self.view = ClusterNetworks()
-        await self.apply_once()
-        if not self._nft_missing:
-            await self.apply_rules(rules.render_removal())

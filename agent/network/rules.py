@@ -192,6 +192,12 @@ FORWARD_RULES = f"""*filter
 -A {FORWARD_CHAIN} -i swl-br+ -m conntrack --ctstate DNAT -j ACCEPT
 COMMIT
 """
+# How to take the chain out again (each step ignored if there is nothing to remove).
+FORWARD_REMOVAL = (
+    ("-D", "FORWARD", "-j", FORWARD_CHAIN),
+    ("-F", FORWARD_CHAIN),
+    ("-X", FORWARD_CHAIN),
+)
 
 
 async def _run(*argv: str, stdin: str = "") -> tuple[int, str]:
