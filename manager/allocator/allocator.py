@@ -22,7 +22,7 @@ from common.ids import new_id
 from common.nodes import runs_tasks
 from manager.allocator.book import INGRESS_NAME, AddressBook, owns_addresses
 from manager.allocator.ipam import DEFAULT_POOLS, DEFAULT_SUBNET_SIZE, AllocationError
-from manager.domain.networks import needs_allocation, task_networks
+from manager.domain.networks import joined_networks, needs_allocation, task_networks
 from manager.reconciler import Reconciler
 from manager.store import (
     AlreadyExistsError,
@@ -123,7 +123,7 @@ class Allocator(Reconciler):
             self._network(net_id, ops, releases)
         ingress_id = self.ingress_id() or ""
         for service_id in by_kind["s"]:
-            self._service(service_id, ops, releases)
+            self._service(service_id, ingress_id, ops)
         for task_id in by_kind["t"]:
             self._task(task_id, ingress_id, ops, releases)
         for node_id in by_kind["h"]:
@@ -173,9 +173,7 @@ class Allocator(Reconciler):
         # Services and tasks waiting for this network can go on now.
         self.mark_everything()
 
-    def _service(
-        self, service_id: str, ops: list[Op], releases: dict[int, Callable[[], None]]
-    ) -> None:
+    def _service(self, service_id: str, ingress_id: str, ops: list[Op]) -> None:
         service = self.cache.services.get(service_id)
         if service is None or not needs_allocation(service.spec):
             # Gone, or nothing to allocate (no network, no port through the mesh): a
@@ -191,7 +189,7 @@ class Allocator(Reconciler):
             endpoint.ports.extend(
                 self.book.published_ports(service_id, service.spec.endpoint.ports)
             )
-            for net_id in self._vip_networks(service):
+            for net_id in self._vip_networks(service, ingress_id):
                 addr = self.book.address_for(service_id, net_id)
                 endpoint.virtual_ips.add(network_id=net_id, addr=addr)
         except AllocationError as exc:
@@ -209,13 +207,12 @@ class Allocator(Reconciler):
 
         ops.append(Update(Kind.SERVICE, service_id, write))
 
-    def _vip_networks(self, service: objects_pb2.Service) -> list[str]:
+    @staticmethod
+    def _vip_networks(service: objects_pb2.Service, ingress_id: str) -> list[str]:
         if service.spec.endpoint.mode == specs_pb2.RESOLUTION_MODE_DNSRR:
             return []
-        template = objects_pb2.Task()
-        template.spec.CopyFrom(service.spec.task)
-        template.endpoint.CopyFrom(service.spec.endpoint)
-        return [n for n, _ in task_networks(template, self.ingress_id() or "")]
+        spec = service.spec
+        return [n for n, _ in joined_networks(spec.task, spec.endpoint, ingress_id)]
 
     def _task(
         self,

@@ -18,14 +18,21 @@ def needs_allocation(spec: specs_pb2.ServiceSpec) -> bool:
 
 
 def task_networks(task: objects_pb2.Task, ingress_id: str) -> list[tuple[str, list[str]]]:
-    """(network id, aliases) for each network the task joins, the ingress first, each
-    network once (the control API refuses a network named twice; a stored spec from
-    elsewhere is not trusted to)."""
+    """(network id, aliases) for each network the task joins (see `joined_networks`)."""
+    return joined_networks(task.spec, task.endpoint, ingress_id)
+
+
+def joined_networks(
+    spec: specs_pb2.TaskSpec, endpoint: specs_pb2.EndpointSpec, ingress_id: str
+) -> list[tuple[str, list[str]]]:
+    """(network id, aliases) for each network a task of this template joins, the ingress
+    first, each network once (the control API refuses a network named twice; a stored
+    spec from elsewhere is not trusted to)."""
     out: list[tuple[str, list[str]]] = []
-    if ingress_id and ingress_ports(task.endpoint):
+    if ingress_id and ingress_ports(endpoint):
         out.append((ingress_id, []))
     seen = {net for net, _ in out}
-    for n in task.spec.networks:
+    for n in spec.networks:
         if n.target not in seen:
             seen.add(n.target)
             out.append((n.target, list(n.aliases)))
